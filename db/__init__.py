@@ -1,0 +1,1 @@
+"""Persistence of jobs, stages, artifacts and evaluated architectures."""

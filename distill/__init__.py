@@ -1,0 +1,1 @@
+"""How knowledge moves: datasets, KD losses, the training loop and the ResKD stages."""

@@ -1,0 +1,402 @@
+"""ONE training loop, used by every method (supervised, KD, residual stages, ...).
+
+A method is a :class:`TrainTask`: the networks it trains, the frozen networks it reads, and the
+loss it minimises on a batch. The loop owns the optimizer, the LR schedule, the device, the
+progress bar, evaluation and per-epoch checkpoints (an interrupted run resumes at its last epoch).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from distill.losses import KDLoss
+
+Optimizer = Literal["sgd", "adam"]
+Schedule = Literal["multistep", "cosine", "constant"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a network is trained. Epoch numbers in ``milestones`` count from 0."""
+
+    epochs: int = 3
+    batch_size: int = 128
+    optimizer: Optimizer = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: Schedule = "multistep"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        checks: list[tuple[str, bool, str]] = [
+            ("epochs", self.epochs >= 1, "an integer >= 1"),
+            ("batch_size", self.batch_size >= 1, "an integer >= 1"),
+            ("optimizer", self.optimizer in ("sgd", "adam"), "one of sgd, adam"),
+            ("lr", self.lr > 0, "a number > 0"),
+            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+            ("weight_decay", self.weight_decay >= 0, "a number >= 0"),
+            (
+                "schedule",
+                self.schedule in ("multistep", "cosine", "constant"),
+                "one of multistep, cosine, constant",
+            ),
+            ("milestones", all(m > 0 for m in self.milestones), "epochs > 0"),
+            ("gamma", 0 < self.gamma <= 1, "in (0, 1]"),
+            ("num_workers", self.num_workers >= 0, "an integer >= 0"),
+        ]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"{name}: must be {allowed}, got {getattr(self, name)!r}")
+        object.__setattr__(self, "milestones", tuple(self.milestones))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "milestones": list(self.milestones)}
+
+
+PRESETS: dict[str, TrainConfig] = {
+    # ResKD paper, section IV-A.
+    "cifar": TrainConfig(epochs=250, batch_size=128, lr=0.1, milestones=(150, 200)),
+    "tiny-imagenet": TrainConfig(epochs=150, batch_size=128, lr=0.1, milestones=(40, 80, 120)),
+    "imagenet": TrainConfig(epochs=90, batch_size=128, lr=0.1, milestones=(30, 60, 80)),
+    # Small runs on a CPU: a few epochs, cosine decay.
+    "cpu-small": TrainConfig(
+        epochs=6, batch_size=64, lr=0.05, schedule="cosine", weight_decay=5e-4
+    ),
+    "cpu-tiny": TrainConfig(epochs=2, batch_size=64, lr=0.05, schedule="cosine", weight_decay=5e-4),
+}
+
+
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    if name not in PRESETS:
+        raise ValueError(f"preset: unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **overrides)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"device: {exc}; use auto, cpu, cuda or cuda:N") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} asked for but no CUDA device is visible")
+    return resolved
+
+
+# --------------------------------------------------------------------------------------------
+# Tasks: what a method trains and how
+# --------------------------------------------------------------------------------------------
+
+
+class TrainTask(nn.Module):
+    """Networks under training (``trained``) and frozen networks they learn from (``frozen``).
+
+    Only the trained networks are optimised; frozen ones stay in eval mode and tasks read them
+    under ``torch.no_grad()`` (their ``requires_grad`` flags are left as they are, so a network
+    can be trained by one task and read frozen by the next). A checkpoint holds the trained
+    networks only.
+    """
+
+    def __init__(
+        self, *, trained: Mapping[str, nn.Module], frozen: Mapping[str, nn.Module] | None = None
+    ) -> None:
+        super().__init__()
+        self.trained = nn.ModuleDict(dict(trained))
+        self.frozen = nn.ModuleDict(dict(frozen or {}))
+
+    def train(self, mode: bool = True) -> TrainTask:
+        super().train(mode)
+        self.frozen.eval()
+        return self
+
+    def loss(self, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+        """The loss to minimise on a batch and the logits its accuracy is measured on."""
+        raise NotImplementedError
+
+    def predict(self, x: Tensor) -> Tensor:
+        """Logits at evaluation time."""
+        raise NotImplementedError
+
+
+class Supervised(TrainTask):
+    """Cross-entropy on labels (the teacher, and the 'SGD' baselines of the paper)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(trained={"model": model})
+
+    def loss(self, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+        logits = self.trained["model"](x)
+        return nn.functional.cross_entropy(logits, y), logits
+
+    def predict(self, x: Tensor) -> Tensor:
+        return self.trained["model"](x)
+
+
+class Distillation(TrainTask):
+    """A student learns from a frozen teacher's logits on the same (augmented) batch."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, criterion: KDLoss) -> None:
+        super().__init__(trained={"student": student}, frozen={"teacher": teacher})
+        self.criterion = criterion
+
+    def loss(self, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            teacher = self.frozen["teacher"](x)
+        logits = self.trained["student"](x)
+        return self.criterion(logits, teacher, y), logits
+
+    def predict(self, x: Tensor) -> Tensor:
+        return self.trained["student"](x)
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+class Indexed(Dataset[tuple[Tensor, int, int]]):
+    """Adds each sample's index, so a task can look up per-sample cached targets."""
+
+    def __init__(self, dataset: Dataset[tuple[Tensor, int]]) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
+        x, y = self.dataset[index]
+        return x, y, index
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    loss: float
+    train_accuracy: float
+    eval_accuracy: float | None
+    lr: float
+    seconds: float
+
+
+@dataclass
+class History:
+    epochs: list[EpochRecord] = field(default_factory=list)
+    resumed_from: int = 0
+
+    @property
+    def final(self) -> EpochRecord:
+        return self.epochs[-1]
+
+
+EpochCallback = Callable[[EpochRecord, int], None]
+
+
+def _optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+
+
+def _schedule(
+    optimizer: torch.optim.Optimizer, config: TrainConfig
+) -> torch.optim.lr_scheduler.LRScheduler:
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    if config.schedule == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=list(config.milestones), gamma=config.gamma
+        )
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def loader(
+    dataset: Dataset[Any],
+    *,
+    batch_size: int,
+    shuffle: bool = False,
+    num_workers: int = 0,
+    generator: torch.Generator | None = None,
+) -> DataLoader[Any]:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        generator=generator,
+        drop_last=False,
+    )
+
+
+CHECKPOINT_NAME = "last.pt"
+
+
+def fit(
+    task: TrainTask,
+    train_data: Dataset[tuple[Tensor, int]],
+    *,
+    config: TrainConfig,
+    eval_data: Dataset[tuple[Tensor, int]] | None = None,
+    checkpoint_dir: Path | None = None,
+    desc: str = "train",
+    progress: bool = True,
+    on_epoch: EpochCallback | None = None,
+) -> History:
+    """Train ``task`` for ``config.epochs`` epochs; resume from ``checkpoint_dir`` if it holds one.
+
+    ``on_epoch(record, total_epochs)`` is called after every epoch (progress reporting).
+    """
+    if len(train_data) == 0:  # type: ignore[arg-type]
+        raise ValueError(f"{desc}: the training set is empty")
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    task.to(device)
+    params = [p for p in task.trained.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{desc}: the task has no trainable parameters")
+    optimizer = _optimizer(params, config)
+    scheduler = _schedule(optimizer, config)
+    generator = torch.Generator().manual_seed(config.seed)
+    history = History()
+
+    path = checkpoint_dir / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    if path is not None and path.is_file():
+        state = torch.load(path, map_location=device, weights_only=False)
+        task.trained.load_state_dict(state["trained"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["rng"])
+        history.epochs = [EpochRecord(**r) for r in state["history"]]
+        history.resumed_from = len(history.epochs)
+
+    batches = loader(
+        Indexed(train_data),
+        batch_size=config.batch_size,
+        shuffle=True,
+        num_workers=config.num_workers,
+        generator=generator,
+    )
+    for epoch in range(history.resumed_from, config.epochs):
+        started = time.perf_counter()
+        task.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        lr = optimizer.param_groups[0]["lr"]
+        bar = tqdm(
+            batches,
+            desc=f"{desc} {epoch + 1}/{config.epochs}",
+            leave=False,
+            disable=None if progress else True,  # None: shown on a terminal only
+            unit="batch",
+        )
+        for x, y, index in bar:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss, logits = task.loss(x, y, index)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; "
+                    f"lower the learning rate (lr {config.lr})"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+        scheduler.step()
+        eval_acc = (
+            evaluate(task, eval_data, batch_size=config.batch_size * 2, device=device)
+            if eval_data is not None
+            else None
+        )
+        record = EpochRecord(
+            epoch=epoch + 1,
+            loss=total_loss / seen,
+            train_accuracy=correct / seen,
+            eval_accuracy=eval_acc,
+            lr=lr,
+            seconds=time.perf_counter() - started,
+        )
+        history.epochs.append(record)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            torch.save(
+                {
+                    "trained": task.trained.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "generator": generator.get_state(),
+                    "rng": torch.get_rng_state(),
+                    "history": [asdict(r) for r in history.epochs],
+                    "config": config.to_dict(),
+                },
+                tmp,
+            )
+            tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
+        if on_epoch is not None:
+            on_epoch(record, config.epochs)
+        if progress:
+            shown = f", eval acc {eval_acc:.4f}" if eval_acc is not None else ""
+            tqdm.write(
+                f"{desc} epoch {epoch + 1}/{config.epochs}: loss {record.loss:.4f}, "
+                f"train acc {record.train_accuracy:.4f}{shown} ({record.seconds:.1f}s)"
+            )
+    task.eval()
+    return history
+
+
+@torch.no_grad()
+def predict_logits(
+    predict: Callable[[Tensor], Tensor] | nn.Module,
+    data: Dataset[tuple[Tensor, int]],
+    *,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> tuple[Tensor, Tensor]:
+    """Logits and labels over a dataset, in order, on the CPU."""
+    if isinstance(predict, nn.Module):
+        predict.eval()
+    device = torch.device(device) if isinstance(device, str) else device
+    outs, labels = [], []
+    for x, y in loader(data, batch_size=batch_size):
+        outs.append(predict(x.to(device)).float().cpu())
+        labels.append(y)
+    if not outs:
+        raise ValueError("predict: the dataset is empty")
+    return torch.cat(outs), torch.cat(labels)
+
+
+def accuracy(logits: Tensor, labels: Tensor) -> float:
+    return float((logits.argmax(1) == labels).float().mean())
+
+
+def evaluate(
+    model: TrainTask | nn.Module,
+    data: Dataset[tuple[Tensor, int]],
+    *,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> float:
+    """Top-1 accuracy of a model (or a task's ``predict``) on a dataset."""
+    model.eval()
+    fn = model.predict if isinstance(model, TrainTask) else model
+    logits, labels = predict_logits(fn, data, batch_size=batch_size, device=device)
+    return accuracy(logits, labels)

@@ -1,0 +1,1 @@
+"""How res-student architectures are found (STACNAS-style differentiable search)."""

@@ -1,0 +1,1 @@
+"""What can be built: the model zoo, (later) the search space, and FLOPs accounting."""

@@ -1,0 +1,60 @@
+"""FLOPs and parameter accounting: ONE counter for every network in the product.
+
+MFLOPs here are millions of multiply-accumulates as counted by thop (convolutions and linear layers
+as MACs, plus thop's per-element counts for normalisation, activations and pooling); this is the
+"MFLOPs" of the ResKD paper (ResNet-20 41, ResNet-110 255, ResNet-18 1821, ResNet-50 4117).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import thop
+import torch
+from torch import nn
+
+CustomOps = dict[type[nn.Module], Callable[[nn.Module, tuple[torch.Tensor, ...], Any], None]]
+
+
+@dataclass(frozen=True)
+class Complexity:
+    """Parameters and multiply-accumulates of one forward pass on one sample."""
+
+    params: int
+    macs: int
+
+    @property
+    def mflops(self) -> float:
+        return self.macs / 1e6
+
+    @property
+    def mparams(self) -> float:
+        return self.params / 1e6
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {**asdict(self), "mflops": self.mflops, "mparams": self.mparams}
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count(
+    model: nn.Module,
+    *,
+    input_shape: tuple[int, ...],
+    custom_ops: CustomOps | None = None,
+) -> Complexity:
+    """Count ``model`` on one input of ``input_shape`` (C, H, W), in eval mode, on the CPU.
+
+    The model itself is left untouched (thop attaches hooks and buffers to a copy).
+    ``custom_ops`` maps module types thop does not know to counting hooks, in thop's convention.
+    """
+    probe = copy.deepcopy(model).cpu().eval()
+    x = torch.zeros(1, *input_shape)
+    with torch.no_grad():
+        macs, _ = thop.profile(probe, inputs=(x,), custom_ops=custom_ops or {}, verbose=False)
+    return Complexity(params=count_parameters(model), macs=round(float(macs)))

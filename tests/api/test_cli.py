@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from api.cli import main
+from api.demo import run_demo
+
+
+def test_flops_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["flops", "resnet20", "--dataset", "cifar10", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["params"] == 269722 and abs(row["mflops"] - 41) / 41 < 0.015
+    assert row["input"] == "3x32x32"
+
+
+def test_flops_text_with_width(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["flops", "resnet18", "--dataset", "imagefolder", "--width", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet18 (width 0.5)" in out and "MFLOPs" in out
+
+
+def test_models_lists_the_zoo(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--dataset", "mnist5k", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["model"] for r in rows][:3] == ["resnet8", "resnet14", "resnet20"]
+    assert {r["input"] for r in rows} == {"1x28x28"}
+    assert all(r["mflops"] > 0 for r in rows)
+
+
+def test_unknown_model_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["flops", "vgg16", "--dataset", "cifar10"])
+    assert info.value.code == 2
+    assert "resnet20" in capsys.readouterr().err
+
+
+def test_bad_width_is_an_error_naming_the_field(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["flops", "resnet20", "--dataset", "cifar10", "--width", "0"]) == 2
+    assert "width: must be > 0" in capsys.readouterr().err
+
+
+def test_demo_runs_to_its_report(tmp_path: Path) -> None:
+    rows = run_demo(out_dir=tmp_path, epochs=2)
+    assert [r["model"] for r in rows] == [
+        "teacher T",
+        "student, labels only",
+        "student S0, KD from T",
+    ]
+    assert rows[0]["accuracy"] > 0.5 and rows[2]["accuracy"] > 0.3  # chance is 0.1
+    assert rows[2]["mflops"] < rows[0]["mflops"]
+    assert (tmp_path / "teacher" / "last.pt").is_file()
+    assert json.loads((tmp_path / "report.json").read_text()) == rows

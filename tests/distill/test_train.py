@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill.data import load_dataset
+from distill.losses import KDLoss
+from distill.models import build_model
+from distill.train import (
+    Distillation,
+    Supervised,
+    TrainConfig,
+    evaluate,
+    fit,
+    preset,
+)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", augment=False)
+
+
+def _config(**kw) -> TrainConfig:
+    return preset("cpu-tiny", batch_size=64, **kw)
+
+
+def test_supervised_training_learns_real_digits(digits) -> None:
+    model = build_model("resnet8", digits.info, width=0.5)
+    history = fit(
+        Supervised(model),
+        digits.train,
+        config=_config(epochs=3),
+        progress=False,
+        eval_data=digits.test,
+    )
+    assert [r.epoch for r in history.epochs] == [1, 2, 3]
+    assert history.epochs[-1].loss < history.epochs[0].loss
+    assert evaluate(model, digits.test) > 0.5  # chance is 0.1
+    assert history.final.eval_accuracy == pytest.approx(evaluate(model, digits.test))
+
+
+def test_distillation_keeps_the_teacher_frozen(digits) -> None:
+    teacher = build_model("resnet8", digits.info)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student = build_model("resnet8", digits.info, width=0.25)
+    task = Distillation(student, teacher, KDLoss(distance="kl"))
+    fit(task, digits.train, config=_config(epochs=1), progress=False)
+    after = teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN stats included
+    assert not teacher.training
+
+
+def test_resume_continues_from_the_last_epoch_exactly(digits, tmp_path: Path) -> None:
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_two(record, total) -> None:
+        if record.epoch == 2:
+            raise Interrupted
+
+    def run(ckpt: Path | None, on_epoch=None) -> tuple[torch.nn.Module, object]:
+        torch.manual_seed(123)
+        model = build_model("resnet8", digits.info, width=0.25)
+        h = fit(
+            Supervised(model),
+            digits.train,
+            config=_config(epochs=3),
+            progress=False,
+            checkpoint_dir=ckpt,
+            on_epoch=on_epoch,
+        )
+        return model, h
+
+    straight, _ = run(None)
+    with pytest.raises(Interrupted):
+        run(tmp_path, stop_after_two)  # the process dies after epoch 2
+    resumed, history = run(tmp_path)
+    assert history.resumed_from == 2
+    assert [r.epoch for r in history.epochs] == [1, 2, 3]
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"lr": -1.0}, "lr"),
+        ({"optimizer": "lion"}, "optimizer"),
+        ({"schedule": "step"}, "schedule"),
+        ({"momentum": 1.0}, "momentum"),
+    ],
+)
+def test_bad_training_config_names_the_field(kwargs: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=rf"^{field}:"):
+        TrainConfig(**kwargs)
+
+
+def test_presets_follow_the_paper() -> None:
+    cifar = preset("cifar")
+    assert (cifar.epochs, cifar.batch_size, cifar.lr, cifar.momentum, cifar.weight_decay) == (
+        250,
+        128,
+        0.1,
+        0.9,
+        1e-4,
+    )
+    assert cifar.milestones == (150, 200) and cifar.gamma == 0.1
+    with pytest.raises(ValueError, match="unknown preset 'fast'.*cifar"):
+        preset("fast")
+
+
+def test_empty_training_set_fails_before_training(digits) -> None:
+    model = build_model("resnet8", digits.info)
+    empty = torch.utils.data.Subset(digits.train, [])
+    with pytest.raises(ValueError, match="empty"):
+        fit(Supervised(model), empty, config=_config(), progress=False)
