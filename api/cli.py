@@ -76,6 +76,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from distill.reskd import load_config, run
+
+    config = load_config(Path(args.config))
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    run(config, out_dir=out, progress=not args.quiet)
+    print(f"\nreport, checkpoints and combined_student.pt in {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reskd",
@@ -101,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ds = sub.add_parser("datasets", help="the datasets known by name")
     ds.set_defaults(func=cmd_datasets)
+
+    run = sub.add_parser("run", help="run a ResKD pipeline locally from a YAML or JSON config")
+    run.add_argument("config", help="path to the run config (YAML or JSON)")
+    run.add_argument("--out", help="output directory (default runs/<config name>)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="teacher and KD student on the shipped MNIST 5k")
     demo.add_argument("--out", default="runs/demo", help="output directory")

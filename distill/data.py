@@ -409,6 +409,11 @@ def load_dataset(
     return _cifar(info, path, augment=augment, download=download, verify_checksums=verify_checksums)
 
 
+def num_samples(dataset: Dataset[Any]) -> int:
+    """``len`` of a map-style dataset (torch's ``Dataset`` type does not declare it)."""
+    return len(dataset)  # type: ignore[arg-type]
+
+
 def dataset_labels(dataset: Dataset[tuple[Tensor, int]]) -> list[int]:
     """The labels of a dataset without decoding its images."""
     if isinstance(dataset, Subset):

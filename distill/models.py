@@ -1,10 +1,15 @@
-"""Zoo models shaped for a dataset, and their complexity on that dataset's inputs."""
+"""Zoo models shaped for a dataset, their complexity there, and specs that rebuild them."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from torch import nn
+
 from distill.data import DatasetInfo
 from space.flops import Complexity, count
-from space.zoo import Backbone, Stem, create_model
+from space.zoo import MODELS, Backbone, Stem, create_model
 
 
 def build_model(
@@ -21,5 +26,42 @@ def build_model(
     )
 
 
-def complexity(model: Backbone, info: DatasetInfo) -> Complexity:
+def complexity(model: nn.Module, info: DatasetInfo) -> Complexity:
     return count(model, input_shape=info.input_shape)
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """Everything needed to rebuild a network (saved beside its weights)."""
+
+    model: str
+    width: float = 1.0
+    num_classes: int = 10
+    in_chans: int = 3
+    input_size: int = 32
+    stem: Stem = "auto"
+
+    @classmethod
+    def for_dataset(cls, model: str, info: DatasetInfo, *, width: float = 1.0) -> NetSpec:
+        return cls(model, width, info.num_classes, info.in_chans, info.image_size)
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"model: unknown model {self.model!r}; allowed: {', '.join(MODELS)}")
+
+    def build(self) -> Backbone:
+        return create_model(
+            self.model,
+            num_classes=self.num_classes,
+            in_chans=self.in_chans,
+            input_size=self.input_size,
+            width=self.width,
+            stem=self.stem,
+        )
+
+    @property
+    def label(self) -> str:
+        return self.model if self.width == 1 else f"{self.model}x{self.width:g}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,819 @@
+"""ResKD (Li et al.), Algorithm 1: teacher -> S0 by KD -> res-students R_i on the residual
+T - S_{i-1} until Energy(S_i, D_v) > ratio * Energy(T, D_v) -> TH_energy -> the
+sample-adaptive student.
+
+Every stage is stored under ``<out>/<kind>-<key>/`` where the key hashes the stage's config and its
+inputs' keys: a finished stage is loaded instead of trained again, an interrupted one resumes from
+its last epoch checkpoint, and a changed config trains only what it changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from distill.combined import CombinedStudent, LogitSum, evaluate_adaptive
+from distill.data import (
+    DataBundle,
+    DatasetError,
+    dataset_info,
+    dataset_labels,
+    load_dataset,
+    num_samples,
+    validation_split,
+)
+from distill.losses import (
+    DISTANCES,
+    KDLoss,
+    Objective,
+    RelationalObjective,
+    energy,
+    mutual_kl,
+)
+from distill.models import NetSpec, complexity
+from distill.report import format_table
+from distill.train import (
+    PRESETS,
+    Supervised,
+    TrainConfig,
+    TrainTask,
+    accuracy,
+    fit,
+    predict_logits,
+    preset,
+    resolve_device,
+)
+
+Method = Literal["kd", "dml", "relational"]
+ResidualTarget = Literal["residual", "combined"]
+CeOn = Literal["combined", "residual"]
+Baseline = Literal["ensemble", "together"]
+METHODS: tuple[Method, ...] = ("kd", "dml", "relational")
+BASELINES: tuple[Baseline, ...] = ("ensemble", "together")
+
+
+# ------------------------------------------------------------------------------------------------
+# Config
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """The KD method of S0 and of every res-student.
+
+    ``residual_target``: what a res-student's KD term compares. ``residual`` is the paper's
+    literal form, eq. 3 between R_i and T_i = T - S_{i-1}; ``combined`` compares S_i = S_{i-1} + R_i
+    with T instead (the same optimum up to a per-sample constant, which softmax ignores).
+
+    ``ce_on``: the paper does not say whether the cross-entropy term of eq. 3 applies to R_i or
+    to S_i. R_i's logits are a correction, not a classifier, so the default applies it to S_i
+    (``combined``): the res-student is pushed to fix the labels S_{i-1} gets wrong. ``residual``
+    applies it to R_i alone, as a literal reading of "R_i = KD(T_i)" would.
+    """
+
+    method: Method = "kd"
+    distance: Literal["l2", "kl"] = "l2"
+    tau: float = 0.9
+    t: float = 4.0
+    residual_target: ResidualTarget = "residual"
+    ce_on: CeOn = "combined"
+    distance_weight: float = 25.0  # relational only
+    angle_weight: float = 50.0  # relational only
+
+    def __post_init__(self) -> None:
+        _check("kd.method", self.method in METHODS, f"one of {', '.join(METHODS)}", self.method)
+        _check("kd.distance", self.distance in DISTANCES, "one of l2, kl", self.distance)
+        _check("kd.tau", 0 <= self.tau <= 1, "in [0, 1]", self.tau)
+        _check("kd.t", self.t > 0, "> 0", self.t)
+        _check(
+            "kd.residual_target",
+            self.residual_target in ("residual", "combined"),
+            "one of residual, combined",
+            self.residual_target,
+        )
+        _check(
+            "kd.ce_on",
+            self.ce_on in ("combined", "residual"),
+            "one of combined, residual",
+            self.ce_on,
+        )
+
+    def objective(self) -> Objective:
+        if self.method == "relational":
+            return RelationalObjective(
+                tau=self.tau, distance_weight=self.distance_weight, angle_weight=self.angle_weight
+            )
+        return KDLoss(distance=self.distance, tau=self.tau, t=self.t)
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    model: str
+    width: float = 1.0
+    num_classes: int | None = None  # if given, must match the dataset
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A ResKD run. Built from a YAML/JSON mapping by :meth:`from_dict`, which checks every field
+    (and the models, dataset and class counts) before any training."""
+
+    dataset: str
+    teacher: NetConfig
+    student: NetConfig
+    res_students: tuple[NetConfig, ...]
+    root: str | None = None
+    augment: bool = False
+    val_size: int = 500
+    teacher_checkpoint: str | None = None
+    kd: MethodConfig = field(default_factory=MethodConfig)
+    ratio: float = 0.9
+    max_stages: int | None = None  # default: one stage per entry of res_students
+    preset: str = "cpu-small"
+    train: Mapping[str, Any] = field(default_factory=dict)  # overrides of the preset
+    teacher_train: Mapping[str, Any] = field(default_factory=dict)
+    baselines: tuple[Baseline, ...] = ()
+    seed: int = 0
+    device: str = "auto"
+
+    @property
+    def stages(self) -> int:
+        return self.max_stages if self.max_stages is not None else len(self.res_students)
+
+    def res_student(self, i: int) -> NetConfig:
+        """The res-student of stage ``i`` (1-based); the last entry repeats."""
+        return self.res_students[min(i, len(self.res_students)) - 1]
+
+    def train_config(self, *, teacher: bool = False) -> TrainConfig:
+        overrides = {**self.train, **(self.teacher_train if teacher else {})}
+        try:
+            return preset(self.preset, seed=self.seed, device=self.device, **overrides)
+        except TypeError as exc:
+            allowed = ", ".join(f.name for f in fields(TrainConfig))
+            raise ValueError(f"train: {exc}; allowed keys: {allowed}") from exc
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> RunConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{unknown[0]}: unknown field; allowed: {', '.join(sorted(known))}")
+        for required in ("dataset", "teacher", "student", "res_students"):
+            if required not in raw:
+                raise ValueError(f"{required}: required")
+        data = dict(raw)
+        data["teacher"] = _net("teacher", raw["teacher"])
+        data["student"] = _net("student", raw["student"])
+        res = raw["res_students"]
+        if isinstance(res, str | Mapping):
+            res = [res]
+        if not isinstance(res, list | tuple) or not res:
+            raise ValueError("res_students: a non-empty list of res-student models")
+        data["res_students"] = tuple(_net(f"res_students[{i}]", r) for i, r in enumerate(res))
+        kd = raw.get("kd", {})
+        if not isinstance(kd, Mapping):
+            raise ValueError("kd: a mapping of method settings")
+        kd_known = {f.name for f in fields(MethodConfig)}
+        if set(kd) - kd_known:
+            bad = sorted(set(kd) - kd_known)[0]
+            raise ValueError(f"kd.{bad}: unknown field; allowed: {', '.join(sorted(kd_known))}")
+        data["kd"] = MethodConfig(**kd)
+        data["baselines"] = tuple(raw.get("baselines", ()))
+        config = cls(**data)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Every check that needs no data: fails before any training."""
+        info = dataset_info(self.dataset)  # names the dataset field and what is allowed
+        for name, net in self.nets():
+            spec_error = None
+            try:
+                NetSpec(net.model, net.width)
+            except ValueError as exc:
+                spec_error = str(exc)
+            if spec_error:
+                raise ValueError(f"{name}.{spec_error}")
+            _check(f"{name}.width", net.width > 0, "> 0", net.width)
+            if net.num_classes is not None and self.dataset != "imagefolder":
+                _check(
+                    f"{name}.num_classes",
+                    net.num_classes == info.num_classes,
+                    f"{info.num_classes} (the classes of {self.dataset})",
+                    net.num_classes,
+                )
+        _check("ratio", 0 < self.ratio <= 1, "in (0, 1]", self.ratio)
+        _check("max_stages", self.stages >= 1, ">= 1", self.max_stages)
+        _check("val_size", self.val_size >= 1, ">= 1", self.val_size)
+        _check("preset", self.preset in PRESETS, f"one of {', '.join(PRESETS)}", self.preset)
+        for b in self.baselines:
+            _check("baselines", b in BASELINES, f"a list of {', '.join(BASELINES)}", b)
+        if self.teacher_checkpoint is not None and not Path(self.teacher_checkpoint).is_file():
+            raise ValueError(f"teacher_checkpoint: no file at {self.teacher_checkpoint}")
+        self.train_config()
+        self.train_config(teacher=True)
+        resolve_device(self.device)
+
+    def nets(self) -> list[tuple[str, NetConfig]]:
+        return [("teacher", self.teacher), ("student", self.student)] + [
+            (f"res_students[{i}]", r) for i, r in enumerate(self.res_students)
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self), default=list))
+
+
+def _check(name: str, ok: bool, allowed: str, value: Any) -> None:
+    if not ok:
+        raise ValueError(f"{name}: must be {allowed}, got {value!r}")
+
+
+def _net(name: str, raw: Any) -> NetConfig:
+    if isinstance(raw, str):
+        return NetConfig(raw)
+    if not isinstance(raw, Mapping) or "model" not in raw:
+        raise ValueError(f"{name}: a model name or a mapping with 'model' (and 'width')")
+    allowed = {f.name for f in fields(NetConfig)}
+    if set(raw) - allowed:
+        bad = sorted(set(raw) - allowed)[0]
+        raise ValueError(f"{name}.{bad}: unknown field; allowed: {', '.join(sorted(allowed))}")
+    return NetConfig(**raw)
+
+
+def load_config(path: Path) -> RunConfig:
+    """A run config from a YAML or JSON file."""
+    import yaml
+
+    if not path.is_file():
+        raise ValueError(f"config: no file at {path}")
+    raw = yaml.safe_load(path.read_text())  # JSON is YAML
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"config: {path} must hold a mapping of fields")
+    return RunConfig.from_dict(raw)
+
+
+# ------------------------------------------------------------------------------------------------
+# The residual task: S0 (no base) and every R_i (base = S_{i-1}), in one class
+# ------------------------------------------------------------------------------------------------
+
+
+class ResidualDistillation(TrainTask):
+    """Train ``model`` so that ``base + model`` follows the teacher (base = 0 for S0).
+
+    Teacher and base logits come either from a per-sample cache (no random augmentation: each
+    sample's frozen outputs never change, so they are computed once) or from the frozen networks
+    on each augmented batch under ``no_grad``. With ``peer`` (deep mutual learning) a second copy
+    trains alongside, each also matching the other's prediction.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        objective: Objective,
+        method: MethodConfig,
+        teacher: nn.Module | None = None,
+        base: nn.Module | None = None,
+        cache: tuple[Tensor, Tensor | None] | None = None,
+        peer: nn.Module | None = None,
+    ) -> None:
+        trained = {"model": model} | ({"peer": peer} if peer is not None else {})
+        frozen = {k: v for k, v in (("teacher", teacher), ("base", base)) if v is not None}
+        super().__init__(trained=trained, frozen=frozen)
+        if cache is None and teacher is None:
+            raise ValueError("either a teacher network or cached teacher logits is needed")
+        self.objective = objective
+        self.method = method
+        self.cache = cache
+
+    def _frozen_logits(self, x: Tensor, index: Tensor) -> tuple[Tensor, Tensor | None]:
+        if self.cache is not None:
+            t, b = self.cache
+            return t[index].to(x.device), (b[index].to(x.device) if b is not None else None)
+        with torch.no_grad():
+            t = self.frozen["teacher"](x)
+            b = self.frozen["base"](x) if "base" in self.frozen else None
+        return t, b
+
+    def _terms(self, r: Tensor, t: Tensor, b: Tensor | None, y: Tensor) -> tuple[Tensor, Tensor]:
+        s = r if b is None else b + r
+        if b is None or self.method.residual_target == "combined":
+            student, teacher = s, t
+        else:
+            student, teacher = r, t - b  # eq. 3 against T_i = T - S_{i-1}
+        ce = s if self.method.ce_on == "combined" else r
+        return self.objective(student, teacher, y, ce), s
+
+    def loss(self, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+        t, b = self._frozen_logits(x, index)
+        r = self.trained["model"](x)
+        loss, s = self._terms(r, t, b, y)
+        if "peer" in self.trained:
+            peer_loss, s_peer = self._terms(self.trained["peer"](x), t, b, y)
+            loss = loss + peer_loss + mutual_kl(s, s_peer) + mutual_kl(s_peer, s)
+        return loss, s
+
+    def predict(self, x: Tensor) -> Tensor:
+        r: Tensor = self.trained["model"](x)
+        if "base" in self.frozen:
+            return self.frozen["base"](x) + r
+        return r
+
+
+# ------------------------------------------------------------------------------------------------
+# Residual targets, Energy, distances (the quantities of Algorithm 1 and of the report)
+# ------------------------------------------------------------------------------------------------
+
+
+def residual_target(teacher: Tensor, student: Tensor) -> Tensor:
+    """T_i = T - S_{i-1} (eq. 4): what R_i learns."""
+    return teacher - student
+
+
+def dataset_energy(logits: Tensor) -> float:
+    """Eq. 9: the mean per-sample Energy over a dataset's logits."""
+    return float(energy(logits).mean())
+
+
+def should_stop(student_energy: float, teacher_energy: float, ratio: float) -> bool:
+    """Algorithm 1's termination: Energy(S_i, D_v) > ratio * Energy(T, D_v)."""
+    return student_energy > ratio * teacher_energy
+
+
+def l2_to_teacher(student: Tensor, teacher: Tensor) -> float:
+    """Mean over samples of ||S(x) - T(x)||_2 on logits."""
+    return float((student - teacher).norm(dim=1).mean())
+
+
+def gi_over_c1(student: Tensor, teacher: Tensor) -> float:
+    """Eq. 21's GI/C1 over a dataset. Per sample, GI/C1 = ||R_i - (T - S_{i-1})||_2 =
+    ||S_i - T||_2, the norm of eq. 20's gradient over 2; over the dataset we take the root mean
+    square (the norm of the per-sample gradients pooled), which weighs the samples the student
+    is farthest from more than the mean L2 distance does."""
+    return float((student - teacher).pow(2).sum(dim=1).mean().sqrt())
+
+
+# ------------------------------------------------------------------------------------------------
+# Stages with stored results
+# ------------------------------------------------------------------------------------------------
+
+
+def stage_key(kind: str, payload: Mapping[str, Any]) -> str:
+    text = json.dumps({"kind": kind, **payload}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass
+class StageResult:
+    kind: str
+    key: str
+    trained: bool  # False when a stored result was reused
+    seconds: float
+    directory: Path
+
+
+def run_stage(
+    out_dir: Path,
+    kind: str,
+    payload: Mapping[str, Any],
+    nets: Mapping[str, nn.Module],
+    *,
+    task: TrainTask,
+    train_data: Dataset[tuple[Tensor, int]],
+    config: TrainConfig,
+    desc: str,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> StageResult:
+    """Load ``nets`` from the stage's stored weights, or train ``task`` and store them; training
+    resumes from the stage's epoch checkpoint when a previous run was interrupted."""
+    key = stage_key(kind, payload)
+    directory = out_dir / f"{kind}-{key}"
+    done = directory / "weights.pt"
+    if done.is_file():
+        state = torch.load(done, map_location="cpu", weights_only=True)
+        for name, net in nets.items():
+            net.load_state_dict(state[name])
+        meta = json.loads((directory / "stage.json").read_text())
+        log(f"stage {kind} [{key}]: stored result reused")
+        return StageResult(kind, key, False, float(meta["seconds"]), directory)
+    started = time.perf_counter()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(payload, indent=2, default=str))
+    fit(task, train_data, config=config, checkpoint_dir=directory, desc=desc, progress=progress)
+    seconds = time.perf_counter() - started
+    tmp = directory / "weights.tmp"
+    torch.save({name: net.state_dict() for name, net in nets.items()}, tmp)
+    tmp.replace(done)
+    (directory / "stage.json").write_text(
+        json.dumps({"kind": kind, "key": key, "seconds": seconds})
+    )
+    (directory / "last.pt").unlink(missing_ok=True)  # the epoch checkpoint is no longer needed
+    return StageResult(kind, key, True, seconds, directory)
+
+
+# ------------------------------------------------------------------------------------------------
+# The run
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    rows: list[dict[str, Any]]
+    stages: list[dict[str, Any]]
+    threshold: float
+    combined: CombinedStudent
+    logits_cached: bool
+    validation: dict[str, Any]
+
+    def table(self) -> str:
+        columns = [
+            "model",
+            "arch",
+            "accuracy",
+            "mparams",
+            "mflops",
+            "adaptive_mflops",
+            "pct_of_T",
+            "energy",
+            "l2_to_T",
+            "gi_over_c1",
+        ]
+        return format_table(self.rows, columns)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "stages": self.stages,
+            "threshold": self.threshold,
+            "logits": "cached once per stage"
+            if self.logits_cached
+            else "computed per batch (random augmentation)",
+            "validation": self.validation,
+        }
+
+
+def run(
+    config: RunConfig,
+    *,
+    out_dir: Path,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> RunResult:
+    """Algorithm 1 (with the Table II baselines when asked), then the report."""
+    config.validate()
+    data = load_dataset(config.dataset, root=config.root, augment=config.augment)
+    info = data.info
+    if num_samples(data.train) == 0 or num_samples(data.test) == 0:
+        raise DatasetError(f"dataset: {config.dataset} has an empty training or test set")
+    if config.val_size > num_samples(data.train_eval):
+        raise ValueError(
+            f"val_size: must be <= {num_samples(data.train_eval)} (the training set), "
+            f"got {config.val_size}"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    device = resolve_device(config.device)
+    split = validation_split(num_samples(data.train_eval), seed=config.seed, size=config.val_size)
+    (out_dir / "validation_split.json").write_text(json.dumps(split.to_dict()))
+    d_v = split.subset(data.train_eval)
+    cached = not data.augmented
+    train_cfg = config.train_config()
+    stages: list[dict[str, Any]] = []
+    data_key = {"dataset": config.dataset, "root": config.root, "augment": config.augment}
+
+    def spec(net: NetConfig) -> NetSpec:
+        return NetSpec.for_dataset(net.model, info, width=net.width)
+
+    def logits_on(model: nn.Module, dataset: Dataset[tuple[Tensor, int]]) -> Tensor:
+        return predict_logits(model.to(device), dataset, device=device)[0]
+
+    def record(result: StageResult, **extra: Any) -> None:
+        stages.append(
+            {
+                "kind": result.kind,
+                "key": result.key,
+                "trained": result.trained,
+                "seconds": round(result.seconds, 2),
+                **extra,
+            }
+        )
+
+    # -- teacher ------------------------------------------------------------------------------
+    t_spec = spec(config.teacher)
+    teacher = t_spec.build()
+    t_cfg = config.train_config(teacher=True)
+    if config.teacher_checkpoint is not None:
+        state = torch.load(config.teacher_checkpoint, map_location="cpu", weights_only=True)
+        teacher.load_state_dict(state.get("state_dict", state))
+        t_key = stage_key("teacher", {"checkpoint": config.teacher_checkpoint})
+        log(f"teacher {t_spec.label}: loaded from {config.teacher_checkpoint}")
+    else:
+        t_payload = {"net": t_spec.to_dict(), "train": t_cfg.to_dict(), **data_key}
+        result = run_stage(
+            out_dir,
+            "teacher",
+            t_payload,
+            {"model": teacher},
+            task=Supervised(teacher),
+            train_data=data.train,
+            config=t_cfg,
+            desc=f"teacher {t_spec.label}",
+            progress=progress,
+            log=log,
+        )
+        t_key = result.key
+        record(result)
+    teacher.eval()
+    t_val, t_test = logits_on(teacher, d_v), logits_on(teacher, data.test)
+    t_train = logits_on(teacher, data.train_eval) if cached else None
+    e_teacher = dataset_energy(t_val)
+    log(
+        f"teacher: Energy(T, D_v) = {e_teacher:.4f}; stop when Energy(S_i, D_v) > "
+        f"{config.ratio} x {e_teacher:.4f} = {config.ratio * e_teacher:.4f}"
+    )
+
+    # -- S0 and the res-students ---------------------------------------------------------------
+    objective = config.kd.objective()
+    method = config.kd
+    nets: list[nn.Module] = []
+    specs: list[NetSpec] = []
+    s_val = s_test = s_train = None
+    previous_key = t_key
+    energies: list[float] = []
+    test_logits: list[Tensor] = []
+    for i in range(config.stages + 1):  # i = 0 is S0
+        net_cfg = config.student if i == 0 else config.res_student(i)
+        net_spec = spec(net_cfg)
+        net = net_spec.build()
+        peer = net_spec.build() if method.method == "dml" else None
+        base = LogitSum(list(nets)) if nets else None
+        cache = (t_train, s_train) if cached and t_train is not None else None
+        task = ResidualDistillation(
+            net,
+            objective=objective,
+            method=method,
+            teacher=None if cache else teacher,
+            base=None if cache else base,
+            cache=cache,
+            peer=peer,
+        )
+        kind = "student" if i == 0 else "residual"
+        payload = {
+            "net": net_spec.to_dict(),
+            "kd": asdict(method),
+            "train": train_cfg.to_dict(),
+            "input": previous_key,
+            "stage": i,
+            **data_key,
+        }
+        desc = "S0" if i == 0 else f"R{i}"
+        result = run_stage(
+            out_dir,
+            kind,
+            payload,
+            {"model": net},
+            task=task,
+            train_data=data.train,
+            config=train_cfg,
+            desc=f"{desc} {net_spec.label}",
+            progress=progress,
+            log=log,
+        )
+        previous_key = result.key
+        net.eval()
+        nets.append(net)
+        specs.append(net_spec)
+        r_val, r_test = logits_on(net, d_v), logits_on(net, data.test)
+        s_val = r_val if s_val is None else s_val + r_val
+        s_test = r_test if s_test is None else s_test + r_test
+        test_logits.append(r_test)
+        if cached:
+            r_train = logits_on(net, data.train_eval)
+            s_train = r_train if s_train is None else s_train + r_train
+        e = dataset_energy(s_val)
+        energies.append(e)
+        stop = i > 0 and should_stop(e, e_teacher, config.ratio)
+        record(result, network=desc, arch=net_spec.label, energy_dv=round(e, 5))
+        log(
+            f"S{i}: Energy(S{i}, D_v) = {e:.4f} ({100 * e / e_teacher:.1f}% of T)"
+            + (" -> stop" if stop else "")
+        )
+        if stop:
+            break
+    assert s_val is not None and s_test is not None
+    n = len(nets) - 1
+    threshold = dataset_energy(s_val)  # eq. 10: TH_energy = Energy(S_n, D_v)
+
+    # -- the combined student ------------------------------------------------------------------
+    costs = [complexity(net, info) for net in nets]
+    combined = CombinedStudent(
+        nets[0], nets[1:], threshold=threshold, specs=specs, mflops=[c.mflops for c in costs]
+    )
+    combined.save(out_dir / "combined_student.pt")
+    adaptive = evaluate_adaptive(combined, data.test, device=device)
+
+    # -- report -------------------------------------------------------------------------------
+    labels = torch.tensor(dataset_labels(data.test))
+    t_cost = complexity(teacher, info)
+    rows = [
+        _row("T", t_spec.label, t_test, t_test, labels, t_cost.params, t_cost.mflops, t_cost.mflops)
+    ]
+    running = torch.zeros_like(t_test)
+    params = 0
+    mflops = 0.0
+    for i, (r_test_i, cost) in enumerate(zip(test_logits, costs, strict=True)):
+        running = running + r_test_i
+        params += cost.params
+        mflops += cost.mflops
+        arch = "-".join(s.label for s in specs[: i + 1])
+        rows.append(_row(f"S{i}", arch, running, t_test, labels, params, mflops, t_cost.mflops))
+    rows.append(
+        _row(
+            f"S{n} adaptive",
+            rows[-1]["arch"],
+            adaptive.logits,
+            t_test,
+            labels,
+            params,
+            mflops,
+            t_cost.mflops,
+            adaptive_mflops=adaptive.expected_mflops,
+        )
+    )
+    rows[-1]["stopped_after"] = adaptive.stage_histogram
+
+    for baseline in config.baselines:
+        rows.append(
+            _baseline(
+                baseline,
+                config,
+                data,
+                teacher,
+                specs[:2],
+                t_key,
+                t_test,
+                labels,
+                t_cost.mflops,
+                out_dir,
+                progress,
+                log,
+                device,
+                stages,
+                t_train,
+            )
+        )
+
+    result_obj = RunResult(
+        rows,
+        stages,
+        threshold,
+        combined,
+        cached,
+        split.to_dict() | {"indices": f"{split.size} indices in validation_split.json"},
+    )
+    (out_dir / "report.json").write_text(json.dumps(result_obj.to_dict(), indent=2))
+    (out_dir / "report.txt").write_text(result_obj.table() + "\n")
+    log("\n" + result_obj.table())
+    log(
+        f"\nTH_energy = {threshold:.4f}; teacher and earlier students' logits "
+        + ("cached once per stage" if cached else "computed per batch (random augmentation)")
+    )
+    return result_obj
+
+
+def _row(
+    name: str,
+    arch: str,
+    logits: Tensor,
+    teacher: Tensor,
+    labels: Tensor,
+    params: int,
+    mflops: float,
+    teacher_mflops: float,
+    adaptive_mflops: float | None = None,
+) -> dict[str, Any]:
+    effective = mflops if adaptive_mflops is None else adaptive_mflops
+    return {
+        "model": name,
+        "arch": arch,
+        "accuracy": accuracy(logits, labels),
+        "mparams": params / 1e6,
+        "mflops": mflops,
+        "adaptive_mflops": effective,
+        "pct_of_T": 100 * effective / teacher_mflops,
+        "energy": dataset_energy(logits),
+        "l2_to_T": l2_to_teacher(logits, teacher),
+        "gi_over_c1": gi_over_c1(logits, teacher),
+    }
+
+
+def _baseline(
+    kind: Baseline,
+    config: RunConfig,
+    data: DataBundle,
+    teacher: nn.Module,
+    specs: list[NetSpec],
+    t_key: str,
+    t_test: Tensor,
+    labels: Tensor,
+    t_mflops: float,
+    out_dir: Path,
+    progress: bool,
+    log: Callable[[str], None],
+    device: torch.device,
+    stages: list[dict[str, Any]],
+    t_train: Tensor | None,
+) -> dict[str, Any]:
+    """Table II's baselines with the architectures of S0 and R1, both distilled from T with the
+    run's method: ``ensemble`` trains them independently and sums their logits, ``together``
+    trains their sum as one network."""
+    train_cfg = config.train_config()
+    cache = (t_train, None) if t_train is not None else None
+    nets = [s.build() for s in specs]
+    arch = "-".join(s.label for s in specs)
+    payload_base = {
+        "specs": [s.to_dict() for s in specs],
+        "kd": asdict(config.kd),
+        "train": train_cfg.to_dict(),
+        "input": t_key,
+        "dataset": config.dataset,
+        "augment": config.augment,
+        "root": config.root,
+    }
+
+    def task(model: nn.Module) -> ResidualDistillation:
+        return ResidualDistillation(
+            model,
+            objective=config.kd.objective(),
+            method=replace(config.kd, method="kd"),
+            teacher=None if cache else teacher,
+            cache=cache,
+        )
+
+    if kind == "ensemble":
+        for j, net in enumerate(nets):
+            result = run_stage(
+                out_dir,
+                "ensemble",
+                {**payload_base, "member": j},
+                {"model": net},
+                task=task(net),
+                train_data=data.train,
+                config=train_cfg,
+                desc=f"ensemble member {j}",
+                progress=progress,
+                log=log,
+            )
+            stages.append(
+                {
+                    "kind": "ensemble",
+                    "key": result.key,
+                    "trained": result.trained,
+                    "seconds": round(result.seconds, 2),
+                }
+            )
+    whole = LogitSum(nets)
+    if kind == "together":
+        result = run_stage(
+            out_dir,
+            "together",
+            payload_base,
+            {"model": whole},
+            task=task(whole),
+            train_data=data.train,
+            config=train_cfg,
+            desc="trained together",
+            progress=progress,
+            log=log,
+        )
+        stages.append(
+            {
+                "kind": "together",
+                "key": result.key,
+                "trained": result.trained,
+                "seconds": round(result.seconds, 2),
+            }
+        )
+    logits = predict_logits(whole.to(device).eval(), data.test, device=device)[0]
+    info = data.info
+    costs = [complexity(net, info) for net in nets]
+    return _row(
+        kind,
+        arch,
+        logits,
+        t_test,
+        labels,
+        sum(c.params for c in costs),
+        sum(c.mflops for c in costs),
+        t_mflops,
+    )
