@@ -1,0 +1,173 @@
+"""The ResKD pipeline end to end on the real digits, stage reuse, resume and config errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill.combined import CombinedStudent
+from distill.reskd import RunConfig, load_config, run
+
+TINY = {
+    "dataset": "digits",
+    "val_size": 100,
+    "teacher": {"model": "resnet8", "width": 0.5},
+    "student": {"model": "resnet8", "width": 0.25},
+    "res_students": [{"model": "resnet8", "width": 0.25}],
+    "kd": {"distance": "kl"},
+    "preset": "cpu-tiny",
+    "train": {"epochs": 1},
+    "teacher_train": {"epochs": 2},
+    "ratio": 1.0,
+}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("run")
+    config = RunConfig.from_dict({**TINY, "max_stages": 2, "baselines": ["ensemble", "together"]})
+    return out, config, run(config, out_dir=out, progress=False, log=lambda _: None)
+
+
+def test_run_reports_every_model(finished) -> None:
+    out, _, result = finished
+    names = [r["model"] for r in result.rows]
+    assert names == ["T", "S0", "S1", "S2", "S2 adaptive", "ensemble", "together"]
+    t, s0, s1, s2 = result.rows[:4]
+    assert s0["mflops"] < s1["mflops"] < s2["mflops"] < t["mflops"]
+    assert s2["adaptive_mflops"] <= s2["mflops"]
+    assert result.rows[4]["adaptive_mflops"] <= s2["mflops"]
+    assert t["l2_to_T"] == 0 and s0["l2_to_T"] > 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["logits"] == "cached once per stage"
+    assert report["threshold"] == pytest.approx(result.threshold)
+    assert "S2 adaptive" in (out / "report.txt").read_text()
+
+
+def test_combined_student_file_reproduces_the_adaptive_row(finished) -> None:
+    out, _, result = finished
+    model = CombinedStudent.load(out / "combined_student.pt")
+    assert model.threshold == pytest.approx(result.threshold) and model.num_stages == 2
+    from distill.combined import evaluate_adaptive
+    from distill.data import load_dataset
+
+    evaluation = evaluate_adaptive(model, load_dataset("digits", augment=False).test)
+    assert evaluation.accuracy == pytest.approx(result.rows[4]["accuracy"])
+
+
+def test_a_second_run_reuses_every_stage(finished) -> None:
+    out, config, first = finished
+    second = run(config, out_dir=out, progress=False, log=lambda _: None)
+    assert not any(s["trained"] for s in second.stages)
+    assert [r["accuracy"] for r in second.rows] == [r["accuracy"] for r in first.rows]
+
+
+def test_a_changed_res_student_retrains_only_from_there(finished) -> None:
+    out, _config, _ = finished
+    changed = RunConfig.from_dict(
+        {
+            **TINY,
+            "max_stages": 2,
+            "res_students": [
+                {"model": "resnet8", "width": 0.25},
+                {"model": "resnet8", "width": 0.5},
+            ],
+        }
+    )
+    result = run(changed, out_dir=out, progress=False, log=lambda _: None)
+    trained = {s.get("network", s["kind"]): s["trained"] for s in result.stages}
+    assert trained == {"teacher": False, "S0": False, "R1": False, "R2": True}
+
+
+def test_an_interrupted_stage_resumes_from_its_epoch_checkpoint(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import distill.reskd as reskd_module
+    from distill import train as train_module
+
+    config = RunConfig.from_dict({**TINY, "teacher_train": {"epochs": 3}})
+    calls = []
+    real_fit = train_module.fit
+
+    def dying_fit(*args, **kwargs):
+        def on_epoch(record, total):
+            calls.append(record.epoch)
+            if record.epoch == 2 and len(calls) == 2:
+                raise KeyboardInterrupt
+
+        return real_fit(*args, **kwargs, on_epoch=on_epoch)
+
+    monkeypatch.setattr(reskd_module, "fit", dying_fit)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, out_dir=tmp_path, progress=False, log=lambda _: None)
+    assert calls == [1, 2]
+    monkeypatch.setattr(reskd_module, "fit", real_fit)
+    epochs_seen = []
+    monkeypatch.setattr(
+        reskd_module, "fit", lambda *a, **k: epochs_seen.append(real_fit(*a, **k).resumed_from)
+    )
+    run(config, out_dir=tmp_path, progress=False, log=lambda _: None)
+    assert epochs_seen[0] == 2  # the teacher resumed after its 2nd epoch, not from scratch
+
+
+def test_augmented_runs_compute_frozen_logits_per_batch(tmp_path: Path) -> None:
+    config = RunConfig.from_dict({**TINY, "augment": True, "teacher_train": {"epochs": 1}})
+    result = run(config, out_dir=tmp_path, progress=False, log=lambda _: None)
+    assert not result.logits_cached
+    assert json.loads((tmp_path / "report.json").read_text())["logits"].startswith("computed")
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"dataset": "svhn"}, "dataset"),
+        ({"teacher": "vgg16"}, "teacher.model"),
+        (
+            {"res_students": [{"model": "resnet8", "num_classes": 100}]},
+            "res_students[0].num_classes",
+        ),
+        ({"ratio": 0.0}, "ratio"),
+        ({"ratio": 1.5}, "ratio"),
+        ({"kd": {"distance": "l1"}}, "kd.distance"),
+        ({"kd": {"method": "rkd"}}, "kd.method"),
+        ({"baselines": ["bagging"]}, "baselines"),
+        ({"preset": "fast"}, "preset"),
+        ({"train": {"epochz": 3}}, "train"),
+        ({"colour": "red"}, "colour"),
+        ({"res_students": []}, "res_students"),
+    ],
+)
+def test_bad_configs_fail_before_training_naming_the_field(change: dict, field: str) -> None:
+    with pytest.raises(ValueError) as info:
+        RunConfig.from_dict({**TINY, **change})
+    assert str(info.value).startswith(f"{field}"), str(info.value)
+
+
+def test_val_size_larger_than_the_training_set_fails_before_training(tmp_path: Path) -> None:
+    config = RunConfig.from_dict({**TINY, "val_size": 5000})
+    with pytest.raises(ValueError, match="val_size: must be <= 1437"):
+        run(config, out_dir=tmp_path, progress=False, log=lambda _: None)
+    assert not any(tmp_path.glob("teacher-*"))
+
+
+def test_yaml_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("dataset: digits\nteacher: resnet20\nstudent: resnet8\nres_students: resnet8\n")
+    config = load_config(path)
+    assert config.res_students[0].model == "resnet8" and config.stages == 1
+    with pytest.raises(ValueError, match="config: no file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_teacher_checkpoint_is_loaded_instead_of_trained(tmp_path: Path) -> None:
+    from distill.data import dataset_info
+    from distill.models import build_model
+
+    teacher = build_model("resnet8", dataset_info("digits"), width=0.5)
+    torch.save(teacher.state_dict(), tmp_path / "t.pt")
+    config = RunConfig.from_dict({**TINY, "teacher_checkpoint": str(tmp_path / "t.pt")})
+    result = run(config, out_dir=tmp_path / "out", progress=False, log=lambda _: None)
+    assert next(s["kind"] for s in result.stages) == "student"
