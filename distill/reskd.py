@@ -88,6 +88,7 @@ class MethodConfig:
     ce_on: CeOn = "combined"
     distance_weight: float = 25.0  # relational only
     angle_weight: float = 50.0  # relational only
+    zero_init_residual: bool = True
 
     def __post_init__(self) -> None:
         _check("kd.method", self.method in METHODS, f"one of {', '.join(METHODS)}", self.method)
@@ -106,6 +107,14 @@ class MethodConfig:
             "one of combined, residual",
             self.ce_on,
         )
+
+    def for_stage(self, i: int) -> dict[str, Any]:
+        """The settings that matter to stage ``i`` (S0 ignores the residual-only ones)."""
+        settings = asdict(self)
+        if i == 0:
+            for residual_only in ("residual_target", "ce_on", "zero_init_residual"):
+                settings.pop(residual_only)
+        return settings
 
     def objective(self) -> Objective:
         if self.method == "relational":
@@ -334,6 +343,23 @@ class ResidualDistillation(TrainTask):
 # ------------------------------------------------------------------------------------------------
 
 
+def zero_output(model: nn.Module) -> None:
+    """Zero a res-student's classifier, so S_i = S_{i-1} + R_i starts exactly at S_{i-1} and its
+    training moves S_i only as far as the residual objective asks (a randomly initialised R_i
+    would first add noise to a good S_{i-1})."""
+    fc = getattr(model, "fc", None)
+    if not isinstance(fc, nn.Linear):
+        raise ValueError("zero_init_residual: the res-student has no linear classifier 'fc'")
+    nn.init.zeros_(fc.weight)
+    nn.init.zeros_(fc.bias)
+
+
+def _stage_seed(seed: int, stage: str) -> int:
+    """A stage's own seed for weight initialisation, independent of what ran before it (a
+    reused teacher must not change S0's initial weights)."""
+    return int(hashlib.sha256(f"{seed}:{stage}".encode()).hexdigest()[:8], 16)
+
+
 def residual_target(teacher: Tensor, student: Tensor) -> Tensor:
     """T_i = T - S_{i-1} (eq. 4): what R_i learns."""
     return teacher - student
@@ -510,6 +536,7 @@ def run(
 
     # -- teacher ------------------------------------------------------------------------------
     t_spec = spec(config.teacher)
+    torch.manual_seed(_stage_seed(config.seed, "teacher"))
     teacher = t_spec.build()
     t_cfg = config.train_config(teacher=True)
     if config.teacher_checkpoint is not None:
@@ -554,8 +581,13 @@ def run(
     for i in range(config.stages + 1):  # i = 0 is S0
         net_cfg = config.student if i == 0 else config.res_student(i)
         net_spec = spec(net_cfg)
+        torch.manual_seed(_stage_seed(config.seed, f"stage{i}"))
         net = net_spec.build()
         peer = net_spec.build() if method.method == "dml" else None
+        if i > 0 and method.zero_init_residual:
+            for r in (net, peer):
+                if r is not None:
+                    zero_output(r)
         base = LogitSum(list(nets)) if nets else None
         cache = (t_train, s_train) if cached and t_train is not None else None
         task = ResidualDistillation(
@@ -570,7 +602,7 @@ def run(
         kind = "student" if i == 0 else "residual"
         payload = {
             "net": net_spec.to_dict(),
-            "kd": asdict(method),
+            "kd": method.for_stage(i),
             "train": train_cfg.to_dict(),
             "input": previous_key,
             "stage": i,
@@ -739,6 +771,7 @@ def _baseline(
     trains their sum as one network."""
     train_cfg = config.train_config()
     cache = (t_train, None) if t_train is not None else None
+    torch.manual_seed(_stage_seed(config.seed, f"baseline-{kind}"))
     nets = [s.build() for s in specs]
     arch = "-".join(s.label for s in specs)
     payload_base = {

@@ -171,3 +171,51 @@ def test_teacher_checkpoint_is_loaded_instead_of_trained(tmp_path: Path) -> None
     config = RunConfig.from_dict({**TINY, "teacher_checkpoint": str(tmp_path / "t.pt")})
     result = run(config, out_dir=tmp_path / "out", progress=False, log=lambda _: None)
     assert next(s["kind"] for s in result.stages) == "student"
+
+
+@pytest.fixture(scope="module")
+def digits_t_s0():
+    from distill.data import load_dataset
+    from distill.models import build_model
+    from distill.train import Supervised, fit, preset
+
+    torch.manual_seed(0)
+    data = load_dataset("digits", augment=False)
+    teacher = build_model("resnet8", data.info, width=0.5)
+    fit(Supervised(teacher), data.train, config=preset("cpu-tiny", epochs=2), progress=False)
+    s0 = build_model("resnet8", data.info, width=0.25)
+    fit(Supervised(s0), data.train, config=preset("cpu-tiny", epochs=1), progress=False)
+    return data, teacher.eval(), s0.eval()
+
+
+@pytest.mark.parametrize("method", ["kd", "dml", "relational"])
+@pytest.mark.parametrize("frozen", ["cached", "per-batch"])
+def test_every_method_trains_a_res_student(digits_t_s0, method: str, frozen: str) -> None:
+    from distill.models import build_model
+    from distill.reskd import MethodConfig, ResidualDistillation
+    from distill.train import fit, predict_logits, preset
+
+    data, teacher, s0 = digits_t_s0
+    before = {k: v.clone() for k, v in s0.state_dict().items()}
+    kd = MethodConfig(method=method, distance="kl")
+    cache = None
+    if frozen == "cached":
+        cache = (
+            predict_logits(teacher, data.train_eval)[0],
+            predict_logits(s0, data.train_eval)[0],
+        )
+    torch.manual_seed(0)
+    r1 = build_model("resnet8", data.info, width=0.25)
+    task = ResidualDistillation(
+        r1,
+        objective=kd.objective(),
+        method=kd,
+        cache=cache,
+        teacher=None if cache else teacher,
+        base=None if cache else s0,
+        peer=build_model("resnet8", data.info, width=0.25) if method == "dml" else None,
+    )
+    history = fit(task, data.train, config=preset("cpu-tiny", epochs=2), progress=False)
+    assert history.epochs[-1].loss < history.epochs[0].loss
+    assert all(torch.equal(before[k], v) for k, v in s0.state_dict().items())  # S0 stays frozen
+    assert not s0.training
