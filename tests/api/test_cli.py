@@ -53,3 +53,33 @@ def test_demo_runs_to_its_report(tmp_path: Path) -> None:
     assert rows[2]["mflops"] < rows[0]["mflops"]
     assert (tmp_path / "teacher" / "last.pt").is_file()
     assert json.loads((tmp_path / "report.json").read_text()) == rows
+
+
+TINY_YAML = """
+dataset: digits
+val_size: 50
+teacher: {model: resnet8, width: 0.25}
+student: {model: resnet8, width: 0.25}
+res_students: [{model: resnet8, width: 0.25}]
+kd: {distance: kl}
+preset: cpu-tiny
+train: {epochs: 1}
+"""
+
+
+def test_run_writes_report_and_combined_student(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_YAML)
+    assert main(["run", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "S1 adaptive" in out and "TH_energy" in out
+    assert (tmp_path / "out" / "combined_student.pt").is_file()
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["rows"][0]["model"] == "T"
+
+
+def test_run_with_a_bad_config_names_the_field(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(TINY_YAML.replace("ratio", "x") + "ratio: 2\n")
+    assert main(["run", str(config), "--out", str(tmp_path / "out")]) == 2
+    assert "ratio: must be in (0, 1], got 2" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
