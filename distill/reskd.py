@@ -501,6 +501,12 @@ def run(
     info = data.info
     if num_samples(data.train) == 0 or num_samples(data.test) == 0:
         raise DatasetError(f"dataset: {config.dataset} has an empty training or test set")
+    for name, net in config.nets():
+        if net.num_classes is not None and net.num_classes != info.num_classes:
+            raise ValueError(
+                f"{name}.num_classes: must be {info.num_classes} (the classes found in "
+                f"{config.dataset}), got {net.num_classes}"
+            )
     if config.val_size > num_samples(data.train_eval):
         raise ValueError(
             f"val_size: must be <= {num_samples(data.train_eval)} (the training set), "

@@ -219,3 +219,41 @@ def test_every_method_trains_a_res_student(digits_t_s0, method: str, frozen: str
     assert history.epochs[-1].loss < history.epochs[0].loss
     assert all(torch.equal(before[k], v) for k, v in s0.state_dict().items())  # S0 stays frozen
     assert not s0.training
+
+
+def _image_tree(root: Path, classes: list[str], per_class: int) -> None:
+    import numpy as np
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(np.full((12, 12, 3), 9 * i, np.uint8)).save(
+                    root / split / c / f"{i}.png"
+                )
+
+
+def test_an_empty_dataset_fails_before_training(tmp_path: Path) -> None:
+    from distill.data import DatasetError
+
+    _image_tree(tmp_path / "data", ["a", "b"], per_class=0)
+    config = RunConfig.from_dict({**TINY, "dataset": "imagefolder", "root": str(tmp_path / "data")})
+    with pytest.raises(DatasetError, match="imagefolder"):
+        run(config, out_dir=tmp_path / "out", progress=False, log=lambda _: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_class_count_of_a_folder_dataset_is_checked_after_loading(tmp_path: Path) -> None:
+    _image_tree(tmp_path / "data", ["a", "b", "c"], per_class=1)
+    config = RunConfig.from_dict(
+        {
+            **TINY,
+            "dataset": "imagefolder",
+            "root": str(tmp_path / "data"),
+            "res_students": [{"model": "resnet8", "num_classes": 10}],
+        }
+    )
+    with pytest.raises(ValueError, match=r"res_students\[0\].num_classes: must be 3"):
+        run(config, out_dir=tmp_path / "out", progress=False, log=lambda _: None)
+    assert not (tmp_path / "out").exists()
