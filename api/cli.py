@@ -82,7 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(Path(args.config))
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     run(config, out_dir=out, progress=not args.quiet)
-    print(f"\nreport, checkpoints and combined_student.pt in {out}")
+    print(f"\nreport, stage checkpoints and the deployable student in {out}")
     return 0
 
 

@@ -40,12 +40,15 @@ class NetSpec:
     in_chans: int = 3
     input_size: int = 32
     stem: Stem = "auto"
+    stage_widths: tuple[int, ...] | None = None  # explicit channels per stage (model separation)
 
     @classmethod
     def for_dataset(cls, model: str, info: DatasetInfo, *, width: float = 1.0) -> NetSpec:
         return cls(model, width, info.num_classes, info.in_chans, info.image_size)
 
     def __post_init__(self) -> None:
+        if self.stage_widths is not None:  # lists come back from JSON and torch.load
+            object.__setattr__(self, "stage_widths", tuple(int(c) for c in self.stage_widths))
         if self.model not in MODELS:
             raise ValueError(f"model: unknown model {self.model!r}; allowed: {', '.join(MODELS)}")
 
@@ -57,10 +60,13 @@ class NetSpec:
             input_size=self.input_size,
             width=self.width,
             stem=self.stem,
+            stage_widths=self.stage_widths,
         )
 
     @property
     def label(self) -> str:
+        if self.stage_widths is not None:
+            return f"{self.model}[{'-'.join(map(str, self.stage_widths))}]"
         return self.model if self.width == 1 else f"{self.model}x{self.width:g}"
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from distill.assistant import VARIANTS, Variant
 from distill.combined import CombinedStudent, LogitSum, evaluate_adaptive
 from distill.data import (
     DataBundle,
@@ -41,24 +42,28 @@ from distill.losses import (
 )
 from distill.models import NetSpec, complexity
 from distill.report import format_table
+from distill.stages import StageResult, run_stage, stage_key
 from distill.train import (
     PRESETS,
     Supervised,
     TrainConfig,
     TrainTask,
     accuracy,
-    fit,
     predict_logits,
     preset,
     resolve_device,
 )
+from space.zoo import Backbone
 
 Method = Literal["kd", "dml", "relational"]
 ResidualTarget = Literal["residual", "combined"]
 CeOn = Literal["combined", "residual"]
-Baseline = Literal["ensemble", "together"]
+Baseline = Literal["ensemble", "together", "feature_kd"]
 METHODS: tuple[Method, ...] = ("kd", "dml", "relational")
-BASELINES: tuple[Baseline, ...] = ("ensemble", "together")
+BASELINES: dict[str, tuple[Baseline, ...]] = {
+    "reskd": ("ensemble", "together"),
+    "assistant": ("feature_kd",),
+}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -132,14 +137,39 @@ class NetConfig:
 
 
 @dataclass(frozen=True)
+class AssistantConfig:
+    """The feature-residual assistant method (Gao et al.): ``student`` is split into S and A with
+    ``separation`` of its MFLOPs for S; ``at_weight`` > 0 adds attention transfer (their
+    "RKD + AT"; 1000 is Zagoruyko & Komodakis's weight)."""
+
+    variant: Variant = "integrated"
+    separation: float = 0.9
+    at_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(
+            "assistant.variant",
+            self.variant in VARIANTS,
+            f"one of {', '.join(VARIANTS)}",
+            self.variant,
+        )
+        _check("assistant.separation", 0 < self.separation < 1, "in (0, 1)", self.separation)
+        _check("assistant.at_weight", self.at_weight >= 0, ">= 0", self.at_weight)
+
+
+@dataclass(frozen=True)
 class RunConfig:
-    """A ResKD run. Built from a YAML/JSON mapping by :meth:`from_dict`, which checks every field
-    (and the models, dataset and class counts) before any training."""
+    """A run: ``method: reskd`` (default; S0 and res-students on the logit residual) or
+    ``method: assistant`` (the feature-map residual of Gao et al.). Built from a YAML/JSON mapping
+    by :meth:`from_dict`, which checks every field (and the models, dataset and class counts)
+    before any training."""
 
     dataset: str
     teacher: NetConfig
     student: NetConfig
-    res_students: tuple[NetConfig, ...]
+    res_students: tuple[NetConfig, ...] = ()
+    method: Literal["reskd", "assistant"] = "reskd"
+    assistant: AssistantConfig = field(default_factory=AssistantConfig)
     root: str | None = None
     augment: bool = False
     val_size: int = 500
@@ -176,26 +206,24 @@ class RunConfig:
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ValueError(f"{unknown[0]}: unknown field; allowed: {', '.join(sorted(known))}")
-        for required in ("dataset", "teacher", "student", "res_students"):
-            if required not in raw:
-                raise ValueError(f"{required}: required")
+        method = raw.get("method", "reskd")
+        _check("method", method in ("reskd", "assistant"), "one of reskd, assistant", method)
+        required = ["dataset", "teacher", "student"]
+        required += ["res_students"] if method == "reskd" else []
+        for name in required:
+            if name not in raw:
+                raise ValueError(f"{name}: required")
         data = dict(raw)
         data["teacher"] = _net("teacher", raw["teacher"])
         data["student"] = _net("student", raw["student"])
-        res = raw["res_students"]
+        res = raw.get("res_students", ())
         if isinstance(res, str | Mapping):
             res = [res]
-        if not isinstance(res, list | tuple) or not res:
+        if not isinstance(res, list | tuple) or (method == "reskd" and not res):
             raise ValueError("res_students: a non-empty list of res-student models")
         data["res_students"] = tuple(_net(f"res_students[{i}]", r) for i, r in enumerate(res))
-        kd = raw.get("kd", {})
-        if not isinstance(kd, Mapping):
-            raise ValueError("kd: a mapping of method settings")
-        kd_known = {f.name for f in fields(MethodConfig)}
-        if set(kd) - kd_known:
-            bad = sorted(set(kd) - kd_known)[0]
-            raise ValueError(f"kd.{bad}: unknown field; allowed: {', '.join(sorted(kd_known))}")
-        data["kd"] = MethodConfig(**kd)
+        data["kd"] = _section("kd", raw.get("kd", {}), MethodConfig)
+        data["assistant"] = _section("assistant", raw.get("assistant", {}), AssistantConfig)
         data["baselines"] = tuple(raw.get("baselines", ()))
         config = cls(**data)
         config.validate()
@@ -221,11 +249,13 @@ class RunConfig:
                     net.num_classes,
                 )
         _check("ratio", 0 < self.ratio <= 1, "in (0, 1]", self.ratio)
-        _check("max_stages", self.stages >= 1, ">= 1", self.max_stages)
+        if self.method == "reskd":
+            _check("max_stages", self.stages >= 1, ">= 1", self.max_stages)
         _check("val_size", self.val_size >= 1, ">= 1", self.val_size)
         _check("preset", self.preset in PRESETS, f"one of {', '.join(PRESETS)}", self.preset)
+        allowed = BASELINES[self.method]
         for b in self.baselines:
-            _check("baselines", b in BASELINES, f"a list of {', '.join(BASELINES)}", b)
+            _check("baselines", b in allowed, f"a list of {', '.join(allowed)}", b)
         if self.teacher_checkpoint is not None and not Path(self.teacher_checkpoint).is_file():
             raise ValueError(f"teacher_checkpoint: no file at {self.teacher_checkpoint}")
         self.train_config()
@@ -244,6 +274,17 @@ class RunConfig:
 def _check(name: str, ok: bool, allowed: str, value: Any) -> None:
     if not ok:
         raise ValueError(f"{name}: must be {allowed}, got {value!r}")
+
+
+def _section(name: str, raw: Any, cls: type[Any]) -> Any:
+    """A nested mapping of the config as ``cls``, naming unknown keys."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{name}: a mapping of settings")
+    allowed = {f.name for f in fields(cls)}
+    if set(raw) - allowed:
+        bad = sorted(set(raw) - allowed)[0]
+        raise ValueError(f"{name}.{bad}: unknown field; allowed: {', '.join(sorted(allowed))}")
+    return cls(**raw)
 
 
 def _net(name: str, raw: Any) -> NetConfig:
@@ -389,65 +430,6 @@ def gi_over_c1(student: Tensor, teacher: Tensor) -> float:
 
 
 # ------------------------------------------------------------------------------------------------
-# Stages with stored results
-# ------------------------------------------------------------------------------------------------
-
-
-def stage_key(kind: str, payload: Mapping[str, Any]) -> str:
-    text = json.dumps({"kind": kind, **payload}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-@dataclass
-class StageResult:
-    kind: str
-    key: str
-    trained: bool  # False when a stored result was reused
-    seconds: float
-    directory: Path
-
-
-def run_stage(
-    out_dir: Path,
-    kind: str,
-    payload: Mapping[str, Any],
-    nets: Mapping[str, nn.Module],
-    *,
-    task: TrainTask,
-    train_data: Dataset[tuple[Tensor, int]],
-    config: TrainConfig,
-    desc: str,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
-) -> StageResult:
-    """Load ``nets`` from the stage's stored weights, or train ``task`` and store them; training
-    resumes from the stage's epoch checkpoint when a previous run was interrupted."""
-    key = stage_key(kind, payload)
-    directory = out_dir / f"{kind}-{key}"
-    done = directory / "weights.pt"
-    if done.is_file():
-        state = torch.load(done, map_location="cpu", weights_only=True)
-        for name, net in nets.items():
-            net.load_state_dict(state[name])
-        meta = json.loads((directory / "stage.json").read_text())
-        log(f"stage {kind} [{key}]: stored result reused")
-        return StageResult(kind, key, False, float(meta["seconds"]), directory)
-    started = time.perf_counter()
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(json.dumps(payload, indent=2, default=str))
-    fit(task, train_data, config=config, checkpoint_dir=directory, desc=desc, progress=progress)
-    seconds = time.perf_counter() - started
-    tmp = directory / "weights.tmp"
-    torch.save({name: net.state_dict() for name, net in nets.items()}, tmp)
-    tmp.replace(done)
-    (directory / "stage.json").write_text(
-        json.dumps({"kind": kind, "key": key, "seconds": seconds})
-    )
-    (directory / "last.pt").unlink(missing_ok=True)  # the epoch checkpoint is no longer needed
-    return StageResult(kind, key, True, seconds, directory)
-
-
-# ------------------------------------------------------------------------------------------------
 # The run
 # ------------------------------------------------------------------------------------------------
 
@@ -456,8 +438,8 @@ def run_stage(
 class RunResult:
     rows: list[dict[str, Any]]
     stages: list[dict[str, Any]]
-    threshold: float
-    combined: CombinedStudent
+    threshold: float | None  # TH_energy (ResKD)
+    combined: nn.Module  # the deployable student: CombinedStudent or AssistedStudent
     logits_cached: bool
     validation: dict[str, Any]
 
@@ -501,11 +483,11 @@ def run(
     info = data.info
     if num_samples(data.train) == 0 or num_samples(data.test) == 0:
         raise DatasetError(f"dataset: {config.dataset} has an empty training or test set")
-    for name, net in config.nets():
-        if net.num_classes is not None and net.num_classes != info.num_classes:
+    for name, declared in config.nets():
+        if declared.num_classes is not None and declared.num_classes != info.num_classes:
             raise ValueError(
                 f"{name}.num_classes: must be {info.num_classes} (the classes found in "
-                f"{config.dataset}), got {net.num_classes}"
+                f"{config.dataset}), got {declared.num_classes}"
             )
     if config.val_size > num_samples(data.train_eval):
         raise ValueError(
@@ -568,6 +550,22 @@ def run(
         record(result)
     teacher.eval()
     t_val, t_test = logits_on(teacher, d_v), logits_on(teacher, data.test)
+    if config.method == "assistant":
+        return _run_assistant(
+            config,
+            data,
+            teacher,
+            t_spec,
+            t_key,
+            t_test,
+            out_dir,
+            stages,
+            split.to_dict(),
+            device,
+            progress,
+            log,
+        )
+
     t_train = logits_on(teacher, data.train_eval) if cached else None
     e_teacher = dataset_energy(t_val)
     log(
@@ -856,3 +854,140 @@ def _baseline(
         sum(c.mflops for c in costs),
         t_mflops,
     )
+
+
+def _run_assistant(
+    config: RunConfig,
+    data: DataBundle,
+    teacher: nn.Module,
+    t_spec: NetSpec,
+    t_key: str,
+    t_test: Tensor,
+    out_dir: Path,
+    stages: list[dict[str, Any]],
+    validation: dict[str, Any],
+    device: torch.device,
+    progress: bool,
+    log: Callable[[str], None],
+) -> RunResult:
+    """Gao et al.'s method: separate ``student`` into S and A, train S on the teacher's feature
+    maps, then A on the residual (the variant's phases), and report S, S + A and the baseline."""
+    from distill.assistant import (
+        AssistantDistillation,
+        AssistedStudent,
+        plan,
+        save_assisted,
+        separate,
+        teacher_adapters,
+    )
+
+    assert isinstance(teacher, Backbone)
+    info = data.info
+    cfg = config.assistant
+    train_cfg = config.train_config()
+    labels = torch.tensor(dataset_labels(data.test))
+    t_cost = complexity(teacher, info)
+    original = NetSpec.for_dataset(config.student.model, info, width=config.student.width)
+    separation = separate(original, ratio=cfg.separation, variant=cfg.variant)
+    log(
+        f"separation {cfg.separation:g}: S {separation.student.label} "
+        f"{separation.student_mflops:.3f} + A {separation.assistant.label} "
+        f"{separation.assistant_mflops:.3f} = {separation.total_mflops:.3f} MFLOPs "
+        f"(original {original.label} {separation.original_mflops:.3f}, "
+        f"{100 * separation.relative_error:+.2f}%)"
+    )
+    rows = [
+        _row("T", t_spec.label, t_test, t_test, labels, t_cost.params, t_cost.mflops, t_cost.mflops)
+    ]
+
+    def train_phases(name: str, model: AssistedStudent, after_student: Callable[[], None]) -> None:
+        adapters = teacher_adapters(teacher, model.student)
+        previous = t_key
+        for phase in plan(model, adapters):
+            payload = {
+                "net": name,
+                "phase": phase.name,
+                "variant": model.variant,
+                "student": (separation.student if model.assistant else original).to_dict(),
+                "assistant": separation.assistant.to_dict() if model.assistant else None,
+                "at_weight": cfg.at_weight,
+                "train": train_cfg.to_dict(),
+                "input": previous,
+                "dataset": config.dataset,
+                "augment": config.augment,
+            }
+            task = AssistantDistillation(
+                model,
+                teacher,
+                adapters,
+                phase=phase.phase,
+                levels=phase.levels,
+                parts=phase.parts,
+                at_weight=cfg.at_weight,
+            )
+            result = run_stage(
+                out_dir,
+                f"{name}-{phase.name}",
+                payload,
+                {"model": model, "adapters": adapters},
+                task=task,
+                train_data=data.train,
+                config=train_cfg,
+                desc=f"{name} {phase.name}",
+                progress=progress,
+                log=log,
+            )
+            previous = result.key
+            stages.append(
+                {
+                    "kind": f"{name}-{phase.name}",
+                    "key": result.key,
+                    "trained": result.trained,
+                    "seconds": round(result.seconds, 2),
+                }
+            )
+            if phase.name == "student":
+                after_student()
+        model.eval()
+
+    def add_row(name: str, arch: str, model: nn.Module) -> None:
+        cost = complexity(model, info)
+        logits = predict_logits(model.to(device).eval(), data.test, device=device)[0]
+        rows.append(
+            _row(name, arch, logits, t_test, labels, cost.params, cost.mflops, t_cost.mflops)
+        )
+
+    torch.manual_seed(_stage_seed(config.seed, "assistant"))
+    assisted = AssistedStudent(
+        separation.student.build(), separation.assistant.build(), variant=cfg.variant
+    )
+    s_alone = partial(add_row, "S (separated)", separation.student.label, assisted.student)
+    train_phases("assistant", assisted, s_alone if cfg.variant != "progressive" else lambda: None)
+    add_row(
+        f"S + A ({cfg.variant})",
+        f"{separation.student.label}+{separation.assistant.label}",
+        assisted,
+    )
+    rows[-1]["student_mflops"] = separation.student_mflops
+    rows[-1]["assistant_mflops"] = separation.assistant_mflops
+    save_assisted(assisted, separation, out_dir / "assisted_student.pt")
+
+    if "feature_kd" in config.baselines:
+        torch.manual_seed(_stage_seed(config.seed, "feature_kd"))
+        plain = AssistedStudent(original.build(), None)
+        train_phases("feature_kd", plain, lambda: None)
+        add_row("feature KD (unseparated)", original.label, plain.student)
+
+    result = RunResult(
+        rows,
+        stages,
+        None,
+        assisted,
+        False,  # the teacher's feature maps are computed per batch
+        validation | {"indices": "in validation_split.json"},
+    )
+    report = result.to_dict() | {"separation": separation.to_dict()}
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    (out_dir / "report.txt").write_text(result.table() + "\n")
+    log("\n" + result.table())
+    return result

@@ -124,13 +124,30 @@ class CifarBasicBlock(nn.Module):
         return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
+def _stage_widths(
+    base: tuple[int, ...], width: float, stage_widths: tuple[int, ...] | None
+) -> list[int]:
+    if stage_widths is None:
+        return [_scaled(c, width) for c in base]
+    if len(stage_widths) != len(base) or min(stage_widths) < 1:
+        raise ValueError(
+            f"stage_widths: {len(base)} channel counts >= 1 (one per stage), got {stage_widths}"
+        )
+    return list(stage_widths)
+
+
 def cifar_resnet(
-    depth: int, *, num_classes: int, in_chans: int = 3, width: float = 1.0
+    depth: int,
+    *,
+    num_classes: int,
+    in_chans: int = 3,
+    width: float = 1.0,
+    stage_widths: tuple[int, ...] | None = None,
 ) -> Backbone:
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"depth: a CIFAR ResNet has depth 6n+2 with n >= 1, got {depth}")
     blocks = (depth - 2) // 6
-    widths = [_scaled(c, width) for c in (16, 32, 64)]
+    widths = _stage_widths((16, 32, 64), width, stage_widths)
     stem = nn.Sequential(
         OrderedDict(
             conv1=nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False),
@@ -172,11 +189,13 @@ def torchvision_resnet(
     width: float = 1.0,
     input_size: int = 224,
     stem: Stem = "auto",
+    stage_widths: tuple[int, ...] | None = None,
 ) -> Backbone:
     block, layers = _TV_LAYERS[arch]
     if stem == "auto":
         stem = "imagenet" if input_size >= IMAGENET_STEM_MIN_SIZE else "cifar"
-    base = _scaled(64, width)
+    planes_per_stage = _stage_widths((64, 128, 256, 512), width, stage_widths)
+    base = planes_per_stage[0]
     stem_layers: OrderedDict[str, nn.Module] = OrderedDict()
     if stem == "imagenet":
         stem_layers["conv1"] = nn.Conv2d(in_chans, base, 7, 2, 3, bias=False)
@@ -191,7 +210,7 @@ def torchvision_resnet(
     channels = []
     inplanes = base
     for index, blocks in enumerate(layers):
-        planes = _scaled(64 * 2**index, width)
+        planes = planes_per_stage[index]
         stride = 1 if index == 0 else 2
         downsample = None
         if stride != 1 or inplanes != planes * block.expansion:
@@ -241,17 +260,35 @@ class ModelEntry:
 
 def _cifar_entry(depth: int) -> ModelEntry:
     def build(
-        *, num_classes: int, in_chans: int, width: float, input_size: int, stem: Stem
+        *,
+        num_classes: int,
+        in_chans: int,
+        width: float,
+        input_size: int,
+        stem: Stem,
+        stage_widths: tuple[int, ...] | None,
     ) -> Backbone:
         del input_size, stem  # resolution-preserving by design
-        return cifar_resnet(depth, num_classes=num_classes, in_chans=in_chans, width=width)
+        return cifar_resnet(
+            depth,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            width=width,
+            stage_widths=stage_widths,
+        )
 
     return ModelEntry(f"resnet{depth}", "cifar-resnet", f"CIFAR ResNet-{depth} (He et al.)", build)
 
 
 def _tv_entry(arch: str) -> ModelEntry:
     def build(
-        *, num_classes: int, in_chans: int, width: float, input_size: int, stem: Stem
+        *,
+        num_classes: int,
+        in_chans: int,
+        width: float,
+        input_size: int,
+        stem: Stem,
+        stage_widths: tuple[int, ...] | None,
     ) -> Backbone:
         return torchvision_resnet(
             arch,
@@ -260,6 +297,7 @@ def _tv_entry(arch: str) -> ModelEntry:
             width=width,
             input_size=input_size,
             stem=stem,
+            stage_widths=stage_widths,
         )
 
     return ModelEntry(arch, "torchvision-resnet", f"torchvision {arch}", build)
@@ -286,10 +324,12 @@ def create_model(
     input_size: int = 32,
     width: float = 1.0,
     stem: Stem = "auto",
+    stage_widths: tuple[int, ...] | None = None,
 ) -> Backbone:
     """Build a zoo model by name for inputs of ``in_chans x input_size x input_size``.
 
-    ``width`` multiplies every layer's channel count (0.5 gives the ResNet-18-1/2 of Gao et al.).
+    ``width`` multiplies every layer's channel count (0.5 gives the ResNet-18-1/2 of Gao et al.);
+    ``stage_widths`` instead sets each stage's channel count (bottleneck planes) explicitly.
     ``stem`` only matters for the torchvision ResNets (see ``IMAGENET_STEM_MIN_SIZE``).
     """
     if name not in MODELS:
@@ -303,5 +343,10 @@ def create_model(
     if stem not in ("auto", "cifar", "imagenet"):
         raise ValueError(f"stem: must be one of auto, cifar, imagenet, got {stem!r}")
     return MODELS[name].build(
-        num_classes=num_classes, in_chans=in_chans, width=width, input_size=input_size, stem=stem
+        num_classes=num_classes,
+        in_chans=in_chans,
+        width=width,
+        input_size=input_size,
+        stem=stem,
+        stage_widths=tuple(stage_widths) if stage_widths is not None else None,
     )
