@@ -333,12 +333,19 @@ def separate(
     def spec(widths: list[int]) -> NetSpec:
         return replace(original, width=1.0, stage_widths=tuple(widths))
 
+    s_counts: dict[tuple[int, ...], int] = {}
+    counts: dict[tuple[tuple[int, ...], tuple[int, ...]], tuple[int, int, int]] = {}
+
     def cost(sw: list[int], aw: list[int]) -> tuple[int, int, int]:
-        s_net = spec(sw).build()
-        model = AssistedStudent(s_net, spec(aw).build(), variant=variant)
-        total = count(model, input_shape=shape).macs
-        s_macs = count(s_net, input_shape=shape).macs
-        return total, s_macs, total - s_macs
+        key = (tuple(sw), tuple(aw))
+        if key not in counts:
+            s_net = spec(sw).build()
+            model = AssistedStudent(s_net, spec(aw).build(), variant=variant)
+            total = count(model, input_shape=shape).macs
+            if key[0] not in s_counts:
+                s_counts[key[0]] = count(s_net, input_shape=shape).macs
+            counts[key] = (total, s_counts[key[0]], total - s_counts[key[0]])
+        return counts[key]
 
     def score(c: tuple[int, int, int]) -> float:
         total, s_macs, _ = c

@@ -1,0 +1,179 @@
+"""Feature-residual assistant distillation (Gao et al.): losses pinned by hand, model separation,
+each variant's training, and the method inside ``reskd run``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill.assistant import (
+    AssistantDistillation,
+    AssistedStudent,
+    attention_map,
+    attention_transfer,
+    feature_distance,
+    load_assisted,
+    plan,
+    save_assisted,
+    separate,
+    teacher_adapters,
+)
+from distill.models import NetSpec
+from distill.reskd import RunConfig, run
+from distill.train import fit, preset
+
+
+def test_feature_distance_eq3_by_hand() -> None:
+    s = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    assert feature_distance(s, torch.zeros(2, 2)).item() == pytest.approx(7.5)
+
+
+def test_assistant_loss_is_eq4_on_the_residual() -> None:
+    # ||(f_T - f_S) - f_A||^2 averaged: ((2-1) - .5)^2 and ((2-0) - 1)^2 -> (0.25 + 1) / 2
+    t, s, a = torch.tensor([[2.0, 2.0]]), torch.tensor([[1.0, 0.0]]), torch.tensor([[0.5, 1.0]])
+    assert feature_distance(s + a, t).item() == pytest.approx(0.625)
+    assert ((t - s) - a).pow(2).mean().item() == pytest.approx(0.625)
+
+
+def test_attention_transfer_by_hand() -> None:
+    f = torch.zeros(1, 2, 1, 2)
+    f[0, :, 0, 0] = torch.tensor([1.0, 1.0])  # mean square 1 at the first position, 0 at the second
+    torch.testing.assert_close(attention_map(f), torch.tensor([[1.0, 0.0]]))
+    g = torch.ones(1, 3, 1, 2)  # uniform: [1, 1] / sqrt(2)
+    expected = ((1 - 2**-0.5) ** 2 + 0.5) / 2
+    assert attention_transfer(f, g).item() == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("model", "input_size", "classes"),
+    [("resnet20", 32, 10), ("resnet18", 224, 1000)],
+)
+@pytest.mark.parametrize("ratio", [0.5, 0.7, 0.8, 0.9])
+def test_separation_keeps_total_mflops_within_1_percent(
+    model: str, input_size: int, classes: int, ratio: float
+) -> None:
+    original = NetSpec(model, 1.0, classes, 3, input_size)
+    sep = separate(original, ratio=ratio)
+    assert abs(sep.relative_error) <= 0.01, sep.to_dict()
+    assert abs(sep.student_mflops / sep.original_mflops - ratio) < 0.05
+    assert sep.student_mflops + sep.assistant_mflops == pytest.approx(sep.total_mflops)
+    # the square-root rule: S's last stage has about sqrt(ratio) of the original's channels
+    last = original.build().stage_channels
+    assert sep.student.stage_widths is not None
+    assert sep.student.stage_widths[-1] == pytest.approx(
+        list(last.values())[-1] * ratio**0.5 / (4 if model == "resnet50" else 1), rel=0.1
+    )
+
+
+def test_separation_rejects_a_share_outside_0_1() -> None:
+    with pytest.raises(ValueError, match="separation"):
+        separate(NetSpec("resnet8"), ratio=1.0)
+
+
+def _tiny(variant: str):
+    from distill.data import load_dataset
+    from distill.models import build_model
+    from distill.train import Supervised
+
+    data = load_dataset("digits", augment=False)
+    torch.manual_seed(0)
+    teacher = build_model("resnet8", data.info, width=0.5)
+    fit(Supervised(teacher), data.train, config=preset("cpu-tiny", epochs=1), progress=False)
+    s = NetSpec.for_dataset("resnet8", data.info, width=0.25).build()
+    a = NetSpec.for_dataset("resnet8", data.info, width=0.125).build()
+    return data, teacher.eval(), AssistedStudent(s, a, variant=variant)
+
+
+@pytest.mark.parametrize("variant", ["plain", "progressive", "integrated"])
+def test_each_variant_trains_and_lowers_its_loss(variant: str) -> None:
+    data, teacher, model = _tiny(variant)
+    adapters = teacher_adapters(teacher, model.student)
+    phases = plan(model, adapters)
+    assert [p.phase for p in phases][-1] == "assistant"
+    if variant == "progressive":
+        assert len(phases) == 2 * len(model.student.stage_names)
+    for phase in phases:
+        frozen_s = {k: v.clone() for k, v in model.student.stages.state_dict().items()}
+        task = AssistantDistillation(
+            model,
+            teacher,
+            adapters,
+            phase=phase.phase,
+            levels=phase.levels,
+            parts=phase.parts,
+            at_weight=10.0,
+        )
+        history = fit(task, data.train, config=preset("cpu-tiny", epochs=2), progress=False)
+        assert history.epochs[-1].loss < history.epochs[0].loss, phase.name
+        if phase.phase == "assistant":  # S is frozen while A trains
+            after = model.student.stages.state_dict()
+            assert all(torch.equal(frozen_s[k], after[k]) for k in frozen_s)
+
+
+@pytest.mark.parametrize("variant", ["plain", "progressive", "integrated"])
+def test_an_untrained_assistant_adds_nothing(variant: str) -> None:
+    s = NetSpec("resnet8", 0.5, 10, 1, 8).build().eval()
+    a = NetSpec("resnet8", 0.25, 10, 1, 8).build()
+    model = AssistedStudent(s, a, variant=variant).eval()
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), s(x))
+        torch.testing.assert_close(model.forward_head(model.forward_features(x)), model(x))
+
+
+def test_assisted_student_file_round_trip(tmp_path: Path) -> None:
+    sep = separate(NetSpec("resnet8", 1.0, 10, 1, 8), ratio=0.8)
+    model = AssistedStudent(sep.student.build(), sep.assistant.build(), variant="progressive")
+    torch.nn.init.normal_(model.to_student["layer3"].weight)
+    save_assisted(model.eval(), sep, tmp_path / "a.pt")
+    loaded = load_assisted(tmp_path / "a.pt")
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_assistant_method_in_reskd_run(tmp_path: Path) -> None:
+    config = RunConfig.from_dict(
+        {
+            "method": "assistant",
+            "dataset": "digits",
+            "val_size": 50,
+            "teacher": {"model": "resnet8", "width": 0.5},
+            "student": "resnet8",
+            "assistant": {"variant": "integrated", "separation": 0.9, "at_weight": 1000.0},
+            "preset": "cpu-tiny",
+            "train": {"epochs": 1},
+            "teacher_train": {"epochs": 1},
+            "baselines": ["feature_kd"],
+        }
+    )
+    result = run(config, out_dir=tmp_path, progress=False, log=lambda _: None)
+    names = [r["model"] for r in result.rows]
+    assert names == ["T", "S (separated)", "S + A (integrated)", "feature KD (unseparated)"]
+    combined, baseline = result.rows[2], result.rows[3]
+    assert abs(combined["mflops"] / baseline["mflops"] - 1) <= 0.01
+    assert combined["student_mflops"] + combined["assistant_mflops"] == pytest.approx(
+        combined["mflops"], rel=1e-6
+    )
+    assert (tmp_path / "assisted_student.pt").is_file()
+    again = run(config, out_dir=tmp_path, progress=False, log=lambda _: None)
+    assert not any(s["trained"] for s in again.stages)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"assistant": {"variant": "stacked"}}, "assistant.variant"),
+        ({"assistant": {"separation": 1.0}}, "assistant.separation"),
+        ({"assistant": {"ratio": 0.5}}, "assistant.ratio"),
+        ({"baselines": ["ensemble"]}, "baselines"),
+        ({"method": "rkd"}, "method"),
+    ],
+)
+def test_bad_assistant_configs_name_the_field(change: dict, field: str) -> None:
+    base = {"method": "assistant", "dataset": "digits", "teacher": "resnet20", "student": "resnet8"}
+    with pytest.raises(ValueError) as info:
+        RunConfig.from_dict({**base, **change})
+    assert str(info.value).startswith(field), str(info.value)
