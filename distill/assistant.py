@@ -241,13 +241,15 @@ def plan(model: AssistedStudent, adapters: nn.ModuleDict) -> list[PhasePlan]:
     if a is None:  # the baseline: S alone, eq. 3 on the final map
         return [PhasePlan("student", "student", [last], {"student": s, "adapters": adapters})]
     if model.variant != "progressive":
-        levels = [last] if model.variant == "plain" else list(range(len(names)))
+        # S is pre-trained end to end with eq. 3 (the final map) in both; A gets the final map
+        # (eq. 4, plain) or every block's residual at once (eq. 5, integrated).
+        a_levels = [last] if model.variant == "plain" else list(range(len(names)))
         return [
-            PhasePlan("student", "student", levels, {"student": s, "adapters": adapters}),
+            PhasePlan("student", "student", [last], {"student": s, "adapters": adapters}),
             PhasePlan(
                 "assistant",
                 "assistant",
-                levels,
+                a_levels,
                 {"stem": a.stem, "stages": a.stages, "to_student": model.to_student, "fc": s.fc},
             ),
         ]

@@ -907,6 +907,7 @@ def _run_assistant(
             payload = {
                 "net": name,
                 "phase": phase.name,
+                "levels": phase.levels,
                 "variant": model.variant,
                 "student": (separation.student if model.assistant else original).to_dict(),
                 "assistant": separation.assistant.to_dict() if model.assistant else None,
