@@ -71,9 +71,14 @@ def attention_transfer(student: Tensor, teacher: Tensor) -> Tensor:
 
 
 def conv1x1(cin: int, cout: int, *, zero: bool = False) -> nn.Conv2d:
+    """A 1x1 conv between channel counts: zero (A's correction starts at nothing) or the identity
+    on the channels both sides share, so an adapter between nearly equal widths starts as a
+    pass-through instead of a random projection."""
     conv = nn.Conv2d(cin, cout, 1, bias=False)
-    if zero:
-        nn.init.zeros_(conv.weight)
+    with torch.no_grad():
+        conv.weight.zero_()
+        if not zero:
+            conv.weight[:, :, 0, 0].fill_diagonal_(1.0)
     return conv
 
 
