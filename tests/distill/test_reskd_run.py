@@ -85,7 +85,7 @@ def test_a_changed_res_student_retrains_only_from_there(finished) -> None:
 def test_an_interrupted_stage_resumes_from_its_epoch_checkpoint(
     tmp_path: Path, monkeypatch
 ) -> None:
-    import distill.reskd as reskd_module
+    import distill.stages as stages_module
     from distill import train as train_module
 
     config = RunConfig.from_dict({**TINY, "teacher_train": {"epochs": 3}})
@@ -100,14 +100,14 @@ def test_an_interrupted_stage_resumes_from_its_epoch_checkpoint(
 
         return real_fit(*args, **kwargs, on_epoch=on_epoch)
 
-    monkeypatch.setattr(reskd_module, "fit", dying_fit)
+    monkeypatch.setattr(stages_module, "fit", dying_fit)
     with pytest.raises(KeyboardInterrupt):
         run(config, out_dir=tmp_path, progress=False, log=lambda _: None)
     assert calls == [1, 2]
-    monkeypatch.setattr(reskd_module, "fit", real_fit)
+    monkeypatch.setattr(stages_module, "fit", real_fit)
     epochs_seen = []
     monkeypatch.setattr(
-        reskd_module, "fit", lambda *a, **k: epochs_seen.append(real_fit(*a, **k).resumed_from)
+        stages_module, "fit", lambda *a, **k: epochs_seen.append(real_fit(*a, **k).resumed_from)
     )
     run(config, out_dir=tmp_path, progress=False, log=lambda _: None)
     assert epochs_seen[0] == 2  # the teacher resumed after its 2nd epoch, not from scratch
