@@ -512,15 +512,7 @@ def run(
         return predict_logits(model.to(device), dataset, device=device)[0]
 
     def record(result: StageResult, **extra: Any) -> None:
-        stages.append(
-            {
-                "kind": result.kind,
-                "key": result.key,
-                "trained": result.trained,
-                "seconds": round(result.seconds, 2),
-                **extra,
-            }
-        )
+        stages.append(result.summary() | extra)
 
     # -- teacher ------------------------------------------------------------------------------
     t_spec = spec(config.teacher)
@@ -811,14 +803,7 @@ def _baseline(
                 progress=progress,
                 log=log,
             )
-            stages.append(
-                {
-                    "kind": "ensemble",
-                    "key": result.key,
-                    "trained": result.trained,
-                    "seconds": round(result.seconds, 2),
-                }
-            )
+            stages.append(result.summary())
     whole = LogitSum(nets)
     if kind == "together":
         result = run_stage(
@@ -833,14 +818,7 @@ def _baseline(
             progress=progress,
             log=log,
         )
-        stages.append(
-            {
-                "kind": "together",
-                "key": result.key,
-                "trained": result.trained,
-                "seconds": round(result.seconds, 2),
-            }
-        )
+        stages.append(result.summary())
     logits = predict_logits(whole.to(device).eval(), data.test, device=device)[0]
     info = data.info
     costs = [complexity(net, info) for net in nets]
@@ -939,14 +917,7 @@ def _run_assistant(
                 log=log,
             )
             previous = result.key
-            stages.append(
-                {
-                    "kind": f"{name}-{phase.name}",
-                    "key": result.key,
-                    "trained": result.trained,
-                    "seconds": round(result.seconds, 2),
-                }
-            )
+            stages.append(result.summary())
             if phase.name == "student":
                 after_student()
         model.eval()

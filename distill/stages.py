@@ -32,6 +32,15 @@ class StageResult:
     seconds: float
     directory: Path
 
+    def summary(self) -> dict[str, Any]:
+        """The stage as a report line."""
+        return {
+            "kind": self.kind,
+            "key": self.key,
+            "trained": self.trained,
+            "seconds": round(self.seconds, 2),
+        }
+
 
 def run_stage(
     out_dir: Path,
