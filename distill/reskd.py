@@ -570,9 +570,8 @@ def run(
     method = config.kd
     nets: list[nn.Module] = []
     specs: list[NetSpec] = []
-    s_val = s_test = s_train = None
+    s_val = s_train = None
     previous_key = t_key
-    energies: list[float] = []
     test_logits: list[Tensor] = []
     for i in range(config.stages + 1):  # i = 0 is S0
         net_cfg = config.student if i == 0 else config.res_student(i)
@@ -623,13 +622,11 @@ def run(
         specs.append(net_spec)
         r_val, r_test = logits_on(net, d_v), logits_on(net, data.test)
         s_val = r_val if s_val is None else s_val + r_val
-        s_test = r_test if s_test is None else s_test + r_test
         test_logits.append(r_test)
         if cached:
             r_train = logits_on(net, data.train_eval)
             s_train = r_train if s_train is None else s_train + r_train
         e = dataset_energy(s_val)
-        energies.append(e)
         stop = i > 0 and should_stop(e, e_teacher, config.ratio)
         record(result, network=desc, arch=net_spec.label, energy_dv=round(e, 5))
         log(
@@ -638,7 +635,7 @@ def run(
         )
         if stop:
             break
-    assert s_val is not None and s_test is not None
+    assert s_val is not None
     n = len(nets) - 1
     threshold = dataset_energy(s_val)  # eq. 10: TH_energy = Energy(S_n, D_v)
 
