@@ -77,7 +77,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from distill.reskd import load_config, run
+    from search.pipeline import load_config, run
 
     config = load_config(Path(args.config))
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem

@@ -20,8 +20,8 @@ import torch
 
 from distill.combined import CombinedStudent
 from distill.data import load_dataset
-from distill.reskd import RunConfig, run
 from distill.train import loader
+from search.pipeline import RunConfig, run
 
 
 def trained_student(out: Path) -> Path:

@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 from distill.report import format_table
-from distill.reskd import RunConfig, run
+from search.pipeline import RunConfig, run
 
 
 def config(dataset: str, seed: int, epochs: int, teacher_epochs: int) -> RunConfig:

@@ -21,8 +21,8 @@ from distill.assistant import (
     teacher_adapters,
 )
 from distill.models import NetSpec
-from distill.reskd import RunConfig, run
 from distill.train import fit, preset
+from search.pipeline import RunConfig, run
 
 
 def test_feature_distance_eq3_by_hand() -> None:

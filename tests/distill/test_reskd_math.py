@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from distill.losses import energy, mutual_kl, relational_angle, relational_distance
-from distill.reskd import (
+from distill.residual import (
     dataset_energy,
     gi_over_c1,
     l2_to_teacher,

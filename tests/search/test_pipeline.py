@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from distill.combined import CombinedStudent
-from distill.reskd import RunConfig, load_config, run
+from search.pipeline import RunConfig, load_config, run
 
 TINY = {
     "dataset": "digits",
@@ -192,7 +192,7 @@ def digits_t_s0():
 @pytest.mark.parametrize("frozen", ["cached", "per-batch"])
 def test_every_method_trains_a_res_student(digits_t_s0, method: str, frozen: str) -> None:
     from distill.models import build_model
-    from distill.reskd import MethodConfig, ResidualDistillation
+    from distill.residual import MethodConfig, ResidualDistillation
     from distill.train import fit, predict_logits, preset
 
     data, teacher, s0 = digits_t_s0

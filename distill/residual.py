@@ -1,0 +1,209 @@
+"""The residual method of ResKD (Li et al.): the KD settings of S0 and the res-students, the
+residual task (S0 and every R_i in one class), and the quantities of Algorithm 1 (residual targets,
+Energy, the termination rule, distances to the teacher). The pipeline that runs these as stages
+is ``search.pipeline``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from distill.losses import (
+    DISTANCES,
+    KDLoss,
+    Objective,
+    RelationalObjective,
+    energy,
+    mutual_kl,
+)
+from distill.train import TrainTask
+
+Method = Literal["kd", "dml", "relational"]
+ResidualTarget = Literal["residual", "combined"]
+CeOn = Literal["combined", "residual"]
+METHODS: tuple[Method, ...] = ("kd", "dml", "relational")
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """The KD method of S0 and of every res-student.
+
+    ``residual_target``: what a res-student's KD term compares. ``residual`` is the paper's
+    literal form, eq. 3 between R_i and T_i = T - S_{i-1}; ``combined`` compares S_i = S_{i-1} + R_i
+    with T instead (the same optimum up to a per-sample constant, which softmax ignores).
+
+    ``ce_on``: the paper does not say whether the cross-entropy term of eq. 3 applies to R_i or
+    to S_i. R_i's logits are a correction, not a classifier, so the default applies it to S_i
+    (``combined``): the res-student is pushed to fix the labels S_{i-1} gets wrong. ``residual``
+    applies it to R_i alone, as a literal reading of "R_i = KD(T_i)" would.
+    """
+
+    method: Method = "kd"
+    distance: Literal["l2", "kl"] = "l2"
+    tau: float = 0.9
+    t: float = 4.0
+    residual_target: ResidualTarget = "residual"
+    ce_on: CeOn = "combined"
+    distance_weight: float = 25.0  # relational only
+    angle_weight: float = 50.0  # relational only
+    zero_init_residual: bool = True
+
+    def __post_init__(self) -> None:
+        _check("kd.method", self.method in METHODS, f"one of {', '.join(METHODS)}", self.method)
+        _check("kd.distance", self.distance in DISTANCES, "one of l2, kl", self.distance)
+        _check("kd.tau", 0 <= self.tau <= 1, "in [0, 1]", self.tau)
+        _check("kd.t", self.t > 0, "> 0", self.t)
+        _check(
+            "kd.residual_target",
+            self.residual_target in ("residual", "combined"),
+            "one of residual, combined",
+            self.residual_target,
+        )
+        _check(
+            "kd.ce_on",
+            self.ce_on in ("combined", "residual"),
+            "one of combined, residual",
+            self.ce_on,
+        )
+
+    def for_stage(self, i: int) -> dict[str, Any]:
+        """The settings that matter to stage ``i`` (S0 ignores the residual-only ones)."""
+        settings = asdict(self)
+        if i == 0:
+            for residual_only in ("residual_target", "ce_on", "zero_init_residual"):
+                settings.pop(residual_only)
+        return settings
+
+    def objective(self) -> Objective:
+        if self.method == "relational":
+            return RelationalObjective(
+                tau=self.tau, distance_weight=self.distance_weight, angle_weight=self.angle_weight
+            )
+        return KDLoss(distance=self.distance, tau=self.tau, t=self.t)
+
+
+def _check(name: str, ok: bool, allowed: str, value: Any) -> None:
+    if not ok:
+        raise ValueError(f"{name}: must be {allowed}, got {value!r}")
+
+# ------------------------------------------------------------------------------------------------
+# The residual task: S0 (no base) and every R_i (base = S_{i-1}), in one class
+# ------------------------------------------------------------------------------------------------
+
+
+class ResidualDistillation(TrainTask):
+    """Train ``model`` so that ``base + model`` follows the teacher (base = 0 for S0).
+
+    Teacher and base logits come either from a per-sample cache (no random augmentation: each
+    sample's frozen outputs never change, so they are computed once) or from the frozen networks
+    on each augmented batch under ``no_grad``. With ``peer`` (deep mutual learning) a second copy
+    trains alongside, each also matching the other's prediction.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        objective: Objective,
+        method: MethodConfig,
+        teacher: nn.Module | None = None,
+        base: nn.Module | None = None,
+        cache: tuple[Tensor, Tensor | None] | None = None,
+        peer: nn.Module | None = None,
+    ) -> None:
+        trained = {"model": model} | ({"peer": peer} if peer is not None else {})
+        frozen = {k: v for k, v in (("teacher", teacher), ("base", base)) if v is not None}
+        super().__init__(trained=trained, frozen=frozen)
+        if cache is None and teacher is None:
+            raise ValueError("either a teacher network or cached teacher logits is needed")
+        self.objective = objective
+        self.method = method
+        self.cache = cache
+
+    def _frozen_logits(self, x: Tensor, index: Tensor) -> tuple[Tensor, Tensor | None]:
+        if self.cache is not None:
+            t, b = self.cache
+            return t[index].to(x.device), (b[index].to(x.device) if b is not None else None)
+        with torch.no_grad():
+            t = self.frozen["teacher"](x)
+            b = self.frozen["base"](x) if "base" in self.frozen else None
+        return t, b
+
+    def _terms(self, r: Tensor, t: Tensor, b: Tensor | None, y: Tensor) -> tuple[Tensor, Tensor]:
+        s = r if b is None else b + r
+        if b is None or self.method.residual_target == "combined":
+            student, teacher = s, t
+        else:
+            student, teacher = r, t - b  # eq. 3 against T_i = T - S_{i-1}
+        ce = s if self.method.ce_on == "combined" else r
+        return self.objective(student, teacher, y, ce), s
+
+    def loss(self, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+        t, b = self._frozen_logits(x, index)
+        r = self.trained["model"](x)
+        loss, s = self._terms(r, t, b, y)
+        if "peer" in self.trained:
+            peer_loss, s_peer = self._terms(self.trained["peer"](x), t, b, y)
+            loss = loss + peer_loss + mutual_kl(s, s_peer) + mutual_kl(s_peer, s)
+        return loss, s
+
+    def predict(self, x: Tensor) -> Tensor:
+        r: Tensor = self.trained["model"](x)
+        if "base" in self.frozen:
+            return self.frozen["base"](x) + r
+        return r
+
+
+# ------------------------------------------------------------------------------------------------
+# Residual targets, Energy, distances (the quantities of Algorithm 1 and of the report)
+# ------------------------------------------------------------------------------------------------
+
+
+def zero_output(model: nn.Module) -> None:
+    """Zero a res-student's classifier, so S_i = S_{i-1} + R_i starts exactly at S_{i-1} and its
+    training moves S_i only as far as the residual objective asks (a randomly initialised R_i
+    would first add noise to a good S_{i-1})."""
+    fc = getattr(model, "fc", None)
+    if not isinstance(fc, nn.Linear):
+        raise ValueError("zero_init_residual: the res-student has no linear classifier 'fc'")
+    nn.init.zeros_(fc.weight)
+    nn.init.zeros_(fc.bias)
+
+
+def _stage_seed(seed: int, stage: str) -> int:
+    """A stage's own seed for weight initialisation, independent of what ran before it (a
+    reused teacher must not change S0's initial weights)."""
+    return int(hashlib.sha256(f"{seed}:{stage}".encode()).hexdigest()[:8], 16)
+
+
+def residual_target(teacher: Tensor, student: Tensor) -> Tensor:
+    """T_i = T - S_{i-1} (eq. 4): what R_i learns."""
+    return teacher - student
+
+
+def dataset_energy(logits: Tensor) -> float:
+    """Eq. 9: the mean per-sample Energy over a dataset's logits."""
+    return float(energy(logits).mean())
+
+
+def should_stop(student_energy: float, teacher_energy: float, ratio: float) -> bool:
+    """Algorithm 1's termination: Energy(S_i, D_v) > ratio * Energy(T, D_v)."""
+    return student_energy > ratio * teacher_energy
+
+
+def l2_to_teacher(student: Tensor, teacher: Tensor) -> float:
+    """Mean over samples of ||S(x) - T(x)||_2 on logits."""
+    return float((student - teacher).norm(dim=1).mean())
+
+
+def gi_over_c1(student: Tensor, teacher: Tensor) -> float:
+    """Eq. 21's GI/C1 over a dataset. Per sample, GI/C1 = ||R_i - (T - S_{i-1})||_2 =
+    ||S_i - T||_2, the norm of eq. 20's gradient over 2; over the dataset we take the root mean
+    square (the norm of the per-sample gradients pooled), which weighs the samples the student
+    is farthest from more than the mean L2 distance does."""
+    return float((student - teacher).pow(2).sum(dim=1).mean().sqrt())
