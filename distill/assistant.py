@@ -332,7 +332,7 @@ def separate(
     if variant not in VARIANTS:
         raise ValueError(f"variant: must be one of {', '.join(VARIANTS)}, got {variant!r}")
     shape = (original.in_chans, original.input_size, original.input_size)
-    base = list(original.build().stage_channels.values())
+    base = list(original.build_backbone().stage_channels.values())
     if original.model == "resnet50":
         base = [c // 4 for c in base]  # bottleneck planes
     target = count(original.build(), input_shape=shape).macs
@@ -346,8 +346,8 @@ def separate(
     def cost(sw: list[int], aw: list[int]) -> tuple[int, int, int]:
         key = (tuple(sw), tuple(aw))
         if key not in counts:
-            s_net = spec(sw).build()
-            model = AssistedStudent(s_net, spec(aw).build(), variant=variant)
+            s_net = spec(sw).build_backbone()
+            model = AssistedStudent(s_net, spec(aw).build_backbone(), variant=variant)
             total = count(model, input_shape=shape).macs
             if key[0] not in s_counts:
                 s_counts[key[0]] = count(s_net, input_shape=shape).macs
@@ -407,8 +407,8 @@ def load_assisted(path: Path) -> AssistedStudent:
     if payload.get("format") != ASSISTED_FORMAT:
         raise ValueError(f"{path}: not an assisted student file (format {ASSISTED_FORMAT})")
     model = AssistedStudent(
-        NetSpec(**payload["student"]).build(),
-        NetSpec(**payload["assistant"]).build(),
+        NetSpec(**payload["student"]).build_backbone(),
+        NetSpec(**payload["assistant"]).build_backbone(),
         variant=payload["variant"],
     )
     model.load_state_dict(payload["state_dict"])

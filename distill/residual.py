@@ -27,6 +27,7 @@ Method = Literal["kd", "dml", "relational"]
 ResidualTarget = Literal["residual", "combined"]
 CeOn = Literal["combined", "residual"]
 METHODS: tuple[Method, ...] = ("kd", "dml", "relational")
+AUX_WEIGHT = 0.4
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ def _check(name: str, ok: bool, allowed: str, value: Any) -> None:
     if not ok:
         raise ValueError(f"{name}: must be {allowed}, got {value!r}")
 
+
 # ------------------------------------------------------------------------------------------------
 # The residual task: S0 (no base) and every R_i (base = S_{i-1}), in one class
 # ------------------------------------------------------------------------------------------------
@@ -147,6 +149,9 @@ class ResidualDistillation(TrainTask):
         t, b = self._frozen_logits(x, index)
         r = self.trained["model"](x)
         loss, s = self._terms(r, t, b, y)
+        aux = getattr(self.trained["model"], "aux_logits", None)
+        if aux is not None:  # a genotype network's auxiliary head (DARTS weighs it 0.4)
+            loss = loss + AUX_WEIGHT * self._terms(aux, t, b, y)[0]
         if "peer" in self.trained:
             peer_loss, s_peer = self._terms(self.trained["peer"](x), t, b, y)
             loss = loss + peer_loss + mutual_kl(s, s_peer) + mutual_kl(s_peer, s)

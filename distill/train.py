@@ -132,6 +132,45 @@ class TrainTask(nn.Module):
         """Logits at evaluation time."""
         raise NotImplementedError
 
+    # Hooks of the loop; the defaults train every trainable parameter with one optimizer.
+
+    def optimized_parameters(self) -> list[nn.Parameter]:
+        """What the loop's optimizer updates."""
+        return [p for p in self.trained.parameters() if p.requires_grad]
+
+    def step(
+        self, x: Tensor, y: Tensor, index: Tensor, optimizer: torch.optim.Optimizer
+    ) -> tuple[Tensor, Tensor]:
+        """One training step on a batch; returns the loss and the logits."""
+        loss, logits = self.loss(x, y, index)
+        if torch.isfinite(loss):
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return loss, logits
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        """Before each epoch (0-based): trained networks with a ``schedule(epoch, epochs)`` method
+        (drop-path) are told where training is."""
+        for net in self.trained.values():
+            schedule = getattr(net, "schedule", None)
+            if callable(schedule):
+                schedule(epoch, epochs)
+
+    def status(self) -> dict[str, str]:
+        """Extra fields for the progress bar and the epoch log."""
+        return {}
+
+    def end_epoch(self, record: EpochRecord) -> None:
+        """After each epoch, before the checkpoint is written."""
+
+    def extra_state(self) -> dict[str, Any]:
+        """State beyond the trained networks that a resumed run needs (saved per epoch)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        del state
+
 
 class Supervised(TrainTask):
     """Cross-entropy on labels (the teacher, and the 'SGD' baselines of the paper)."""
@@ -267,7 +306,7 @@ def fit(
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     task.to(device)
-    params = [p for p in task.trained.parameters() if p.requires_grad]
+    params = task.optimized_parameters()
     if not params:
         raise ValueError(f"{desc}: the task has no trainable parameters")
     optimizer = _optimizer(params, config)
@@ -284,6 +323,7 @@ def fit(
         generator.set_state(state["generator"])
         torch.set_rng_state(state["rng"])
         history.epochs = [EpochRecord(**r) for r in state["history"]]
+        task.load_extra_state(state.get("task", {}))
         history.resumed_from = len(history.epochs)
 
     batches = loader(
@@ -295,6 +335,7 @@ def fit(
     )
     for epoch in range(history.resumed_from, config.epochs):
         started = time.perf_counter()
+        task.start_epoch(epoch, config.epochs)
         task.train()
         total_loss, correct, seen = 0.0, 0, 0
         lr = optimizer.param_groups[0]["lr"]
@@ -307,19 +348,18 @@ def fit(
         )
         for x, y, index in bar:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss, logits = task.loss(x, y, index)
+            loss, logits = task.step(x, y, index, optimizer)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; "
                     f"lower the learning rate (lr {config.lr})"
                 )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
             total_loss += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+            bar.set_postfix(
+                {"loss": f"{total_loss / seen:.4f}", "acc": f"{correct / seen:.3f}"} | task.status()
+            )
         scheduler.step()
         eval_acc = (
             evaluate(task, eval_data, batch_size=config.batch_size * 2, device=device)
@@ -335,6 +375,7 @@ def fit(
             seconds=time.perf_counter() - started,
         )
         history.epochs.append(record)
+        task.end_epoch(record)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
@@ -347,6 +388,7 @@ def fit(
                     "rng": torch.get_rng_state(),
                     "history": [asdict(r) for r in history.epochs],
                     "config": config.to_dict(),
+                    "task": task.extra_state(),
                 },
                 tmp,
             )
@@ -355,6 +397,7 @@ def fit(
             on_epoch(record, config.epochs)
         if progress:
             shown = f", eval acc {eval_acc:.4f}" if eval_acc is not None else ""
+            shown += "".join(f", {k} {v}" for k, v in task.status().items())
             tqdm.write(
                 f"{desc} epoch {epoch + 1}/{config.epochs}: loss {record.loss:.4f}, "
                 f"train acc {record.train_accuracy:.4f}{shown} ({record.seconds:.1f}s)"

@@ -54,9 +54,13 @@ from distill.train import (
     preset,
     resolve_device,
 )
+from search.run import SearchResult, residual_objective, run_search
+from search.spec import SearchSpec
+from space.genotypes import Genotype
 from space.zoo import Backbone
 
 Baseline = Literal["ensemble", "together", "feature_kd"]
+SEARCHED = "searched"  # NetConfig.model of a network found by a search
 BASELINES: dict[str, tuple[Baseline, ...]] = {
     "reskd": ("ensemble", "together"),
     "assistant": ("feature_kd",),
@@ -70,9 +74,16 @@ BASELINES: dict[str, tuple[Baseline, ...]] = {
 
 @dataclass(frozen=True)
 class NetConfig:
+    """A handcrafted network of the zoo, or (``search``) one found by a search under a budget."""
+
     model: str
     width: float = 1.0
     num_classes: int | None = None  # if given, must match the dataset
+    search: SearchSpec | None = None
+
+    @property
+    def searched(self) -> bool:
+        return self.search is not None
 
 
 @dataclass(frozen=True)
@@ -172,6 +183,10 @@ class RunConfig:
         """Every check that needs no data: fails before any training."""
         info = dataset_info(self.dataset)  # names the dataset field and what is allowed
         for name, net in self.nets():
+            if net.searched:
+                if name in ("teacher",) or self.method != "reskd":
+                    raise ValueError(f"{name}.search: only S0 and res-students can be searched")
+                continue
             spec_error = None
             try:
                 NetSpec(net.model, net.width)
@@ -224,8 +239,17 @@ def _section(name: str, raw: Any, cls: type[Any]) -> Any:
 def _net(name: str, raw: Any) -> NetConfig:
     if isinstance(raw, str):
         return NetConfig(raw)
+    if isinstance(raw, Mapping) and "search" in raw:
+        if set(raw) != {"search"}:
+            bad = sorted(set(raw) - {"search"})[0]
+            raise ValueError(f"{name}.{bad}: a searched network takes only 'search'")
+        return NetConfig(
+            SEARCHED, search=SearchSpec.from_dict(raw["search"], name=f"{name}.search")
+        )
     if not isinstance(raw, Mapping) or "model" not in raw:
-        raise ValueError(f"{name}: a model name or a mapping with 'model' (and 'width')")
+        raise ValueError(
+            f"{name}: a model name, a mapping with 'model' (and 'width'), or {{search: {{...}}}}"
+        )
     allowed = {f.name for f in fields(NetConfig)}
     if set(raw) - allowed:
         bad = sorted(set(raw) - allowed)[0]
@@ -258,6 +282,7 @@ class RunResult:
     combined: nn.Module  # the deployable student: CombinedStudent or AssistedStudent
     logits_cached: bool
     validation: dict[str, Any]
+    searches: list[dict[str, Any]] = field(default_factory=list)
 
     def table(self) -> str:
         columns = [
@@ -283,7 +308,28 @@ class RunResult:
             if self.logits_cached
             else "computed per batch (random augmentation)",
             "validation": self.validation,
+            "searches": self.searches,
         }
+
+
+def search(
+    config: RunConfig,
+    *,
+    out_dir: Path,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Only the first searched network of the pipeline (``reskd search``): the teacher and the
+    stages before it run (or are reused) so that its residual target exists; returns the search's
+    record (genotype, channels, counted MFLOPs, plot, directory)."""
+    if not any(net.searched for net in (config.student, *config.res_students)):
+        raise ValueError(
+            "res_students: the config searches no network; give a res-student (or the student) "
+            "as {search: {budget_mflops: ..., epochs: ..., channels: ..., layers: ...}}"
+        )
+    found = _run(config, out_dir=out_dir, progress=progress, log=log, stop_after_search=True)
+    assert isinstance(found, list) and found
+    return found[-1]
 
 
 def run(
@@ -294,6 +340,69 @@ def run(
     log: Callable[[str], None] = print,
 ) -> RunResult:
     """Algorithm 1 (with the Table II baselines when asked), then the report."""
+    result = _run(config, out_dir=out_dir, progress=progress, log=log)
+    assert isinstance(result, RunResult)
+    return result
+
+
+def _search_stage(
+    spec: SearchSpec,
+    *,
+    out_dir: Path,
+    payload: dict[str, Any],
+    factory: Any,
+    data: DataBundle,
+    device: str,
+    desc: str,
+    progress: bool,
+    log: Callable[[str], None],
+) -> tuple[dict[str, Any], StageResult]:
+    """The search of one network, stored under ``search-<key>/`` like every stage (an interrupted
+    search resumes from its last epoch; a finished one is reused)."""
+    full = {"spec": spec.to_dict(), **payload}
+    key = stage_key("search", full)
+    directory = out_dir / f"search-{key}"
+    done = directory / "search.json"
+    if done.is_file():
+        stored = json.loads(done.read_text())
+        log(f"stage search [{key}]: stored result reused")
+        trained, seconds = False, float(stored["seconds"])
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "config.json").write_text(json.dumps(full, indent=2, default=str))
+        result: SearchResult = run_search(
+            spec,
+            info=data.info,
+            train_data=data.train,
+            objective_factory=factory,
+            out_dir=directory,
+            device=device,
+            progress=progress,
+            log=lambda line: log(f"{desc} {line}"),
+        )
+        stored = result.to_dict()
+        trained, seconds = True, result.seconds
+    found = {
+        "genotype": stored["genotype"],
+        "channels": stored["channels"],
+        "layers": stored["layers"],
+        "mflops": stored["mflops"],
+        "budget_mflops": spec.budget_mflops,
+        "strategy": spec.strategy,
+        "plot": str(directory / "alphas.png"),
+        "directory": str(directory),
+    }
+    return found, StageResult("search", key, trained, seconds, directory)
+
+
+def _run(
+    config: RunConfig,
+    *,
+    out_dir: Path,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    stop_after_search: bool = False,
+) -> RunResult | list[dict[str, Any]]:
     config.validate()
     data = load_dataset(config.dataset, root=config.root, augment=config.augment)
     info = data.info
@@ -389,9 +498,47 @@ def run(
     s_val = s_train = None
     previous_key = t_key
     test_logits: list[Tensor] = []
+    searches: list[dict[str, Any]] = []
     for i in range(config.stages + 1):  # i = 0 is S0
         net_cfg = config.student if i == 0 else config.res_student(i)
-        net_spec = spec(net_cfg)
+        desc = "S0" if i == 0 else f"R{i}"
+        base = LogitSum(list(nets)) if nets else None
+        cache = (t_train, s_train) if cached and t_train is not None else None
+        search_key = None
+        if net_cfg.search is not None:
+            found, search_stage = _search_stage(
+                net_cfg.search,
+                out_dir=out_dir,
+                payload={
+                    "kd": method.for_stage(i),
+                    "input": previous_key,
+                    "stage": i,
+                    **data_key,
+                },
+                factory=residual_objective(
+                    method=method, objective=objective, teacher=teacher, base=base, cache=cache
+                ),
+                data=data,
+                device=config.device,
+                desc=desc,
+                progress=progress,
+                log=log,
+            )
+            search_key = search_stage.key
+            record(search_stage, network=desc)
+            searches.append({"network": desc, **found})
+            if stop_after_search:
+                return searches
+            net_spec = NetSpec.of_genotype(
+                Genotype.from_dict(found["genotype"]),
+                info,
+                channels=found["channels"],
+                layers=net_cfg.search.layers,
+                auxiliary=net_cfg.search.auxiliary,
+                drop_path_prob=net_cfg.search.drop_path_prob,
+            )
+        else:
+            net_spec = spec(net_cfg)
         torch.manual_seed(_stage_seed(config.seed, f"stage{i}"))
         net = net_spec.build()
         peer = net_spec.build() if method.method == "dml" else None
@@ -399,8 +546,6 @@ def run(
             for r in (net, peer):
                 if r is not None:
                     zero_output(r)
-        base = LogitSum(list(nets)) if nets else None
-        cache = (t_train, s_train) if cached and t_train is not None else None
         task = ResidualDistillation(
             net,
             objective=objective,
@@ -410,7 +555,7 @@ def run(
             cache=cache,
             peer=peer,
         )
-        kind = "student" if i == 0 else "residual"
+        kind = "finetune" if search_key else "student" if i == 0 else "residual"
         payload = {
             "net": net_spec.to_dict(),
             "kd": method.for_stage(i),
@@ -418,8 +563,7 @@ def run(
             "input": previous_key,
             "stage": i,
             **data_key,
-        }
-        desc = "S0" if i == 0 else f"R{i}"
+        } | ({"search": search_key} if search_key else {})
         result = run_stage(
             out_dir,
             kind,
@@ -521,6 +665,7 @@ def run(
         combined,
         cached,
         split.to_dict() | {"indices": f"{split.size} indices in validation_split.json"},
+        searches,
     )
     (out_dir / "report.json").write_text(json.dumps(result_obj.to_dict(), indent=2))
     (out_dir / "report.txt").write_text(result_obj.table() + "\n")
@@ -744,7 +889,9 @@ def _run_assistant(
 
     torch.manual_seed(_stage_seed(config.seed, "assistant"))
     assisted = AssistedStudent(
-        separation.student.build(), separation.assistant.build(), variant=cfg.variant
+        separation.student.build_backbone(),
+        separation.assistant.build_backbone(),
+        variant=cfg.variant,
     )
     s_alone = partial(add_row, "S (separated)", separation.student.label, assisted.student)
     train_phases("assistant", assisted, s_alone if cfg.variant != "progressive" else lambda: None)
@@ -759,7 +906,7 @@ def _run_assistant(
 
     if "feature_kd" in config.baselines:
         torch.manual_seed(_stage_seed(config.seed, "feature_kd"))
-        plain = AssistedStudent(original.build(), None)
+        plain = AssistedStudent(original.build_backbone(), None)
         train_phases("feature_kd", plain, lambda: None)
         add_row("feature KD (unseparated)", original.label, plain.student)
 

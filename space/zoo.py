@@ -1,8 +1,10 @@
-"""The model zoo: CIFAR ResNets of He et al. and torchvision's ResNets, with a width multiplier.
+"""The model zoo: CIFAR ResNets of He et al. and torchvision's ResNets, with a width multiplier,
+and the networks of the published DARTS genotypes (``darts_v1``, ``darts_v2``).
 
-Every network here is a :class:`Backbone`: a stem, named stages and a pooled linear head, so that
+Every ResNet here is a :class:`Backbone`: a stem, named stages and a pooled linear head, so that
 ``forward(x) == forward_head(forward_features(x))`` and ``forward_stages(x)`` gives the stage
-outputs that feature-level distillation uses, on every model alike.
+outputs that feature-level distillation uses, on every model alike. Genotype networks
+(``space.network``) have the same ``forward_features`` / ``forward_head`` / ``fc``.
 """
 
 from __future__ import annotations
@@ -17,12 +19,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
-Stem = Literal["auto", "cifar", "imagenet"]
+from space.genotypes import GENOTYPES
+from space.network import IMAGENET_STEM_MIN_SIZE, GenotypeNetwork, stem_kind
 
-# Inputs at least this large get the ImageNet stem (7x7 stride-2 conv and max-pool) under "auto";
-# smaller ones (8x8 digits, 28x28 MNIST, 32x32 CIFAR, 64x64 Tiny-ImageNet) keep their resolution
-# with a 3x3 stride-1 stem, as CIFAR variants of ResNet-18/34/50 do.
-IMAGENET_STEM_MIN_SIZE = 112
+Stem = Literal["auto", "cifar", "imagenet"]
 
 
 class Backbone(nn.Module):
@@ -255,7 +255,7 @@ class ModelEntry:
     name: str
     family: str
     description: str
-    build: Callable[..., Backbone]
+    build: Callable[..., nn.Module]
 
 
 def _cifar_entry(depth: int) -> ModelEntry:
@@ -303,11 +303,44 @@ def _tv_entry(arch: str) -> ModelEntry:
     return ModelEntry(arch, "torchvision-resnet", f"torchvision {arch}", build)
 
 
+def _genotype_entry(name: str) -> ModelEntry:
+    genotype = GENOTYPES[name]
+
+    def build(
+        *,
+        num_classes: int,
+        in_chans: int,
+        width: float,
+        input_size: int,
+        stem: Stem,
+        stage_widths: tuple[int, ...] | None,
+    ) -> nn.Module:
+        if stage_widths is not None:
+            raise ValueError(f"stage_widths: not supported by {name} (use width)")
+        kind = stem_kind(input_size) if stem == "auto" else stem
+        channels, layers = DARTS_EVAL[kind]
+        return GenotypeNetwork(
+            genotype,
+            channels=max(2, 2 * round(channels * width / 2)),
+            layers=layers,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            input_size=input_size,
+            stem=kind,
+        )
+
+    return ModelEntry(name, "darts", f"{name.upper()} genotype (Liu et al.)", build)
+
+
+# DARTS's evaluation networks: 36 channels and 20 cells on CIFAR, 48 and 14 on ImageNet.
+DARTS_EVAL: dict[str, tuple[int, int]] = {"cifar": (36, 20), "imagenet": (48, 14)}
+
 MODELS: dict[str, ModelEntry] = {
     e.name: e
     for e in [
         *(_cifar_entry(d) for d in (8, 14, 20, 32, 44, 56, 110)),
         *(_tv_entry(a) for a in _TV_LAYERS),
+        *(_genotype_entry(n) for n in GENOTYPES),
     ]
 }
 
@@ -325,7 +358,7 @@ def create_model(
     width: float = 1.0,
     stem: Stem = "auto",
     stage_widths: tuple[int, ...] | None = None,
-) -> Backbone:
+) -> nn.Module:
     """Build a zoo model by name for inputs of ``in_chans x input_size x input_size``.
 
     ``width`` multiplies every layer's channel count (0.5 gives the ResNet-18-1/2 of Gao et al.);

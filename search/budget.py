@@ -1,0 +1,183 @@
+"""The hard FLOPs budget at derivation.
+
+The argmax genotype of a search is only a starting point. If its counted MFLOPs exceed the budget,
+operations are traded, one at a time, for the cheaper operation that loses the least architecture
+weight per MFLOP saved; if even the cheapest operations do not fit, the channels are narrowed (by
+2, keeping them even) and the trading starts again from the argmax. A derived network that leaves
+more than 15% of the budget unused is then upgraded the same way (least weight lost, or most
+gained, per MFLOP added) while it fits. Costs come from the layout (``space.network``), which equals
+the product counter's figure; ``search.run`` checks the built network with the counter as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from space.genotypes import Genotype
+from space.operations import PRIMITIVES
+from space.supernet import CELL_KINDS, NetShape, edge_inputs
+
+NON_ZERO: tuple[str, ...] = tuple(p for p in PRIMITIVES if p != "none")
+FILL = 0.85  # a derived network should use at least this share of a reachable budget
+Scores = Mapping[str, list[dict[str, float]]]  # per kind, per edge: weight of each operation
+
+
+class BudgetError(ValueError):
+    pass
+
+
+@dataclass
+class Derivation:
+    genotype: Genotype
+    channels: int
+    macs: int
+    budget_mflops: float
+    minimum_mflops: float
+    maximum_mflops: float  # the most this space reaches at the search's channel count
+    moves: list[str] = field(default_factory=list)
+
+    @property
+    def mflops(self) -> float:
+        return self.macs / 1e6
+
+    @property
+    def use(self) -> float:
+        """Share of the budget used."""
+        return self.mflops / self.budget_mflops
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "genotype": self.genotype.to_dict(),
+            "channels": self.channels,
+            "mflops": self.mflops,
+            "budget_mflops": self.budget_mflops,
+            "use_of_budget": self.use,
+            "minimum_mflops": self.minimum_mflops,
+            "maximum_mflops": self.maximum_mflops,
+            "moves": self.moves,
+        }
+
+
+def _edge_index(steps: int) -> dict[tuple[int, int], int]:
+    return {pair: e for e, pair in enumerate(edge_inputs(steps))}
+
+
+def _extreme_macs(shape: NetShape, pick: Any) -> int:
+    """Fixed part plus, per node, the two edges (and operations) chosen by ``pick`` (min/max)."""
+    table = shape.cost_table(NON_ZERO)
+    total = shape.fixed_macs()
+    inputs = edge_inputs(shape.steps)
+    for kind in CELL_KINDS:
+        for node in range(shape.steps):
+            costs = [pick(table[kind][e].values()) for e, (j, _) in enumerate(inputs) if j == node]
+            costs.sort(reverse=pick is max)
+            total += sum(costs[:2])
+    return total
+
+
+def minimum_mflops(shape: NetShape, min_channels: int) -> float:
+    """The smallest network of this space: the cheapest operations at ``min_channels``."""
+    return _extreme_macs(shape.with_channels(min_channels), min) / 1e6
+
+
+def maximum_mflops(shape: NetShape) -> float:
+    return _extreme_macs(shape, max) / 1e6
+
+
+def check_budget(shape: NetShape, budget_mflops: float, min_channels: int) -> None:
+    """Reject, before any work, a budget below the smallest network of the space."""
+    least = minimum_mflops(shape, min_channels)
+    if budget_mflops < least:
+        raise BudgetError(
+            f"budget_mflops: {budget_mflops:g} is below the minimum of this search space, "
+            f"{least:.4f} MFLOPs (cheapest operations at {min_channels} channels, "
+            f"{shape.layers} cells, input {shape.in_chans}x{shape.input_size}x{shape.input_size})"
+        )
+
+
+def derive_within_budget(
+    genotype: Genotype,
+    scores: Scores,
+    *,
+    shape: NetShape,
+    budget_mflops: float,
+    min_channels: int = 4,
+) -> Derivation:
+    """``genotype`` (the search's argmax) adjusted so that its network at the returned channel
+    count costs at most ``budget_mflops`` and, where the space allows, at least 85% of it."""
+    check_budget(shape, budget_mflops, min_channels)
+    budget = budget_mflops * 1e6
+    index = _edge_index(shape.steps)
+    kinds = {"normal": list(genotype.normal), "reduce": list(genotype.reduce)}
+    moves: list[str] = []
+
+    def edge_of(kind: str, k: int) -> int:
+        return index[(k // 2, kinds[kind][k][1])]
+
+    def best_move(table: dict[str, list[dict[str, int]]], room: float, cheaper: bool) -> Any:
+        """(ratio, kind, k, op, delta) of the move with the least weight lost per MFLOP."""
+        best = None
+        for kind in CELL_KINDS:
+            for k, (op, _) in enumerate(kinds[kind]):
+                e = edge_of(kind, k)
+                for new in NON_ZERO:
+                    delta = table[kind][e][new] - table[kind][e][op]
+                    if (cheaper and delta >= 0) or (not cheaper and (delta <= 0 or delta > room)):
+                        continue
+                    lost = scores[kind][e].get(op, 0.0) - scores[kind][e].get(new, 0.0)
+                    ratio = lost / abs(delta)
+                    if best is None or ratio < best[0]:
+                        best = (ratio, kind, k, new, delta)
+        return best
+
+    def apply(move: Any, table: dict[str, list[dict[str, int]]]) -> int:
+        _, kind, k, new, delta = move
+        old, i = kinds[kind][k]
+        kinds[kind][k] = (new, i)
+        moves.append(f"{kind} node {k // 2} input {i}: {old} -> {new} ({delta / 1e6:+.4f} MFLOPs)")
+        return int(delta)
+
+    def total_of(table: dict[str, list[dict[str, int]]], fixed: int) -> int:
+        return fixed + sum(
+            table[kind][edge_of(kind, k)][op]
+            for kind in CELL_KINDS
+            for k, (op, _) in enumerate(kinds[kind])
+        )
+
+    channels = shape.channels
+    narrowed: list[str] = []
+    while True:
+        current = shape.with_channels(channels)
+        table, fixed = current.cost_table(NON_ZERO), current.fixed_macs()
+        total = total_of(table, fixed)
+        while total > budget and (move := best_move(table, 0.0, cheaper=True)) is not None:
+            total += apply(move, table)
+        if total <= budget or channels - 2 < min_channels:
+            break
+        narrowed.append(f"channels {channels} -> {channels - 2} (cheapest operations still over)")
+        channels -= 2
+        kinds = {"normal": list(genotype.normal), "reduce": list(genotype.reduce)}
+        moves[:] = narrowed
+    assert total <= budget, "check_budget guarantees a fit at min_channels"
+    while total < FILL * budget:
+        move = best_move(table, budget - total, cheaper=False)
+        if move is None:
+            break
+        total += apply(move, table)
+    derived = Genotype.of(
+        kinds["normal"],
+        kinds["reduce"],
+        normal_concat=genotype.normal_concat,
+        reduce_concat=genotype.reduce_concat,
+    )
+    return Derivation(
+        derived,
+        channels,
+        total,
+        budget_mflops,
+        minimum_mflops(shape, min_channels),
+        maximum_mflops(shape),
+        moves,
+    )

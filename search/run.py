@@ -1,0 +1,192 @@
+"""One res-student search: strategy -> budget-aware derivation -> the product counter's check ->
+``genotype.json``, ``search.json`` and ``alphas.png`` in the output directory.
+
+``objective_factory`` builds the residual KD objective of eq. 6 for a network: against T - S_{i-1}
+for a res-student, against T alone when there is no base yet (a searched S0).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from distill.data import DatasetInfo
+from distill.losses import Objective
+from distill.residual import MethodConfig, ResidualDistillation
+from search.budget import Derivation, check_budget, derive_within_budget
+from search.plot import plot_search
+from search.spec import SearchSpec
+from search.strategies import STRATEGIES, ObjectiveFactory, SearchContext
+from space.flops import Complexity, count
+from space.genotypes import Genotype
+from space.network import GenotypeNetwork
+from space.supernet import NetShape
+
+
+@dataclass
+class SearchResult:
+    spec: SearchSpec
+    derivation: Derivation
+    argmax: Genotype
+    complexity: Complexity  # the derived network, by the product counter
+    history: list[dict[str, Any]]
+    seconds: float
+    plot: Path | None
+    directory: Path
+
+    @property
+    def genotype(self) -> Genotype:
+        return self.derivation.genotype
+
+    @property
+    def channels(self) -> int:
+        return self.derivation.channels
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec.to_dict(),
+            "genotype": self.genotype.to_dict(),
+            "argmax_genotype": self.argmax.to_dict(),
+            "channels": self.channels,
+            "layers": self.spec.layers,
+            "mflops": self.complexity.mflops,
+            "params": self.complexity.params,
+            "derivation": self.derivation.to_dict(),
+            "seconds": self.seconds,
+            "history": self.history,
+        }
+
+    def summary(self) -> str:
+        d = self.derivation
+        return (
+            f"genotype {self.genotype.describe()}\n"
+            f"channels {self.channels}, {self.spec.layers} cells: {self.complexity.mflops:.4f} "
+            f"MFLOPs counted (budget {d.budget_mflops:g}, {100 * d.use:.1f}% used), "
+            f"{self.complexity.params / 1e6:.4f} M params; {len(d.moves)} budget move(s)"
+        )
+
+
+def shape_for(spec: SearchSpec, info: DatasetInfo) -> NetShape:
+    return NetShape.of(
+        channels=spec.channels,
+        layers=spec.layers,
+        num_classes=info.num_classes,
+        in_chans=info.in_chans,
+        input_size=info.image_size,
+    )
+
+
+def residual_objective(
+    *,
+    method: MethodConfig,
+    objective: Objective,
+    teacher: nn.Module | None,
+    base: nn.Module | None,
+    cache: tuple[Tensor, Tensor | None] | None,
+) -> ObjectiveFactory:
+    """Eq. 6's objective for any network on any subset: the residual task of ``distill.residual``
+    (cached teacher / base logits are sliced to the subset's samples)."""
+
+    def make(model: nn.Module, indices: list[int] | None) -> ResidualDistillation:
+        sliced = cache
+        if cache is not None and indices is not None:
+            index = torch.tensor(indices)
+            t, b = cache
+            sliced = (t[index], b[index] if b is not None else None)
+        return ResidualDistillation(
+            model,
+            objective=objective,
+            method=method,
+            teacher=None if sliced is not None else teacher,
+            base=None if sliced is not None else base,
+            cache=sliced,
+        )
+
+    return make
+
+
+def run_search(
+    spec: SearchSpec,
+    *,
+    info: DatasetInfo,
+    train_data: Dataset[tuple[Tensor, int]],
+    objective_factory: ObjectiveFactory,
+    out_dir: Path,
+    device: str = "auto",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> SearchResult:
+    shape = shape_for(spec, info)
+    check_budget(shape, spec.budget_mflops, spec.min_channels)  # before any work
+    out_dir.mkdir(parents=True, exist_ok=True)
+    strategy = STRATEGIES[spec.strategy]
+    log(
+        f"search ({spec.strategy}, {spec.resolved_optimization}): {spec.channels} channels, "
+        f"{spec.layers} cells, budget {spec.budget_mflops:g} MFLOPs, {spec.epochs} epoch(s)"
+        + (" per stage" if spec.strategy == "stacnas" else "")
+    )
+    started = time.perf_counter()
+    ctx = SearchContext(
+        spec, shape, train_data, objective_factory, device, out_dir / "checkpoints", progress, log
+    )
+    found = strategy.search(ctx)
+    derivation = derive_within_budget(
+        found.genotype,
+        found.scores,
+        shape=shape,
+        budget_mflops=spec.budget_mflops,
+        min_channels=spec.min_channels,
+    )
+    net = GenotypeNetwork(
+        derivation.genotype,
+        channels=derivation.channels,
+        layers=spec.layers,
+        num_classes=info.num_classes,
+        in_chans=info.in_chans,
+        input_size=info.image_size,
+        stem=shape.stem,
+    )
+    counted = count(net, input_shape=info.input_shape)
+    if counted.macs != derivation.macs or counted.mflops > spec.budget_mflops:
+        raise AssertionError(  # the layout's cost and the counter disagree: a bug, never ignored
+            f"derived network counted {counted.mflops:.6f} MFLOPs, layout said "
+            f"{derivation.mflops:.6f}, budget {spec.budget_mflops:g}"
+        )
+    for move in derivation.moves:
+        log(f"budget: {move}")
+    result = SearchResult(
+        spec,
+        derivation,
+        found.genotype,
+        counted,
+        found.history,
+        time.perf_counter() - started,
+        None,
+        out_dir,
+    )
+    if found.history:
+        result.plot = plot_search(
+            found.history, budget_mflops=spec.budget_mflops, path=out_dir / "alphas.png"
+        )
+    (out_dir / "genotype.json").write_text(
+        json.dumps(
+            {
+                "genotype": result.genotype.to_dict(),
+                "channels": result.channels,
+                "layers": spec.layers,
+                "mflops": counted.mflops,
+            },
+            indent=2,
+        )
+    )
+    (out_dir / "search.json").write_text(json.dumps(result.to_dict(), indent=2))
+    log(result.summary())
+    return result

@@ -1,0 +1,202 @@
+"""Search strategies behind one interface: a strategy trains supernets on the search objective and
+returns the argmax genotype, a weight for every operation on every edge (what the budget-aware
+derivation trades by) and the per-epoch history.
+
+- ``stacnas`` (default; Li et al. 2019): stage 1 searches among one representative per operation
+  group (zero, pooling, identity, separable conv, dilated conv); stage 2 expands each edge's
+  winning group into its members and searches among them. One-level optimisation.
+- ``darts`` (Liu et al.): one stage over all eight operations; first-order bilevel by default.
+- ``nni-darts``: NNI 3.0's DARTS strategy on the same cells and objective (``search.nni_adapter``,
+  the only module that imports NNI; ``pip install .[nni]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Subset
+
+from distill.residual import ResidualDistillation
+from distill.train import Indexed, fit, loader
+from search.budget import NON_ZERO, Scores
+from search.spec import SearchSpec
+from search.task import SearchTask
+from space.genotypes import Genotype
+from space.operations import GROUP_OF, GROUPS, PRIMITIVES, REPRESENTATIVES
+from space.supernet import (
+    CELL_KINDS,
+    Candidates,
+    NetShape,
+    Supernet,
+    argmax_genotype,
+    uniform_candidates,
+)
+
+Probabilities = dict[str, list[dict[str, float]]]
+# Builds the residual KD objective for a network on a subset of the training set (None: all of it).
+ObjectiveFactory = Callable[[torch.nn.Module, list[int] | None], ResidualDistillation]
+
+
+@dataclass
+class SearchContext:
+    spec: SearchSpec
+    shape: NetShape
+    train_data: Dataset[tuple[Tensor, int]]
+    objective: ObjectiveFactory
+    device: str
+    checkpoint_dir: Path
+    progress: bool = True
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class StrategyResult:
+    genotype: Genotype
+    scores: Scores
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds_per_stage: list[float] = field(default_factory=list)
+
+
+class Strategy(Protocol):
+    name: str
+
+    def search(self, ctx: SearchContext) -> StrategyResult: ...
+
+
+def _cycle(batches: Any) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    while True:  # a fresh shuffle each pass
+        yield from batches
+
+
+def train_supernet(
+    ctx: SearchContext, candidates: dict[str, Candidates], stage: str
+) -> tuple[Supernet, list[dict[str, Any]], float]:
+    """Train one supernet on the objective with the spec's optimisation; resumable per epoch."""
+    spec = ctx.spec
+    torch.manual_seed(spec.seed)
+    supernet = Supernet(ctx.shape, candidates)
+    n = len(ctx.train_data)  # type: ignore[arg-type]
+    optimization = spec.resolved_optimization
+    held_out = held_batches = None
+    train_data: Dataset[tuple[Tensor, int]] = ctx.train_data
+    objective = ctx.objective(supernet, None)
+    if optimization == "bilevel":
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(spec.seed)).tolist()
+        cut = max(1, min(n - 1, round(n * (1 - spec.held_out))))
+        train_idx, held_idx = order[:cut], order[cut:]
+        train_data = Subset(ctx.train_data, train_idx)
+        objective = ctx.objective(supernet, train_idx)
+        held_out = ctx.objective(supernet, held_idx)
+        generator = torch.Generator().manual_seed(spec.seed + 1)
+        held_batches = _cycle(
+            loader(
+                Indexed(Subset(ctx.train_data, held_idx)),
+                batch_size=spec.batch_size,
+                shuffle=True,
+                generator=generator,
+            )
+        )
+    task = SearchTask(
+        supernet,
+        objective=objective,
+        budget_mflops=spec.budget_mflops,
+        flops_weight=spec.flops_weight,
+        arch_lr=spec.arch_lr,
+        arch_weight_decay=spec.arch_weight_decay,
+        optimization=optimization,
+        grad_clip=spec.grad_clip,
+        held_out=held_out,
+        held_out_batches=held_batches,
+    )
+    history = fit(
+        task,
+        train_data,
+        config=spec.train_config(ctx.device),
+        checkpoint_dir=ctx.checkpoint_dir / stage,
+        desc=f"search {stage}",
+        progress=ctx.progress,
+    )
+    for record in task.history:
+        record["stage"] = stage
+    seconds = sum(r.seconds for r in history.epochs)
+    return supernet.cpu().eval(), task.history, seconds
+
+
+class StacNAS:
+    name = "stacnas"
+    stage1_ops: tuple[str, ...] = ("none", *(REPRESENTATIVES[g] for g in GROUPS if g != "zero"))
+
+    def search(self, ctx: SearchContext) -> StrategyResult:
+        stage1, history1, t1 = train_supernet(
+            ctx, uniform_candidates(self.stage1_ops, ctx.shape.steps), "stage1"
+        )
+        p1 = stage1.probabilities()
+        winners = {kind: [self._winner(edge) for edge in p1[kind]] for kind in CELL_KINDS}
+        ctx.log(
+            "STACNAS stage 1 groups: "
+            + "; ".join(f"{kind} {' '.join(w[:4])}..." for kind, w in winners.items())
+        )
+        candidates = {
+            kind: tuple(("none", *GROUPS[g]) for g in winners[kind]) for kind in CELL_KINDS
+        }
+        stage2, history2, t2 = train_supernet(ctx, candidates, "stage2")
+        p2 = stage2.probabilities()
+        genotype = argmax_genotype(p2, ctx.shape.steps, edge_strength="non_zero")
+        return StrategyResult(
+            genotype, self._scores(p1, p2, winners), history1 + history2, [t1, t2]
+        )
+
+    @staticmethod
+    def _winner(edge: dict[str, float]) -> str:
+        groups = {GROUP_OF[op]: w for op, w in edge.items() if op != "none"}
+        return max(groups, key=lambda g: groups[g])
+
+    @staticmethod
+    def _scores(p1: Probabilities, p2: Probabilities, winners: dict[str, list[str]]) -> Scores:
+        """Weight of every operation on every edge: P(group) from stage 1 times P(op | group),
+        stage 2's weights within the winning group and uniform within the others."""
+        scores: dict[str, list[dict[str, float]]] = {}
+        for kind in CELL_KINDS:
+            scores[kind] = []
+            for e, edge1 in enumerate(p1[kind]):
+                members = GROUPS[winners[kind][e]]
+                inside = sum(p2[kind][e][m] for m in members)
+                row = {}
+                for op in NON_ZERO:
+                    group = GROUP_OF[op]
+                    p_group = edge1[REPRESENTATIVES[group]]
+                    if group == winners[kind][e]:
+                        row[op] = p_group * p2[kind][e][op] / inside
+                    else:
+                        row[op] = p_group / len(GROUPS[group])
+                scores[kind].append(row)
+        return scores
+
+
+class Darts:
+    name = "darts"
+
+    def search(self, ctx: SearchContext) -> StrategyResult:
+        supernet, history, seconds = train_supernet(
+            ctx, uniform_candidates(PRIMITIVES, ctx.shape.steps), "darts"
+        )
+        p = supernet.probabilities()
+        scores = {kind: [{op: e[op] for op in NON_ZERO} for e in p[kind]] for kind in CELL_KINDS}
+        return StrategyResult(argmax_genotype(p, ctx.shape.steps), scores, history, [seconds])
+
+
+class NniDarts:
+    name = "nni-darts"
+
+    def search(self, ctx: SearchContext) -> StrategyResult:
+        from search import nni_adapter  # NNI is optional and pins old packages: import late
+
+        return nni_adapter.search(ctx)
+
+
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in (StacNAS(), Darts(), NniDarts())}

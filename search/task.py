@@ -1,0 +1,140 @@
+"""The search objective as a task of the one training loop: eq. 6 of the ResKD paper (the KD loss of
+the candidate res-student against its stage's residual target, ``distill.residual``) plus a
+differentiable FLOPs term, minimised over the supernet's weights and architecture parameters.
+
+``one-level`` (STACNAS): weights and architecture parameters step on the same batch.
+``bilevel`` (DARTS, first order): the architecture steps on a held-out batch, then the weights on a
+training batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from distill.residual import ResidualDistillation
+from distill.train import EpochRecord, TrainTask
+from space.genotypes import Genotype
+from space.supernet import Supernet, argmax_genotype
+
+Optimization = Literal["one-level", "bilevel"]
+
+
+def flops_penalty(expected_mflops: Tensor, budget_mflops: float, weight: float) -> Tensor:
+    """``weight * max(0, E[MFLOPs] / budget - 1)``: no pull while the expected derived network is
+    within budget (accuracy alone decides), a pull proportional to the overshoot beyond it."""
+    return weight * torch.relu(expected_mflops / budget_mflops - 1.0)
+
+
+class SearchTask(TrainTask):
+    """``objective`` is the residual KD task with the supernet as its trained network (its frozen
+    teacher and base, or their cached logits, give T - S_{i-1}); ``held_out`` is the same on the
+    held-out half for bilevel optimisation."""
+
+    def __init__(
+        self,
+        supernet: Supernet,
+        *,
+        objective: ResidualDistillation,
+        budget_mflops: float,
+        flops_weight: float,
+        arch_lr: float,
+        arch_weight_decay: float,
+        optimization: Optimization,
+        grad_clip: float = 5.0,
+        held_out: ResidualDistillation | None = None,
+        held_out_batches: Iterator[tuple[Tensor, Tensor, Tensor]] | None = None,
+    ) -> None:
+        super().__init__(trained={"model": supernet}, frozen=dict(objective.frozen.items()))
+        if optimization == "bilevel" and (held_out is None or held_out_batches is None):
+            raise ValueError("optimization: bilevel needs a held-out split")
+        self.supernet = supernet
+        self.objective = objective
+        self.held_out = held_out
+        self.held_out_batches = held_out_batches
+        self.budget = budget_mflops
+        self.flops_weight = flops_weight
+        self.optimization = optimization
+        self.grad_clip = grad_clip
+        self.arch_optimizer = torch.optim.Adam(
+            supernet.arch_parameters(),
+            lr=arch_lr,
+            betas=(0.5, 0.999),
+            weight_decay=arch_weight_decay,
+        )
+        self.history: list[dict[str, Any]] = []
+        self._expected = float(supernet.expected_mflops().detach())
+
+    def optimized_parameters(self) -> list[nn.Parameter]:
+        return self.supernet.weight_parameters()
+
+    def _loss(self, task: ResidualDistillation, x: Tensor, y: Tensor, index: Tensor) -> Tensor:
+        loss, logits = task.loss(x, y, index)
+        expected = self.supernet.expected_mflops()
+        self._expected = float(expected.detach())
+        self._logits = logits
+        return loss + flops_penalty(expected, self.budget, self.flops_weight)
+
+    def loss(self, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+        loss = self._loss(self.objective, x, y, index)
+        return loss, self._logits
+
+    def step(
+        self, x: Tensor, y: Tensor, index: Tensor, optimizer: torch.optim.Optimizer
+    ) -> tuple[Tensor, Tensor]:
+        arch = self.supernet.arch_parameters()
+        if self.optimization == "bilevel":
+            assert self.held_out is not None and self.held_out_batches is not None
+            xv, yv, iv = next(self.held_out_batches)
+            xv, yv = xv.to(x.device), yv.to(x.device)
+            self.arch_optimizer.zero_grad(set_to_none=True)
+            held_loss = self._loss(self.held_out, xv, yv, iv)
+            grads = torch.autograd.grad(held_loss, arch)
+            for p, g in zip(arch, grads, strict=True):
+                p.grad = g
+            self.arch_optimizer.step()
+            for p in arch:  # the weight step needs no gradient for the architecture
+                p.requires_grad_(False)
+        loss, logits = self.loss(x, y, index)
+        if torch.isfinite(loss):
+            optimizer.zero_grad(set_to_none=True)
+            self.arch_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.supernet.weight_parameters(), self.grad_clip)
+            optimizer.step()
+            if self.optimization == "one-level":
+                self.arch_optimizer.step()
+        for p in arch:
+            p.requires_grad_(True)
+        return loss.detach(), logits.detach()
+
+    def predict(self, x: Tensor) -> Tensor:
+        return self.objective.predict(x)
+
+    def genotype(self) -> Genotype:
+        return argmax_genotype(self.supernet.probabilities(), self.supernet.shape.steps)
+
+    def status(self) -> dict[str, str]:
+        return {"E[MFLOPs]": f"{self._expected:.3f}", "genotype": self.genotype().short()}
+
+    def end_epoch(self, record: EpochRecord) -> None:
+        self.history.append(
+            {
+                "epoch": record.epoch,
+                "loss": record.loss,
+                "expected_mflops": float(self.supernet.expected_mflops().detach()),
+                "probabilities": self.supernet.probabilities(),
+                "genotype": self.genotype().to_dict(),
+            }
+        )
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"arch_optimizer": self.arch_optimizer.state_dict(), "history": self.history}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if state:
+            self.arch_optimizer.load_state_dict(state["arch_optimizer"])
+            self.history = list(state["history"])

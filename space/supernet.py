@@ -1,0 +1,300 @@
+"""The differentiable supernet: every edge of a cell holds a mixture of candidate operations
+weighted by a softmax over its architecture parameters (DARTS's continuous relaxation).
+Candidates are per edge, so one class serves DARTS (all of ``PRIMITIVES`` on every edge),
+STACNAS stage 1 (one representative per operation group) and STACNAS stage 2 (each edge's
+winning group).
+
+The supernet also knows what the network derived from it costs: ``expected_mflops()`` is the
+differentiable expected MFLOPs of the derived network (each edge's softmax weights times each
+candidate's MFLOPs as the product counter counts them in the derived network, summed over edges),
+and ``cost_table`` gives the same figures per edge for the budget-aware derivation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from space.genotypes import Edge, Genotype
+from space.network import (
+    CellPlan,
+    StemKind,
+    head_macs,
+    layout,
+    make_stem,
+    preprocessing,
+    preprocessing_macs,
+    stem_kind,
+    stem_macs,
+)
+from space.operations import OPS, op_macs
+
+CELL_KINDS = ("normal", "reduce")
+Candidates = tuple[tuple[str, ...], ...]  # per edge, the candidate operations
+
+
+def edge_count(steps: int) -> int:
+    return sum(2 + j for j in range(steps))
+
+
+def edge_inputs(steps: int) -> list[tuple[int, int]]:
+    """``(node, input)`` of each edge, in DARTS's order (node 0 reads inputs 0 and 1, ...)."""
+    return [(j, i) for j in range(steps) for i in range(2 + j)]
+
+
+def uniform_candidates(ops: Sequence[str], steps: int = 4) -> dict[str, Candidates]:
+    """The same candidate list on every edge of both cell types."""
+    edges = tuple(tuple(ops) for _ in range(edge_count(steps)))
+    return {kind: edges for kind in CELL_KINDS}
+
+
+class MixedOp(nn.Module):
+    """sum_k w_k * op_k(x) over the edge's candidates; ``none`` contributes nothing and is not run
+    (its weight still takes part in the softmax). Pooling gets a non-affine BN, as in DARTS."""
+
+    def __init__(self, c: int, stride: int, candidates: Sequence[str]) -> None:
+        super().__init__()
+        self.index = [k for k, name in enumerate(candidates) if name != "none"]
+        ops = []
+        for k in self.index:
+            op = OPS[candidates[k]](c, stride, False)
+            if "pool" in candidates[k]:
+                op = nn.Sequential(op, nn.BatchNorm2d(c, affine=False))
+            ops.append(op)
+        self.ops = nn.ModuleList(ops)
+
+    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
+        return sum(weights[k] * op(x) for k, op in zip(self.index, self.ops, strict=True))
+
+
+class SearchCell(nn.Module):
+    def __init__(self, plan: CellPlan, candidates: Candidates, steps: int) -> None:
+        super().__init__()
+        self.steps = steps
+        self.preprocess0, self.preprocess1 = preprocessing(plan, affine=False)
+        self.edges = nn.ModuleList(
+            MixedOp(plan.c, plan.stride(i), candidates[e])
+            for e, (_, i) in enumerate(edge_inputs(steps))
+        )
+
+    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        offset = 0
+        for _ in range(self.steps):
+            node = sum(self.edges[offset + i](h, weights[offset + i]) for i, h in enumerate(states))
+            offset += len(states)
+            states.append(node)
+        return torch.cat(states[2:], dim=1)
+
+
+@dataclass(frozen=True)
+class NetShape:
+    """The macro shape shared by the supernet and the derived network."""
+
+    channels: int
+    layers: int
+    num_classes: int
+    in_chans: int
+    input_size: int
+    stem: StemKind
+    steps: int = 4
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        channels: int,
+        layers: int,
+        num_classes: int,
+        in_chans: int,
+        input_size: int,
+        stem: StemKind | str = "auto",
+        steps: int = 4,
+    ) -> NetShape:
+        kind: StemKind = stem_kind(input_size) if stem == "auto" else stem  # type: ignore[assignment]
+        return cls(channels, layers, num_classes, in_chans, input_size, kind, steps)
+
+    def with_channels(self, channels: int) -> NetShape:
+        return NetShape(
+            channels,
+            self.layers,
+            self.num_classes,
+            self.in_chans,
+            self.input_size,
+            self.stem,
+            self.steps,
+        )
+
+    def plans(self) -> tuple[list[CellPlan], int, int]:
+        return layout(
+            channels=self.channels,
+            layers=self.layers,
+            input_size=self.input_size,
+            multiplier=self.steps,
+            stem=self.stem,
+        )
+
+    def fixed_macs(self) -> int:
+        """Stem, preprocessing and head of the derived network: everything but the operations."""
+        plans, c_last, size_last = self.plans()
+        return (
+            stem_macs(self.stem, self.in_chans, self.channels, self.input_size)
+            + sum(preprocessing_macs(p) for p in plans)
+            + head_macs(c_last, size_last, self.num_classes)
+        )
+
+    def cost_table(self, ops: Sequence[str]) -> dict[str, list[dict[str, int]]]:
+        """MACs of each operation on each edge in the derived network, summed over the cells of
+        each kind (cells of one kind share their architecture)."""
+        plans, _, _ = self.plans()
+        table: dict[str, list[dict[str, int]]] = {
+            kind: [dict.fromkeys(ops, 0) for _ in range(edge_count(self.steps))]
+            for kind in CELL_KINDS
+        }
+        for plan in plans:
+            kind = "reduce" if plan.reduction else "normal"
+            for e, (_, i) in enumerate(edge_inputs(self.steps)):
+                for op in ops:
+                    size, stride = plan.input_size(i), plan.stride(i)
+                    table[kind][e][op] += op_macs(op, plan.c, size, stride)
+        return table
+
+
+class Supernet(nn.Module):
+    """DARTS's search network with per-edge candidates; ``alphas`` holds the architecture
+    parameters of both cell types (padded to the longest candidate list, absent entries masked
+    to -inf before the softmax)."""
+
+    def __init__(self, shape: NetShape, candidates: Mapping[str, Candidates]) -> None:
+        super().__init__()
+        self.shape = shape
+        self.candidates = {kind: tuple(tuple(c) for c in candidates[kind]) for kind in CELL_KINDS}
+        n_edges = edge_count(shape.steps)
+        for kind in CELL_KINDS:
+            if len(self.candidates[kind]) != n_edges:
+                raise ValueError(f"candidates.{kind}: one candidate list per edge ({n_edges})")
+        plans, c_last, _ = shape.plans()
+        self.stem0, self.stem1 = make_stem(shape.stem, shape.in_chans, shape.channels)
+        self.cells = nn.ModuleList(
+            SearchCell(p, self.candidates["reduce" if p.reduction else "normal"], shape.steps)
+            for p in plans
+        )
+        self.reductions = [p.reduction for p in plans]
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c_last, shape.num_classes)
+        width = max(len(c) for kind in CELL_KINDS for c in self.candidates[kind])
+        self.alphas = nn.ParameterDict(
+            {kind: nn.Parameter(1e-3 * torch.randn(n_edges, width)) for kind in CELL_KINDS}
+        )
+        for kind in CELL_KINDS:
+            mask = torch.full((n_edges, width), float("-inf"))
+            for e, cands in enumerate(self.candidates[kind]):
+                mask[e, : len(cands)] = 0.0
+            self.register_buffer(f"mask_{kind}", mask)
+        self._costs = self._expected_cost_tables()
+
+    # -- parameters -------------------------------------------------------------------------------
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.alphas.values())
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def weights(self) -> dict[str, Tensor]:
+        """Softmax over each edge's candidates (masked entries get weight 0)."""
+        return {
+            kind: torch.softmax(self.alphas[kind] + getattr(self, f"mask_{kind}"), dim=-1)
+            for kind in CELL_KINDS
+        }
+
+    def probabilities(self) -> dict[str, list[dict[str, float]]]:
+        """Each edge's softmax weights by operation name (for derivation, logs and plots)."""
+        weights = {k: w.detach().cpu() for k, w in self.weights().items()}
+        return {
+            kind: [
+                {op: float(weights[kind][e, k]) for k, op in enumerate(cands)}
+                for e, cands in enumerate(self.candidates[kind])
+            ]
+            for kind in CELL_KINDS
+        }
+
+    # -- forward ----------------------------------------------------------------------------------
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        weights = self.weights()
+        s0 = self.stem0(x)
+        s1 = self.stem1(s0) if self.stem1 is not None else s0
+        for cell, reduction in zip(self.cells, self.reductions, strict=True):
+            s0, s1 = s1, cell(s0, s1, weights["reduce" if reduction else "normal"])
+        return s1
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        return self.fc(self.global_pool(features).flatten(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    # -- cost -------------------------------------------------------------------------------------
+
+    def _expected_cost_tables(self) -> dict[str, Tensor]:
+        """Per kind, an (edges x candidates) table of MFLOPs in the derived network, each edge
+        scaled by 2 / (its node's inputs): derivation keeps 2 of them."""
+        ops = sorted({op for kind in CELL_KINDS for c in self.candidates[kind] for op in c})
+        table = self.shape.cost_table(ops)
+        width = self.alphas["normal"].shape[1]
+        out = {}
+        for kind in CELL_KINDS:
+            t = torch.zeros(len(self.candidates[kind]), width)
+            for e, ((node, _), cands) in enumerate(
+                zip(edge_inputs(self.shape.steps), self.candidates[kind], strict=True)
+            ):
+                for k, op in enumerate(cands):
+                    t[e, k] = table[kind][e][op] / 1e6 * 2 / (node + 2)
+            out[kind] = t
+        return out
+
+    def expected_mflops(self) -> Tensor:
+        """Differentiable expected MFLOPs of the derived network under the current weights."""
+        weights = self.weights()
+        fixed = self.shape.fixed_macs() / 1e6
+        ops = sum(
+            (weights[kind] * self._costs[kind].to(weights[kind].device)).sum()
+            for kind in CELL_KINDS
+        )
+        return fixed + ops  # type: ignore[return-value]
+
+
+def argmax_genotype(
+    probabilities: Mapping[str, list[dict[str, float]]],
+    steps: int = 4,
+    *,
+    edge_strength: Literal["max", "non_zero"] = "max",
+) -> Genotype:
+    """DARTS's derivation: per edge the strongest non-zero operation; per node the two strongest
+    edges. An edge's strength is its strongest non-zero operation's weight (``max``, DARTS) or
+    its whole non-zero weight, 1 - w(none) (``non_zero``, for STACNAS stage 2, whose edges hold
+    groups of different sizes: splitting weight between two similar members must not make an
+    edge look weaker than a one-member edge)."""
+    cells: dict[str, list[Edge]] = {}
+    inputs = edge_inputs(steps)
+    for kind in CELL_KINDS:
+        edges: list[Edge] = []
+        for node in range(steps):
+            best = []
+            for e, (j, i) in enumerate(inputs):
+                if j != node:
+                    continue
+                ops = {op: w for op, w in probabilities[kind][e].items() if op != "none"}
+                op = max(ops, key=lambda o: ops[o])
+                strength = ops[op] if edge_strength == "max" else sum(ops.values())
+                best.append((strength, op, i))
+            best.sort(key=lambda t: -t[0])
+            edges += [(op, i) for _, op, i in sorted(best[:2], key=lambda t: t[2])]
+        cells[kind] = edges
+    return Genotype.of(cells["normal"], cells["reduce"])
