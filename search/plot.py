@@ -25,12 +25,17 @@ def plot_search(history: list[dict[str, Any]], *, budget_mflops: float, path: Pa
     for row, kind in enumerate(CELL_KINDS):
         ax = axes[row][0]
         ops = sorted({op for h in history for edge in h["probabilities"][kind] for op in edge})
-        for op in ops:
+        segments = _segments(stages)
+        for n, op in enumerate(ops):
             ys = []
             for h in history:
                 values = [edge[op] for edge in h["probabilities"][kind] if op in edge]
                 ys.append(sum(values) / len(values) if values else float("nan"))
-            ax.plot(x, ys, marker="o", markersize=3, label=op)
+            color = f"C{n % 10}"
+            for s, (a, b) in enumerate(segments):  # a line per search stage: candidates differ
+                ax.plot(
+                    x[a:b], ys[a:b], marker="o", markersize=3, color=color, label=None if s else op
+                )
         for b in boundaries:
             ax.axvline(b, color="grey", linestyle="--", linewidth=1)
         ax.set_title(f"{kind} cell: mean weight per operation")
@@ -66,6 +71,11 @@ def plot_search(history: list[dict[str, Any]], *, budget_mflops: float, path: Pa
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _segments(stages: list[str]) -> list[tuple[int, int]]:
+    starts = [0] + [k for k in range(1, len(stages)) if stages[k] != stages[k - 1]]
+    return list(zip(starts, starts[1:] + [len(stages)], strict=True))
 
 
 def _steps(n_edges: int) -> int:
