@@ -62,7 +62,9 @@ def main() -> None:
     info = dataset_info(args.dataset)
     hand_spec = NetSpec.for_dataset(model, info, width=float(width))
     budget = complexity(hand_spec.build(), info).mflops
-    print(f"handcrafted R1 {hand_spec.label}: {budget:.4f} MFLOPs = the search's budget", flush=True)
+    print(
+        f"handcrafted R1 {hand_spec.label}: {budget:.4f} MFLOPs = the search's budget", flush=True
+    )
     arms: dict[str, dict[str, Any]] = {
         "handcrafted": {"model": model, "width": float(width)},
         "searched": {

@@ -75,7 +75,7 @@ def plot_search(history: list[dict[str, Any]], *, budget_mflops: float, path: Pa
 
 def _segments(stages: list[str]) -> list[tuple[int, int]]:
     starts = [0] + [k for k in range(1, len(stages)) if stages[k] != stages[k - 1]]
-    return list(zip(starts, starts[1:] + [len(stages)], strict=True))
+    return list(zip(starts, [*starts[1:], len(stages)], strict=True))
 
 
 def _steps(n_edges: int) -> int:
