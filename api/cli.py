@@ -86,6 +86,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from search.pipeline import load_config, search
+
+    config = load_config(Path(args.config))
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    log = (
+        (lambda line: print(line, file=sys.stderr)) if args.json else print
+    )  # JSON alone on stdout
+    found = search(config, out_dir=out, progress=not args.quiet, log=log)
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    print(
+        f"\n{found['network']} searched ({found['strategy']}): {found['mflops']:.4f} MFLOPs counted"
+        f" (budget {found['budget_mflops']:g}), {found['channels']} channels, "
+        f"{found['layers']} cells\ngenotype {json.dumps(found['genotype'])}\n"
+        f"architecture weights plot: {found['plot']}\nstage directory: {found['directory']}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reskd",
@@ -117,6 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="output directory (default runs/<config name>)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
+
+    search = sub.add_parser(
+        "search",
+        help="run the first searched network of a ResKD config (teacher and earlier stages "
+        "are trained or reused first); prints the genotype, its MFLOPs and the weights plot",
+    )
+    search.add_argument("config", help="path to the run config (YAML or JSON)")
+    search.add_argument("--out", help="output directory (default runs/<config name>)")
+    search.add_argument("--quiet", action="store_true", help="no progress bars")
+    search.add_argument("--json", action="store_true", help="print the result as JSON")
+    search.set_defaults(func=cmd_search)
 
     demo = sub.add_parser("demo", help="teacher and KD student on the shipped MNIST 5k")
     demo.add_argument("--out", default="runs/demo", help="output directory")

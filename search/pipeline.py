@@ -239,10 +239,16 @@ def _section(name: str, raw: Any, cls: type[Any]) -> Any:
 def _net(name: str, raw: Any) -> NetConfig:
     if isinstance(raw, str):
         return NetConfig(raw)
-    if isinstance(raw, Mapping) and "search" in raw:
-        if set(raw) != {"search"}:
-            bad = sorted(set(raw) - {"search"})[0]
-            raise ValueError(f"{name}.{bad}: a searched network takes only 'search'")
+    if isinstance(raw, Mapping) and raw.get("search") is not None:
+        # A config written back by to_dict() also holds the fields' defaults: accept those.
+        defaults = {"model": SEARCHED, "width": 1.0, "num_classes": None}
+        extra = sorted(
+            k
+            for k, v in raw.items()
+            if (k != "search" and defaults.get(k, v) != v) or (k not in defaults and k != "search")
+        )
+        if extra:
+            raise ValueError(f"{name}.{extra[0]}: a searched network takes only 'search'")
         return NetConfig(
             SEARCHED, search=SearchSpec.from_dict(raw["search"], name=f"{name}.search")
         )
@@ -250,7 +256,8 @@ def _net(name: str, raw: Any) -> NetConfig:
         raise ValueError(
             f"{name}: a model name, a mapping with 'model' (and 'width'), or {{search: {{...}}}}"
         )
-    allowed = {f.name for f in fields(NetConfig)}
+    raw = {k: v for k, v in raw.items() if not (k == "search" and v is None)}
+    allowed = {f.name for f in fields(NetConfig)} - {"search"}
     if set(raw) - allowed:
         bad = sorted(set(raw) - allowed)[0]
         raise ValueError(f"{name}.{bad}: unknown field; allowed: {', '.join(sorted(allowed))}")

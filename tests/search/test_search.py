@@ -1,0 +1,296 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import Subset
+
+from api.cli import main
+from distill.data import load_dataset
+from distill.residual import MethodConfig
+from search.budget import BudgetError
+from search.pipeline import RunConfig, run, search
+from search.run import residual_objective, run_search
+from search.spec import SearchSpec
+from space.genotypes import Genotype
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def digits_subset() -> tuple:
+    data = load_dataset("digits")
+    n = 96
+    torch.manual_seed(0)
+    teacher = torch.randn(n, 10) * 3
+    student = torch.randn(n, 10)
+    return data.info, Subset(data.train, list(range(n))), teacher, student
+
+
+def _factory(teacher: torch.Tensor, student: torch.Tensor | None):
+    method = MethodConfig(distance="kl")
+    return residual_objective(
+        method=method,
+        objective=method.objective(),
+        teacher=None,
+        base=None,
+        cache=(teacher, student),
+    )
+
+
+@pytest.mark.parametrize("strategy", ["stacnas", "darts"])
+def test_search_derives_a_genotype_within_budget_with_plot_and_records(
+    strategy: str, digits_subset: tuple, tmp_path: Path
+) -> None:
+    info, train, teacher, student = digits_subset
+    spec = SearchSpec(
+        budget_mflops=0.12, strategy=strategy, epochs=1, channels=4, layers=3, batch_size=32
+    )
+    result = run_search(
+        spec,
+        info=info,
+        train_data=train,
+        objective_factory=_factory(teacher, student),
+        out_dir=tmp_path,
+        progress=False,
+        log=lambda _: None,
+    )
+    assert result.complexity.mflops <= 0.12
+    assert result.complexity.mflops >= 0.85 * 0.12  # reachable: the maximum here is 0.31
+    stored = json.loads((tmp_path / "genotype.json").read_text())
+    assert Genotype.from_dict(stored["genotype"]) == result.genotype
+    assert (tmp_path / "alphas.png").stat().st_size > 10_000
+    history = json.loads((tmp_path / "search.json").read_text())["history"]
+    stages = [h["stage"] for h in history]
+    assert stages == (["stage1", "stage2"] if strategy == "stacnas" else ["darts"])
+    if strategy == "stacnas":  # stage 2 searched each edge's winning group only
+        stage2_ops = {op for edge in history[1]["probabilities"]["normal"] for op in edge}
+        assert len(max(history[1]["probabilities"]["normal"], key=len)) <= 3
+        assert stage2_ops <= {
+            "none",
+            "max_pool_3x3",
+            "avg_pool_3x3",
+            "skip_connect",
+            "sep_conv_3x3",
+            "sep_conv_5x5",
+            "dil_conv_3x3",
+            "dil_conv_5x5",
+        }
+
+
+def test_the_search_objective_is_the_kd_loss_against_the_residual(digits_subset: tuple) -> None:
+    """With S0's logits as the base, the search loss of a candidate is eq. 3 between its logits
+    and T - S0 (plus the FLOPs term, zero within budget)."""
+    from search.task import SearchTask
+    from space.operations import PRIMITIVES
+    from space.supernet import NetShape, Supernet, uniform_candidates
+
+    _info, train, teacher, student = digits_subset
+    shape = NetShape.of(channels=4, layers=3, num_classes=10, in_chans=1, input_size=8)
+    net = Supernet(shape, uniform_candidates(PRIMITIVES))
+    objective = _factory(teacher, student)(net, None)
+    task = SearchTask(
+        net,
+        objective=objective,
+        budget_mflops=100.0,
+        flops_weight=1.0,
+        arch_lr=1e-3,
+        arch_weight_decay=0.0,
+        optimization="one-level",
+    )
+    x = torch.stack([train[i][0] for i in range(8)])
+    y = torch.tensor([train[i][1] for i in range(8)])
+    index = torch.arange(8)
+    net.eval()
+    loss, _ = task.loss(x, y, index)
+    method = MethodConfig(distance="kl")
+    r = net(x)
+    want = method.objective()(r, teacher[:8] - student[:8], y, student[:8] + r)
+    assert float(loss) == pytest.approx(float(want), rel=1e-5)
+    over = SearchTask(
+        net,
+        objective=objective,
+        budget_mflops=0.01,
+        flops_weight=2.0,
+        arch_lr=1e-3,
+        arch_weight_decay=0.0,
+        optimization="one-level",
+    )
+    expected = float(net.expected_mflops().detach())
+    assert float(over.loss(x, y, index)[0]) == pytest.approx(
+        float(want) + 2.0 * (expected / 0.01 - 1), rel=1e-5
+    )
+
+
+def test_a_budget_below_the_minimum_fails_before_any_work(
+    digits_subset: tuple, tmp_path: Path
+) -> None:
+    info, train, teacher, _student = digits_subset
+    spec = SearchSpec(budget_mflops=0.01, epochs=1, channels=4, layers=3)
+    with pytest.raises(BudgetError, match=r"budget_mflops: 0.01 is below the minimum .* 0.0519"):
+        run_search(
+            spec,
+            info=info,
+            train_data=train,
+            objective_factory=_factory(teacher, None),
+            out_dir=tmp_path / "s",
+            progress=False,
+        )
+    assert not (tmp_path / "s").exists()
+
+
+def test_bad_search_specs_name_the_field() -> None:
+    with pytest.raises(ValueError, match=r"res_students\[0\].search.strategy: must be one of"):
+        RunConfig.from_dict(
+            {
+                "dataset": "digits",
+                "teacher": "resnet8",
+                "student": "resnet8",
+                "res_students": [{"search": {"budget_mflops": 1, "strategy": "x"}}],
+            }
+        )
+    with pytest.raises(ValueError, match=r"res_students\[0\].search.budget_mflops: required"):
+        RunConfig.from_dict(
+            {
+                "dataset": "digits",
+                "teacher": "resnet8",
+                "student": "resnet8",
+                "res_students": [{"search": {"epochs": 1}}],
+            }
+        )
+    with pytest.raises(ValueError, match=r"res_students\[0\].search.chanels: unknown field"):
+        RunConfig.from_dict(
+            {
+                "dataset": "digits",
+                "teacher": "resnet8",
+                "student": "resnet8",
+                "res_students": [{"search": {"budget_mflops": 1, "chanels": 8}}],
+            }
+        )
+    with pytest.raises(ValueError, match=r"search.channels: must be an even integer"):
+        SearchSpec.from_dict({"budget_mflops": 1, "channels": 7})
+
+
+def _config(**search: object) -> RunConfig:
+    return RunConfig.from_dict(
+        {
+            "dataset": "digits",
+            "val_size": 60,
+            "teacher": {"model": "resnet8", "width": 0.25},
+            "student": {"model": "resnet8", "width": 0.25},
+            "res_students": [
+                {
+                    "search": {
+                        "budget_mflops": 0.1,
+                        "epochs": 1,
+                        "channels": 4,
+                        "layers": 3,
+                        "batch_size": 128,
+                        **search,
+                    }
+                }
+            ],
+            "kd": {"distance": "kl"},
+            "max_stages": 1,
+            "preset": "cpu-tiny",
+            "train": {"epochs": 1, "batch_size": 128},
+        }
+    )
+
+
+def test_pipeline_searches_then_finetunes_r1_and_reuses_stored_stages(tmp_path: Path) -> None:
+    config = _config()
+    result = run(config, out_dir=tmp_path, progress=False, log=lambda _: None)
+    kinds = [s["kind"] for s in result.stages]
+    assert kinds == ["teacher", "student", "search", "finetune"]
+    found = result.searches[0]
+    assert found["mflops"] <= 0.1
+    rows = {r["model"]: r for r in result.rows}
+    assert rows["S1"]["arch"] == f"resnet8x0.25-nas[C{found['channels']}L3]"
+    assert rows["S1"]["mflops"] - rows["S0"]["mflops"] == pytest.approx(found["mflops"])
+    # Stored stages are reused: nothing trains again, the same genotype comes back.
+    again = run(config, out_dir=tmp_path, progress=False, log=lambda _: None)
+    assert not any(s["trained"] for s in again.stages)
+    assert again.searches[0]["genotype"] == found["genotype"]
+    # `reskd search` on the same config reuses the stored search too.
+    assert (
+        search(config, out_dir=tmp_path, progress=False, log=lambda _: None)["genotype"]
+        == found["genotype"]
+    )
+
+
+def test_an_interrupted_search_resumes_from_its_last_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import distill.train as train_module
+    import search.strategies as strategies
+
+    config = _config(epochs=2, strategy="darts", optimization="one-level")
+    real_fit = train_module.fit
+    calls: list[int] = []
+
+    def dying_fit(*args, **kwargs):  # train one epoch of the supernet, then die
+        calls.append(1)
+        history = real_fit(
+            *args,
+            **{
+                **kwargs,
+                "config": kwargs["config"].__class__(**{**kwargs["config"].to_dict(), "epochs": 1}),
+            },
+        )
+        raise KeyboardInterrupt(f"killed after {len(history.epochs)} epoch")
+
+    monkeypatch.setattr(strategies, "fit", dying_fit)
+    with pytest.raises(KeyboardInterrupt):
+        search(config, out_dir=tmp_path, progress=False, log=lambda _: None)
+    checkpoint = next(tmp_path.glob("search-*/checkpoints/darts/last.pt"))
+    assert len(torch.load(checkpoint, weights_only=False)["history"]) == 1
+    resumed: list[int] = []
+
+    def counting_fit(*args, **kwargs):
+        history = real_fit(*args, **kwargs)
+        resumed.append(history.resumed_from)
+        return history
+
+    monkeypatch.setattr(strategies, "fit", counting_fit)
+    found = search(config, out_dir=tmp_path, progress=False, log=lambda _: None)
+    assert resumed == [1] and found["mflops"] <= 0.1
+    history = json.loads((Path(found["directory"]) / "search.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_reskd_search_command_prints_genotype_mflops_and_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "cfg.json"
+    path.write_text(
+        json.dumps(
+            _config().to_dict()
+            | {
+                "res_students": [
+                    {
+                        "search": {
+                            "budget_mflops": 0.1,
+                            "epochs": 1,
+                            "channels": 4,
+                            "layers": 3,
+                            "batch_size": 128,
+                        }
+                    }
+                ]
+            }
+        )
+    )
+    assert main(["search", str(path), "--out", str(tmp_path / "out"), "--quiet", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["mflops"] <= 0.1 and Path(found["plot"]).is_file()
+    Genotype.from_dict(found["genotype"])
+    assert main(["search", str(path), "--out", str(tmp_path / "low"), "--quiet"]) == 0
+    bad = tmp_path / "bad.json"
+    raw = json.loads(path.read_text())
+    raw["res_students"][0]["search"]["budget_mflops"] = 0.001
+    bad.write_text(json.dumps(raw))
+    assert main(["search", str(bad), "--out", str(tmp_path / "bad"), "--quiet"]) == 2
+    assert "budget_mflops: 0.001 is below the minimum" in capsys.readouterr().err

@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from space.flops import count
+from space.genotypes import DARTS_V1, DARTS_V2, GENOTYPES, Genotype
+from space.network import GenotypeNetwork, genotype_macs
+from space.operations import GROUPS, OPS, PRIMITIVES, op_macs
+from space.supernet import NetShape, Supernet, argmax_genotype, uniform_candidates
+
+SHAPES = [(16, 32, 1), (16, 32, 2), (8, 15, 1), (8, 15, 2), (12, 7, 2), (6, 1, 1)]
+
+
+@pytest.mark.parametrize("name", PRIMITIVES)
+def test_each_operations_analytic_mflops_equal_the_product_counter(name: str) -> None:
+    for c, size, stride in SHAPES:
+        op = OPS[name](c, stride, True)
+        counted = count(op, input_shape=(c, size, size)).macs
+        assert op_macs(name, c, size, stride) == counted, (name, c, size, stride)
+        out = op(torch.randn(2, c, size, size))
+        assert out.shape == (2, c, (size - 1) // stride + 1, (size - 1) // stride + 1)
+
+
+def test_operations_are_the_reference_darts_definitions() -> None:
+    sep = OPS["sep_conv_3x3"](8, 1, True)
+    convs = [m for m in sep.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 4  # separable conv stacked twice: (depthwise, pointwise) x 2
+    assert [c.groups for c in convs] == [8, 1, 8, 1]
+    dil = [m for m in OPS["dil_conv_5x5"](8, 2, True).modules() if isinstance(m, torch.nn.Conv2d)]
+    assert dil[0].dilation == (2, 2) and dil[0].padding == (4, 4) and dil[0].stride == (2, 2)
+    assert type(OPS["skip_connect"](8, 2, True)).__name__ == "FactorizedReduce"
+    pool = OPS["avg_pool_3x3"](8, 1, True)
+    assert pool.count_include_pad is False
+    # Corner of a constant map: averaging without the padding keeps the constant.
+    assert torch.allclose(pool(torch.ones(1, 8, 5, 5)), torch.ones(1, 8, 5, 5))
+    assert {op for members in GROUPS.values() for op in members} == set(PRIMITIVES)
+
+
+def test_genotype_round_trips_through_json() -> None:
+    for genotype in GENOTYPES.values():
+        text = genotype.to_json()
+        assert Genotype.from_json(text) == genotype
+        assert json.loads(text)["normal"][0] == list(genotype.normal[0])
+
+
+def test_a_bad_genotype_names_what_is_wrong() -> None:
+    raw = DARTS_V2.to_dict()
+    raw["normal"][3] = ["conv_7x7", 1]
+    with pytest.raises(ValueError, match=r"genotype.normal\[3\]: operation 'conv_7x7'"):
+        Genotype.from_dict(raw)
+    raw = DARTS_V2.to_dict()
+    raw["reduce"][0] = ["max_pool_3x3", 2]
+    with pytest.raises(ValueError, match=r"genotype.reduce\[0\]: input 2 must be < 2"):
+        Genotype.from_dict(raw)
+
+
+@pytest.mark.parametrize("genotype", [DARTS_V1, DARTS_V2], ids=["darts_v1", "darts_v2"])
+@pytest.mark.parametrize(
+    ("chans", "size", "channels", "layers"),
+    [(3, 32, 16, 8), (3, 224, 16, 6), (1, 28, 8, 5), (1, 8, 4, 3)],
+    ids=["cifar", "imagenet", "mnist", "digits"],
+)
+def test_darts_genotypes_build_run_and_count_as_the_layout_says(
+    genotype: Genotype, chans: int, size: int, channels: int, layers: int
+) -> None:
+    net = GenotypeNetwork(
+        genotype,
+        channels=channels,
+        layers=layers,
+        num_classes=10,
+        in_chans=chans,
+        input_size=size,
+        auxiliary=True,
+        drop_path_prob=0.2,
+    )
+    net.train()
+    net.schedule(epoch=5, epochs=10)
+    out = net(torch.randn(2, chans, size, size))
+    assert out.shape == (2, 10) and net.aux_logits is not None and net.aux_logits.shape == (2, 10)
+    net.eval()
+    with torch.no_grad():
+        assert net(torch.randn(1, chans, size, size)).shape == (1, 10)
+    assert net.aux_logits is None
+    counted = count(net, input_shape=(chans, size, size)).macs
+    assert counted == genotype_macs(
+        genotype, channels=channels, layers=layers, num_classes=10, in_chans=chans, input_size=size
+    )
+
+
+def test_published_darts_networks_are_the_papers_size() -> None:
+    # DARTS (Liu et al.): DARTS_V2 on CIFAR-10 has 3.3 M parameters (36 channels, 20 cells,
+    # auxiliary head not counted); on ImageNet (48 channels, 14 cells) 4.7 M and 574 M MACs.
+    from space.zoo import create_model
+
+    cifar = create_model("darts_v2", num_classes=10, in_chans=3, input_size=32)
+    params = sum(p.numel() for p in cifar.parameters()) / 1e6
+    assert 3.2 < params < 3.4, params
+    imagenet = create_model("darts_v2", num_classes=1000, in_chans=3, input_size=224)
+    c = count(imagenet, input_shape=(3, 224, 224))
+    assert 4.6 < c.mparams < 4.8, c.mparams
+    assert abs(c.mflops - 574) / 574 < 0.06, c.mflops  # adaptive pooling head, thop's convention
+
+
+def test_supernet_expected_mflops_is_differentiable_and_exact_for_a_decided_architecture() -> None:
+    shape = NetShape.of(channels=4, layers=3, num_classes=10, in_chans=1, input_size=8)
+    net = Supernet(shape, uniform_candidates(PRIMITIVES))
+    expected = net.expected_mflops()
+    expected.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.arch_parameters())
+    # Put (almost) all weight on DARTS_V1's operation on its edges and on 'none' elsewhere: the
+    # expectation then equals the counted MFLOPs of DARTS_V1's network at this shape.
+    with torch.no_grad():
+        for kind, edges in (("normal", DARTS_V1.normal), ("reduce", DARTS_V1.reduce)):
+            alpha = net.alphas[kind]
+            alpha.fill_(-1e4)
+            alpha[:, PRIMITIVES.index("none")] = 1e4
+            offset = {0: 0, 1: 2, 2: 5, 3: 9}
+            for k, (op, inp) in enumerate(edges):
+                e = offset[k // 2] + inp
+                alpha[e, PRIMITIVES.index("none")] = -1e4
+                alpha[e, PRIMITIVES.index(op)] = 1e4
+    # Each kept edge counts 2 / (inputs of its node) of its cost (derivation keeps 2 of them);
+    # without that scaling the same sum is the counted MFLOPs of DARTS_V1's network.
+    table = shape.cost_table(PRIMITIVES)
+    scaled = unscaled = shape.fixed_macs()
+    for kind, edges in (("normal", DARTS_V1.normal), ("reduce", DARTS_V1.reduce)):
+        for k, (op, inp) in enumerate(edges):
+            cost = table[kind][offset[k // 2] + inp][op]
+            scaled += cost * 2 / (k // 2 + 2)
+            unscaled += cost
+    derived = GenotypeNetwork(
+        DARTS_V1, channels=4, layers=3, num_classes=10, in_chans=1, input_size=8
+    )
+    assert unscaled == count(derived, input_shape=(1, 8, 8)).macs
+    assert float(net.expected_mflops().detach()) == pytest.approx(scaled / 1e6, rel=1e-5)
+    assert argmax_genotype(net.probabilities()) == Genotype.of(
+        sorted(DARTS_V1.normal[:2], key=lambda e: e[1])
+        + sorted(DARTS_V1.normal[2:4], key=lambda e: e[1])
+        + sorted(DARTS_V1.normal[4:6], key=lambda e: e[1])
+        + sorted(DARTS_V1.normal[6:], key=lambda e: e[1]),
+        sorted(DARTS_V1.reduce[:2], key=lambda e: e[1])
+        + sorted(DARTS_V1.reduce[2:4], key=lambda e: e[1])
+        + sorted(DARTS_V1.reduce[4:6], key=lambda e: e[1])
+        + sorted(DARTS_V1.reduce[6:], key=lambda e: e[1]),
+    )
+
+
+def test_supernet_runs_and_separates_weights_from_architecture() -> None:
+    shape = NetShape.of(channels=4, layers=3, num_classes=10, in_chans=1, input_size=8)
+    net = Supernet(shape, uniform_candidates(("none", "max_pool_3x3", "sep_conv_3x3")))
+    assert net(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    arch = {id(p) for p in net.arch_parameters()}
+    assert arch and not arch & {id(p) for p in net.weight_parameters()}
+    assert len(arch) + len(net.weight_parameters()) == len(list(net.parameters()))
