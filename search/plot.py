@@ -32,9 +32,14 @@ def plot_search(history: list[dict[str, Any]], *, budget_mflops: float, path: Pa
                 values = [edge[op] for edge in h["probabilities"][kind] if op in edge]
                 ys.append(sum(values) / len(values) if values else float("nan"))
             color = f"C{n % 10}"
-            for s, (a, b) in enumerate(segments):  # a line per search stage: candidates differ
+            for s, (lo, hi) in enumerate(segments):  # a line per search stage: candidates differ
                 ax.plot(
-                    x[a:b], ys[a:b], marker="o", markersize=3, color=color, label=None if s else op
+                    x[lo:hi],
+                    ys[lo:hi],
+                    marker="o",
+                    markersize=3,
+                    color=color,
+                    label=None if s else op,
                 )
         for b in boundaries:
             ax.axvline(b, color="grey", linestyle="--", linewidth=1)

@@ -12,6 +12,7 @@ derivation trades by) and the per-epoch history.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,9 +195,10 @@ class NniDarts:
     name = "nni-darts"
 
     def search(self, ctx: SearchContext) -> StrategyResult:
-        from search import nni_adapter  # NNI is optional and pins old packages: import late
-
-        return nni_adapter.search(ctx)
+        # NNI is optional and pins old packages: imported only when this strategy runs.
+        adapter = importlib.import_module("search.nni_adapter")
+        result: StrategyResult = adapter.search(ctx)
+        return result
 
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (StacNAS(), Darts(), NniDarts())}
