@@ -6,7 +6,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PACKAGES := space search distill api db
 
-.PHONY: demo test lint install clean
+NNI_VENV ?= .venv-nni
+
+.PHONY: demo test lint install clean nni-venv test-nni bench-search-speed
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,5 +32,21 @@ lint: $(VENV)/.installed
 test: lint
 	$(BIN)/pytest -q
 
+# NNI 3.0 (optional strategy nni-darts) pins filelock<3.12 and old typeguard: its own environment.
+$(NNI_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(NNI_VENV)
+	$(NNI_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(NNI_VENV)/bin/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(NNI_VENV)/bin/python -m pip install --quiet -e '.[dev,nni]'
+	touch $@
+
+nni-venv: $(NNI_VENV)/.installed
+
+test-nni: nni-venv
+	$(NNI_VENV)/bin/pytest -q tests/search/test_nni.py
+
+bench-search-speed: nni-venv
+	$(NNI_VENV)/bin/python benchmarks/search_speed.py
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(NNI_VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -221,7 +221,10 @@ def probabilities(exported: dict[str, Any], steps: int = 4) -> dict[str, list[di
 def search(ctx: SearchContext) -> StrategyResult:
     started = time.perf_counter()
     exp, strategy = experiment(ctx)
-    exp.run()
+    try:
+        exp.run()
+    finally:
+        exp.stop()  # not left to NNI's atexit hook
     exported = strategy.oneshot_module.export_probs()
     probs = probabilities(exported, ctx.shape.steps)
     scores = {
