@@ -37,6 +37,7 @@ class SearchSpec:
     weight_decay: float = 3e-4
     arch_lr: float = 3e-3
     arch_weight_decay: float = 1e-3
+    warmup_epochs: int = 0  # per search stage: train the weights only, then the architecture too
     grad_clip: float = 5.0
     min_channels: int = 4
     held_out: float = 0.5  # bilevel: share of the training set the architecture steps on
@@ -61,6 +62,11 @@ class SearchSpec:
             ("lr", self.lr > 0, "a number > 0"),
             ("arch_lr", self.arch_lr > 0, "a number > 0"),
             ("grad_clip", self.grad_clip > 0, "a number > 0"),
+            (
+                "warmup_epochs",
+                0 <= self.warmup_epochs < self.epochs,
+                f"an integer in [0, epochs={self.epochs})",
+            ),
             (
                 "min_channels",
                 2 <= self.min_channels <= self.channels and self.min_channels % 2 == 0,

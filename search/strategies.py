@@ -39,6 +39,7 @@ from space.supernet import (
 )
 
 Probabilities = dict[str, list[dict[str, float]]]
+TIE_BREAK = 1e-3  # weight of stage 2's within-group preference in STACNAS's operation scores
 # Builds the residual KD objective for a network on a subset of the training set (None: all of it).
 ObjectiveFactory = Callable[[torch.nn.Module, list[int] | None], ResidualDistillation]
 
@@ -111,6 +112,7 @@ def train_supernet(
         arch_weight_decay=spec.arch_weight_decay,
         optimization=optimization,
         grad_clip=spec.grad_clip,
+        warmup_epochs=spec.warmup_epochs,
         held_out=held_out,
         held_out_batches=held_batches,
     )
@@ -159,8 +161,10 @@ class StacNAS:
 
     @staticmethod
     def _scores(p1: Probabilities, p2: Probabilities, winners: dict[str, list[str]]) -> Scores:
-        """Weight of every operation on every edge: P(group) from stage 1 times P(op | group),
-        stage 2's weights within the winning group and uniform within the others."""
+        """Weight of every operation on every edge, in the two stages' order: stage 1's group
+        weight decides between groups, stage 2's weight within the winning group only breaks ties
+        inside it (P(group) x P(op | group) would favour one-member groups such as identity over
+        a winning group whose weight is split between two similar members)."""
         scores: dict[str, list[dict[str, float]]] = {}
         for kind in CELL_KINDS:
             scores[kind] = []
@@ -171,10 +175,12 @@ class StacNAS:
                 for op in NON_ZERO:
                     group = GROUP_OF[op]
                     p_group = edge1[REPRESENTATIVES[group]]
-                    if group == winners[kind][e]:
-                        row[op] = p_group * p2[kind][e][op] / inside
-                    else:
-                        row[op] = p_group / len(GROUPS[group])
+                    within = (
+                        p2[kind][e][op] / inside
+                        if group == winners[kind][e]
+                        else 1 / len(GROUPS[group])
+                    )
+                    row[op] = p_group + TIE_BREAK * within
                 scores[kind].append(row)
         return scores
 

@@ -45,6 +45,7 @@ class SearchTask(TrainTask):
         arch_weight_decay: float,
         optimization: Optimization,
         grad_clip: float = 5.0,
+        warmup_epochs: int = 0,
         held_out: ResidualDistillation | None = None,
         held_out_batches: Iterator[tuple[Tensor, Tensor, Tensor]] | None = None,
     ) -> None:
@@ -59,6 +60,8 @@ class SearchTask(TrainTask):
         self.flops_weight = flops_weight
         self.optimization = optimization
         self.grad_clip = grad_clip
+        self.warmup_epochs = warmup_epochs
+        self.arch_active = warmup_epochs == 0
         self.arch_optimizer = torch.optim.Adam(
             supernet.arch_parameters(),
             lr=arch_lr,
@@ -86,7 +89,7 @@ class SearchTask(TrainTask):
         self, x: Tensor, y: Tensor, index: Tensor, optimizer: torch.optim.Optimizer
     ) -> tuple[Tensor, Tensor]:
         arch = self.supernet.arch_parameters()
-        if self.optimization == "bilevel":
+        if self.optimization == "bilevel" and self.arch_active:
             assert self.held_out is not None and self.held_out_batches is not None
             xv, yv, iv = next(self.held_out_batches)
             xv, yv = xv.to(x.device), yv.to(x.device)
@@ -96,20 +99,29 @@ class SearchTask(TrainTask):
             for p, g in zip(arch, grads, strict=True):
                 p.grad = g
             self.arch_optimizer.step()
-            for p in arch:  # the weight step needs no gradient for the architecture
-                p.requires_grad_(False)
-        loss, logits = self.loss(x, y, index)
-        if torch.isfinite(loss):
-            optimizer.zero_grad(set_to_none=True)
-            self.arch_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(self.supernet.weight_parameters(), self.grad_clip)
-            optimizer.step()
-            if self.optimization == "one-level":
-                self.arch_optimizer.step()
-        for p in arch:
-            p.requires_grad_(True)
+        one_level = self.optimization == "one-level" and self.arch_active
+        for p in arch:  # no gradient for the architecture unless this step updates it
+            p.requires_grad_(one_level)
+        try:
+            loss, logits = self.loss(x, y, index)
+            if torch.isfinite(loss):
+                optimizer.zero_grad(set_to_none=True)
+                self.arch_optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.supernet.weight_parameters(), self.grad_clip)
+                optimizer.step()
+                if one_level:
+                    self.arch_optimizer.step()
+        finally:
+            for p in arch:
+                p.requires_grad_(True)
         return loss.detach(), logits.detach()
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        """Warm-up: the first ``warmup_epochs`` epochs train the weights only (parameter-free
+        operations otherwise win early, while the convolutions are still untrained)."""
+        super().start_epoch(epoch, epochs)
+        self.arch_active = epoch >= self.warmup_epochs
 
     def predict(self, x: Tensor) -> Tensor:
         return self.objective.predict(x)

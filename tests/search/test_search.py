@@ -294,3 +294,43 @@ def test_reskd_search_command_prints_genotype_mflops_and_plot(
     bad.write_text(json.dumps(raw))
     assert main(["search", str(bad), "--out", str(tmp_path / "bad"), "--quiet"]) == 2
     assert "budget_mflops: 0.001 is below the minimum" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("optimization", ["one-level", "bilevel"])
+def test_warmup_epochs_train_the_weights_only(digits_subset: tuple, optimization: str) -> None:
+    from search.strategies import _cycle
+    from search.task import SearchTask
+    from space.operations import PRIMITIVES
+    from space.supernet import NetShape, Supernet, uniform_candidates
+
+    _, train, teacher, student = digits_subset
+    shape = NetShape.of(channels=4, layers=3, num_classes=10, in_chans=1, input_size=8)
+    net = Supernet(shape, uniform_candidates(PRIMITIVES))
+    x = torch.stack([train[i][0] for i in range(16)])
+    y = torch.tensor([train[i][1] for i in range(16)])
+    index = torch.arange(16)
+    factory = _factory(teacher, student)
+    task = SearchTask(
+        net,
+        objective=factory(net, None),
+        budget_mflops=100.0,
+        flops_weight=1.0,
+        arch_lr=1e-2,
+        arch_weight_decay=0.0,
+        optimization=optimization,  # type: ignore[arg-type]
+        warmup_epochs=1,
+        held_out=factory(net, None),
+        held_out_batches=_cycle([(x, y, index)]),
+    )
+    optimizer = torch.optim.SGD(net.weight_parameters(), lr=0.05)
+    alphas = [a.detach().clone() for a in net.arch_parameters()]
+    weights = [w.detach().clone() for w in net.weight_parameters()[:3]]
+    task.start_epoch(0, 2)
+    task.step(x, y, index, optimizer)
+    assert all(torch.equal(a, b) for a, b in zip(alphas, net.arch_parameters(), strict=True))
+    assert not all(
+        torch.equal(a, b) for a, b in zip(weights, net.weight_parameters()[:3], strict=True)
+    )
+    task.start_epoch(1, 2)
+    task.step(x, y, index, optimizer)
+    assert not any(torch.equal(a, b) for a, b in zip(alphas, net.arch_parameters(), strict=True))
