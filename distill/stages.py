@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from distill import observe
 from distill.train import TrainConfig, TrainTask, fit
 
 
@@ -58,6 +59,26 @@ def run_stage(
     """Load ``nets`` from the stage's stored weights, or train ``task`` and store them; training
     resumes from the stage's epoch checkpoint when a previous run was interrupted."""
     key = stage_key(kind, payload)
+    with observe.exclusive(kind, key):
+        return _run_stage(
+            out_dir, kind, key, payload, nets, task, train_data, config, desc, progress, log
+        )
+
+
+def _run_stage(
+    out_dir: Path,
+    kind: str,
+    key: str,
+    payload: Mapping[str, Any],
+    nets: Mapping[str, nn.Module],
+    task: TrainTask,
+    train_data: Dataset[tuple[Tensor, int]],
+    config: TrainConfig,
+    desc: str,
+    progress: bool,
+    log: Callable[[str], None],
+) -> StageResult:
+    observer = observe.current()
     directory = out_dir / f"{kind}-{key}"
     done = directory / "weights.pt"
     if done.is_file():
@@ -66,7 +87,11 @@ def run_stage(
             net.load_state_dict(state[name])
         meta = json.loads((directory / "stage.json").read_text())
         log(f"stage {kind} [{key}]: stored result reused")
+        if observer is not None:
+            observer.stage_reused(kind, key, desc)
         return StageResult(kind, key, False, float(meta["seconds"]), directory)
+    if observer is not None:
+        observer.stage_started(kind, key, desc)
     started = time.perf_counter()
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(payload, indent=2, default=str))
@@ -79,4 +104,6 @@ def run_stage(
         json.dumps({"kind": kind, "key": key, "seconds": seconds})
     )
     (directory / "last.pt").unlink(missing_ok=True)  # the epoch checkpoint is no longer needed
+    if observer is not None:
+        observer.stage_finished(kind, key, seconds)
     return StageResult(kind, key, True, seconds, directory)

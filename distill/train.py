@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from distill import observe
 from distill.losses import KDLoss
 
 Optimizer = Literal["sgd", "adam"]
@@ -326,6 +327,7 @@ def fit(
         task.load_extra_state(state.get("task", {}))
         history.resumed_from = len(history.epochs)
 
+    observer = observe.current()
     batches = loader(
         Indexed(train_data),
         batch_size=config.batch_size,
@@ -347,6 +349,8 @@ def fit(
             unit="batch",
         )
         for x, y, index in bar:
+            if observer is not None:
+                observer.check()  # a cancelled job stops here, between batches
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss, logits = task.step(x, y, index, optimizer)
             if not torch.isfinite(loss):
@@ -395,6 +399,8 @@ def fit(
             tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
         if on_epoch is not None:
             on_epoch(record, config.epochs)
+        if observer is not None:
+            observer.epoch(record, config.epochs, history.resumed_from)
         if progress:
             shown = f", eval acc {eval_acc:.4f}" if eval_acc is not None else ""
             shown += "".join(f", {k} {v}" for k, v in task.status().items())

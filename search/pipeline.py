@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from distill import observe
 from distill.assistant import VARIANTS, Variant
 from distill.combined import CombinedStudent, LogitSum, evaluate_adaptive
 from distill.data import (
@@ -325,6 +326,7 @@ def search(
     out_dir: Path,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    stages_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Only the first searched network of the pipeline (``reskd search``): the teacher and the
     stages before it run (or are reused) so that its residual target exists; returns the search's
@@ -334,7 +336,14 @@ def search(
             "res_students: the config searches no network; give a res-student (or the student) "
             "as {search: {budget_mflops: ..., epochs: ..., channels: ..., layers: ...}}"
         )
-    found = _run(config, out_dir=out_dir, progress=progress, log=log, stop_after_search=True)
+    found = _run(
+        config,
+        out_dir=out_dir,
+        progress=progress,
+        log=log,
+        stop_after_search=True,
+        stages_dir=stages_dir,
+    )
     assert isinstance(found, list) and found
     return found[-1]
 
@@ -345,9 +354,11 @@ def run(
     out_dir: Path,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    stages_dir: Path | None = None,
 ) -> RunResult:
-    """Algorithm 1 (with the Table II baselines when asked), then the report."""
-    result = _run(config, out_dir=out_dir, progress=progress, log=log)
+    """Algorithm 1 (with the Table II baselines when asked), then the report. Stages are stored
+    under ``stages_dir`` (default ``out_dir``): a service shares one store between its jobs."""
+    result = _run(config, out_dir=out_dir, progress=progress, log=log, stages_dir=stages_dir)
     assert isinstance(result, RunResult)
     return result
 
@@ -370,25 +381,23 @@ def _search_stage(
     key = stage_key("search", full)
     directory = out_dir / f"search-{key}"
     done = directory / "search.json"
-    if done.is_file():
-        stored = json.loads(done.read_text())
-        log(f"stage search [{key}]: stored result reused")
-        trained, seconds = False, float(stored["seconds"])
-    else:
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "config.json").write_text(json.dumps(full, indent=2, default=str))
-        result: SearchResult = run_search(
-            spec,
-            info=data.info,
-            train_data=data.train,
-            objective_factory=factory,
-            out_dir=directory,
-            device=device,
-            progress=progress,
-            log=lambda line: log(f"{desc} {line}"),
-        )
-        stored = result.to_dict()
-        trained, seconds = True, result.seconds
+    observer = observe.current()
+    with observe.exclusive("search", key):
+        if done.is_file():
+            stored = json.loads(done.read_text())
+            log(f"stage search [{key}]: stored result reused")
+            trained, seconds = False, float(stored["seconds"])
+            if observer is not None:
+                observer.stage_reused("search", key, f"{desc} search")
+        else:
+            if observer is not None:
+                observer.stage_started("search", key, f"{desc} search ({spec.strategy})")
+            stored, seconds = _search(
+                spec, full, directory, factory, data, device, desc, progress, log
+            )
+            trained = True
+            if observer is not None:
+                observer.stage_finished("search", key, seconds)
     found = {
         "genotype": stored["genotype"],
         "channels": stored["channels"],
@@ -402,6 +411,32 @@ def _search_stage(
     return found, StageResult("search", key, trained, seconds, directory)
 
 
+def _search(
+    spec: SearchSpec,
+    full: dict[str, Any],
+    directory: Path,
+    factory: Any,
+    data: DataBundle,
+    device: str,
+    desc: str,
+    progress: bool,
+    log: Callable[[str], None],
+) -> tuple[dict[str, Any], float]:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(full, indent=2, default=str))
+    result: SearchResult = run_search(
+        spec,
+        info=data.info,
+        train_data=data.train,
+        objective_factory=factory,
+        out_dir=directory,
+        device=device,
+        progress=progress,
+        log=lambda line: log(f"{desc} {line}"),
+    )
+    return result.to_dict(), result.seconds
+
+
 def _run(
     config: RunConfig,
     *,
@@ -409,8 +444,10 @@ def _run(
     progress: bool = True,
     log: Callable[[str], None] = print,
     stop_after_search: bool = False,
+    stages_dir: Path | None = None,
 ) -> RunResult | list[dict[str, Any]]:
     config.validate()
+    stages_dir = stages_dir or out_dir
     data = load_dataset(config.dataset, root=config.root, augment=config.augment)
     info = data.info
     if num_samples(data.train) == 0 or num_samples(data.test) == 0:
@@ -459,7 +496,7 @@ def _run(
     else:
         t_payload = {"net": t_spec.to_dict(), "train": t_cfg.to_dict(), **data_key}
         result = run_stage(
-            out_dir,
+            stages_dir,
             "teacher",
             t_payload,
             {"model": teacher},
@@ -483,6 +520,7 @@ def _run(
             t_key,
             t_test,
             out_dir,
+            stages_dir,
             stages,
             split.to_dict(),
             device,
@@ -515,7 +553,7 @@ def _run(
         if net_cfg.search is not None:
             found, search_stage = _search_stage(
                 net_cfg.search,
-                out_dir=out_dir,
+                out_dir=stages_dir,
                 payload={
                     "kd": method.for_stage(i),
                     "input": previous_key,
@@ -572,7 +610,7 @@ def _run(
             **data_key,
         } | ({"search": search_key} if search_key else {})
         result = run_stage(
-            out_dir,
+            stages_dir,
             kind,
             payload,
             {"model": net},
@@ -656,7 +694,7 @@ def _run(
                 t_test,
                 labels,
                 t_cost.mflops,
-                out_dir,
+                stages_dir,
                 progress,
                 log,
                 device,
@@ -720,7 +758,7 @@ def _baseline(
     t_test: Tensor,
     labels: Tensor,
     t_mflops: float,
-    out_dir: Path,
+    stages_dir: Path,
     progress: bool,
     log: Callable[[str], None],
     device: torch.device,
@@ -757,7 +795,7 @@ def _baseline(
     if kind == "ensemble":
         for j, net in enumerate(nets):
             result = run_stage(
-                out_dir,
+                stages_dir,
                 "ensemble",
                 {**payload_base, "member": j},
                 {"model": net},
@@ -772,7 +810,7 @@ def _baseline(
     whole = LogitSum(nets)
     if kind == "together":
         result = run_stage(
-            out_dir,
+            stages_dir,
             "together",
             payload_base,
             {"model": whole},
@@ -807,6 +845,7 @@ def _run_assistant(
     t_key: str,
     t_test: Tensor,
     out_dir: Path,
+    stages_dir: Path,
     stages: list[dict[str, Any]],
     validation: dict[str, Any],
     device: torch.device,
@@ -870,7 +909,7 @@ def _run_assistant(
                 at_weight=cfg.at_weight,
             )
             result = run_stage(
-                out_dir,
+                stages_dir,
                 f"{name}-{phase.name}",
                 payload,
                 {"model": model, "adapters": adapters},

@@ -1,0 +1,122 @@
+"""The tables (SQLAlchemy 2). Schema changes go through Alembic (``db/migrations``); these classes
+never leave ``db`` and ``api``'s services: the HTTP layer has its own pydantic schemas.
+
+- ``jobs``: what a user submitted (kind, validated config), its state, the worker holding it (lease
+  with heartbeats), a cancel request, the error a user can act on, the result.
+- ``stages``: a job's stages as they run (kind, stage key, state, progress: epoch, loss, accuracy,
+  ETA). A stage key is shared by every job whose stage has the same config and inputs.
+- ``stage_locks``: one row per stage key while a worker computes it, so no stage runs twice at
+  once; a lock whose lease expired belongs to a dead worker and is taken over.
+- ``artifacts``: files under the artifact root (relative paths), per job.
+- ``architectures``: evaluated networks with their metrics, for Pareto queries.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+JOB_KINDS = ("reskd", "search", "finetune", "distill")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    dataset: Mapped[str] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    worker: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[float | None] = mapped_column(Float)  # unix time
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    stages: Mapped[list[Stage]] = relationship(
+        back_populates="job", order_by="Stage.position", cascade="all, delete-orphan"
+    )
+    artifacts: Mapped[list[Artifact]] = relationship(
+        back_populates="job", order_by="Artifact.id", cascade="all, delete-orphan"
+    )
+
+    __table_args__ = (Index("ix_jobs_state_id", "state", "id"),)
+
+
+class Stage(Base):
+    __tablename__ = "stages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(32), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16), default="running")
+    reused: Mapped[bool] = mapped_column(Boolean, default=False)
+    resumed_from_epoch: Mapped[int] = mapped_column(Integer, default=0)
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+
+    job: Mapped[Job] = relationship(back_populates="stages")
+
+
+class StageLock(Base):
+    __tablename__ = "stage_locks"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    worker: Mapped[str] = mapped_column(String(128))
+    lease_until: Mapped[float] = mapped_column(Float)
+
+
+class Artifact(Base):
+    __tablename__ = "artifacts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(32))
+    path: Mapped[str] = mapped_column(String(500))  # relative to the artifact root
+    size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    job: Mapped[Job] = relationship(back_populates="artifacts")
+
+
+class Architecture(Base):
+    __tablename__ = "architectures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    dataset: Mapped[str] = mapped_column(String(64))
+    teacher: Mapped[str] = mapped_column(String(200))
+    stage: Mapped[str] = mapped_column(String(64))  # T, S0, S1, S1 adaptive, ...
+    arch: Mapped[str] = mapped_column(Text)  # model label, or the genotype's JSON
+    accuracy: Mapped[float] = mapped_column(Float)
+    mflops: Mapped[float] = mapped_column(Float)
+    adaptive_mflops: Mapped[float] = mapped_column(Float)
+    params: Mapped[int] = mapped_column(Integer)
+    energy: Mapped[float | None] = mapped_column(Float)
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (Index("ix_architectures_dataset_teacher", "dataset", "teacher"),)

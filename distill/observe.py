@@ -1,0 +1,60 @@
+"""Who is watching a run: a stage observer receives stage starts, reuses and ends, every epoch's
+record and, between batches, the chance to stop the run (a cancelled job). It also serialises
+work on one stage key across processes. Library code reads the current observer from a context
+variable, so nothing passes it through every call; without one, runs are unobserved.
+
+The service's workers (``api.worker``) install one that writes progress to the database, holds
+the stage lock there and raises :class:`Cancelled` when the job is cancelled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
+from typing import Any, Protocol
+
+
+class Cancelled(Exception):
+    """Raised inside a run when its job was cancelled."""
+
+
+class StageObserver(Protocol):
+    def exclusive(self, kind: str, key: str) -> AbstractContextManager[None]:
+        """Held while a stage is checked and computed: no two workers compute one key at once."""
+        ...
+
+    def stage_started(self, kind: str, key: str, name: str) -> None: ...
+
+    def stage_reused(self, kind: str, key: str, name: str) -> None: ...
+
+    def stage_finished(self, kind: str, key: str, seconds: float) -> None: ...
+
+    def epoch(self, record: Any, total: int, resumed_from: int) -> None:
+        """After each epoch of the running stage (an ``EpochRecord``)."""
+        ...
+
+    def check(self) -> None:
+        """Between batches: raise :class:`Cancelled` to stop."""
+        ...
+
+
+_CURRENT: ContextVar[StageObserver | None] = ContextVar("stage_observer", default=None)
+
+
+def current() -> StageObserver | None:
+    return _CURRENT.get()
+
+
+@contextmanager
+def observing(observer: StageObserver) -> Iterator[StageObserver]:
+    token = _CURRENT.set(observer)
+    try:
+        yield observer
+    finally:
+        _CURRENT.reset(token)
+
+
+def exclusive(kind: str, key: str) -> AbstractContextManager[None]:
+    observer = current()
+    return observer.exclusive(kind, key) if observer is not None else nullcontext()
