@@ -110,7 +110,8 @@ class Architecture(Base):
     dataset: Mapped[str] = mapped_column(String(64))
     teacher: Mapped[str] = mapped_column(String(200))
     stage: Mapped[str] = mapped_column(String(64))  # T, S0, S1, S1 adaptive, ...
-    arch: Mapped[str] = mapped_column(Text)  # model label, or the genotype's JSON
+    arch: Mapped[str] = mapped_column(Text)  # the networks' labels, e.g. resnet20-nas[C6L5]
+    genotypes: Mapped[list[Any] | None] = mapped_column(JSON)  # searched networks' genotypes
     accuracy: Mapped[float] = mapped_column(Float)
     mflops: Mapped[float] = mapped_column(Float)
     adaptive_mflops: Mapped[float] = mapped_column(Float)

@@ -32,7 +32,7 @@ from distill.data import (
     num_samples,
     validation_split,
 )
-from distill.models import NetSpec, complexity
+from distill.models import GENOTYPE_MODEL, NetSpec, complexity
 from distill.report import format_table
 from distill.residual import (
     MethodConfig,
@@ -75,12 +75,18 @@ BASELINES: dict[str, tuple[Baseline, ...]] = {
 
 @dataclass(frozen=True)
 class NetConfig:
-    """A handcrafted network of the zoo, or (``search``) one found by a search under a budget."""
+    """A handcrafted network of the zoo, one found by a search under a budget (``search``), or
+    the network of a given genotype (``genotype``, ``channels``, ``layers``)."""
 
     model: str
     width: float = 1.0
     num_classes: int | None = None  # if given, must match the dataset
     search: SearchSpec | None = None
+    genotype: dict[str, Any] | None = None
+    channels: int | None = None
+    layers: int | None = None
+    auxiliary: bool = False
+    drop_path_prob: float = 0.0
 
     @property
     def searched(self) -> bool:
@@ -170,7 +176,8 @@ class RunConfig:
         res = raw.get("res_students", ())
         if isinstance(res, str | Mapping):
             res = [res]
-        if not isinstance(res, list | tuple) or (method == "reskd" and not res):
+        kd_only = raw.get("max_stages") == 0  # teacher and S0 only
+        if not isinstance(res, list | tuple) or (method == "reskd" and not res and not kd_only):
             raise ValueError("res_students: a non-empty list of res-student models")
         data["res_students"] = tuple(_net(f"res_students[{i}]", r) for i, r in enumerate(res))
         data["kd"] = _section("kd", raw.get("kd", {}), MethodConfig)
@@ -187,6 +194,10 @@ class RunConfig:
             if net.searched:
                 if name in ("teacher",) or self.method != "reskd":
                     raise ValueError(f"{name}.search: only S0 and res-students can be searched")
+                continue
+            if net.genotype is not None:
+                if self.method != "reskd":
+                    raise ValueError(f"{name}.genotype: genotype networks need method reskd")
                 continue
             spec_error = None
             try:
@@ -205,7 +216,7 @@ class RunConfig:
                 )
         _check("ratio", 0 < self.ratio <= 1, "in (0, 1]", self.ratio)
         if self.method == "reskd":
-            _check("max_stages", self.stages >= 1, ">= 1", self.max_stages)
+            _check("max_stages", self.stages >= 0, ">= 0 (0: teacher and S0 only)", self.max_stages)
         _check("val_size", self.val_size >= 1, ">= 1", self.val_size)
         _check("preset", self.preset in PRESETS, f"one of {', '.join(PRESETS)}", self.preset)
         allowed = BASELINES[self.method]
@@ -257,12 +268,49 @@ def _net(name: str, raw: Any) -> NetConfig:
         raise ValueError(
             f"{name}: a model name, a mapping with 'model' (and 'width'), or {{search: {{...}}}}"
         )
-    raw = {k: v for k, v in raw.items() if not (k == "search" and v is None)}
+    raw = {k: v for k, v in raw.items() if not (k in ("search", "genotype") and v is None)}
+    if "genotype" in raw:
+        return _genotype_net(name, raw)
     allowed = {f.name for f in fields(NetConfig)} - {"search"}
     if set(raw) - allowed:
         bad = sorted(set(raw) - allowed)[0]
         raise ValueError(f"{name}.{bad}: unknown field; allowed: {', '.join(sorted(allowed))}")
     return NetConfig(**raw)
+
+
+def _genotype_net(name: str, raw: Mapping[str, Any]) -> NetConfig:
+    allowed = {
+        "model",
+        "genotype",
+        "channels",
+        "layers",
+        "auxiliary",
+        "drop_path_prob",
+        "width",
+        "num_classes",
+    }
+    if set(raw) - allowed:
+        bad = sorted(set(raw) - allowed)[0]
+        raise ValueError(f"{name}.{bad}: unknown field; allowed: {', '.join(sorted(allowed))}")
+    try:
+        genotype = Genotype.from_dict(raw["genotype"])
+    except ValueError as exc:
+        raise ValueError(f"{name}.{exc}") from exc
+    for field_name, least in (("channels", 2), ("layers", 3)):
+        value = raw.get(field_name)
+        if not isinstance(value, int) or value < least:
+            raise ValueError(f"{name}.{field_name}: must be an integer >= {least}, got {value!r}")
+    if raw["channels"] % 2:
+        raise ValueError(f"{name}.channels: must be even, got {raw['channels']}")
+    return NetConfig(
+        GENOTYPE_MODEL,
+        genotype=genotype.to_dict(),
+        channels=raw["channels"],
+        layers=raw["layers"],
+        auxiliary=bool(raw.get("auxiliary", False)),
+        drop_path_prob=float(raw.get("drop_path_prob", 0.0)),
+        num_classes=raw.get("num_classes"),
+    )
 
 
 def load_config(path: Path) -> RunConfig:
@@ -475,6 +523,16 @@ def _run(
     data_key = {"dataset": config.dataset, "root": config.root, "augment": config.augment}
 
     def spec(net: NetConfig) -> NetSpec:
+        if net.genotype is not None:
+            assert net.channels is not None and net.layers is not None
+            return NetSpec.of_genotype(
+                Genotype.from_dict(net.genotype),
+                info,
+                channels=net.channels,
+                layers=net.layers,
+                auxiliary=net.auxiliary,
+                drop_path_prob=net.drop_path_prob,
+            )
         return NetSpec.for_dataset(net.model, info, width=net.width)
 
     def logits_on(model: nn.Module, dataset: Dataset[tuple[Tensor, int]]) -> Tensor:

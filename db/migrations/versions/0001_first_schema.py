@@ -54,6 +54,7 @@ def upgrade() -> None:
         sa.Column("teacher", sa.String(length=200), nullable=False),
         sa.Column("stage", sa.String(length=64), nullable=False),
         sa.Column("arch", sa.Text(), nullable=False),
+        sa.Column("genotypes", sa.JSON(), nullable=True),
         sa.Column("accuracy", sa.Float(), nullable=False),
         sa.Column("mflops", sa.Float(), nullable=False),
         sa.Column("adaptive_mflops", sa.Float(), nullable=False),

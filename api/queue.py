@@ -1,0 +1,253 @@
+"""The job queue: the contract (:class:`JobQueue`) and its implementation on the database.
+
+Contract
+--------
+- Thread and process safe: any number of API threads and worker processes may call it at once.
+- ``claim`` is atomic: a queued job, or a running job whose lease expired (its worker died), goes
+  to exactly one caller, which then owns it until it finishes it or stops renewing its lease.
+- The owner renews its lease with ``heartbeat``; the reply says whether it still owns the job and
+  whether a cancel was requested. A worker that lost its job must stop working on it.
+- ``lock_stage`` gives one owner per stage key across all jobs (no stage computed twice at once);
+  locks are leased like jobs and renewed by ``heartbeat``; a dead owner's lock is taken over.
+- ``finish`` only takes effect for the current owner.
+
+The implementation is chosen by the database URL (SQLite or PostgreSQL through SQLAlchemy).
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from db.models import Architecture, Artifact, Job, Stage, StageLock
+from db.session import Database
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class Claim:
+    job_id: int
+    kind: str
+    config: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Beat:
+    owned: bool
+    cancel: bool
+
+
+class JobQueue(ABC):
+    @abstractmethod
+    def submit(
+        self, *, kind: str, config: dict[str, Any], dataset: str, name: str | None
+    ) -> int: ...
+
+    @abstractmethod
+    def claim(self, *, worker: str, lease_seconds: float) -> Claim | None: ...
+
+    @abstractmethod
+    def heartbeat(self, *, job_id: int, worker: str, lease_seconds: float) -> Beat: ...
+
+    @abstractmethod
+    def finish(
+        self,
+        *,
+        job_id: int,
+        worker: str,
+        state: str,
+        error: str | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> bool: ...
+
+    @abstractmethod
+    def cancel(self, *, job_id: int) -> str | None: ...
+
+    @abstractmethod
+    def lock_stage(self, *, key: str, worker: str, lease_seconds: float) -> bool: ...
+
+    @abstractmethod
+    def unlock_stage(self, *, key: str, worker: str) -> None: ...
+
+
+def open_queue(db: Database) -> JobQueue:
+    """The queue for a database (one SQL implementation serves SQLite and PostgreSQL)."""
+    return _SqlQueue(db)
+
+
+class _SqlQueue(JobQueue):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def submit(self, *, kind: str, config: dict[str, Any], dataset: str, name: str | None) -> int:
+        with self.db.session() as s:
+            job = Job(kind=kind, config=config, dataset=dataset, name=name, state="queued")
+            s.add(job)
+            s.flush()
+            return job.id
+
+    def claim(self, *, worker: str, lease_seconds: float) -> Claim | None:
+        now = time.time()
+        claimable = or_(Job.state == "queued", (Job.state == "running") & (Job.lease_until < now))
+        with self.db.session() as s:
+            # A cancelled job whose worker died is finished here, not run again.
+            s.execute(
+                update(Job)
+                .where(claimable, Job.cancel_requested.is_(True))
+                .values(state="cancelled", finished_at=datetime.now(UTC), worker=None)
+            )
+            candidates = s.scalars(select(Job.id).where(claimable).order_by(Job.id).limit(8)).all()
+            for job_id in candidates:
+                taken = s.execute(
+                    update(Job)
+                    .where(Job.id == job_id, claimable, Job.cancel_requested.is_(False))
+                    .values(
+                        state="running",
+                        worker=worker,
+                        lease_until=now + lease_seconds,
+                        attempts=Job.attempts + 1,
+                        started_at=func.coalesce(Job.started_at, datetime.now(UTC)),
+                    )
+                )
+                if taken.rowcount == 1:  # type: ignore[attr-defined]
+                    job = s.get(Job, job_id)
+                    assert job is not None
+                    return Claim(job.id, job.kind, dict(job.config), job.attempts)
+        return None
+
+    def heartbeat(self, *, job_id: int, worker: str, lease_seconds: float) -> Beat:
+        now = time.time()
+        with self.db.session() as s:
+            renewed = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.worker == worker, Job.state == "running")
+                .values(lease_until=now + lease_seconds)
+            )
+            s.execute(
+                update(StageLock)
+                .where(StageLock.worker == worker)
+                .values(lease_until=now + lease_seconds)
+            )
+            cancel = s.scalar(select(Job.cancel_requested).where(Job.id == job_id))
+        return Beat(owned=renewed.rowcount == 1, cancel=bool(cancel))  # type: ignore[attr-defined]
+
+    def finish(
+        self,
+        *,
+        job_id: int,
+        worker: str,
+        state: str,
+        error: str | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> bool:
+        if state not in TERMINAL:
+            raise ValueError(f"state: must be one of {', '.join(TERMINAL)}, got {state!r}")
+        with self.db.session() as s:
+            done = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.worker == worker, Job.state == "running")
+                .values(
+                    state=state,
+                    error=error,
+                    result=result,
+                    finished_at=datetime.now(UTC),
+                    lease_until=None,
+                )
+            )
+            return bool(done.rowcount == 1)  # type: ignore[attr-defined]
+
+    def cancel(self, *, job_id: int) -> str | None:
+        with self.db.session() as s:
+            job = s.get(Job, job_id, with_for_update=not self.db.is_sqlite)
+            if job is None:
+                return None
+            if job.state == "queued":
+                job.state = "cancelled"
+                job.finished_at = datetime.now(UTC)
+            elif job.state == "running":
+                job.cancel_requested = True
+            return job.state
+
+    def lock_stage(self, *, key: str, worker: str, lease_seconds: float) -> bool:
+        now = time.time()
+        try:
+            with self.db.session() as s:
+                s.add(StageLock(key=key, worker=worker, lease_until=now + lease_seconds))
+            return True
+        except IntegrityError:
+            pass
+        with self.db.session() as s:
+            taken = s.execute(
+                update(StageLock)
+                .where(
+                    StageLock.key == key,
+                    or_(StageLock.lease_until < now, StageLock.worker == worker),
+                )
+                .values(worker=worker, lease_until=now + lease_seconds)
+            )
+            return bool(taken.rowcount == 1)  # type: ignore[attr-defined]
+
+    def unlock_stage(self, *, key: str, worker: str) -> None:
+        with self.db.session() as s:
+            s.execute(delete(StageLock).where(StageLock.key == key, StageLock.worker == worker))
+
+    # -- records of a running job (written by its owner) ------------------------------------------
+
+    def stage_started(
+        self, *, job_id: int, kind: str, key: str, name: str, state: str = "running"
+    ) -> int:
+        with self.db.session() as s:
+            position = s.scalar(
+                select(func.coalesce(func.max(Stage.position), -1)).where(Stage.job_id == job_id)
+            )
+            stage = Stage(
+                job_id=job_id,
+                position=int(position if position is not None else -1) + 1,
+                kind=kind,
+                key=key,
+                name=name,
+                state=state,
+                reused=state == "succeeded",
+                progress={},
+                finished_at=datetime.now(UTC) if state == "succeeded" else None,
+            )
+            s.add(stage)
+            s.flush()
+            return stage.id
+
+    def stage_progress(self, *, stage_id: int, progress: dict[str, Any], resumed_from: int) -> None:
+        with self.db.session() as s:
+            s.execute(
+                update(Stage)
+                .where(Stage.id == stage_id)
+                .values(progress=progress, resumed_from_epoch=resumed_from)
+            )
+
+    def stage_finished(self, *, stage_id: int, state: str, error: str | None = None) -> None:
+        with self.db.session() as s:
+            s.execute(
+                update(Stage)
+                .where(Stage.id == stage_id)
+                .values(state=state, error=error, finished_at=datetime.now(UTC))
+            )
+
+    def add_results(
+        self,
+        *,
+        job_id: int,
+        artifacts: list[dict[str, Any]],
+        architectures: list[dict[str, Any]],
+    ) -> None:
+        with self.db.session() as s:
+            s.execute(delete(Artifact).where(Artifact.job_id == job_id))
+            s.execute(delete(Architecture).where(Architecture.job_id == job_id))
+            s.add_all(Artifact(job_id=job_id, **a) for a in artifacts)
+            s.add_all(Architecture(job_id=job_id, **a) for a in architectures)

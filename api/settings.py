@@ -1,0 +1,38 @@
+"""The service's one settings object, from ``RESKD_*`` environment variables (or arguments)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RESKD_", extra="ignore")
+
+    artifact_root: Path = Field(Path("runs/service"), description="files of jobs and stages")
+    database_url: str | None = Field(
+        None, description="any SQLAlchemy URL; default SQLite at <artifact_root>/reskd.db"
+    )
+    token: str | None = Field(None, description="bearer token; without one, 127.0.0.1 only")
+    host: str = "127.0.0.1"
+    port: int = 8321
+    workers: int | None = Field(None, description="default: one per visible GPU, else 1 CPU")
+    device: str = "auto"
+    lease_seconds: float = Field(20.0, description="a worker silent this long is presumed dead")
+    heartbeat_seconds: float = Field(1.0, description="lease renewal and cancel polling period")
+    poll_seconds: float = Field(0.5, description="idle workers look for work this often")
+
+    @property
+    def url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.artifact_root / 'reskd.db').resolve()}"
+
+    @property
+    def stages_dir(self) -> Path:
+        return self.artifact_root / "stages"
+
+    def job_dir(self, job_id: int) -> Path:
+        return self.artifact_root / "jobs" / str(job_id)

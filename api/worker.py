@@ -1,0 +1,191 @@
+"""Workers: claim a job, run its stages, record progress, results and artifacts.
+
+A worker is one process (``reskd worker``, or one of ``reskd serve``'s pool) bound to one device.
+While it runs a job, a heartbeat thread renews its lease and polls for a cancel; the running stage
+sees the cancel between batches and stops. A worker killed with SIGKILL stops renewing; when its
+lease expires another worker claims the job, finished stages are reused from the shared stage
+store and the interrupted stage resumes from its last epoch checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from api.jobs import run_job
+from api.queue import Claim, _SqlQueue, open_queue
+from api.settings import Settings
+from db.session import Database
+from distill import observe
+from distill.observe import Cancelled
+
+
+class Lost(Cancelled):
+    """The worker no longer owns its job (its lease expired and another worker took it)."""
+
+
+class _Observer:
+    """Writes a job's stages and progress to the database; holds stage locks there."""
+
+    def __init__(self, queue: _SqlQueue, job_id: int, worker: str, settings: Settings) -> None:
+        self.queue = queue
+        self.job_id = job_id
+        self.worker = worker
+        self.settings = settings
+        self.cancel = threading.Event()
+        self.lost = threading.Event()
+        self.stage_id: int | None = None
+        self.stage_t0 = 0.0
+
+    def check(self) -> None:
+        if self.lost.is_set():
+            raise Lost(f"job {self.job_id}: lease lost")
+        if self.cancel.is_set():
+            raise Cancelled(f"job {self.job_id}: cancelled")
+
+    @contextmanager
+    def exclusive(self, kind: str, key: str) -> Iterator[None]:
+        lease = self.settings.lease_seconds
+        while not self.queue.lock_stage(
+            key=f"{kind}-{key}", worker=self.worker, lease_seconds=lease
+        ):
+            self.check()  # another job's worker computes this stage: wait, then reuse it
+            time.sleep(self.settings.poll_seconds)
+        try:
+            yield
+        finally:
+            self.queue.unlock_stage(key=f"{kind}-{key}", worker=self.worker)
+
+    def stage_started(self, kind: str, key: str, name: str) -> None:
+        self.stage_id = self.queue.stage_started(job_id=self.job_id, kind=kind, key=key, name=name)
+        self.stage_t0 = time.time()
+
+    def stage_reused(self, kind: str, key: str, name: str) -> None:
+        self.queue.stage_started(
+            job_id=self.job_id, kind=kind, key=key, name=name, state="succeeded"
+        )
+
+    def stage_finished(self, kind: str, key: str, seconds: float) -> None:
+        if self.stage_id is not None:
+            self.queue.stage_finished(stage_id=self.stage_id, state="succeeded")
+        self.stage_id = None
+
+    def epoch(self, record: Any, total: int, resumed_from: int) -> None:
+        if self.stage_id is None:
+            return
+        done = record.epoch - resumed_from
+        per_epoch = (time.time() - self.stage_t0) / max(done, 1)
+        self.queue.stage_progress(
+            stage_id=self.stage_id,
+            progress={
+                "epoch": record.epoch,
+                "epochs": total,
+                "loss": record.loss,
+                "accuracy": record.train_accuracy,
+                "eval_accuracy": record.eval_accuracy,
+                "seconds_per_epoch": per_epoch,
+                "eta_seconds": per_epoch * (total - record.epoch),
+            },
+            resumed_from=resumed_from,
+        )
+
+    def fail_stage(self, state: str, error: str) -> None:
+        if self.stage_id is not None:
+            self.queue.stage_finished(stage_id=self.stage_id, state=state, error=error)
+
+
+class Worker:
+    def __init__(self, settings: Settings, *, name: str | None = None) -> None:
+        self.settings = settings
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.db = Database(settings.url)
+        queue = open_queue(self.db)
+        assert isinstance(queue, _SqlQueue)
+        self.queue = queue
+        self.stopping = threading.Event()
+
+    def run_forever(self, *, max_jobs: int | None = None) -> None:
+        done = 0
+        while not self.stopping.is_set():
+            claim = self.queue.claim(worker=self.name, lease_seconds=self.settings.lease_seconds)
+            if claim is None:
+                self.stopping.wait(self.settings.poll_seconds)
+                continue
+            self.execute(claim)
+            done += 1
+            if max_jobs is not None and done >= max_jobs:
+                return
+
+    def execute(self, claim: Claim) -> None:
+        observer = _Observer(self.queue, claim.job_id, self.name, self.settings)
+        beating = threading.Event()
+        beater = threading.Thread(target=self._beat, args=(claim.job_id, observer, beating))
+        beater.daemon = True
+        beater.start()
+        state, error, result = "succeeded", None, None
+        try:
+            with observe.observing(observer):
+                result = run_job(claim, self.settings, self.queue, self.settings.device)
+        except Lost:
+            return  # another worker owns the job now; write nothing
+        except Cancelled:
+            state, error = "cancelled", "cancelled by request"
+            observer.fail_stage("cancelled", error)
+        except (ValueError, FileNotFoundError) as exc:  # what a user can act on
+            state, error = "failed", f"{type(exc).__name__}: {exc}"
+            observer.fail_stage("failed", error)
+        except Exception as exc:
+            state = "failed"
+            error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
+            observer.fail_stage("failed", error)
+        finally:
+            beating.set()
+            beater.join()
+        self.queue.finish(
+            job_id=claim.job_id, worker=self.name, state=state, error=error, result=result
+        )
+
+    def _beat(self, job_id: int, observer: _Observer, stop: threading.Event) -> None:
+        while not stop.wait(self.settings.heartbeat_seconds):
+            try:
+                beat = self.queue.heartbeat(
+                    job_id=job_id, worker=self.name, lease_seconds=self.settings.lease_seconds
+                )
+            except Exception:
+                continue
+            if not beat.owned:
+                observer.lost.set()
+            if beat.cancel:
+                observer.cancel.set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="reskd worker", description="one job worker")
+    parser.add_argument("--name", help="worker name (default host:pid)")
+    parser.add_argument("--max-jobs", type=int, help="exit after this many jobs")
+    args = parser.parse_args(argv)
+    settings = Settings()
+    worker = Worker(settings, name=args.name)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
+    worker.db.migrate()
+    print(
+        json.dumps({"worker": worker.name, "device": settings.device, "db": settings.url}),
+        flush=True,
+    )
+    worker.run_forever(max_jobs=args.max_jobs)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
