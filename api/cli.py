@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from api.client import ServiceError
 from distill.data import DATASETS, DatasetError, dataset_info
 from distill.models import build_model, complexity
 from distill.report import format_table
@@ -107,6 +110,159 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(args: argparse.Namespace) -> Any:
+    from api.settings import Settings
+
+    overrides = {
+        k: v
+        for k, v in {
+            "host": args.host,
+            "port": args.port,
+            "artifact_root": args.artifact_root,
+            "database_url": args.database_url,
+            "token": args.token,
+            "device": args.device,
+        }.items()
+        if v is not None
+    }
+    return Settings(**overrides)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from api.serve import serve
+
+    serve(_settings(args), workers=args.workers)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from api.serve import WorkerPool
+
+    settings = _settings(args)
+    from db.session import Database
+
+    Database(settings.url).migrate()
+    pool = WorkerPool(settings, args.workers)
+    pool.start()
+    print(f"{len(pool.processes)} worker(s) on {settings.url}; Ctrl-C stops them", flush=True)
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pool.stop()
+    return 0
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from api.client import Client
+
+    return Client(args.url, args.token)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from api.client import load_json_or_yaml
+
+    client = _client(args)
+    job = client.submit(load_json_or_yaml(Path(args.config)), kind=args.kind, name=args.name)
+    print(f"job {job['id']} ({job['kind']}) {job['state']}", flush=True)
+    if not args.wait:
+        return 0
+    job = client.wait(job["id"], progress=not args.quiet)
+    _print_job(job)
+    return 0 if job["state"] == "succeeded" else 1
+
+
+def _print_job(job: dict[str, Any]) -> None:
+    print(f"job {job['id']} ({job['kind']}, {job['dataset']}): {job['state']}")
+    if job.get("error"):
+        print(f"error: {job['error']}")
+    p = job["progress"]
+    if job["state"] == "running" and p.get("stage"):
+        eta = p.get("eta_seconds")
+        print(
+            f"stage {p['stage']}: epoch {p.get('epoch')}/{p.get('epochs')}, loss "
+            f"{p.get('loss')}, ETA {eta:.0f}s"
+            if eta is not None
+            else f"stage {p['stage']}"
+        )
+    if job["stages"]:
+        rows = [
+            {
+                "stage": s["name"],
+                "kind": s["kind"],
+                "state": s["state"] + (" (reused)" if s["reused"] else ""),
+                "resumed_from": s["resumed_from_epoch"],
+                "epochs": f"{s['progress'].get('epoch', '-')}/{s['progress'].get('epochs', '-')}",
+            }
+            for s in job["stages"]
+        ]
+        print(format_table(rows, list(rows[0])))
+    if job["metrics"]:
+        print()
+        cols = ["model", "arch", "accuracy", "mflops", "adaptive_mflops", "pct_of_T", "energy"]
+        print(format_table(job["metrics"], cols))
+    if job["artifacts"]:
+        print("\nartifacts: " + ", ".join(a["name"] for a in job["artifacts"]))
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    listing = _client(args).jobs(state=args.state, kind=args.kind, limit=args.limit)
+    rows = [
+        {k: j[k] for k in ("id", "kind", "name", "dataset", "state", "attempts", "created_at")}
+        for j in listing["jobs"]
+    ]
+    print(format_table(rows, list(rows[0])) if rows else "no jobs")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    job = _client(args).job(args.id)
+    print(json.dumps(job, indent=2)) if args.json else _print_job(job)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    job = _client(args).cancel(args.id)
+    print(
+        f"job {job['id']}: {job['state']}"
+        + (" (cancel requested)" if job["state"] == "running" else "")
+    )
+    return 0
+
+
+def cmd_pareto(args: argparse.Namespace) -> int:
+    client = _client(args)
+    front = client.pareto(dataset=args.dataset, teacher=args.teacher, cost=args.cost)
+    if args.json:
+        print(json.dumps(front, indent=2))
+    else:
+        rows = [
+            {k: a[k] for k in ("stage", "arch", "accuracy", args.cost, "job_id")}
+            for a in front["front"]
+        ]
+        print(f"Pareto front ({front['considered']} architectures considered, cost {args.cost}):")
+        print(format_table(rows, list(rows[0])) if rows else "no architectures yet")
+    if args.plot:
+        from api.client import plot_pareto
+
+        everything = client._call(
+            "GET",
+            "/v1/architectures",
+            params={
+                k: v
+                for k, v in {
+                    "dataset": args.dataset,
+                    "teacher": args.teacher,
+                    "limit": 10000,
+                }.items()
+                if v is not None
+            },
+        )["architectures"]
+        plot_pareto(front, [a for a in everything if a["stage"] != "T"], Path(args.plot))
+        print(f"plot: {args.plot}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reskd",
@@ -150,6 +306,60 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true", help="print the result as JSON")
     search.set_defaults(func=cmd_search)
 
+    def service_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--host", help="bind address (default 127.0.0.1; others need a token)")
+        p.add_argument("--port", type=int, help="port (default 8321)")
+        p.add_argument("--artifact-root", help="files of jobs and stages (default runs/service)")
+        p.add_argument("--database-url", help="SQLAlchemy URL (default SQLite in artifact root)")
+        p.add_argument("--token", help="bearer token clients must send")
+        p.add_argument("--device", help="auto, cpu or cuda")
+        p.add_argument("--workers", type=int, help="workers (default one per GPU, else 1)")
+
+    serve = sub.add_parser("serve", help="the HTTP API with an embedded worker pool")
+    service_options(serve)
+    serve.set_defaults(func=cmd_serve)
+    worker = sub.add_parser("worker", help="workers alone, against the service's database")
+    service_options(worker)
+    worker.set_defaults(func=cmd_worker)
+
+    def client_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--url", help="service URL (default $RESKD_URL or http://127.0.0.1:8321)")
+        p.add_argument("--token", help="bearer token (default $RESKD_TOKEN)")
+
+    submit = sub.add_parser("submit", help="submit a job to the service")
+    submit.add_argument("config", help="run config (YAML or JSON)")
+    submit.add_argument(
+        "--kind", default="reskd", choices=["reskd", "search", "finetune", "distill"]
+    )
+    submit.add_argument("--name", help="a name for the job")
+    submit.add_argument("--wait", action="store_true", help="wait, with progress bars")
+    submit.add_argument("--quiet", action="store_true", help="no progress bars while waiting")
+    client_options(submit)
+    submit.set_defaults(func=cmd_submit)
+    jobs = sub.add_parser("jobs", help="list jobs")
+    jobs.add_argument("--state", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    jobs.add_argument("--kind", choices=["reskd", "search", "finetune", "distill"])
+    jobs.add_argument("--limit", type=int, default=50)
+    client_options(jobs)
+    jobs.set_defaults(func=cmd_jobs)
+    show = sub.add_parser("show", help="one job: stages, progress, metrics, artifacts")
+    show.add_argument("id", type=int)
+    show.add_argument("--json", action="store_true")
+    client_options(show)
+    show.set_defaults(func=cmd_show)
+    cancel = sub.add_parser("cancel", help="cancel a job")
+    cancel.add_argument("id", type=int)
+    client_options(cancel)
+    cancel.set_defaults(func=cmd_cancel)
+    pareto = sub.add_parser("pareto", help="the Pareto front of accuracy against MFLOPs")
+    pareto.add_argument("--dataset")
+    pareto.add_argument("--teacher")
+    pareto.add_argument("--cost", default="mflops", choices=["mflops", "adaptive_mflops", "params"])
+    pareto.add_argument("--json", action="store_true")
+    pareto.add_argument("--plot", help="write a PNG of the front")
+    client_options(pareto)
+    pareto.set_defaults(func=cmd_pareto)
+
     demo = sub.add_parser("demo", help="teacher and KD student on the shipped MNIST 5k")
     demo.add_argument("--out", default="runs/demo", help="output directory")
     demo.add_argument("--epochs", type=int, default=4)
@@ -163,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (DatasetError, ValueError) as exc:
+    except (DatasetError, ValueError, ServiceError) as exc:
         print(f"reskd {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -30,6 +30,9 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"future": True}
         if self.is_sqlite:
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:" and not url.startswith("sqlite:///:memory"):
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
         else:
             kwargs |= {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}

@@ -41,6 +41,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
+    grad_clip: float | None = None  # max gradient norm (DARTS clips at 5)
 
     def __post_init__(self) -> None:
         checks: list[tuple[str, bool, str]] = [
@@ -58,6 +59,7 @@ class TrainConfig:
             ("milestones", all(m > 0 for m in self.milestones), "epochs > 0"),
             ("gamma", 0 < self.gamma <= 1, "in (0, 1]"),
             ("num_workers", self.num_workers >= 0, "an integer >= 0"),
+            ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "None or > 0"),
         ]
         for name, ok, allowed in checks:
             if not ok:
@@ -119,6 +121,7 @@ class TrainTask(nn.Module):
         super().__init__()
         self.trained = nn.ModuleDict(dict(trained))
         self.frozen = nn.ModuleDict(dict(frozen or {}))
+        self.grad_clip: float | None = None  # set by the loop from its TrainConfig
 
     def train(self, mode: bool = True) -> TrainTask:
         super().train(mode)
@@ -147,6 +150,8 @@ class TrainTask(nn.Module):
         if torch.isfinite(loss):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.optimized_parameters(), self.grad_clip)
             optimizer.step()
         return loss, logits
 
@@ -327,6 +332,7 @@ def fit(
         task.load_extra_state(state.get("task", {}))
         history.resumed_from = len(history.epochs)
 
+    task.grad_clip = config.grad_clip
     observer = observe.current()
     batches = loader(
         Indexed(train_data),

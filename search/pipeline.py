@@ -659,10 +659,13 @@ def _run(
             peer=peer,
         )
         kind = "finetune" if search_key else "student" if i == 0 else "residual"
+        # Genotype networks train as DARTS trains them: gradients clipped at norm 5 (without,
+        # a pooling-heavy cell diverged to NaN at lr 0.05 in one benchmark seed).
+        stage_cfg = replace(train_cfg, grad_clip=5.0) if net_spec.genotype else train_cfg
         payload = {
             "net": net_spec.to_dict(),
             "kd": method.for_stage(i),
-            "train": train_cfg.to_dict(),
+            "train": stage_cfg.to_dict(),
             "input": previous_key,
             "stage": i,
             **data_key,
@@ -674,7 +677,7 @@ def _run(
             {"model": net},
             task=task,
             train_data=data.train,
-            config=train_cfg,
+            config=stage_cfg,
             desc=f"{desc} {net_spec.label}",
             progress=progress,
             log=log,

@@ -59,7 +59,7 @@ class SearchTask(TrainTask):
         self.budget = budget_mflops
         self.flops_weight = flops_weight
         self.optimization = optimization
-        self.grad_clip = grad_clip
+        self.weight_clip = grad_clip
         self.warmup_epochs = warmup_epochs
         self.arch_active = warmup_epochs == 0
         self.arch_optimizer = torch.optim.Adam(
@@ -108,7 +108,7 @@ class SearchTask(TrainTask):
                 optimizer.zero_grad(set_to_none=True)
                 self.arch_optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                nn.utils.clip_grad_norm_(self.supernet.weight_parameters(), self.grad_clip)
+                nn.utils.clip_grad_norm_(self.supernet.weight_parameters(), self.weight_clip)
                 optimizer.step()
                 if one_level:
                     self.arch_optimizer.step()

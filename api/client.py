@@ -1,0 +1,180 @@
+"""The HTTP client of the service (``reskd submit / jobs / show / cancel / pareto``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8321"
+
+
+class ServiceError(RuntimeError):
+    def __init__(self, status: int, detail: Any) -> None:
+        self.status, self.detail = status, detail
+        super().__init__(f"HTTP {status}: {_detail_text(detail)}")
+
+
+def _detail_text(detail: Any) -> str:
+    if isinstance(detail, list):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in d.get('loc', [])[2:]) or 'body'}: {d.get('msg')}"
+            for d in detail
+        )
+    return str(detail)
+
+
+class Client:
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30):
+        self.url = (url or os.environ.get("RESKD_URL") or DEFAULT_URL).rstrip("/")
+        token = token or os.environ.get("RESKD_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServiceError(0, f"cannot reach the service at {self.url} ({exc})") from exc
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail")
+            except ValueError:
+                detail = response.text
+            raise ServiceError(response.status_code, detail)
+        return response.json()
+
+    def health(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/v1/health"))
+
+    def submit(
+        self, config: dict[str, Any], *, kind: str = "reskd", name: str | None = None
+    ) -> dict[str, Any]:
+        return dict(
+            self._call("POST", "/v1/jobs", json={"kind": kind, "config": config, "name": name})
+        )
+
+    def jobs(self, **filters: Any) -> dict[str, Any]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        return dict(self._call("GET", "/v1/jobs", params=params))
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/jobs/{job_id}"))
+
+    def cancel(self, job_id: int) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    def pareto(self, **params: Any) -> dict[str, Any]:
+        return dict(
+            self._call(
+                "GET", "/v1/pareto", params={k: v for k, v in params.items() if v is not None}
+            )
+        )
+
+    def download(self, job_id: int, name: str, dest: Path) -> Path:
+        with self.http.stream("GET", f"/v1/jobs/{job_id}/artifacts/{name}") as response:
+            if response.status_code >= 400:
+                response.read()
+                raise ServiceError(response.status_code, response.text)
+            with dest.open("wb") as f:
+                for chunk in response.iter_bytes():
+                    f.write(chunk)
+        return dest
+
+    def wait(self, job_id: int, *, progress: bool = True, poll: float = 1.0) -> dict[str, Any]:
+        """Poll until the job ends, with a progress bar per stage (epochs) on a terminal."""
+        from tqdm import tqdm
+
+        bar = None
+        shown = None
+        while True:
+            job = self.job(job_id)
+            p = job["progress"]
+            if progress and p.get("stage") and p.get("epochs"):
+                if p["stage"] != shown:
+                    if bar is not None:
+                        bar.close()
+                    bar = tqdm(total=p["epochs"], desc=f"job {job_id} {p['stage']}", unit="epoch")
+                    shown = p["stage"]
+                assert bar is not None
+                bar.n = p.get("epoch") or 0
+                bar.set_postfix(
+                    loss=f"{p['loss']:.4f}" if p.get("loss") is not None else "-",
+                    eta=f"{p['eta_seconds']:.0f}s" if p.get("eta_seconds") is not None else "-",
+                )
+                bar.refresh()
+            if job["state"] in ("succeeded", "failed", "cancelled"):
+                if bar is not None:
+                    bar.close()
+                return job
+            time.sleep(poll)
+
+
+def load_json_or_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    if not path.is_file():
+        raise ValueError(f"config: no file at {path}")
+    raw = yaml.safe_load(path.read_text())
+    if not isinstance(raw, dict):
+        raise ValueError(f"config: {path} must hold a mapping of fields")
+    return raw
+
+
+def plot_pareto(front: dict[str, Any], everything: list[dict[str, Any]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cost = front["cost"]
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.scatter(
+        [a[cost] for a in everything],
+        [100 * a["accuracy"] for a in everything],
+        s=18,
+        alpha=0.4,
+        label="evaluated",
+    )
+    pts = front["front"]
+    ax.plot(
+        [a[cost] for a in pts],
+        [100 * a["accuracy"] for a in pts],
+        "o-",
+        color="C3",
+        label="Pareto front",
+    )
+    for a in pts:
+        ax.annotate(
+            a["stage"],
+            (a[cost], 100 * a["accuracy"]),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
+    ax.set_xlabel(
+        {
+            "mflops": "MFLOPs",
+            "adaptive_mflops": "MFLOPs with adaptive inference",
+            "params": "parameters",
+        }[cost]
+    )
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(
+        f"Pareto front: {front.get('dataset') or 'all datasets'}"
+        + (f", teacher {front['teacher']}" if front.get("teacher") else "")
+    )
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, indent=2, default=str)

@@ -1,0 +1,121 @@
+"""HTTP schemas (pydantic), separate from the tables: what clients send and what they get."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JobKind = Literal["reskd", "search", "finetune", "distill"]
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Cost = Literal["mflops", "adaptive_mflops", "params"]
+
+
+class JobCreate(BaseModel):
+    kind: JobKind = Field("reskd", description="reskd pipeline, search, finetune or distill")
+    config: dict[str, Any] = Field(description="the run config (as `reskd run` reads it)")
+    name: str | None = Field(None, max_length=200)
+
+
+class StagePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    position: int
+    kind: str
+    key: str
+    name: str
+    state: str
+    reused: bool
+    resumed_from_epoch: int
+    progress: dict[str, Any]
+    started_at: datetime
+    finished_at: datetime | None
+    error: str | None
+
+
+class ArtifactPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    kind: str
+    size: int
+    url: str
+
+
+class JobSummary(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: str
+    name: str | None
+    state: str
+    dataset: str
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+
+
+class Progress(BaseModel):
+    stage: str | None = None
+    epoch: int | None = None
+    epochs: int | None = None
+    loss: float | None = None
+    accuracy: float | None = None
+    eta_seconds: float | None = None
+    stages_done: int = 0
+
+
+class JobPublic(JobSummary):
+    config: dict[str, Any]
+    progress: Progress
+    stages: list[StagePublic]
+    metrics: list[dict[str, Any]] = Field(description="the report's rows once the job succeeded")
+    artifacts: list[ArtifactPublic]
+
+
+class JobList(BaseModel):
+    jobs: list[JobSummary]
+    total: int
+
+
+class ArchitecturePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    job_id: int | None
+    dataset: str
+    teacher: str
+    stage: str
+    arch: str
+    genotypes: list[Any] | None
+    accuracy: float
+    mflops: float
+    adaptive_mflops: float
+    params: int
+    energy: float | None
+    seed: int
+
+
+class ArchitectureList(BaseModel):
+    architectures: list[ArchitecturePublic]
+    total: int
+
+
+class ParetoPublic(BaseModel):
+    dataset: str | None
+    teacher: str | None
+    cost: Cost
+    considered: int
+    front: list[ArchitecturePublic]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    database: str
+    queued: int
+    running: int
+    version: str

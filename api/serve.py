@@ -1,0 +1,117 @@
+"""``reskd serve``: the API and an embedded worker pool (one worker per visible GPU with
+``CUDA_VISIBLE_DEVICES`` set to it, or N CPU workers sharing the cores); dead workers are
+restarted. ``reskd worker`` runs workers alone against the same database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from api.settings import Settings
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def worker_env(settings: Settings, *, gpu: int | None, threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env |= {
+        "RESKD_ARTIFACT_ROOT": str(settings.artifact_root.resolve()),
+        "RESKD_DATABASE_URL": settings.url,
+        "RESKD_LEASE_SECONDS": str(settings.lease_seconds),
+        "RESKD_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
+        "RESKD_POLL_SECONDS": str(settings.poll_seconds),
+        "OMP_NUM_THREADS": str(threads),  # CPU workers share the cores without oversubscribing
+    }
+    if gpu is not None:
+        env |= {"CUDA_VISIBLE_DEVICES": str(gpu), "RESKD_DEVICE": "cuda"}
+    else:
+        env["RESKD_DEVICE"] = "cpu" if settings.device == "auto" else settings.device
+    return env
+
+
+def visible_gpus() -> list[int]:
+    try:
+        import torch
+
+        return list(range(torch.cuda.device_count()))
+    except Exception:
+        return []
+
+
+@dataclass
+class WorkerPool:
+    """Worker processes, restarted when they die (a crashed or killed worker's job is reclaimed
+    by whichever worker is free once its lease expires)."""
+
+    settings: Settings
+    count: int | None = None
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    restarts: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        gpus = visible_gpus() if self.settings.device in ("auto", "cuda") else []
+        n = self.count or self.settings.workers or max(len(gpus), 1)
+        cores = os.cpu_count() or 1
+        self._specs = [
+            (gpus[i % len(gpus)] if gpus else None, max(1, cores // n)) for i in range(n)
+        ]
+        self.processes = [self._spawn(i) for i in range(n)]
+        threading.Thread(target=self._supervise, daemon=True).start()
+
+    def _spawn(self, i: int) -> subprocess.Popen[bytes]:
+        gpu, threads = self._specs[i]
+        return subprocess.Popen(
+            [sys.executable, "-m", "api.worker", "--name", f"worker-{i}-{os.getpid()}"],
+            env=worker_env(self.settings, gpu=gpu, threads=threads),
+        )
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(1.0):
+            for i, p in enumerate(self.processes):
+                if p.poll() is not None:
+                    self.restarts += 1
+                    print(
+                        f"worker {i} (pid {p.pid}) exited ({p.returncode}); restarting", flush=True
+                    )
+                    self.processes[i] = self._spawn(i)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for p in self.processes:
+            p.terminate()
+        deadline = time.time() + 10
+        for p in self.processes:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def serve(settings: Settings, *, workers: int | None = None) -> None:
+    import uvicorn
+
+    from api.app import create_app
+
+    if settings.host not in LOCAL_HOSTS and not settings.token:
+        raise ValueError(
+            f"host: {settings.host} would expose the service without auth; set a token "
+            "(--token or RESKD_TOKEN) or bind 127.0.0.1"
+        )
+    app = create_app(settings)  # migrates the database before workers start
+    pool = WorkerPool(settings, workers)
+    if workers != 0:
+        pool.start()
+    print(
+        f"reskd service on http://{settings.host}:{settings.port} (database {settings.url}, "
+        f"artifacts {settings.artifact_root}, {len(pool.processes)} worker(s))",
+        flush=True,
+    )
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    finally:
+        pool.stop()
