@@ -5,7 +5,6 @@ Auth: with a token configured, every route but /v1/health needs ``Authorization:
 (``reskd serve`` refuses anything else).
 """
 
-from __future__ import annotations
 
 import secrets
 import time

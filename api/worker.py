@@ -106,7 +106,8 @@ class _Observer:
 class Worker:
     def __init__(self, settings: Settings, *, name: str | None = None) -> None:
         self.settings = settings
-        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        # The pid is part of the name: a job's worker can be found (and signalled) from it.
+        self.name = f"{name or socket.gethostname()}:{os.getpid()}"
         self.db = Database(settings.url)
         queue = open_queue(self.db)
         assert isinstance(queue, _SqlQueue)

@@ -253,24 +253,23 @@ def _net(name: str, raw: Any) -> NetConfig:
         return NetConfig(raw)
     if isinstance(raw, Mapping) and raw.get("search") is not None:
         # A config written back by to_dict() also holds the fields' defaults: accept those.
-        defaults = {"model": SEARCHED, "width": 1.0, "num_classes": None}
+        defaults = {f.name: f.default for f in fields(NetConfig)} | {"model": SEARCHED}
         extra = sorted(
-            k
-            for k, v in raw.items()
-            if (k != "search" and defaults.get(k, v) != v) or (k not in defaults and k != "search")
+            k for k, v in raw.items() if k != "search" and (k not in defaults or defaults[k] != v)
         )
         if extra:
             raise ValueError(f"{name}.{extra[0]}: a searched network takes only 'search'")
         return NetConfig(
             SEARCHED, search=SearchSpec.from_dict(raw["search"], name=f"{name}.search")
         )
+    if isinstance(raw, Mapping) and raw.get("genotype") is not None:
+        return _genotype_net(name, {k: v for k, v in raw.items() if k != "search" or v})
     if not isinstance(raw, Mapping) or "model" not in raw:
         raise ValueError(
-            f"{name}: a model name, a mapping with 'model' (and 'width'), or {{search: {{...}}}}"
+            f"{name}: a model name, a mapping with 'model' (and 'width'), {{search: {{...}}}} "
+            "or {genotype: {...}, channels: C, layers: L}"
         )
     raw = {k: v for k, v in raw.items() if not (k in ("search", "genotype") and v is None)}
-    if "genotype" in raw:
-        return _genotype_net(name, raw)
     allowed = {f.name for f in fields(NetConfig)} - {"search"}
     if set(raw) - allowed:
         bad = sorted(set(raw) - allowed)[0]

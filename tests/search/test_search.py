@@ -334,3 +334,22 @@ def test_warmup_epochs_train_the_weights_only(digits_subset: tuple, optimization
     task.start_epoch(1, 2)
     task.step(x, y, index, optimizer)
     assert not any(torch.equal(a, b) for a, b in zip(alphas, net.arch_parameters(), strict=True))
+
+
+def test_run_configs_round_trip_through_to_dict() -> None:
+    """What a run writes as config.json (and the service stores) reads back as the same config."""
+    genotype = {
+        "genotype": Genotype.from_json(
+            '{"normal":[["sep_conv_3x3",0],["skip_connect",1],["max_pool_3x3",0],["skip_connect",2],'
+            '["dil_conv_3x3",1],["skip_connect",0],["avg_pool_3x3",3],["skip_connect",0]],'
+            '"reduce":[["max_pool_3x3",0],["max_pool_3x3",1],["skip_connect",2],["max_pool_3x3",1],'
+            '["max_pool_3x3",0],["skip_connect",2],["skip_connect",2],["max_pool_3x3",1]]}'
+        ).to_dict(),
+        "channels": 4,
+        "layers": 3,
+    }
+    for res in ([{"search": {"budget_mflops": 0.1}}], [genotype], ["resnet8"]):
+        config = RunConfig.from_dict(
+            {"dataset": "digits", "teacher": "resnet8", "student": "resnet8", "res_students": res}
+        )
+        assert RunConfig.from_dict(config.to_dict()) == config
