@@ -1,0 +1,203 @@
+"""The service over HTTP: a real uvicorn server on 127.0.0.1 with a temporary SQLite database."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from search.pareto import dominated
+from tests.api.service import Service, tiny_config
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    svc = Service(tmp_path_factory.mktemp("service"), workers=2)
+    yield svc
+    svc.stop()
+
+
+def test_job_runs_to_success_with_stages_metrics_pareto_and_artifacts(service: Service) -> None:
+    job = service.submit(tiny_config(), kind="reskd")
+    assert job["state"] == "queued" and job["dataset"] == "digits"
+    job = service.done(job["id"])
+    assert job["state"] == "succeeded", job["error"]
+    assert [s["kind"] for s in job["stages"]] == ["teacher", "student", "residual"]
+    assert [m["model"] for m in job["metrics"]] == ["T", "S0", "S1", "S1 adaptive"]
+    assert job["progress"]["stages_done"] == 3
+
+    # A second job with the same teacher and S0 reuses them (trained once).
+    second = service.done(
+        service.submit(tiny_config(res_students=[{"model": "resnet8", "width": 0.5}]))["id"]
+    )
+    assert [(s["kind"], s["reused"]) for s in second["stages"]] == [
+        ("teacher", True),
+        ("student", True),
+        ("residual", False),
+    ]
+
+    pareto = service.http.get("/v1/pareto", params={"dataset": "digits"}).json()
+    assert pareto["considered"] == 6  # S0, S1, S1 adaptive of both jobs (T left out)
+    points = [(a["accuracy"], a["mflops"]) for a in pareto["front"]]
+    everything = service.http.get("/v1/architectures", params={"dataset": "digits"}).json()
+    assert everything["total"] == 8
+    for a in everything["architectures"]:
+        if a["stage"] != "T":  # the front dominates or contains every other architecture
+            p = (a["accuracy"], a["mflops"])
+            assert p in points or any(dominated(p, q) for q in points)
+    assert not any(dominated(p, q) for p in points for q in points)
+    adaptive = service.http.get(
+        "/v1/pareto", params={"dataset": "digits", "cost": "adaptive_mflops"}
+    ).json()
+    assert adaptive["cost"] == "adaptive_mflops" and adaptive["front"]
+
+    names = {a["name"] for a in job["artifacts"]}
+    assert {"report.json", "combined_student.pt", "log.txt"} <= names
+    r = service.http.get(f"/v1/jobs/{job['id']}/artifacts/report.json")
+    assert r.status_code == 200
+    stored = service.root / "jobs" / str(job["id"]) / "report.json"
+    assert r.content == stored.read_bytes()
+
+    events = service.http.get(f"/v1/jobs/{job['id']}/events").text
+    assert events.startswith("event: job\ndata: ") and events.rstrip().endswith(
+        "event: end\ndata: {}"
+    )
+    listing = service.http.get("/v1/jobs", params={"state": "succeeded", "kind": "reskd"}).json()
+    assert {job["id"], second["id"]} <= {j["id"] for j in listing["jobs"]}
+
+
+def test_artifacts_outside_the_root_are_unreachable(service: Service) -> None:
+    job = service.done(service.submit(tiny_config(), kind="distill")["id"])
+    assert job["state"] == "succeeded"
+    for name in ("../../reskd.db", "..%2F..%2Freskd.db", "/etc/passwd", "%2Fetc%2Fpasswd"):
+        r = service.http.get(f"/v1/jobs/{job['id']}/artifacts/{name}")
+        assert r.status_code in (400, 404, 422), (name, r.status_code)  # refused either way
+        assert b"sqlite" not in r.content.lower() and b"root:" not in r.content
+    assert service.http.get(f"/v1/jobs/{job['id']}/artifacts/nothing.pt").status_code == 404
+
+
+def test_bad_configs_are_422_naming_the_field_and_unknown_ids_404(service: Service) -> None:
+    bad = [
+        (tiny_config(dataset="imagenet22k"), ["body", "config", "dataset"]),
+        (tiny_config(kd={"distance": "cosine"}), ["body", "config", "kd", "distance"]),
+        (
+            tiny_config(res_students=[{"search": {"budget_mflops": 0.1, "strategy": "x"}}]),
+            ["body", "config", "res_students[0]", "search", "strategy"],
+        ),
+    ]
+    for config, loc in bad:
+        r = service.http.post("/v1/jobs", json={"kind": "reskd", "config": config})
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["loc"] == loc
+    r = service.http.post("/v1/jobs", json={"kind": "train-everything", "config": tiny_config()})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "kind"]
+    r = service.http.post("/v1/jobs", json={"kind": "search", "config": tiny_config()})
+    assert r.status_code == 422 and "search job" in r.json()["detail"][0]["msg"]
+    assert service.http.get("/v1/jobs/99999").status_code == 404
+    assert service.http.post("/v1/jobs/99999/cancel").status_code == 404
+    assert service.http.get("/v1/jobs/99999/artifacts/report.json").status_code == 404
+
+
+def test_cancel_stops_a_running_stage_within_seconds(service: Service) -> None:
+    long = tiny_config(teacher_train={"epochs": 400})
+    job = service.submit(long)
+    service.wait(job["id"], lambda j: (j["progress"].get("epoch") or 0) >= 1, timeout=120)
+    asked = time.time()
+    r = service.http.post(f"/v1/jobs/{job['id']}/cancel")
+    assert r.status_code == 200
+    job = service.done(job["id"], timeout=30)
+    assert job["state"] == "cancelled" and time.time() - asked < 10
+    assert job["stages"][-1]["state"] == "cancelled"
+    queued = service.submit(long)
+    time.sleep(0.05)
+    cancelled = service.http.post(f"/v1/jobs/{queued['id']}/cancel").json()
+    assert cancelled["state"] in ("cancelled", "running")
+    assert service.done(queued["id"], timeout=30)["state"] == "cancelled"
+
+
+def test_a_killed_worker_loses_at_most_its_current_epoch(tmp_path: Path) -> None:
+    """SIGKILL the worker in the middle of a stage: the pool restarts it, the lease expires, the
+    job is claimed again and the stage resumes from its epoch checkpoint."""
+    svc = Service(tmp_path / "crash", workers=1, lease=2.0)
+    try:
+        config = tiny_config(teacher_train={"epochs": 6})
+        job = svc.submit(config)
+        svc.wait(job["id"], lambda j: (j["progress"].get("epoch") or 0) >= 2, 180)
+        worker = _job_worker(svc, job["id"])
+        os.kill(worker, signal.SIGKILL)
+        done = svc.done(job["id"], timeout=300)
+        assert done["state"] == "succeeded", done["error"]
+        assert done["attempts"] == 2
+        teachers = [s for s in done["stages"] if s["kind"] == "teacher"]
+        assert len(teachers) == 2 and teachers[-1]["state"] == "succeeded"
+        assert teachers[-1]["resumed_from_epoch"] >= 2  # not every epoch repeated
+    finally:
+        svc.stop()
+
+
+def _job_worker(svc: Service, job_id: int) -> int:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{svc.root / 'reskd.db'}")
+    with engine.connect() as c:
+        worker = c.execute(text("select worker from jobs where id=:i"), {"i": job_id}).scalar()
+    engine.dispose()
+    return int(str(worker).rsplit(":", 1)[1])
+
+
+def test_200_concurrent_submissions_while_workers_run(tmp_path: Path) -> None:
+    svc = Service(tmp_path / "load", workers=2)
+    try:
+        for _ in range(2):  # both workers busy writing progress while the submissions arrive
+            svc.submit(tiny_config(teacher_train={"epochs": 30}))
+        svc.wait(1, lambda j: j["state"] == "running", 120)
+
+        def submit(i: int) -> tuple[int, int]:
+            with httpx.Client(base_url=svc.url, timeout=120) as http:
+                r = http.post(
+                    "/v1/jobs",
+                    json={"kind": "distill", "config": tiny_config(), "name": f"load-{i}"},
+                )
+                return r.status_code, r.json().get("id", -1)
+
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            results = list(pool.map(submit, range(200)))
+        assert [status for status, _ in results] == [201] * 200
+        ids = [job_id for _, job_id in results]
+        assert len(set(ids)) == 200
+        listing = svc.http.get("/v1/jobs", params={"limit": 1000}).json()
+        names = [j["name"] for j in listing["jobs"] if (j["name"] or "").startswith("load-")]
+        assert sorted(names) == sorted(f"load-{i}" for i in range(200))  # each exactly once
+        assert "database is locked" not in (svc.root / "serve.log").read_text()
+    finally:
+        svc.stop()
+
+
+def test_auth_with_a_token(tmp_path: Path) -> None:
+    svc = Service(tmp_path / "auth", workers=0, token="s3cret")
+    try:
+        anonymous = httpx.Client(base_url=svc.url)
+        assert anonymous.get("/v1/health").status_code == 200
+        assert anonymous.get("/v1/jobs").status_code == 401
+        assert (
+            anonymous.get("/v1/jobs", headers={"Authorization": "Bearer nope"}).status_code == 403
+        )
+        assert anonymous.post("/v1/jobs", json={"config": tiny_config()}).status_code == 401
+        assert svc.http.get("/v1/jobs").status_code == 200
+        assert svc.submit(tiny_config())["state"] == "queued"
+        anonymous.close()
+    finally:
+        svc.stop()
+
+
+def test_openapi_documents_the_v1_routes(service: Service) -> None:
+    spec = service.http.get("/openapi.json").json()
+    assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/pareto", "/v1/health"} <= set(spec["paths"])
+    assert json.dumps(spec).count("JobCreate") >= 1
