@@ -5,7 +5,6 @@ Auth: with a token configured, every route but /v1/health needs ``Authorization:
 (``reskd serve`` refuses anything else).
 """
 
-
 import secrets
 import time
 from collections.abc import Iterator

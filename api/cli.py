@@ -75,7 +75,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from api.demo import run_demo
 
-    run_demo(out_dir=Path(args.out), epochs=args.epochs, seed=args.seed, device=args.device)
+    run_demo(out_dir=Path(args.out), epochs=args.epochs, progress=not args.quiet)
     return 0
 
 
@@ -360,11 +360,14 @@ def build_parser() -> argparse.ArgumentParser:
     client_options(pareto)
     pareto.set_defaults(func=cmd_pareto)
 
-    demo = sub.add_parser("demo", help="teacher and KD student on the shipped MNIST 5k")
+    demo = sub.add_parser(
+        "demo",
+        help="the service end to end: ResKD jobs with a searched and a handcrafted R1 over "
+        "HTTP on the shipped digits, results, Pareto front and its plot",
+    )
     demo.add_argument("--out", default="runs/demo", help="output directory")
-    demo.add_argument("--epochs", type=int, default=4)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--device", default="auto")
+    demo.add_argument("--epochs", type=int, default=8, help="epochs per training stage")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)
     return parser
 

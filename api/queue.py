@@ -176,6 +176,16 @@ class _SqlQueue(JobQueue):
                 job.cancel_requested = True
             return job.state
 
+    def release(self, *, job_id: int, worker: str) -> None:
+        """Hand a running job back to the queue (its worker is shutting down)."""
+        with self.db.session() as s:
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.worker == worker, Job.state == "running")
+                .values(state="queued", worker=None, lease_until=None)
+            )
+            s.execute(delete(StageLock).where(StageLock.worker == worker))
+
     def lock_stage(self, *, key: str, worker: str, lease_seconds: float) -> bool:
         now = time.time()
         try:

@@ -66,7 +66,15 @@ class WorkerPool:
     def _spawn(self, i: int) -> subprocess.Popen[bytes]:
         gpu, threads = self._specs[i]
         return subprocess.Popen(
-            [sys.executable, "-m", "api.worker", "--name", f"worker-{i}-{os.getpid()}"],
+            [
+                sys.executable,
+                "-m",
+                "api.worker",
+                "--name",
+                f"worker-{i}",
+                "--parent",
+                str(os.getpid()),
+            ],
             env=worker_env(self.settings, gpu=gpu, threads=threads),
         )
 

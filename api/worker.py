@@ -104,7 +104,9 @@ class _Observer:
 
 
 class Worker:
-    def __init__(self, settings: Settings, *, name: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, name: str | None = None, parent: int | None = None
+    ) -> None:
         self.settings = settings
         # The pid is part of the name: a job's worker can be found (and signalled) from it.
         self.name = f"{name or socket.gethostname()}:{os.getpid()}"
@@ -113,10 +115,16 @@ class Worker:
         assert isinstance(queue, _SqlQueue)
         self.queue = queue
         self.stopping = threading.Event()
+        self.parent = parent  # a pool's worker stops when the process that started it is gone
+
+    def _orphaned(self) -> bool:
+        return self.parent is not None and os.getppid() != self.parent
 
     def run_forever(self, *, max_jobs: int | None = None) -> None:
         done = 0
         while not self.stopping.is_set():
+            if self._orphaned():
+                return
             claim = self.queue.claim(worker=self.name, lease_seconds=self.settings.lease_seconds)
             if claim is None:
                 self.stopping.wait(self.settings.poll_seconds)
@@ -137,7 +145,9 @@ class Worker:
             with observe.observing(observer):
                 result = run_job(claim, self.settings, self.queue, self.settings.device)
         except Lost:
-            return  # another worker owns the job now; write nothing
+            if self.stopping.is_set():  # shutting down: hand the job back, it resumes elsewhere
+                self.queue.release(job_id=claim.job_id, worker=self.name)
+            return  # or another worker owns the job now: write nothing
         except Cancelled:
             state, error = "cancelled", "cancelled by request"
             observer.fail_stage("cancelled", error)
@@ -157,6 +167,11 @@ class Worker:
 
     def _beat(self, job_id: int, observer: _Observer, stop: threading.Event) -> None:
         while not stop.wait(self.settings.heartbeat_seconds):
+            if self._orphaned():
+                self.stopping.set()
+            if self.stopping.is_set():
+                observer.lost.set()  # stop the running stage at its next batch
+                return
             try:
                 beat = self.queue.heartbeat(
                     job_id=job_id, worker=self.name, lease_seconds=self.settings.lease_seconds
@@ -173,9 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reskd worker", description="one job worker")
     parser.add_argument("--name", help="worker name (default host:pid)")
     parser.add_argument("--max-jobs", type=int, help="exit after this many jobs")
+    parser.add_argument("--parent", type=int, help="stop when this process is gone")
     args = parser.parse_args(argv)
     settings = Settings()
-    worker = Worker(settings, name=args.name)
+    worker = Worker(settings, name=args.name, parent=args.parent)
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
     worker.db.migrate()
     print(

@@ -67,7 +67,12 @@ class TrainConfig:
         object.__setattr__(self, "milestones", tuple(self.milestones))
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "milestones": list(self.milestones)}
+        """The config as stage keys hash it: a field added later is left out at its default, so
+        stages stored before it existed keep their keys."""
+        data = {**asdict(self), "milestones": list(self.milestones)}
+        if self.grad_clip is None:
+            del data["grad_clip"]
+        return data
 
 
 PRESETS: dict[str, TrainConfig] = {

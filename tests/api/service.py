@@ -22,7 +22,13 @@ def free_port() -> int:
 
 class Service:
     def __init__(
-        self, root: Path, *, workers: int = 1, token: str | None = None, lease: float = 3.0
+        self,
+        root: Path,
+        *,
+        workers: int = 1,
+        token: str | None = None,
+        lease: float = 3.0,
+        database_url: str | None = None,
     ) -> None:
         self.root = root
         self.port = free_port()
@@ -35,6 +41,8 @@ class Service:
             "RESKD_POLL_SECONDS": "0.2",
             "OMP_NUM_THREADS": "1",
         }
+        if database_url:
+            env["RESKD_DATABASE_URL"] = database_url
         args = [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port)]
         args += ["--workers", str(workers)]
         if token:

@@ -42,17 +42,18 @@ def test_bad_width_is_an_error_naming_the_field(capsys: pytest.CaptureFixture[st
     assert "width: must be > 0" in capsys.readouterr().err
 
 
-def test_demo_runs_to_its_report(tmp_path: Path) -> None:
-    rows = run_demo(out_dir=tmp_path, epochs=2)
-    assert [r["model"] for r in rows] == [
-        "teacher T",
-        "student, labels only",
-        "student S0, KD from T",
-    ]
-    assert rows[0]["accuracy"] > 0.5 and rows[2]["accuracy"] > 0.3  # chance is 0.1
-    assert rows[2]["mflops"] < rows[0]["mflops"]
-    assert (tmp_path / "teacher" / "last.pt").is_file()
-    assert json.loads((tmp_path / "report.json").read_text()) == rows
+def test_demo_runs_the_service_end_to_end(tmp_path: Path) -> None:
+    result = run_demo(out_dir=tmp_path, epochs=2, progress=False)
+    jobs = result["jobs"]
+    assert {j["state"] for j in jobs.values()} == {"succeeded"}
+    searched, handcrafted = jobs["searched R1"], jobs["handcrafted R1"]
+    assert [s["kind"] for s in searched["stages"]] == ["teacher", "student", "search", "finetune"]
+    assert [s["reused"] for s in handcrafted["stages"]][:2] == [True, True]  # T and S0 shared
+    rows = {m["model"]: m for m in searched["metrics"]}
+    assert rows["S1"]["mflops"] - rows["S0"]["mflops"] <= 0.2  # the budget held
+    assert rows["T"]["accuracy"] > 0.5  # chance is 0.1
+    assert result["pareto"]["front"] and (tmp_path / "pareto.png").stat().st_size > 10_000
+    assert json.loads((tmp_path / "R1-genotype.json").read_text())["mflops"] <= 0.2
 
 
 TINY_YAML = """
