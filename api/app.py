@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings, app.state.db, app.state.queue = settings, db, queue
 
     def get_session() -> Iterator[Session]:
-        with db.session() as s:
+        with db.session(readonly=True) as s:  # routes that write go through the queue
             yield s
 
     def authorize(
@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     }
                 ],
             ) from exc
-        with db.session() as s:
+        with db.session(readonly=True) as s:
             return services.get_job(s, job_id)
 
     @app.get("/v1/jobs", response_model=schemas.JobList, dependencies=auth, tags=["jobs"])
@@ -124,19 +124,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def cancel(job_id: int, q: QueueDep) -> schemas.JobPublic:
         if q.cancel(job_id=job_id) is None:
             raise services.NotFound(f"job {job_id} not found")
-        with db.session() as s:
+        with db.session(readonly=True) as s:
             return services.get_job(s, job_id)
 
     @app.get("/v1/jobs/{job_id}/events", dependencies=auth, tags=["jobs"])
     def events(job_id: int) -> StreamingResponse:
         """Server-Sent Events: the job (as GET /v1/jobs/{id}) whenever it changes, until it ends."""
-        with db.session() as s:
+        with db.session(readonly=True) as s:
             services.get_job(s, job_id)  # 404 before the stream starts
 
         def stream() -> Iterator[str]:
             last = None
             while True:
-                with db.session() as s:
+                with db.session(readonly=True) as s:
                     job = services.get_job(s, job_id)
                 text = job.model_dump_json()
                 if text != last:

@@ -42,14 +42,19 @@ class Database:
             # Every transaction takes SQLite's write lock up front (BEGIN IMMEDIATE), so two
             # writers queue on the busy timeout instead of one failing with "database is
             # locked" when its read transaction tries to become a write.
-            event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+            event.listen(self.engine, "begin", _sqlite_begin)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Read-only sessions begin a plain (deferred) transaction: in WAL mode readers neither
+        # wait for nor block writers.
+        self._read_sessions = sessionmaker(
+            self.engine.execution_options(reskd_readonly=True), expire_on_commit=False
+        )
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(self, *, readonly: bool = False) -> Iterator[Session]:
         """A session committed at the end of the block, rolled back on an exception, closed
-        always."""
-        session = self._sessions()
+        always. ``readonly`` sessions must not write (on SQLite they do not take the write lock)."""
+        session = (self._read_sessions if readonly else self._sessions)()
         try:
             yield session
             session.commit()
@@ -73,6 +78,11 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    readonly = conn.get_execution_options().get("reskd_readonly", False)
+    conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
