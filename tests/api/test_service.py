@@ -201,3 +201,26 @@ def test_openapi_documents_the_v1_routes(service: Service) -> None:
     spec = service.http.get("/openapi.json").json()
     assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/pareto", "/v1/health"} <= set(spec["paths"])
     assert json.dumps(spec).count("JobCreate") >= 1
+
+
+def test_cli_client_submits_waits_lists_shows_and_plots(
+    service: Service, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from api.cli import main
+
+    config = tmp_path / "job.json"
+    config.write_text(json.dumps(tiny_config()))
+    url = ["--url", service.url]
+    assert main(["submit", str(config), "--kind", "distill", "--wait", "--quiet", *url]) == 0
+    out = capsys.readouterr().out
+    assert "succeeded" in out and "S0" in out
+    assert main(["jobs", "--state", "succeeded", *url]) == 0
+    assert "distill" in capsys.readouterr().out
+    assert main(["show", "1", "--json", *url]) == 0
+    assert json.loads(capsys.readouterr().out)["id"] == 1
+    plot = tmp_path / "front.png"
+    assert main(["pareto", "--dataset", "digits", "--json", "--plot", str(plot), *url]) == 0
+    front = json.loads(capsys.readouterr().out.split("\nplot:")[0])
+    assert front["front"] and plot.stat().st_size > 10_000
+    assert main(["show", "99999", *url]) == 2
+    assert "HTTP 404" in capsys.readouterr().err
