@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--handcrafted", default="resnet8:0.5", help="MODEL:WIDTH of R1")
     parser.add_argument("--strategy", default="stacnas", choices=["stacnas", "darts"])
     parser.add_argument("--search-epochs", type=int, default=4, help="per search stage")
+    parser.add_argument("--warmup", type=int, default=0, help="warm-up epochs per search stage")
     parser.add_argument("--channels", type=int, default=6)
     parser.add_argument("--layers", type=int, default=5)
     parser.add_argument("--out", default="runs/bench-search")
@@ -74,6 +75,7 @@ def main() -> None:
                 "epochs": args.search_epochs,
                 "channels": args.channels,
                 "layers": args.layers,
+                "warmup_epochs": args.warmup,
             }
         },
     }
