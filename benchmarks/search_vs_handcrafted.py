@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--strategy", default="stacnas", choices=["stacnas", "darts"])
     parser.add_argument("--search-epochs", type=int, default=4, help="per search stage")
     parser.add_argument("--warmup", type=int, default=0, help="warm-up epochs per search stage")
+    parser.add_argument("--max-skips", type=int, help="P-DARTS cap on normal-cell skips")
     parser.add_argument("--channels", type=int, default=6)
     parser.add_argument("--layers", type=int, default=5)
     parser.add_argument("--out", default="runs/bench-search")
@@ -76,6 +77,7 @@ def main() -> None:
                 "channels": args.channels,
                 "layers": args.layers,
                 "warmup_epochs": args.warmup,
+                "max_skips": args.max_skips,
             }
         },
     }

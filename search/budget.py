@@ -97,6 +97,29 @@ def check_budget(shape: NetShape, budget_mflops: float, min_channels: int) -> No
         )
 
 
+def cap_skips(genotype: Genotype, scores: Scores, max_skips: int, steps: int = 4) -> Genotype:
+    """P-DARTS's remedy for the collapse to parameter-free cells: keep at most ``max_skips``
+    skip connections in the normal cell (those weighing most); each other one becomes its edge's
+    best operation that is not a skip connection."""
+    index = _edge_index(steps)
+    normal = list(genotype.normal)
+    skips = [k for k, (op, _) in enumerate(normal) if op == "skip_connect"]
+    weight = {k: scores["normal"][index[(k // 2, normal[k][1])]] for k in skips}
+    skips.sort(key=lambda k: -weight[k]["skip_connect"])
+    for k in skips[max_skips:]:
+        row = weight[k]
+        normal[k] = (
+            max((op for op in NON_ZERO if op != "skip_connect"), key=row.__getitem__),
+            normal[k][1],
+        )
+    return Genotype.of(
+        normal,
+        list(genotype.reduce),
+        normal_concat=genotype.normal_concat,
+        reduce_concat=genotype.reduce_concat,
+    )
+
+
 def derive_within_budget(
     genotype: Genotype,
     scores: Scores,

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from distill.data import DatasetInfo
 from distill.losses import Objective
 from distill.residual import MethodConfig, ResidualDistillation
-from search.budget import Derivation, check_budget, derive_within_budget
+from search.budget import Derivation, cap_skips, check_budget, derive_within_budget
 from search.plot import plot_search
 from search.spec import SearchSpec
 from search.strategies import STRATEGIES, ObjectiveFactory, SearchContext
@@ -138,8 +138,11 @@ def run_search(
         spec, shape, train_data, objective_factory, device, out_dir / "checkpoints", progress, log
     )
     found = strategy.search(ctx)
+    start = found.genotype
+    if spec.max_skips is not None:
+        start = cap_skips(start, found.scores, spec.max_skips, shape.steps)
     derivation = derive_within_budget(
-        found.genotype,
+        start,
         found.scores,
         shape=shape,
         budget_mflops=spec.budget_mflops,

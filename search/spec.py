@@ -38,6 +38,7 @@ class SearchSpec:
     arch_lr: float = 3e-3
     arch_weight_decay: float = 1e-3
     warmup_epochs: int = 0  # per search stage: train the weights only, then the architecture too
+    max_skips: int | None = None  # P-DARTS: at most this many skip_connect in the normal cell
     grad_clip: float = 5.0
     min_channels: int = 4
     held_out: float = 0.5  # bilevel: share of the training set the architecture steps on
@@ -73,6 +74,7 @@ class SearchSpec:
                 f"an even integer in [2, channels={self.channels}]",
             ),
             ("held_out", 0 < self.held_out < 1, "in (0, 1)"),
+            ("max_skips", self.max_skips is None or 0 <= self.max_skips <= 8, "None or 0..8"),
             ("drop_path_prob", 0 <= self.drop_path_prob < 1, "in [0, 1)"),
         ]
         for name, ok, allowed in checks:

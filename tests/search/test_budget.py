@@ -88,3 +88,21 @@ def test_a_budget_below_the_smallest_network_fails_with_the_minimum() -> None:
     probs, scores = _random_search_outcome(random.Random(3))
     with pytest.raises(BudgetError, match=rf"budget_mflops: 0.1 is below .* {least:.4f} MFLOPs"):
         derive_within_budget(argmax_genotype(probs), scores, shape=shape, budget_mflops=0.1)
+
+
+def test_cap_skips_keeps_the_strongest_skip_connections_only() -> None:
+    from search.budget import cap_skips
+    from space.genotypes import Genotype
+
+    probs, scores = _random_search_outcome(random.Random(4))
+    for e in range(14):
+        scores["normal"][e]["skip_connect"] = 0.9 + e / 1000  # later edges weigh more
+        scores["normal"][e]["dil_conv_3x3"] = 0.5
+        probs["normal"][e] = dict(scores["normal"][e], none=0.0)
+    genotype = argmax_genotype(probs)
+    assert [op for op, _ in genotype.normal] == ["skip_connect"] * 8
+    capped = cap_skips(genotype, scores, 2)
+    ops = [op for op, _ in capped.normal]
+    assert ops.count("skip_connect") == 2 and ops[-2:] == ["skip_connect"] * 2
+    assert [i for _, i in capped.normal] == [i for _, i in genotype.normal]  # same topology
+    assert capped.reduce == genotype.reduce and isinstance(capped, Genotype)
