@@ -96,6 +96,7 @@ def test_cap_skips_keeps_the_strongest_skip_connections_only() -> None:
 
     probs, scores = _random_search_outcome(random.Random(4))
     for e in range(14):
+        scores["normal"][e] = dict.fromkeys(NON_ZERO, 0.1)
         scores["normal"][e]["skip_connect"] = 0.9 + e / 1000  # later edges weigh more
         scores["normal"][e]["dil_conv_3x3"] = 0.5
         probs["normal"][e] = dict(scores["normal"][e], none=0.0)
