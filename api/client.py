@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -174,7 +173,3 @@ def plot_pareto(front: dict[str, Any], everything: list[dict[str, Any]], path: P
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, indent=2, default=str)

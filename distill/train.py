@@ -372,9 +372,11 @@ def fit(
             total_loss += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
-            bar.set_postfix(
-                {"loss": f"{total_loss / seen:.4f}", "acc": f"{correct / seen:.3f}"} | task.status()
-            )
+            if not bar.disable:  # the task's status may cost a device sync: only when shown
+                bar.set_postfix(
+                    {"loss": f"{total_loss / seen:.4f}", "acc": f"{correct / seen:.3f}"}
+                    | task.status()
+                )
         scheduler.step()
         eval_acc = (
             evaluate(task, eval_data, batch_size=config.batch_size * 2, device=device)

@@ -196,6 +196,7 @@ class Supernet(nn.Module):
                 mask[e, : len(cands)] = 0.0
             self.register_buffer(f"mask_{kind}", mask)
         self._costs = self._expected_cost_tables()
+        self._fixed_mflops = shape.fixed_macs() / 1e6  # once: expected_mflops runs every step
 
     # -- parameters -------------------------------------------------------------------------------
 
@@ -262,12 +263,11 @@ class Supernet(nn.Module):
     def expected_mflops(self) -> Tensor:
         """Differentiable expected MFLOPs of the derived network under the current weights."""
         weights = self.weights()
-        fixed = self.shape.fixed_macs() / 1e6
         ops = sum(
             (weights[kind] * self._costs[kind].to(weights[kind].device)).sum()
             for kind in CELL_KINDS
         )
-        return fixed + ops  # type: ignore[return-value]
+        return self._fixed_mflops + ops  # type: ignore[return-value]
 
 
 def argmax_genotype(
