@@ -5,6 +5,7 @@ Auth: with a token configured, every route but /v1/health needs ``Authorization:
 (``reskd serve`` refuses anything else).
 """
 
+import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -15,12 +16,14 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from api import schemas, services
+from api import schemas, services, sweeps
 from api.queue import TERMINAL, JobQueue, open_queue
 from api.settings import Settings
 from db.session import Database
+from search.sweep import SweepSpec
 
 bearer = HTTPBearer(auto_error=False)
+OWNER = f"api:{os.getpid()}"  # holds a sweep's lock while a request advances it
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -60,6 +63,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(services.NotFound)
     def not_found(_: Request, exc: services.NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(sweeps.SweepNotFound)
+    def sweep_not_found(_: Request, exc: sweeps.SweepNotFound) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
     @app.exception_handler(services.Refused)
@@ -125,7 +132,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if q.cancel(job_id=job_id) is None:
             raise services.NotFound(f"job {job_id} not found")
         with db.session(readonly=True) as s:
-            return services.get_job(s, job_id)
+            job = services.get_job(s, job_id)
+        if job.sweep_id is not None and job.state == "cancelled":  # a trial: the sweep goes on
+            sweeps.advance(db, q, job.sweep_id, owner=OWNER)
+        return job
 
     @app.get("/v1/jobs/{job_id}/events", dependencies=auth, tags=["jobs"])
     def events(job_id: int) -> StreamingResponse:
@@ -188,5 +198,82 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return services.pareto(
             s, dataset=dataset, teacher=teacher, cost=cost, include_teacher=include_teacher
         )
+
+    # -- sweeps -----------------------------------------------------------------------------------
+
+    @app.post(
+        "/v1/sweeps",
+        response_model=schemas.SweepPublic,
+        status_code=201,
+        dependencies=auth,
+        tags=["sweeps"],
+        responses={422: {"description": "the sweep is invalid; `detail` names the field"}},
+    )
+    def create_sweep(body: schemas.SweepCreate, q: QueueDep) -> schemas.SweepPublic:
+        """Start an Optuna sweep: its trials are ResKD jobs on the queue (ask/tell)."""
+        try:
+            spec = SweepSpec.from_dict(body.model_dump())
+        except ValueError as exc:
+            field, _, message = str(exc).partition(": ")
+            raise HTTPException(
+                422,
+                [
+                    {
+                        "loc": ["body", *field.split(".")],
+                        "msg": message or str(exc),
+                        "type": "value_error",
+                    }
+                ],
+            ) from exc
+        sweep_id = sweeps.create(db, q, spec, owner=OWNER)
+        with db.session(readonly=True) as s:
+            return sweeps.get(s, db.url, sweep_id)
+
+    @app.get("/v1/sweeps", response_model=schemas.SweepList, dependencies=auth, tags=["sweeps"])
+    def list_sweeps(
+        s: SessionDep,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> schemas.SweepList:
+        return schemas.SweepList(sweeps=sweeps.list_sweeps(s, limit=limit, offset=offset))
+
+    @app.get(
+        "/v1/sweeps/{sweep_id}",
+        response_model=schemas.SweepPublic,
+        dependencies=auth,
+        tags=["sweeps"],
+    )
+    def get_sweep(sweep_id: int, s: SessionDep) -> schemas.SweepPublic:
+        return sweeps.get(s, db.url, sweep_id)
+
+    @app.get(
+        "/v1/sweeps/{sweep_id}/trials",
+        response_model=list[schemas.TrialPublic],
+        dependencies=auth,
+        tags=["sweeps"],
+    )
+    def sweep_trials(sweep_id: int, s: SessionDep) -> list[schemas.TrialPublic]:
+        return sweeps.trials(s, db.url, sweep_id)
+
+    @app.get(
+        "/v1/sweeps/{sweep_id}/pareto",
+        response_model=schemas.SweepPareto,
+        dependencies=auth,
+        tags=["sweeps"],
+    )
+    def sweep_pareto(sweep_id: int, s: SessionDep) -> schemas.SweepPareto:
+        """The sweep's non-dominated trials (as Optuna's ``study.best_trials``)."""
+        return sweeps.pareto(s, db.url, sweep_id)
+
+    @app.post(
+        "/v1/sweeps/{sweep_id}/cancel",
+        response_model=schemas.SweepPublic,
+        dependencies=auth,
+        tags=["sweeps"],
+    )
+    def cancel_sweep(sweep_id: int, q: QueueDep) -> schemas.SweepPublic:
+        sweeps.cancel(db, q, sweep_id, owner=OWNER)
+        with db.session(readonly=True) as s:
+            return sweeps.get(s, db.url, sweep_id)
 
     return app

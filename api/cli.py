@@ -263,6 +263,57 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from api.client import load_json_or_yaml, plot_sweep
+
+    client = _client(args)
+    if (args.config is None) == (args.id is None):
+        raise ValueError("sweep: give a sweep config (YAML or JSON) or --id of a running sweep")
+    if args.config is not None:
+        sweep = client.create_sweep(load_json_or_yaml(Path(args.config)))
+        print(
+            f"sweep {sweep['id']}: {sweep['trials']} trials ({sweep['sampler']}), Optuna study "
+            f"{sweep['study_name']!r} in the service's database",
+            flush=True,
+        )
+    else:
+        sweep = client.sweep(args.id)
+    if args.wait:
+        sweep = client.wait_sweep(sweep["id"], progress=not args.quiet)
+    front = client.sweep_pareto(sweep["id"])
+    if args.json:
+        print(json.dumps({"sweep": sweep, "pareto": front}, indent=2))
+    else:
+        _print_sweep(sweep, front)
+    if args.plot:
+        plot_sweep(sweep, front, Path(args.plot))
+        print(f"plot: {args.plot}")
+    return 0 if sweep["state"] in ("running", "succeeded") else 1
+
+
+def _print_sweep(sweep: dict[str, Any], front: dict[str, Any]) -> None:
+    states = ", ".join(f"{k} {v}" for k, v in sorted(sweep["trial_states"].items()))
+    print(f"sweep {sweep['id']} ({sweep['dataset']}): {sweep['state']}; trial jobs: {states}")
+    if sweep.get("error"):
+        print(f"error: {sweep['error']}")
+    on_front = {t["number"] for t in front["front"]}
+    rows = [
+        {
+            "trial": t["number"],
+            "state": t["state"],
+            "job": t["job_id"],
+            **{k: round(v, 4) if isinstance(v, float) else v for k, v in t["params"].items()},
+            "accuracy": t["accuracy"],
+            front["cost"]: None if t["cost"] is None else round(t["cost"], 4),
+            "pareto": "*" if t["number"] in on_front else "",
+        }
+        for t in sweep["trial_list"]
+    ]
+    if rows:
+        print(format_table(rows, list(rows[0])))
+    print(f"Pareto front: trials {sorted(on_front)} of {front['considered']} complete")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reskd",
@@ -359,6 +410,19 @@ def build_parser() -> argparse.ArgumentParser:
     pareto.add_argument("--plot", help="write a PNG of the front")
     client_options(pareto)
     pareto.set_defaults(func=cmd_pareto)
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="an Optuna sweep over budgets and KD settings on the service (trials are jobs)",
+    )
+    sweep.add_argument("config", nargs="?", help="sweep config (YAML or JSON): base, space, ...")
+    sweep.add_argument("--id", type=int, help="show (or --wait for) an existing sweep")
+    sweep.add_argument("--wait", action="store_true", help="wait, with a progress bar")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar while waiting")
+    sweep.add_argument("--json", action="store_true", help="print the sweep and front as JSON")
+    sweep.add_argument("--plot", help="write a PNG of the trials and their Pareto front")
+    client_options(sweep)
+    sweep.set_defaults(func=cmd_sweep)
 
     demo = sub.add_parser(
         "demo",

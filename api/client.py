@@ -74,6 +74,52 @@ class Client:
             )
         )
 
+    def create_sweep(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._call("POST", "/v1/sweeps", json=spec))
+
+    def sweep(self, sweep_id: int) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/sweeps/{sweep_id}"))
+
+    def sweep_pareto(self, sweep_id: int) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/sweeps/{sweep_id}/pareto"))
+
+    def cancel_sweep(self, sweep_id: int) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/sweeps/{sweep_id}/cancel"))
+
+    def wait_sweep(
+        self, sweep_id: int, *, progress: bool = True, poll: float = 2.0
+    ) -> dict[str, Any]:
+        """Poll until the sweep ends, with a progress bar over its trials."""
+        from tqdm import tqdm
+
+        sweep = self.sweep(sweep_id)
+        bar = (
+            tqdm(total=sweep["trials"], desc=f"sweep {sweep_id}", unit="trial")
+            if progress
+            else None
+        )
+        while True:
+            states = sweep["trial_states"]
+            ended = sum(states.get(k, 0) for k in ("succeeded", "failed", "cancelled"))
+            if bar is not None:
+                bar.n = ended
+                best = max(
+                    (t["accuracy"] for t in sweep["trial_list"] if t["accuracy"] is not None),
+                    default=None,
+                )
+                bar.set_postfix(
+                    running=states.get("running", 0),
+                    failed=states.get("failed", 0),
+                    best_acc="-" if best is None else f"{100 * best:.2f}%",
+                )
+                bar.refresh()
+            if sweep["state"] != "running":
+                if bar is not None:
+                    bar.close()
+                return sweep
+            time.sleep(poll)
+            sweep = self.sweep(sweep_id)
+
     def download(self, job_id: int, name: str, dest: Path) -> Path:
         with self.http.stream("GET", f"/v1/jobs/{job_id}/artifacts/{name}") as response:
             if response.status_code >= 400:
@@ -169,6 +215,61 @@ def plot_pareto(front: dict[str, Any], everything: list[dict[str, Any]], path: P
     )
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_sweep(sweep: dict[str, Any], front: dict[str, Any], path: Path) -> Path:
+    """Every complete trial (accuracy of S_n against its cost), the Pareto front, failed trials
+    marked on the cost axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cost = front["cost"]
+    done = [t for t in sweep["trial_list"] if t["state"] == "complete"]
+    fig, ax = plt.subplots(figsize=(7, 5))
+    sc = ax.scatter(
+        [t["cost"] for t in done],
+        [100 * t["accuracy"] for t in done],
+        c=[t["number"] for t in done],
+        cmap="viridis",
+        s=30,
+        label="trials (colour: trial number)",
+    )
+    fig.colorbar(sc, ax=ax, label="trial")
+    pts = front["front"]
+    ax.plot(
+        [t["cost"] for t in pts],
+        [100 * t["accuracy"] for t in pts],
+        "o-",
+        color="C3",
+        mfc="none",
+        ms=10,
+        label="Pareto front",
+    )
+    for t in pts:
+        budget = t["params"].get("budget_mflops")
+        label = f"#{t['number']}" + (f" B={budget:.3g}" if budget is not None else "")
+        ax.annotate(
+            label,
+            (t["cost"], 100 * t["accuracy"]),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
+    ax.set_xlabel("MFLOPs of S_n" if cost == "mflops" else "MFLOPs of S_n, adaptive inference")
+    ax.set_ylabel("test accuracy of S_n (%)")
+    failed = sum(t["state"] == "fail" for t in sweep["trial_list"])
+    ax.set_title(
+        f"sweep {sweep['id']} ({sweep['sampler']}, {sweep['dataset']}): {len(done)} complete"
+        + (f", {failed} failed" if failed else "")
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

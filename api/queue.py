@@ -37,6 +37,7 @@ class Claim:
     kind: str
     config: dict[str, Any]
     attempts: int
+    sweep_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,14 @@ class Beat:
 class JobQueue(ABC):
     @abstractmethod
     def submit(
-        self, *, kind: str, config: dict[str, Any], dataset: str, name: str | None
+        self,
+        *,
+        kind: str,
+        config: dict[str, Any],
+        dataset: str,
+        name: str | None,
+        sweep_id: int | None = None,
+        trial: int | None = None,
     ) -> int: ...
 
     @abstractmethod
@@ -87,9 +95,26 @@ class _SqlQueue(JobQueue):
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def submit(self, *, kind: str, config: dict[str, Any], dataset: str, name: str | None) -> int:
+    def submit(
+        self,
+        *,
+        kind: str,
+        config: dict[str, Any],
+        dataset: str,
+        name: str | None,
+        sweep_id: int | None = None,
+        trial: int | None = None,
+    ) -> int:
         with self.db.session() as s:
-            job = Job(kind=kind, config=config, dataset=dataset, name=name, state="queued")
+            job = Job(
+                kind=kind,
+                config=config,
+                dataset=dataset,
+                name=name,
+                state="queued",
+                sweep_id=sweep_id,
+                trial=trial,
+            )
             s.add(job)
             s.flush()
             return job.id
@@ -120,7 +145,7 @@ class _SqlQueue(JobQueue):
                 if taken.rowcount == 1:  # type: ignore[attr-defined]
                     job = s.get(Job, job_id)
                     assert job is not None
-                    return Claim(job.id, job.kind, dict(job.config), job.attempts)
+                    return Claim(job.id, job.kind, dict(job.config), job.attempts, job.sweep_id)
         return None
 
     def heartbeat(self, *, job_id: int, worker: str, lease_seconds: float) -> Beat:

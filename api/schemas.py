@@ -57,6 +57,8 @@ class JobSummary(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     error: str | None
+    sweep_id: int | None = None
+    trial: int | None = None
 
 
 class Progress(BaseModel):
@@ -119,3 +121,64 @@ class Health(BaseModel):
     queued: int
     running: int
     version: str
+
+
+SweepState = Literal["running", "succeeded", "failed", "cancelled"]
+
+
+class SweepCreate(BaseModel):
+    """An Optuna sweep around a base ResKD config (see ``search.sweep``)."""
+
+    base: dict[str, Any] = Field(description="the ResKD config every trial starts from")
+    space: dict[str, Any] = Field(
+        default_factory=dict,
+        description="budget_mflops, res_students, t, tau, flops_weight: [low, high] or a value",
+    )
+    trials: int = Field(12, description="how many trials the sweep asks for")
+    sampler: str = Field("nsga2", description="nsga2 (default) or tpe")
+    cost: str = Field("mflops", description="mflops or adaptive_mflops (the second objective)")
+    parallel: int = Field(2, description="trials queued or running at once")
+    seed: int = 0
+    name: str | None = Field(None, max_length=200)
+
+
+class SweepSummary(BaseModel):
+    id: int
+    name: str | None
+    study_name: str = Field(description="the Optuna study, in the service's database")
+    state: SweepState
+    dataset: str
+    trials: int
+    sampler: str
+    cost: str
+    trial_states: dict[str, int] = Field(description="how many trial jobs are in each state")
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class TrialPublic(BaseModel):
+    number: int
+    state: str = Field(description="Optuna's: running, complete, fail")
+    params: dict[str, Any]
+    accuracy: float | None = Field(description="accuracy of S_n (%)")
+    cost: float | None = Field(description="the sweep's cost of S_n")
+    job_id: int | None
+    job_state: str | None
+    error: str | None
+
+
+class SweepPublic(SweepSummary):
+    spec: dict[str, Any]
+    trial_list: list[TrialPublic]
+
+
+class SweepList(BaseModel):
+    sweeps: list[SweepSummary]
+
+
+class SweepPareto(BaseModel):
+    sweep_id: int
+    cost: str
+    considered: int = Field(description="complete trials")
+    front: list[TrialPublic]

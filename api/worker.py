@@ -21,12 +21,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from api import sweeps
 from api.jobs import run_job
 from api.queue import Claim, _SqlQueue, open_queue
 from api.settings import Settings
 from db.session import Database
 from distill import observe
 from distill.observe import Cancelled
+
+SWEEP_CHECK_SECONDS = 10.0
 
 
 class Lost(Cancelled):
@@ -122,11 +125,15 @@ class Worker:
 
     def run_forever(self, *, max_jobs: int | None = None) -> None:
         done = 0
+        next_sweep_check = 0.0
         while not self.stopping.is_set():
             if self._orphaned():
                 return
             claim = self.queue.claim(worker=self.name, lease_seconds=self.settings.lease_seconds)
             if claim is None:
+                if time.time() >= next_sweep_check:  # a sweep left behind by a dead worker
+                    next_sweep_check = time.time() + SWEEP_CHECK_SECONDS
+                    self._advance_sweeps(None)
                 self.stopping.wait(self.settings.poll_seconds)
                 continue
             self.execute(claim)
@@ -164,6 +171,17 @@ class Worker:
         self.queue.finish(
             job_id=claim.job_id, worker=self.name, state=state, error=error, result=result
         )
+        if claim.sweep_id is not None:  # a trial ended: tell the study, ask for the next one
+            self._advance_sweeps(claim.sweep_id)
+
+    def _advance_sweeps(self, sweep_id: int | None) -> None:
+        try:
+            if sweep_id is None:
+                sweeps.advance_running(self.db, self.queue, owner=self.name)
+            else:
+                sweeps.advance(self.db, self.queue, sweep_id, owner=self.name)
+        except Exception:  # a sweep's trouble must not stop the worker; the next check retries
+            traceback.print_exc()
 
     def _beat(self, job_id: int, observer: _Observer, stop: threading.Event) -> None:
         while not stop.wait(self.settings.heartbeat_seconds):

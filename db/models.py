@@ -9,6 +9,12 @@ never leave ``db`` and ``api``'s services: the HTTP layer has its own pydantic s
   once; a lock whose lease expired belongs to a dead worker and is taken over.
 - ``artifacts``: files under the artifact root (relative paths), per job.
 - ``architectures``: evaluated networks with their metrics, for Pareto queries.
+- ``sweeps``: Optuna budget sweeps (the spec, state, and the name of the Optuna study, which lives
+  in the same database in Optuna's own tables); their trials are jobs with ``sweep_id`` and
+  ``trial`` (the Optuna trial number) set.
+
+Alembic's version table is ``reskd_alembic_version``: Optuna keeps its own ``alembic_version``
+in the same database.
 """
 
 from __future__ import annotations
@@ -49,6 +55,10 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sweep_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sweeps.id", ondelete="SET NULL"), index=True
+    )
+    trial: Mapped[int | None] = mapped_column(Integer)  # the Optuna trial number
 
     stages: Mapped[list[Stage]] = relationship(
         back_populates="job", order_by="Stage.position", cascade="all, delete-orphan"
@@ -121,3 +131,21 @@ class Architecture(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (Index("ix_architectures_dataset_teacher", "dataset", "teacher"),)
+
+
+SWEEP_STATES = ("running", "succeeded", "failed", "cancelled")
+
+
+class Sweep(Base):
+    __tablename__ = "sweeps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    study_name: Mapped[str] = mapped_column(String(200), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default="running", index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    dataset: Mapped[str] = mapped_column(String(64))
+    trials: Mapped[int] = mapped_column(Integer)  # how many trials the sweep asks for
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

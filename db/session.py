@@ -38,11 +38,7 @@ class Database:
             kwargs |= {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-            # Every transaction takes SQLite's write lock up front (BEGIN IMMEDIATE), so two
-            # writers queue on the busy timeout instead of one failing with "database is
-            # locked" when its read transaction tries to become a write.
-            event.listen(self.engine, "begin", _sqlite_begin)
+            serialize_sqlite_writers(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # Read-only sessions begin a plain (deferred) transaction: in WAL mode readers neither
         # wait for nor block writers.
@@ -72,12 +68,47 @@ class Database:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         config.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+        from alembic.script import ScriptDirectory
+
+        ours = {s.revision for s in ScriptDirectory.from_config(config).walk_revisions()}
+        with self.engine.begin() as connection:
+            _move_legacy_version_table(connection, ours)
         with self.engine.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def serialize_sqlite_writers(engine: Engine) -> None:
+    """WAL, a busy timeout, and every transaction taking SQLite's write lock up front (BEGIN
+    IMMEDIATE), so two writers queue on the busy timeout instead of one failing with "database is
+    locked" when its read transaction tries to become a write. Also used on Optuna's engine."""
+    event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "begin", _sqlite_begin)
+    engine.dispose()  # connections opened before the listeners would not have them
+
+
+def _move_legacy_version_table(connection: Any, ours: set[str]) -> None:
+    """Databases made before sweeps kept our revision in Alembic's default ``alembic_version``,
+    which Optuna's storage uses for its own schema: move it to ``reskd_alembic_version``."""
+    from sqlalchemy import inspect, text
+
+    tables = set(inspect(connection).get_table_names())
+    if "alembic_version" not in tables or "reskd_alembic_version" in tables:
+        return
+    revisions = {r[0] for r in connection.execute(text("SELECT version_num FROM alembic_version"))}
+    if not revisions or not revisions <= ours:
+        return  # Optuna's (or nobody's) revision: leave it
+    connection.execute(
+        text("CREATE TABLE reskd_alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
+    )
+    for revision in revisions:
+        connection.execute(
+            text("INSERT INTO reskd_alembic_version (version_num) VALUES (:r)"), {"r": revision}
+        )
+    connection.execute(text("DROP TABLE alembic_version"))
 
 
 def _sqlite_begin(conn: Any) -> None:

@@ -55,7 +55,8 @@ from distill.train import (
     preset,
     resolve_device,
 )
-from search.run import SearchResult, residual_objective, run_search
+from search.budget import BudgetError, check_budget
+from search.run import SearchResult, residual_objective, run_search, shape_for
 from search.spec import SearchSpec
 from space.genotypes import Genotype
 from space.zoo import Backbone
@@ -132,6 +133,9 @@ class RunConfig:
     val_size: int = 500
     teacher_checkpoint: str | None = None
     kd: MethodConfig = field(default_factory=MethodConfig)
+    # S0's KD settings when they differ from the res-students' (a sweep over the res-students'
+    # temperature and weight keeps S0, so every trial reuses it); default: ``kd``.
+    student_kd: MethodConfig | None = None
     ratio: float = 0.9
     max_stages: int | None = None  # default: one stage per entry of res_students
     preset: str = "cpu-small"
@@ -144,6 +148,10 @@ class RunConfig:
     @property
     def stages(self) -> int:
         return self.max_stages if self.max_stages is not None else len(self.res_students)
+
+    def kd_for(self, i: int) -> MethodConfig:
+        """The KD settings of stage ``i`` (0 = S0)."""
+        return self.student_kd if i == 0 and self.student_kd is not None else self.kd
 
     def res_student(self, i: int) -> NetConfig:
         """The res-student of stage ``i`` (1-based); the last entry repeats."""
@@ -181,6 +189,8 @@ class RunConfig:
             raise ValueError("res_students: a non-empty list of res-student models")
         data["res_students"] = tuple(_net(f"res_students[{i}]", r) for i, r in enumerate(res))
         data["kd"] = _section("kd", raw.get("kd", {}), MethodConfig)
+        if raw.get("student_kd") is not None:
+            data["student_kd"] = _section("student_kd", raw["student_kd"], MethodConfig)
         data["assistant"] = _section("assistant", raw.get("assistant", {}), AssistantConfig)
         data["baselines"] = tuple(raw.get("baselines", ()))
         config = cls(**data)
@@ -194,6 +204,12 @@ class RunConfig:
             if net.searched:
                 if name in ("teacher",) or self.method != "reskd":
                     raise ValueError(f"{name}.search: only S0 and res-students can be searched")
+                assert net.search is not None
+                try:  # a budget below the space's smallest network fails now, not mid-run
+                    search = net.search
+                    check_budget(shape_for(search, info), search.budget_mflops, search.min_channels)
+                except BudgetError as exc:
+                    raise ValueError(f"{name}.search.{exc}") from exc
                 continue
             if net.genotype is not None:
                 if self.method != "reskd":
@@ -593,8 +609,6 @@ def _run(
     )
 
     # -- S0 and the res-students ---------------------------------------------------------------
-    objective = config.kd.objective()
-    method = config.kd
     nets: list[nn.Module] = []
     specs: list[NetSpec] = []
     s_val = s_train = None
@@ -603,6 +617,8 @@ def _run(
     searches: list[dict[str, Any]] = []
     for i in range(config.stages + 1):  # i = 0 is S0
         net_cfg = config.student if i == 0 else config.res_student(i)
+        method = config.kd_for(i)
+        objective = method.objective()
         desc = "S0" if i == 0 else f"R{i}"
         base = LogitSum(list(nets)) if nets else None
         cache = (t_train, s_train) if cached and t_train is not None else None

@@ -10,12 +10,19 @@ from db.models import Base
 
 config = context.config
 target_metadata = Base.metadata
+# Optuna's RDB storage (sweep studies live in the same database) uses Alembic's default
+# ``alembic_version`` table for its own schema; ours has its own name.
+VERSION_TABLE = "reskd_alembic_version"
 
 
 def run() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        context.configure(connection=connection, target_metadata=target_metadata)
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            version_table=VERSION_TABLE,
+        )
         with context.begin_transaction():
             context.run_migrations()
         return
@@ -25,7 +32,9 @@ def run() -> None:
         poolclass=pool.NullPool,
     )
     with engine.connect() as conn:
-        context.configure(connection=conn, target_metadata=target_metadata)
+        context.configure(
+            connection=conn, target_metadata=target_metadata, version_table=VERSION_TABLE
+        )
         with context.begin_transaction():
             context.run_migrations()
 

@@ -1,0 +1,308 @@
+"""Sweeps on the queue: an Optuna study (in the service's own database, Optuna's tables) driven by
+ask/tell, each trial a ``reskd`` job that any worker runs.
+
+No process sits waiting on a sweep. :func:`advance` is a short step, run when the sweep is created,
+by the worker that finished one of its trials, when a trial is cancelled, and by idle workers as a
+safety net: it tells the study the result of every trial job that ended (a failed or cancelled
+job is a FAIL trial; the sweep goes on), then asks for new trials until ``parallel`` of them are
+queued or running, and finishes the sweep after its last trial. Steps of one sweep are serialised
+by a leased lock in the database, so any number of workers on any number of machines may call it.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import optuna
+from optuna.trial import TrialState
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api import schemas
+from api.jobs import parse_config
+from api.queue import TERMINAL, JobQueue
+from db.models import Job, Sweep
+from db.session import Database, serialize_sqlite_writers
+from search.pareto import pareto_front
+from search.sweep import SweepSpec, make_sampler, objectives
+
+LOCK_LEASE_SECONDS = 120.0
+
+
+class SweepNotFound(LookupError):
+    pass
+
+
+def study_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's storage on the service's database URL (``optuna-dashboard URL`` opens it)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if url.startswith("sqlite"):
+        storage = optuna.storages.RDBStorage(
+            url, engine_kwargs={"connect_args": {"timeout": 30, "check_same_thread": False}}
+        )
+        serialize_sqlite_writers(storage.engine)
+        return storage
+    return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+
+
+def create(db: Database, queue: JobQueue, spec: SweepSpec, *, owner: str) -> int:
+    """Record the sweep, create its study, queue its first trials."""
+    dataset = str(spec.base["dataset"])
+    with db.session() as s:
+        sweep = Sweep(
+            name=spec.name,
+            study_name=f"pending-{time.time_ns()}",
+            state="running",
+            spec=spec.to_dict(),
+            dataset=dataset,
+            trials=spec.trials,
+        )
+        s.add(sweep)
+        s.flush()
+        sweep.study_name = f"reskd-sweep-{sweep.id}"
+        sweep_id, study_name = sweep.id, sweep.study_name
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=study_storage(db.url),
+        directions=spec.directions,
+        load_if_exists=True,
+    )
+    study.set_metric_names(["accuracy", spec.cost])
+    study.set_user_attr("reskd_sweep_id", sweep_id)
+    study.set_user_attr("spec", spec.to_dict())
+    advance(db, queue, sweep_id, owner=owner)
+    return sweep_id
+
+
+def advance(
+    db: Database, queue: JobQueue, sweep_id: int, *, owner: str, wait: float = 60.0
+) -> str | None:
+    """One step of the sweep (see the module's doc). Returns its state, or None when another
+    process held the sweep's lock for longer than ``wait`` seconds."""
+    key = f"sweep-{sweep_id}"
+    deadline = time.time() + wait
+    while not queue.lock_stage(key=key, worker=owner, lease_seconds=LOCK_LEASE_SECONDS):
+        if time.time() > deadline:
+            return None
+        time.sleep(0.1)
+    try:
+        return _advance(db, queue, sweep_id)
+    finally:
+        queue.unlock_stage(key=key, worker=owner)
+
+
+def _advance(db: Database, queue: JobQueue, sweep_id: int) -> str:
+    with db.session(readonly=True) as s:
+        sweep = s.get(Sweep, sweep_id)
+        if sweep is None:
+            raise SweepNotFound(f"sweep {sweep_id} not found")
+        if sweep.state != "running":
+            return sweep.state
+        spec = SweepSpec.from_dict(sweep.spec)
+        study_name = sweep.study_name
+        jobs = [
+            (j.id, j.trial, j.state, j.result, j.error)
+            for j in s.scalars(select(Job).where(Job.sweep_id == sweep_id).order_by(Job.id))
+        ]
+    study = optuna.load_study(
+        study_name=study_name,
+        storage=study_storage(db.url),
+        sampler=make_sampler(spec, len(jobs)),
+    )
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    for _, number, state, result, _error in jobs:
+        if number not in running or state not in TERMINAL:
+            continue
+        if state == "succeeded":
+            try:
+                study.tell(number, list(objectives(result or {}, spec.cost)))
+                continue
+            except ValueError:
+                pass
+        study.tell(number, state=TrialState.FAIL)
+
+    active = sum(state not in TERMINAL for _, _, state, _, _ in jobs)
+    asked = len(jobs)
+    while active < spec.parallel and asked < spec.trials:
+        trial = study.ask()
+        params = spec.suggest(trial)
+        config = spec.trial_config(params)
+        name = f"sweep {sweep_id} trial {trial.number}"
+        try:
+            checked = parse_config("reskd", config).to_dict()
+        except ValueError as exc:  # recorded as a failed trial; the sweep goes on
+            study.tell(trial, state=TrialState.FAIL)
+            with db.session() as s:
+                s.add(
+                    Job(
+                        kind="reskd",
+                        config=config,
+                        dataset=spec.base["dataset"],
+                        name=name,
+                        state="failed",
+                        error=f"ValueError: {exc}",
+                        sweep_id=sweep_id,
+                        trial=trial.number,
+                        finished_at=datetime.now(UTC),
+                    )
+                )
+            asked += 1
+            continue
+        job_id = queue.submit(
+            kind="reskd",
+            config=checked,
+            dataset=str(checked["dataset"]),
+            name=name,
+            sweep_id=sweep_id,
+            trial=trial.number,
+        )
+        trial.set_user_attr("job_id", job_id)
+        active += 1
+        asked += 1
+
+    if asked >= spec.trials and active == 0:
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        with db.session() as s:
+            sweep = s.get(Sweep, sweep_id)
+            assert sweep is not None
+            if complete:
+                sweep.state = "succeeded"
+            else:
+                sweep.state = "failed"
+                errors = [e for *_, e in jobs if e]
+                sweep.error = "every trial failed" + (f"; first: {errors[0]}" if errors else "")
+            sweep.finished_at = datetime.now(UTC)
+            return sweep.state
+    return "running"
+
+
+def advance_running(db: Database, queue: JobQueue, *, owner: str) -> None:
+    """Advance every running sweep that has a trial job which ended but was not told yet, or too
+    few trials in flight (what a worker killed between finishing a trial and advancing leaves)."""
+    with db.session(readonly=True) as s:
+        ids = s.scalars(select(Sweep.id).where(Sweep.state == "running")).all()
+    for sweep_id in ids:
+        advance(db, queue, sweep_id, owner=owner, wait=0.0)
+
+
+def cancel(db: Database, queue: JobQueue, sweep_id: int, *, owner: str) -> str:
+    """Cancel the sweep: its queued trials are cancelled, running ones stop at their next batch,
+    and every trial not finished is marked failed in the study."""
+    key = f"sweep-{sweep_id}"
+    deadline = time.time() + 60
+    while not queue.lock_stage(key=key, worker=owner, lease_seconds=LOCK_LEASE_SECONDS):
+        if time.time() > deadline:
+            raise TimeoutError(f"sweep {sweep_id}: busy, try again")
+        time.sleep(0.1)
+    try:
+        with db.session() as s:
+            sweep = s.get(Sweep, sweep_id)
+            if sweep is None:
+                raise SweepNotFound(f"sweep {sweep_id} not found")
+            if sweep.state != "running":
+                return sweep.state
+            sweep.state = "cancelled"
+            sweep.finished_at = datetime.now(UTC)
+            study_name = sweep.study_name
+            job_ids = s.scalars(
+                select(Job.id).where(Job.sweep_id == sweep_id, Job.state.not_in(TERMINAL))
+            ).all()
+        for job_id in job_ids:
+            queue.cancel(job_id=job_id)
+        study = optuna.load_study(study_name=study_name, storage=study_storage(db.url))
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            study.tell(t.number, state=TrialState.FAIL)
+        return "cancelled"
+    finally:
+        queue.unlock_stage(key=key, worker=owner)
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+def _sweep_row(s: Session, sweep_id: int) -> Sweep:
+    sweep = s.get(Sweep, sweep_id)
+    if sweep is None:
+        raise SweepNotFound(f"sweep {sweep_id} not found")
+    return sweep
+
+
+def summary(s: Session, sweep: Sweep) -> schemas.SweepSummary:
+    counts: dict[str, int] = {}
+    for state in s.scalars(select(Job.state).where(Job.sweep_id == sweep.id)):
+        counts[state] = counts.get(state, 0) + 1
+    return schemas.SweepSummary(
+        id=sweep.id,
+        name=sweep.name,
+        study_name=sweep.study_name,
+        state=sweep.state,
+        dataset=sweep.dataset,
+        trials=sweep.trials,
+        sampler=sweep.spec.get("sampler", "nsga2"),
+        cost=sweep.spec.get("cost", "mflops"),
+        trial_states=counts,
+        error=sweep.error,
+        created_at=sweep.created_at,
+        finished_at=sweep.finished_at,
+    )
+
+
+def list_sweeps(s: Session, *, limit: int, offset: int) -> list[schemas.SweepSummary]:
+    rows = s.scalars(select(Sweep).order_by(Sweep.id.desc()).limit(limit).offset(offset)).all()
+    return [summary(s, r) for r in rows]
+
+
+def trials(s: Session, db_url: str, sweep_id: int) -> list[schemas.TrialPublic]:
+    """The sweep's trials: Optuna's view (params, values, state) joined with their jobs."""
+    sweep = _sweep_row(s, sweep_id)
+    jobs = {j.trial: j for j in s.scalars(select(Job).where(Job.sweep_id == sweep_id))}
+    try:
+        study = optuna.load_study(study_name=sweep.study_name, storage=study_storage(db_url))
+    except KeyError:
+        return []
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        job = jobs.get(t.number)
+        values = list(t.values) if t.values is not None else None
+        out.append(
+            schemas.TrialPublic(
+                number=t.number,
+                state=t.state.name.lower(),
+                params=dict(t.params),
+                accuracy=values[0] if values else None,
+                cost=values[1] if values else None,
+                job_id=job.id if job else None,
+                job_state=job.state if job else None,
+                error=job.error if job else None,
+            )
+        )
+    return out
+
+
+def get(s: Session, db_url: str, sweep_id: int) -> schemas.SweepPublic:
+    sweep = _sweep_row(s, sweep_id)
+    return schemas.SweepPublic(
+        **summary(s, sweep).model_dump(),
+        spec=sweep.spec,
+        trial_list=trials(s, db_url, sweep_id),
+    )
+
+
+def pareto(s: Session, db_url: str, sweep_id: int) -> schemas.SweepPareto:
+    """The non-dominated complete trials: accuracy of S_n (higher) against the sweep's cost
+    (lower). Trials with equal objectives are all kept, as Optuna's ``best_trials`` keeps them."""
+    sweep = _sweep_row(s, sweep_id)
+    done = [t for t in trials(s, db_url, sweep_id) if t.state == "complete"]
+    front = pareto_front(
+        done, accuracy=lambda t: float(t.accuracy or 0), cost=lambda t: float(t.cost or 0)
+    )
+    kept = {(f.accuracy, f.cost) for f in front}
+    front = [t for t in done if (t.accuracy, t.cost) in kept]
+    front.sort(key=lambda t: (t.cost or 0, -(t.accuracy or 0), t.number))
+    return schemas.SweepPareto(
+        sweep_id=sweep_id,
+        cost=sweep.spec.get("cost", "mflops"),
+        considered=len(done),
+        front=front,
+    )

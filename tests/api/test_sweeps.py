@@ -1,0 +1,142 @@
+"""Optuna budget sweeps through the HTTP API: trials are jobs run by 2 workers on real digits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+
+from api.cli import main as cli
+from search.pareto import dominated
+from tests.api.service import Service, tiny_config
+
+
+def sweep_body(**overrides: Any) -> dict[str, Any]:
+    """Tiny searched res-students (C4, 3 cells, 1 epoch per search stage) on the 8x8 digits."""
+    base = tiny_config(
+        res_students=[
+            {"search": {"budget_mflops": 0.1, "epochs": 1, "channels": 4, "layers": 3}}
+        ],
+        val_size=60,
+    )
+    body: dict[str, Any] = {
+        "base": base,
+        "space": {
+            "budget_mflops": [0.06, 0.16],
+            "res_students": [1, 2],
+            "t": [2.0, 6.0],
+            "tau": [0.5, 0.95],
+            "flops_weight": [0.5, 4.0],
+        },
+        "trials": 6,
+        "parallel": 2,
+        "sampler": "nsga2",
+        "seed": 3,
+        "name": "digits budgets",
+    }
+    return body | overrides
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    svc = Service(tmp_path_factory.mktemp("sweeps"), workers=2)
+    yield svc
+    svc.stop()
+
+
+def wait_sweep(service: Service, sweep_id: int, timeout: float = 600) -> dict[str, Any]:
+    import time
+
+    deadline = time.time() + timeout
+    while True:
+        sweep = service.http.get(f"/v1/sweeps/{sweep_id}").json()
+        if sweep["state"] != "running":
+            return dict(sweep)
+        if time.time() > deadline:
+            raise TimeoutError(f"{sweep}\n{(service.root / 'serve.log').read_text()}")
+        time.sleep(0.5)
+
+
+def test_a_sweep_of_six_trials_runs_over_http_with_two_workers(
+    service: Service, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    r = service.http.post("/v1/sweeps", json=sweep_body())
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert created["state"] == "running" and created["trials"] == 6
+    # Two trials are queued at once (parallel: 2): both workers get one.
+    assert len(created["trial_list"]) == 2
+
+    sweep = wait_sweep(service, created["id"])
+    assert sweep["state"] == "succeeded", sweep
+    trials = sweep["trial_list"]
+    assert [t["number"] for t in trials] == list(range(6))
+    assert all(t["state"] == "complete" and t["job_state"] == "succeeded" for t in trials)
+    assert set(trials[0]["params"]) == {"budget_mflops", "res_students", "t", "tau", "flops_weight"}
+    # NSGA-II's first generation (population 4 here) is drawn at random: no repeated draw,
+    # although each ask/tell step builds its sampler afresh in whichever process runs it.
+    assert len({t["params"]["budget_mflops"] for t in trials[:4]}) == 4
+
+    # The study lives in the service's database: Optuna (and optuna-dashboard) open it by URL.
+    url = f"sqlite:///{(service.root / 'reskd.db').resolve()}"
+    study = optuna.load_study(study_name=sweep["study_name"], storage=url)
+    assert len(study.trials) == 6
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    front = service.http.get(f"/v1/sweeps/{sweep['id']}/pareto").json()
+    assert front["considered"] == 6
+    assert {t["number"] for t in front["front"]} == {t.number for t in study.best_trials}
+    points = [(t["accuracy"], t["cost"]) for t in front["front"]]
+    assert not any(dominated(p, q) for p in points for q in points)
+    for t in trials:  # every trial is on the front or dominated by it
+        p = (t["accuracy"], t["cost"])
+        assert p in points or any(dominated(p, q) for q in points)
+
+    # Each trial is a ResKD job whose objectives are its S_n's accuracy and MFLOPs, its
+    # res-students' budgets are the sampled one, and the teacher and S0 were trained once.
+    jobs = [service.job(t["job_id"]) for t in trials]
+    first_trained = {"teacher": 0, "student": 0}
+    for trial, job in zip(trials, jobs, strict=True):
+        assert job["sweep_id"] == sweep["id"] and job["trial"] == trial["number"]
+        s_n = [m for m in job["metrics"] if m["model"][1:].isdigit() and m["model"] != "T"][-1]
+        assert (s_n["accuracy"], s_n["mflops"]) == (trial["accuracy"], trial["cost"])
+        searches = [s for s in job["stages"] if s["kind"] == "search"]
+        assert 1 <= len(searches) <= trial["params"]["res_students"]
+        assert job["config"]["kd"]["t"] == pytest.approx(trial["params"]["t"])
+        budget = job["config"]["res_students"][0]["search"]["budget_mflops"]
+        assert budget == pytest.approx(trial["params"]["budget_mflops"])
+        for s in job["stages"]:
+            if s["kind"] in first_trained and not s["reused"]:
+                first_trained[s["kind"]] += 1
+    assert first_trained == {"teacher": 1, "student": 1}
+
+    # The command line shows it, and plots it.
+    plot = tmp_path / "sweep.png"
+    assert cli(["sweep", "--id", str(sweep["id"]), "--url", service.url, "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "succeeded" in out and "Pareto front: trials" in out
+    assert plot.stat().st_size > 10_000
+
+
+def test_bad_sweeps_are_422_naming_the_field(service: Service) -> None:
+    cases = [
+        (sweep_body(sampler="grid"), ["body", "sampler"]),
+        (sweep_body(trials=0), ["body", "trials"]),
+        (sweep_body(space={"budget": [1, 2]}), ["body", "space", "budget"]),
+        (sweep_body(space={"tau": [0.5, 1.5]}), ["body", "space", "tau"]),
+        (sweep_body(space={"res_students": [2, 1]}), ["body", "space", "res_students"]),
+        # The low end is below the smallest network of the search space.
+        (sweep_body(space={"budget_mflops": [0.01, 0.1]}), ["body", "space"]),
+        (sweep_body(base={**tiny_config(), "dataset": "nope"}), ["body", "base", "dataset"]),
+    ]
+    before = service.http.get("/v1/sweeps").json()["sweeps"]
+    for body, loc in cases:
+        r = service.http.post("/v1/sweeps", json=body)
+        assert r.status_code == 422, (body, r.text)
+        assert r.json()["detail"][0]["loc"] == loc, r.text
+    r = service.http.post("/v1/sweeps", json=sweep_body(space={"budget_mflops": [0.01, 0.1]}))
+    assert "below the minimum" in r.json()["detail"][0]["msg"]
+    assert service.http.get("/v1/sweeps").json()["sweeps"] == before  # nothing stored
+    assert service.http.get("/v1/sweeps/999").status_code == 404
