@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -122,6 +123,7 @@ def _settings(args: argparse.Namespace) -> Any:
             "database_url": args.database_url,
             "token": args.token,
             "device": args.device,
+            "ray_address": getattr(args, "ray_address", None),
         }.items()
         if v is not None
     }
@@ -142,6 +144,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from db.session import Database
 
     Database(settings.url).migrate()
+    if settings.ray_address:  # no local workers: claimed jobs run as Ray tasks
+        from api.ray_executor import RayDispatcher
+
+        dispatcher = RayDispatcher(settings, capacity=args.workers)
+        print(f"{dispatcher.describe()}; database {settings.url}", flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: dispatcher.stop())
+        try:
+            dispatcher.run_forever()
+        except KeyboardInterrupt:
+            dispatcher.stop()
+            dispatcher._shutdown()
+        return 0
     pool = WorkerPool(settings, args.workers)
     pool.start()
     print(f"{len(pool.processes)} worker(s) on {settings.url}; Ctrl-C stops them", flush=True)
@@ -365,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--token", help="bearer token clients must send")
         p.add_argument("--device", help="auto, cpu or cuda")
         p.add_argument("--workers", type=int, help="workers (default one per GPU, else 1)")
+        p.add_argument(
+            "--ray-address", help="run jobs as tasks on this Ray cluster (host:port; .[ray])"
+        )
 
     serve = sub.add_parser("serve", help="the HTTP API with an embedded worker pool")
     service_options(serve)

@@ -211,6 +211,15 @@ class _SqlQueue(JobQueue):
             )
             s.execute(delete(StageLock).where(StageLock.worker == worker))
 
+    def count_attempt(self, *, job_id: int, worker: str) -> None:
+        """Its owner runs the job again (a Ray task retried after its worker process died)."""
+        with self.db.session() as s:
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.worker == worker, Job.state == "running")
+                .values(attempts=Job.attempts + 1)
+            )
+
     def lock_stage(self, *, key: str, worker: str, lease_seconds: float) -> bool:
         now = time.time()
         try:

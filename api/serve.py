@@ -10,8 +10,12 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from api.settings import Settings
+
+if TYPE_CHECKING:
+    from api.ray_executor import RayDispatcher
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -111,15 +115,24 @@ def serve(settings: Settings, *, workers: int | None = None) -> None:
             "(--token or RESKD_TOKEN) or bind 127.0.0.1"
         )
     app = create_app(settings)  # migrates the database before workers start
-    pool = WorkerPool(settings, workers)
-    if workers != 0:
-        pool.start()
+    executor: WorkerPool | RayDispatcher
+    if settings.ray_address:  # jobs run as Ray tasks on the cluster
+        from api.ray_executor import RayDispatcher
+
+        executor = RayDispatcher(settings, capacity=workers)
+        executor.start_thread()
+        running = executor.describe()
+    else:
+        executor = WorkerPool(settings, workers)
+        if workers != 0:
+            executor.start()
+        running = f"{len(executor.processes)} local worker(s)"
     print(
         f"reskd service on http://{settings.host}:{settings.port} (database {settings.url}, "
-        f"artifacts {settings.artifact_root}, {len(pool.processes)} worker(s))",
+        f"artifacts {settings.artifact_root}, {running})",
         flush=True,
     )
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
     finally:
-        pool.stop()
+        executor.stop()

@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(20.0, description="a worker silent this long is presumed dead")
     heartbeat_seconds: float = Field(1.0, description="lease renewal and cancel polling period")
     poll_seconds: float = Field(0.5, description="idle workers look for work this often")
+    ray_address: str | None = Field(
+        None, description="a Ray cluster (host:port); jobs then run as Ray tasks (pip .[ray])"
+    )
+    ray_cpus_per_task: float = Field(1.0, description="CPUs a Ray task asks for without GPUs")
+    ray_max_retries: int = Field(3, description="Ray retries of a task whose worker died")
 
     @property
     def url(self) -> str:

@@ -12,6 +12,7 @@ by a leased lock in the database, so any number of workers on any number of mach
 from __future__ import annotations
 
 import time
+import warnings
 from datetime import UTC, datetime
 
 import optuna
@@ -68,7 +69,9 @@ def create(db: Database, queue: JobQueue, spec: SweepSpec, *, owner: str) -> int
         directions=spec.directions,
         load_if_exists=True,
     )
-    study.set_metric_names(["accuracy", spec.cost])
+    with warnings.catch_warnings():  # experimental in Optuna, shown by optuna-dashboard
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["accuracy", spec.cost])
     study.set_user_attr("reskd_sweep_id", sweep_id)
     study.set_user_attr("spec", spec.to_dict())
     advance(db, queue, sweep_id, owner=owner)

@@ -108,11 +108,17 @@ class _Observer:
 
 class Worker:
     def __init__(
-        self, settings: Settings, *, name: str | None = None, parent: int | None = None
+        self,
+        settings: Settings,
+        *,
+        name: str | None = None,
+        parent: int | None = None,
+        exact_name: bool = False,
     ) -> None:
         self.settings = settings
         # The pid is part of the name: a job's worker can be found (and signalled) from it.
-        self.name = f"{name or socket.gethostname()}:{os.getpid()}"
+        # A Ray task keeps the name its dispatcher claimed the job with (``exact_name``).
+        self.name = name if exact_name and name else f"{name or socket.gethostname()}:{os.getpid()}"
         self.db = Database(settings.url)
         queue = open_queue(self.db)
         assert isinstance(queue, _SqlQueue)

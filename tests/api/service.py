@@ -8,10 +8,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+
+from tests import network, postgres
 
 
 def free_port() -> int:
@@ -29,6 +34,7 @@ class Service:
         token: str | None = None,
         lease: float = 3.0,
         database_url: str | None = None,
+        ray_address: str | None = None,
     ) -> None:
         self.root = root
         self.port = free_port()
@@ -41,8 +47,11 @@ class Service:
             "RESKD_POLL_SECONDS": "0.2",
             "OMP_NUM_THREADS": "1",
         }
+        self.database_url = database_url or f"sqlite:///{(root / 'reskd.db').resolve()}"
         if database_url:
             env["RESKD_DATABASE_URL"] = database_url
+        if ray_address:
+            env["RESKD_RAY_ADDRESS"] = ray_address
         args = [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port)]
         args += ["--workers", str(workers)]
         if token:
@@ -114,3 +123,75 @@ def tiny_config(**overrides: Any) -> dict[str, Any]:
         "train": {"epochs": 1, "batch_size": 128},
     }
     return config | overrides
+
+
+class RayCluster:
+    """A local Ray head on 127.0.0.1 (``ray start --head``), stopped with ``ray stop``."""
+
+    def __init__(self, root: Path, *, cpus: int = 2) -> None:
+        self.ray = str(Path(sys.executable).parent / "ray")
+        port = free_port()
+        self.address = f"127.0.0.1:{port}"
+        env = dict(os.environ) | {"RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
+        root.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                self.ray,
+                "start",
+                "--head",
+                "--node-ip-address=127.0.0.1",
+                f"--port={port}",
+                f"--num-cpus={cpus}",
+                "--num-gpus=0",
+                "--include-dashboard=false",
+                "--disable-usage-stats",
+                "--object-store-memory=100000000",
+            ],
+            check=True,
+            env=env,
+            stdout=(root / "ray-start.log").open("w"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop(self) -> None:
+        subprocess.run([self.ray, "stop", "--force"], capture_output=True)
+
+
+@contextmanager
+def ray_cluster(root: Path) -> Iterator[RayCluster]:
+    """A local Ray cluster; only inside the tests' isolated network (see ``tests/conftest.py``):
+    Ray's GCS server listens on every interface, with no option to bind it to 127.0.0.1."""
+    pytest.importorskip("ray", reason="the Ray executor needs pip install '.[ray]'")
+    if not network.isolated():
+        pytest.skip(f"Ray listens on every interface; {network.REASON}")
+    cluster = RayCluster(root)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@contextmanager
+def backend_service(
+    request: pytest.FixtureRequest, root: Path, *, workers: int
+) -> Iterator[Service]:
+    """The service for a ``request.param`` like ``local-sqlite`` or ``ray-postgresql``: the
+    executor (local worker processes or Ray tasks) and the database (SQLite or a real
+    PostgreSQL server, see ``tests/postgres.py``)."""
+    executor, backend = str(request.param).split("-")
+    database_url = None
+    if backend == "postgresql":
+        database_url = postgres.fresh_database(request.getfixturevalue("postgres_server"))
+    if executor == "local":
+        svc = Service(root, workers=workers, database_url=database_url)
+        try:
+            yield svc
+        finally:
+            svc.stop()
+        return
+    with ray_cluster(root / "ray") as cluster:
+        svc = Service(root, workers=workers, database_url=database_url, ray_address=cluster.address)
+        try:
+            yield svc
+        finally:
+            svc.stop()

@@ -14,14 +14,17 @@ import httpx
 import pytest
 
 from search.pareto import dominated
-from tests.api.service import Service, tiny_config
+from tests.api.service import Service, backend_service, ray_cluster, tiny_config
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = Service(tmp_path_factory.mktemp("service"), workers=2)
-    yield svc
-    svc.stop()
+@pytest.fixture(scope="module", params=["local-sqlite", "local-postgresql", "ray-sqlite"])
+def service(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    """The service with each executor (local worker processes, Ray tasks) and each database
+    (SQLite, a real PostgreSQL server); every test of this module runs against each."""
+    with backend_service(request, tmp_path_factory.mktemp(request.param), workers=2) as svc:
+        yield svc
 
 
 def test_job_runs_to_success_with_stages_metrics_pareto_and_artifacts(service: Service) -> None:
@@ -140,6 +143,30 @@ def test_a_killed_worker_loses_at_most_its_current_epoch(tmp_path: Path) -> None
         assert teachers[-1]["resumed_from_epoch"] >= 2  # not every epoch repeated
     finally:
         svc.stop()
+
+
+def test_a_killed_ray_worker_process_is_retried_and_the_job_completes(tmp_path: Path) -> None:
+    """SIGKILL the Ray worker process running a job's task mid-stage: Ray retries the task, the
+    retry owns the same job (the dispatcher held its lease), counts an attempt and resumes the
+    stage from its epoch checkpoint."""
+    with ray_cluster(tmp_path / "ray") as cluster:
+        svc = Service(tmp_path / "svc", workers=1, ray_address=cluster.address)
+        try:
+            job = svc.submit(tiny_config(teacher_train={"epochs": 6}))
+            svc.wait(job["id"], lambda j: (j["progress"].get("epoch") or 0) >= 2, 180)
+            tries = svc.root / "jobs" / str(job["id"]) / "ray-executions.jsonl"
+            first = json.loads(tries.read_text().splitlines()[0])
+            os.kill(first["pid"], signal.SIGKILL)
+            done = svc.done(job["id"], timeout=300)
+            assert done["state"] == "succeeded", done["error"]
+            runs = [json.loads(line) for line in tries.read_text().splitlines()]
+            assert len(runs) == 2 and runs[1]["pid"] != first["pid"]
+            assert done["attempts"] == 2
+            teachers = [s for s in done["stages"] if s["kind"] == "teacher"]
+            assert teachers[-1]["state"] == "succeeded"
+            assert teachers[-1]["resumed_from_epoch"] >= 2  # not every epoch repeated
+        finally:
+            svc.stop()
 
 
 def _job_worker(svc: Service, job_id: int) -> int:

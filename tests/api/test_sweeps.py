@@ -11,15 +11,13 @@ import pytest
 
 from api.cli import main as cli
 from search.pareto import dominated
-from tests.api.service import Service, tiny_config
+from tests.api.service import Service, backend_service, tiny_config
 
 
 def sweep_body(**overrides: Any) -> dict[str, Any]:
     """Tiny searched res-students (C4, 3 cells, 1 epoch per search stage) on the 8x8 digits."""
     base = tiny_config(
-        res_students=[
-            {"search": {"budget_mflops": 0.1, "epochs": 1, "channels": 4, "layers": 3}}
-        ],
+        res_students=[{"search": {"budget_mflops": 0.1, "epochs": 1, "channels": 4, "layers": 3}}],
         val_size=60,
     )
     body: dict[str, Any] = {
@@ -40,11 +38,13 @@ def sweep_body(**overrides: Any) -> dict[str, Any]:
     return body | overrides
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = Service(tmp_path_factory.mktemp("sweeps"), workers=2)
-    yield svc
-    svc.stop()
+@pytest.fixture(scope="module", params=["local-sqlite", "ray-postgresql"])
+def service(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    """Two workers: local processes on SQLite, and Ray tasks on a real PostgreSQL server."""
+    with backend_service(request, tmp_path_factory.mktemp(request.param), workers=2) as svc:
+        yield svc
 
 
 def wait_sweep(service: Service, sweep_id: int, timeout: float = 600) -> dict[str, Any]:
@@ -81,8 +81,7 @@ def test_a_sweep_of_six_trials_runs_over_http_with_two_workers(
     assert len({t["params"]["budget_mflops"] for t in trials[:4]}) == 4
 
     # The study lives in the service's database: Optuna (and optuna-dashboard) open it by URL.
-    url = f"sqlite:///{(service.root / 'reskd.db').resolve()}"
-    study = optuna.load_study(study_name=sweep["study_name"], storage=url)
+    study = optuna.load_study(study_name=sweep["study_name"], storage=service.database_url)
     assert len(study.trials) == 6
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     front = service.http.get(f"/v1/sweeps/{sweep['id']}/pareto").json()

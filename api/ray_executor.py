@@ -1,0 +1,200 @@
+"""The Ray executor (``pip install .[ray]``): past one machine, jobs run as Ray tasks.
+
+With ``RESKD_RAY_ADDRESS`` set (``reskd serve``, or ``reskd worker`` alone), a dispatcher claims
+jobs from the same database queue and runs each as a Ray task asking ``num_gpus=1`` (or
+``ray_cpus_per_task`` CPUs when the cluster has no GPU). The task runs the job's stages with the
+same worker code as a local worker: stages are read from and written to the shared artifact root,
+progress, results and artifacts go to the same database URL, a cancel stops the running stage at
+its next batch.
+
+Failure: the dispatcher holds each job's lease while its task is pending, running or being retried.
+A Ray worker process that dies mid-stage (killed, out of memory, node lost) is a system failure
+that Ray retries (``ray_max_retries``); the retried task owns the same job, counts an attempt,
+reuses the stages already finished and resumes the interrupted one from its last epoch checkpoint.
+A task that fails past its retries fails the job with Ray's error. Only this module imports Ray.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import threading
+import time
+import traceback
+from dataclasses import asdict
+from typing import Any
+
+from api import sweeps
+from api.queue import Claim, _SqlQueue, open_queue
+from api.settings import Settings
+from db.session import Database
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ValueError("ray_address: the Ray executor needs Ray: pip install '.[ray]'") from exc
+    return ray
+
+
+def execute_claim(claim: dict[str, Any], settings: dict[str, Any], owner: str) -> str:
+    """The body of a Ray task: run one claimed job as its owner (the dispatcher's name for it)."""
+    import torch
+
+    from api.worker import Worker
+
+    config = Settings(**settings)
+    worker = Worker(config, name=owner, exact_name=True)
+    job_dir = config.job_dir(claim["job_id"])
+    job_dir.mkdir(parents=True, exist_ok=True)
+    executions = job_dir / "ray-executions.jsonl"
+    retry = executions.exists()
+    with executions.open("a") as f:  # where each try ran (a retried task appends a line)
+        f.write(
+            json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()})
+            + "\n"
+        )
+    if retry:
+        worker.queue.count_attempt(job_id=claim["job_id"], worker=owner)
+    if not torch.cuda.is_available():
+        torch.set_num_threads(max(1, int(config.ray_cpus_per_task)))
+    worker.execute(Claim(**claim))
+    worker.db.dispose()
+    return "done"
+
+
+class RayDispatcher:
+    """Claims jobs while the cluster has room and runs each as a Ray task (see the module doc)."""
+
+    def __init__(self, settings: Settings, *, capacity: int | None = None) -> None:
+        if not settings.ray_address:
+            raise ValueError("ray_address: required for the Ray executor (host:port)")
+        self.ray = _import_ray()
+        self.settings = settings
+        self.db = Database(settings.url)
+        queue = open_queue(self.db)
+        assert isinstance(queue, _SqlQueue)
+        self.queue = queue
+        self.name = f"ray@{socket.gethostname()}:{os.getpid()}"
+        self.stopping = threading.Event()
+        self._counter = itertools.count()
+        self.inflight: dict[Any, tuple[Claim, str]] = {}  # ObjectRef -> (claim, owner)
+        self.ray.init(
+            address=settings.ray_address,
+            namespace="reskd",
+            log_to_driver=False,
+            ignore_reinit_error=True,
+            configure_logging=False,
+        )
+        resources = self.ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        if gpus:
+            self.resources: dict[str, float] = {"num_gpus": 1}
+            room = gpus
+        else:
+            cpus = settings.ray_cpus_per_task
+            self.resources = {"num_cpus": cpus}
+            room = max(1, int(resources.get("CPU", 1) // cpus))
+        self.capacity = capacity or settings.workers or room
+        self._task = self.ray.remote(max_retries=settings.ray_max_retries)(execute_claim)
+        self._settings = settings.model_dump(mode="json") | {
+            "artifact_root": str(settings.artifact_root.resolve()),
+            "database_url": settings.url,
+        }
+
+    def describe(self) -> str:
+        what = "1 GPU" if "num_gpus" in self.resources else f"{self.resources['num_cpus']:g} CPU"
+        return (
+            f"Ray executor on {self.settings.ray_address}: up to {self.capacity} task(s) at "
+            f"once, {what} each"
+        )
+
+    def run_forever(self) -> None:
+        next_beat = 0.0
+        next_sweep_check = 0.0
+        while not self.stopping.is_set():
+            self._harvest()
+            if time.time() >= next_beat:  # hold the leases of pending, running, retried tasks
+                next_beat = time.time() + self.settings.heartbeat_seconds
+                self._renew()
+            claimed = False
+            while len(self.inflight) < self.capacity:
+                owner = f"{self.name}#{next(self._counter)}"
+                claim = self.queue.claim(worker=owner, lease_seconds=self.settings.lease_seconds)
+                if claim is None:
+                    break
+                claimed = True
+                ref = self._task.options(**self.resources, name=f"reskd-job-{claim.job_id}")
+                self.inflight[ref.remote(asdict(claim), self._settings, owner)] = (claim, owner)
+            if not claimed and not self.inflight and time.time() >= next_sweep_check:
+                next_sweep_check = time.time() + 10.0
+                self._advance(None)
+            self.stopping.wait(self.settings.poll_seconds)
+        self._shutdown()
+
+    def _harvest(self) -> None:
+        if not self.inflight:
+            return
+        refs = list(self.inflight)
+        ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0)
+        for ref in ready:
+            claim, owner = self.inflight.pop(ref)
+            try:
+                self.ray.get(ref)
+            except Exception as exc:  # failed past its retries: the job fails with Ray's error
+                error = f"{type(exc).__name__}: Ray task failed after retries: {exc}"
+                self.queue.finish(job_id=claim.job_id, worker=owner, state="failed", error=error)
+                if claim.sweep_id is not None:
+                    self._advance(claim.sweep_id)
+
+    def _renew(self) -> None:
+        for ref, (claim, owner) in list(self.inflight.items()):
+            try:
+                beat = self.queue.heartbeat(
+                    job_id=claim.job_id, worker=owner, lease_seconds=self.settings.lease_seconds
+                )
+            except Exception:
+                continue
+            if not beat.owned:  # finished (the task returns soon) or taken over: stop it
+                job_state = self._job_state(claim.job_id)
+                if job_state == "running":
+                    self.ray.cancel(ref, force=True)
+                    self.inflight.pop(ref, None)
+
+    def _job_state(self, job_id: int) -> str | None:
+        from db.models import Job
+
+        with self.db.session(readonly=True) as s:
+            job = s.get(Job, job_id)
+            return None if job is None else job.state
+
+    def _advance(self, sweep_id: int | None) -> None:
+        try:
+            if sweep_id is None:
+                sweeps.advance_running(self.db, self.queue, owner=self.name)
+            else:
+                sweeps.advance(self.db, self.queue, sweep_id, owner=self.name)
+        except Exception:
+            traceback.print_exc()
+
+    def _shutdown(self) -> None:
+        """Hand running jobs back to the queue; they resume elsewhere from their checkpoints."""
+        for ref, (claim, owner) in list(self.inflight.items()):
+            self.ray.cancel(ref, force=True)
+            self.queue.release(job_id=claim.job_id, worker=owner)
+        self.inflight.clear()
+
+    def start_thread(self) -> threading.Thread:
+        self._thread = threading.Thread(target=self.run_forever, name="ray-dispatcher", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def stop(self) -> None:
+        """Stop claiming; running jobs go back to the queue (when run in a thread, waits)."""
+        self.stopping.set()
+        thread = getattr(self, "_thread", None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=15)

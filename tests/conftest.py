@@ -1,0 +1,49 @@
+"""Shared fixtures: the database backends the store tests run against; the tests' own network
+namespace (``tests/network.py``)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import network, postgres
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before any server starts: servers of the tests are reachable on 127.0.0.1 only.
+    network.isolate()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return "network: " + (
+        "isolated (only 127.0.0.1)" if network.isolated() else f"shared; {network.REASON}"
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """The URL of a real PostgreSQL server on 127.0.0.1 (``.ci/run``'s, or one started here)."""
+    url = os.environ.get(postgres.ENV)
+    if url:
+        yield url
+        return
+    try:
+        # Not under pytest's folder: the server runs as the postgres user, which cannot enter it.
+        server = postgres.Server(Path(tempfile.mkdtemp(prefix="reskd-postgres-")))
+    except (RuntimeError, OSError) as exc:
+        pytest.skip(f"no PostgreSQL server: {exc}; .ci/run installs and starts one")
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'reskd.db'}"
+    server: str = request.getfixturevalue("postgres_server")
+    return postgres.fresh_database(server)

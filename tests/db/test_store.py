@@ -1,0 +1,225 @@
+"""The store (schema, queue, stage locks, results, sweeps' studies) against SQLite and a real
+PostgreSQL server: every test runs on both backends."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import optuna
+import pytest
+from sqlalchemy import inspect, select
+
+from api import services, sweeps
+from api.queue import _SqlQueue, open_queue
+from db.models import Job, Sweep
+from db.session import Database
+from search.sweep import SweepSpec
+from tests.api.service import tiny_config
+
+
+def open_store(url: str) -> tuple[Database, _SqlQueue]:
+    db = Database(url)
+    db.migrate()
+    queue = open_queue(db)
+    assert isinstance(queue, _SqlQueue)
+    return db, queue
+
+
+def test_schema_is_migrated_beside_optunas_tables(database_url: str) -> None:
+    db, _ = open_store(database_url)
+    optuna.storages.RDBStorage(database_url)  # Optuna's own tables and alembic_version
+    db.migrate()  # again: nothing to do, and Optuna's version table is left alone
+    tables = set(inspect(db.engine).get_table_names())
+    assert {"jobs", "stages", "stage_locks", "artifacts", "architectures", "sweeps"} <= tables
+    assert {"studies", "trials", "alembic_version", "reskd_alembic_version"} <= tables
+    optuna.create_study(storage=database_url)  # Optuna still accepts its schema
+    db.dispose()
+
+
+def test_concurrent_claims_hand_each_job_to_exactly_one_worker(database_url: str) -> None:
+    db, queue = open_store(database_url)
+    ids = [
+        queue.submit(kind="reskd", config={"n": i}, dataset="digits", name=None) for i in range(24)
+    ]
+    got: dict[str, list[int]] = {}
+
+    def worker(name: str) -> None:
+        mine = got.setdefault(name, [])
+        while (claim := queue.claim(worker=name, lease_seconds=30)) is not None:
+            mine.append(claim.job_id)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    claimed = sorted(j for jobs in got.values() for j in jobs)
+    assert claimed == ids
+    db.dispose()
+
+
+def test_leases_heartbeats_and_owner_only_finish(database_url: str) -> None:
+    db, queue = open_store(database_url)
+    job_id = queue.submit(kind="reskd", config={}, dataset="digits", name="x")
+    claim = queue.claim(worker="a", lease_seconds=0.3)
+    assert claim is not None and claim.job_id == job_id and claim.attempts == 1
+    assert queue.claim(worker="b", lease_seconds=30) is None  # leased
+    assert queue.heartbeat(job_id=job_id, worker="a", lease_seconds=0.3).owned
+    time.sleep(0.5)  # a's lease expires: it died
+    again = queue.claim(worker="b", lease_seconds=30)
+    assert again is not None and again.job_id == job_id and again.attempts == 2
+    assert not queue.heartbeat(job_id=job_id, worker="a", lease_seconds=30).owned
+    assert not queue.finish(job_id=job_id, worker="a", state="succeeded")
+    assert queue.finish(job_id=job_id, worker="b", state="succeeded", result={"rows": []})
+    with pytest.raises(ValueError, match="state: must be one of"):
+        queue.finish(job_id=job_id, worker="b", state="done")
+    db.dispose()
+
+
+def test_stage_locks_have_one_owner_until_released_or_expired(database_url: str) -> None:
+    db, queue = open_store(database_url)
+    assert queue.lock_stage(key="teacher-abc", worker="a", lease_seconds=0.3)
+    assert not queue.lock_stage(key="teacher-abc", worker="b", lease_seconds=30)
+    assert queue.lock_stage(key="teacher-abc", worker="a", lease_seconds=0.3)  # re-entrant
+    time.sleep(0.5)
+    assert queue.lock_stage(key="teacher-abc", worker="b", lease_seconds=30)  # a died
+    queue.unlock_stage(key="teacher-abc", worker="a")  # not a's any more: no effect
+    assert not queue.lock_stage(key="teacher-abc", worker="c", lease_seconds=30)
+    queue.unlock_stage(key="teacher-abc", worker="b")
+    assert queue.lock_stage(key="teacher-abc", worker="c", lease_seconds=30)
+    db.dispose()
+
+
+def test_cancel_results_and_pareto_queries(database_url: str) -> None:
+    db, queue = open_store(database_url)
+    queued = queue.submit(kind="reskd", config={}, dataset="digits", name=None)
+    assert queue.cancel(job_id=queued) == "cancelled"
+    assert queue.cancel(job_id=12345) is None
+    job_id = queue.submit(kind="reskd", config={}, dataset="digits", name=None)
+    assert queue.claim(worker="w", lease_seconds=30) is not None
+    assert queue.cancel(job_id=job_id) == "running"  # running: flagged for the worker
+    assert queue.heartbeat(job_id=job_id, worker="w", lease_seconds=30).cancel
+    points = [(0.90, 1.0), (0.95, 2.0), (0.93, 3.0), (0.97, 4.0), (0.80, 0.5)]
+    queue.add_results(
+        job_id=job_id,
+        artifacts=[{"name": "report.json", "kind": "report", "path": "jobs/1/r.json", "size": 3}],
+        architectures=[
+            {
+                "dataset": "digits",
+                "teacher": "resnet20",
+                "stage": f"S{i}",
+                "arch": f"a{i}",
+                "genotypes": None,
+                "accuracy": acc,
+                "mflops": cost,
+                "adaptive_mflops": cost,
+                "params": 10,
+                "energy": None,
+                "seed": 0,
+            }
+            for i, (acc, cost) in enumerate(points)
+        ],
+    )
+    with db.session(readonly=True) as s:
+        front = services.pareto(
+            s, dataset="digits", teacher=None, cost="mflops", include_teacher=False
+        )
+        shown = services.get_job(s, job_id)
+    assert [(a.accuracy, a.mflops) for a in front.front] == [
+        (0.80, 0.5),
+        (0.90, 1.0),
+        (0.95, 2.0),
+        (0.97, 4.0),
+    ]
+    assert [a.name for a in shown.artifacts] == ["report.json"]
+    db.dispose()
+
+
+def fake_result(accuracy: float, mflops: float) -> dict[str, Any]:
+    """A finished ResKD job's result rows (what the pipeline reports; the sweep reads S_n)."""
+    return {
+        "rows": [
+            {"model": "T", "accuracy": 0.99, "mflops": 5.0, "adaptive_mflops": 5.0},
+            {"model": "S0", "accuracy": accuracy - 0.02, "mflops": mflops / 2},
+            {"model": "S1", "accuracy": accuracy, "mflops": mflops, "adaptive_mflops": mflops},
+            {
+                "model": "S1 adaptive",
+                "accuracy": accuracy,
+                "mflops": mflops,
+                "adaptive_mflops": 0.7 * mflops,
+            },
+        ]
+    }
+
+
+def test_sweep_ask_tell_marks_a_failed_trial_and_goes_on(database_url: str) -> None:
+    """The orchestration alone (workers simulated with the queue): trials are queued ``parallel``
+    at a time, a failed trial is FAIL in the study and replaced, the sweep ends after the last
+    trial, and its Pareto front is Optuna's ``best_trials``."""
+    db, queue = open_store(database_url)
+    base = tiny_config(
+        res_students=[{"search": {"budget_mflops": 0.1, "channels": 4, "layers": 3}}]
+    )
+    spec = SweepSpec.from_dict(
+        {
+            "base": base,
+            "space": {"budget_mflops": [0.06, 0.2], "t": [2, 6], "res_students": 1},
+            "trials": 5,
+            "parallel": 2,
+            "sampler": "tpe",
+        }
+    )
+    sweep_id = sweeps.create(db, queue, spec, owner="api")
+    outcomes = iter([(0.9, 0.1), None, (0.95, 0.2), (0.92, 0.05), (0.95, 0.2)])
+    waiting = []
+    while (claim := queue.claim(worker="w", lease_seconds=30)) is not None:
+        assert claim.sweep_id == sweep_id
+        with db.session(readonly=True) as s:
+            queued = s.scalars(
+                select(Job.id).where(Job.sweep_id == sweep_id, Job.state == "queued")
+            ).all()
+        waiting.append(len(queued))
+        outcome = next(outcomes)
+        if outcome is None:
+            queue.finish(job_id=claim.job_id, worker="w", state="failed", error="RuntimeError: x")
+        else:
+            result = fake_result(*outcome)
+            queue.finish(job_id=claim.job_id, worker="w", state="succeeded", result=result)
+        state = sweeps.advance(db, queue, sweep_id, owner="w")
+    assert state == "succeeded"
+    assert waiting == [1, 1, 1, 1, 0]  # parallel 2: one running, one queued, until the last
+    with db.session(readonly=True) as s:
+        sweep = s.get(Sweep, sweep_id)
+        assert sweep is not None and sweep.state == "succeeded"
+        trials = sweeps.trials(s, database_url, sweep_id)
+        front = sweeps.pareto(s, database_url, sweep_id)
+    assert [t.state for t in trials] == ["complete", "fail", "complete", "complete", "complete"]
+    assert trials[1].error == "RuntimeError: x"
+    assert all(t.params["res_students"] == 1 for t in trials)  # a fixed parameter
+    study = optuna.load_study(study_name=f"reskd-sweep-{sweep_id}", storage=database_url)
+    # Trial 3 dominates trial 0; trials 2 and 4 tie (both kept, as Optuna keeps them).
+    assert {t.number for t in study.best_trials} == {t.number for t in front.front} == {2, 3, 4}
+    assert [(t.accuracy, t.cost) for t in front.front] == [(0.92, 0.05), (0.95, 0.2), (0.95, 0.2)]
+    db.dispose()
+
+
+def test_cancelling_a_sweep_cancels_its_trials(database_url: str) -> None:
+    db, queue = open_store(database_url)
+    base = tiny_config(
+        res_students=[{"search": {"budget_mflops": 0.1, "channels": 4, "layers": 3}}]
+    )
+    spec = SweepSpec.from_dict({"base": base, "space": {"tau": [0.5, 0.9]}, "trials": 4})
+    sweep_id = sweeps.create(db, queue, spec, owner="api")
+    running = queue.claim(worker="w", lease_seconds=30)
+    assert running is not None
+    assert sweeps.cancel(db, queue, sweep_id, owner="api") == "cancelled"
+    assert queue.heartbeat(job_id=running.job_id, worker="w", lease_seconds=30).cancel
+    with db.session(readonly=True) as s:
+        states = s.scalars(select(Job.state).where(Job.sweep_id == sweep_id)).all()
+    assert sorted(states) == ["cancelled", "running"]  # the running one stops at its next batch
+    study = optuna.load_study(study_name=f"reskd-sweep-{sweep_id}", storage=database_url)
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
+    assert sweeps.advance(db, queue, sweep_id, owner="w") == "cancelled"
+    db.dispose()
