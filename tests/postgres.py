@@ -5,7 +5,8 @@
 temporary folder, as the ``postgres`` user when run as root) if the server's programs are
 installed; otherwise the PostgreSQL cases are skipped with the reason.
 
-Run as a script it starts a server and prints its URL: ``python -m tests.postgres start DIR``.
+As a script: ``python -m tests.postgres start DIR`` starts a server and prints its URL,
+``python -m tests.postgres stop DIR`` stops it.
 """
 
 from __future__ import annotations
@@ -93,11 +94,7 @@ class Server:
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def stop(self) -> None:
-        subprocess.run(
-            _as_server_user([self.pg_ctl, "-D", str(self.data), "-m", "immediate", "stop"]),
-            capture_output=True,
-        )
-        shutil.rmtree(self.dir, ignore_errors=True)
+        stop(self.dir)
 
 
 def fresh_database(server_url: str) -> str:
@@ -119,7 +116,21 @@ def fresh_database(server_url: str) -> str:
     return server_url.rsplit("/", 1)[0] + f"/{name}"
 
 
+def stop(directory: Path) -> None:
+    """Stop the server started in ``directory`` and remove it."""
+    pg_ctl = _bin("pg_ctl")
+    if pg_ctl and (directory / "data").is_dir():
+        subprocess.run(
+            _as_server_user([pg_ctl, "-D", str(directory / "data"), "-m", "immediate", "stop"]),
+            capture_output=True,
+        )
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "start":
-        raise SystemExit("usage: python -m tests.postgres start DIR")
-    print(Server(Path(sys.argv[2])).url)
+    if len(sys.argv) != 3 or sys.argv[1] not in ("start", "stop"):
+        raise SystemExit("usage: python -m tests.postgres start|stop DIR")
+    if sys.argv[1] == "start":
+        print(Server(Path(sys.argv[2])).url)
+    else:
+        stop(Path(sys.argv[2]))
