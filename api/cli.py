@@ -76,7 +76,12 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from api.demo import run_demo
 
-    run_demo(out_dir=Path(args.out), epochs=args.epochs, progress=not args.quiet)
+    run_demo(
+        out_dir=Path(args.out),
+        epochs=args.epochs,
+        progress=not args.quiet,
+        sweep_trials=args.sweep_trials,
+    )
     return 0
 
 
@@ -449,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="output directory")
     demo.add_argument("--epochs", type=int, default=8, help="epochs per training stage")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument(
+        "--sweep-trials", type=int, default=4, help="trials of the demo's Optuna sweep (0: none)"
+    )
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -3,8 +3,10 @@
 Starts ``reskd serve`` (SQLite, one embedded worker) on 127.0.0.1, submits two ResKD jobs over
 HTTP on scikit-learn's real 8x8 digits — R1 searched by STACNAS under a FLOPs budget, and R1
 handcrafted with the same budget (ResNet-8 at half width) — shows their progress, prints each
-result table and the Pareto front of accuracy against MFLOPs, writes the front as a PNG, and stops
-the service. The second job reuses the first one's teacher and S0 (stored stages).
+result table and the Pareto front of accuracy against MFLOPs, writes the front as a PNG, then runs
+a small Optuna sweep over R1's budget and KD temperature (NSGA-II; each trial a job; T and S0
+reused from the first jobs), prints its trials and front, plots it, and stops the service. The
+second job reuses the first one's teacher and S0 (stored stages).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from api.client import Client, plot_pareto
+from api.client import Client, plot_pareto, plot_sweep
 from distill.report import format_table
 
 BUDGET = 0.2  # MFLOPs: ResNet-8 x0.5 on 1x8x8 costs 0.198
@@ -58,7 +60,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_demo(*, out_dir: Path, epochs: int = 8, progress: bool = True) -> dict[str, Any]:
+def demo_sweep(epochs: int, trials: int) -> dict[str, Any]:
+    """Around the searched job: R1's budget and KD temperature (T and S0 as in the jobs)."""
+    base = demo_configs(epochs)["searched R1"]
+    search = dict(base["res_students"][0]["search"]) | {"epochs": max(1, epochs // 4)}
+    return {
+        "name": "demo: R1 budget and temperature",
+        "base": base | {"res_students": [{"search": search}]},
+        "space": {"budget_mflops": [0.1, 0.3], "t": [2.0, 6.0]},
+        "trials": trials,
+        "parallel": 1,
+        "sampler": "nsga2",
+        "seed": 0,
+    }
+
+
+def run_demo(
+    *, out_dir: Path, epochs: int = 8, progress: bool = True, sweep_trials: int = 4
+) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     if threading.current_thread() is threading.main_thread():  # SIGTERM still stops the service
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -119,7 +138,10 @@ def run_demo(*, out_dir: Path, epochs: int = 8, progress: bool = True) -> dict[s
         if genotype is not None:
             path = client.download(search["id"], genotype["name"], out_dir / "R1-genotype.json")
             print(f"searched R1 genotype (downloaded over HTTP): {path}")
-        return {"jobs": finished, "pareto": front, "plot": str(plot)}
+        result: dict[str, Any] = {"jobs": finished, "pareto": front, "plot": str(plot)}
+        if sweep_trials:
+            result["sweep"] = _sweep(client, epochs, sweep_trials, out_dir, progress)
+        return result
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -127,6 +149,36 @@ def run_demo(*, out_dir: Path, epochs: int = 8, progress: bool = True) -> dict[s
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
         log.close()
+
+
+def _sweep(
+    client: Client, epochs: int, trials: int, out_dir: Path, progress: bool
+) -> dict[str, Any]:
+    sweep = client.create_sweep(demo_sweep(epochs, trials))
+    print(
+        f"\nsweep {sweep['id']}: {trials} trials of R1's budget and KD temperature (NSGA-II), "
+        f"Optuna study {sweep['study_name']!r} in the service's database"
+    )
+    sweep = client.wait_sweep(sweep["id"], progress=progress, poll=1.0)
+    if sweep["state"] != "succeeded":
+        raise RuntimeError(f"sweep {sweep['id']} {sweep['state']}: {sweep['error']}")
+    front = client.sweep_pareto(sweep["id"])
+    on_front = {t["number"] for t in front["front"]}
+    rows = [
+        {
+            "trial": t["number"],
+            "budget": round(t["params"]["budget_mflops"], 3),
+            "t": round(t["params"]["t"], 2),
+            "accuracy": t["accuracy"],
+            "mflops": None if t["cost"] is None else round(t["cost"], 4),
+            "pareto": "*" if t["number"] in on_front else "",
+        }
+        for t in sweep["trial_list"]
+    ]
+    print(format_table(rows, list(rows[0])))
+    plot = plot_sweep(sweep, front, out_dir / "sweep.png")
+    print(f"sweep plot: {plot}")
+    return {"sweep": sweep, "pareto": front, "plot": str(plot)}
 
 
 def _wait_for(client: Client, server: subprocess.Popen[bytes], out_dir: Path) -> None:

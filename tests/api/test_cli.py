@@ -43,7 +43,7 @@ def test_bad_width_is_an_error_naming_the_field(capsys: pytest.CaptureFixture[st
 
 
 def test_demo_runs_the_service_end_to_end(tmp_path: Path) -> None:
-    result = run_demo(out_dir=tmp_path, epochs=2, progress=False)
+    result = run_demo(out_dir=tmp_path, epochs=2, progress=False, sweep_trials=2)
     jobs = result["jobs"]
     assert {j["state"] for j in jobs.values()} == {"succeeded"}
     searched, handcrafted = jobs["searched R1"], jobs["handcrafted R1"]
@@ -54,6 +54,10 @@ def test_demo_runs_the_service_end_to_end(tmp_path: Path) -> None:
     assert rows["T"]["accuracy"] > 0.5  # chance is 0.1
     assert result["pareto"]["front"] and (tmp_path / "pareto.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "R1-genotype.json").read_text())["mflops"] <= 0.2
+    sweep = result["sweep"]["sweep"]
+    assert sweep["state"] == "succeeded" and len(sweep["trial_list"]) == 2
+    trial_jobs = [t["job_id"] for t in sweep["trial_list"]]
+    assert trial_jobs and (tmp_path / "sweep.png").stat().st_size > 10_000
 
 
 TINY_YAML = """
