@@ -38,6 +38,65 @@ def test_schema_is_migrated_beside_optunas_tables(database_url: str) -> None:
     db.dispose()
 
 
+def test_upgrading_a_database_of_the_first_schema_keeps_its_data(database_url: str) -> None:
+    """A database made before sweeps (revision 0001, version in ``alembic_version``) upgrades in
+    place: every job, stage, artifact and architecture is still there, still linked."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, text
+
+    from db.session import MIGRATIONS
+
+    engine = create_engine(database_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:  # the first schema, as the earlier release made it
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        connection.execute(text("ALTER TABLE reskd_alembic_version RENAME TO alembic_version"))
+        connection.execute(
+            text(
+                "INSERT INTO jobs (kind, state, config, dataset, attempts, cancel_requested, "
+                "created_at) VALUES ('reskd', 'succeeded', '{}', 'digits', 1, false, "
+                "CURRENT_TIMESTAMP)"
+            )
+        )
+        job_id = connection.execute(text("SELECT id FROM jobs")).scalar()
+        connection.execute(
+            text(
+                "INSERT INTO stages (job_id, position, kind, key, name, state, reused, "
+                "resumed_from_epoch, progress, started_at) VALUES (:j, 0, 'teacher', 'k', 'T', "
+                "'succeeded', false, 0, '{}', CURRENT_TIMESTAMP)"
+            ),
+            {"j": job_id},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO artifacts (job_id, name, kind, path, size, created_at) VALUES "
+                "(:j, 'report.json', 'report', 'jobs/1/report.json', 3, CURRENT_TIMESTAMP)"
+            ),
+            {"j": job_id},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO architectures (job_id, dataset, teacher, stage, arch, accuracy, "
+                "mflops, adaptive_mflops, params, seed, created_at) VALUES (:j, 'digits', "
+                "'resnet20', 'S1', 'a', 0.9, 1.0, 0.8, 10, 0, CURRENT_TIMESTAMP)"
+            ),
+            {"j": job_id},
+        )
+    engine.dispose()
+    db, _ = open_store(database_url)  # migrate(): moves the version table, upgrades to head
+    with db.engine.connect() as c:
+        assert c.execute(text("SELECT version_num FROM reskd_alembic_version")).scalar() == "0002"
+        assert "alembic_version" not in inspect(c).get_table_names()
+        for table in ("stages", "artifacts", "architectures"):
+            linked = c.execute(text(f"SELECT job_id FROM {table}")).scalars().all()
+            assert linked == [job_id], table
+        assert c.execute(text("SELECT sweep_id FROM jobs")).scalars().all() == [None]
+    db.dispose()
+
+
 def test_concurrent_claims_hand_each_job_to_exactly_one_worker(database_url: str) -> None:
     db, queue = open_store(database_url)
     ids = [

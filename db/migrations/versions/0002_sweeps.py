@@ -33,20 +33,22 @@ def upgrade() -> None:
         sa.UniqueConstraint("study_name"),
     )
     op.create_index("ix_sweeps_state", "sweeps", ["state"])
-    with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column("sweep_id", sa.Integer(), nullable=True))
-        batch.add_column(sa.Column("trial", sa.Integer(), nullable=True))
-        batch.create_foreign_key(
-            "fk_jobs_sweep_id_sweeps", "sweeps", ["sweep_id"], ["id"], ondelete="SET NULL"
+    # Plain ADD COLUMN, not a batch table rebuild: on SQLite a rebuild drops ``jobs``, which
+    # would fire the ON DELETE actions of stages, artifacts and architectures (data loss).
+    op.add_column("jobs", sa.Column("sweep_id", sa.Integer(), nullable=True))
+    op.add_column("jobs", sa.Column("trial", sa.Integer(), nullable=True))
+    op.create_index("ix_jobs_sweep_id", "jobs", ["sweep_id"])
+    if op.get_context().dialect.name != "sqlite":  # SQLite cannot add a constraint in place
+        op.create_foreign_key(
+            "fk_jobs_sweep_id_sweeps", "jobs", "sweeps", ["sweep_id"], ["id"], ondelete="SET NULL"
         )
-        batch.create_index("ix_jobs_sweep_id", ["sweep_id"])
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_index("ix_jobs_sweep_id")
-        batch.drop_constraint("fk_jobs_sweep_id_sweeps", type_="foreignkey")
-        batch.drop_column("trial")
-        batch.drop_column("sweep_id")
+    if op.get_context().dialect.name != "sqlite":
+        op.drop_constraint("fk_jobs_sweep_id_sweeps", "jobs", type_="foreignkey")
+    op.drop_index("ix_jobs_sweep_id", table_name="jobs")
+    op.drop_column("jobs", "trial")
+    op.drop_column("jobs", "sweep_id")
     op.drop_index("ix_sweeps_state", table_name="sweeps")
     op.drop_table("sweeps")
