@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 
 def _cell(value: object) -> str:
@@ -29,3 +33,85 @@ def format_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -
         ).rstrip()
 
     return "\n".join([line(columns), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+Role = Literal["teacher", "stage", "adaptive", "baseline", "separated", "assisted"]
+COLUMNS = (
+    "model",
+    "arch",
+    "accuracy",
+    "mparams",
+    "mflops",
+    "adaptive_mflops",
+    "pct_of_T",
+    "energy",
+    "l2_to_T",
+    "gi_over_c1",
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One model of a report. ``role`` says what it is (``stage`` rows are S0..S_n in order), so
+    nothing parses ``model`` names back; ``model`` is the name a person reads."""
+
+    model: str
+    role: Role
+    arch: str
+    accuracy: float
+    mparams: float
+    mflops: float
+    adaptive_mflops: float
+    pct_of_T: float
+    energy: float
+    l2_to_T: float
+    gi_over_c1: float
+    stopped_after: dict[str, int] | None = None  # adaptive rows: samples per res-students used
+    student_mflops: float | None = None  # the assistant method's parts
+    assistant_mflops: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Row:
+        return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class Report:
+    """What a run leaves: its rows, the stages it ran or reused, TH_energy (ResKD) and the
+    deployable student (CombinedStudent or AssistedStudent)."""
+
+    rows: list[Row]
+    stages: list[dict[str, Any]]
+    threshold: float | None
+    combined: Any
+    logits_cached: bool
+    validation: dict[str, Any]
+    searches: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def row(self, role: Role) -> Row | None:
+        """The last row of ``role`` (``stage``: S_n)."""
+        return next((r for r in reversed(self.rows) if r.role == role), None)
+
+    def table(self) -> str:
+        return format_table([r.to_dict() for r in self.rows], COLUMNS)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": [r.to_dict() for r in self.rows],
+            "stages": self.stages,
+            "threshold": self.threshold,
+            "logits": "cached once per stage"
+            if self.logits_cached
+            else "computed per batch (random augmentation)",
+            "validation": self.validation,
+            "searches": self.searches,
+            **self.extra,
+        }
+
+    def write(self, out_dir: Path) -> None:
+        (out_dir / "report.json").write_text(json.dumps(self.to_dict(), indent=2))
+        (out_dir / "report.txt").write_text(self.table() + "\n")

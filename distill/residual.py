@@ -7,11 +7,13 @@ is ``search.pipeline``.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
+
+from distill.config import ConfigModel
 
 from distill.losses import (
     DISTANCES,
@@ -30,8 +32,7 @@ METHODS: tuple[Method, ...] = ("kd", "dml", "relational")
 AUX_WEIGHT = 0.4
 
 
-@dataclass(frozen=True)
-class MethodConfig:
+class MethodConfig(ConfigModel):
     """The KD method of S0 and of every res-student.
 
     ``residual_target``: what a res-student's KD term compares. ``residual`` is the paper's
@@ -44,37 +45,21 @@ class MethodConfig:
     applies it to R_i alone, as a literal reading of "R_i = KD(T_i)" would.
     """
 
-    method: Method = "kd"
-    distance: Literal["l2", "kl"] = "l2"
-    tau: float = 0.9
-    t: float = 4.0
+    method: Method = Field("kd", description="kd (eq. 3), dml (mutual learning) or relational")
+    distance: Literal["l2", "kl"] = Field("l2", description="eq. 3's distance: l2 (paper) or kl")
+    tau: float = Field(0.9, ge=0, le=1, description="weight of the KD term against cross-entropy")
+    t: float = Field(4.0, gt=0, le=1000, description="KD temperature")
     residual_target: ResidualTarget = "residual"
     ce_on: CeOn = "combined"
-    distance_weight: float = 25.0  # relational only
-    angle_weight: float = 50.0  # relational only
-    zero_init_residual: bool = True
-
-    def __post_init__(self) -> None:
-        _check("kd.method", self.method in METHODS, f"one of {', '.join(METHODS)}", self.method)
-        _check("kd.distance", self.distance in DISTANCES, "one of l2, kl", self.distance)
-        _check("kd.tau", 0 <= self.tau <= 1, "in [0, 1]", self.tau)
-        _check("kd.t", self.t > 0, "> 0", self.t)
-        _check(
-            "kd.residual_target",
-            self.residual_target in ("residual", "combined"),
-            "one of residual, combined",
-            self.residual_target,
-        )
-        _check(
-            "kd.ce_on",
-            self.ce_on in ("combined", "residual"),
-            "one of combined, residual",
-            self.ce_on,
-        )
+    distance_weight: float = Field(25.0, ge=0, description="relational only")
+    angle_weight: float = Field(50.0, ge=0, description="relational only")
+    zero_init_residual: bool = Field(
+        True, description="zero each res-student's classifier so S_i starts at S_{i-1}"
+    )
 
     def for_stage(self, i: int) -> dict[str, Any]:
         """The settings that matter to stage ``i`` (S0 ignores the residual-only ones)."""
-        settings = asdict(self)
+        settings = self.model_dump()
         if i == 0:
             for residual_only in ("residual_target", "ce_on", "zero_init_residual"):
                 settings.pop(residual_only)
@@ -86,11 +71,6 @@ class MethodConfig:
                 tau=self.tau, distance_weight=self.distance_weight, angle_weight=self.angle_weight
             )
         return KDLoss(distance=self.distance, tau=self.tau, t=self.t)
-
-
-def _check(name: str, ok: bool, allowed: str, value: Any) -> None:
-    if not ok:
-        raise ValueError(f"{name}: must be {allowed}, got {value!r}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -180,7 +160,7 @@ def zero_output(model: nn.Module) -> None:
     nn.init.zeros_(fc.bias)
 
 
-def _stage_seed(seed: int, stage: str) -> int:
+def stage_seed(seed: int, stage: str) -> int:
     """A stage's own seed for weight initialisation, independent of what ran before it (a
     reused teacher must not change S0's initial weights)."""
     return int(hashlib.sha256(f"{seed}:{stage}".encode()).hexdigest()[:8], 16)

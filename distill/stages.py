@@ -1,14 +1,25 @@
-"""Stages with stored results: a stage is stored under ``<out>/<kind>-<key>/``, the key hashing
-its config and its inputs' keys, so a finished stage is loaded instead of trained again and an
-interrupted one resumes from its last epoch checkpoint."""
+"""The one stage store: every stage (teacher, S0, res-students, searches, baselines, the
+assistant's phases) is stored under ``<root>/<kind>-<key>/``, the key hashing its config and its
+inputs' keys, so a finished stage is loaded instead of computed again.
+
+Commit protocol: a stage is computed in ``<kind>-<key>.partial/`` (where its epoch checkpoints
+live, so an interrupted stage resumes from its last epoch), its files and last of all
+``stage.json`` are written there, and the directory is renamed to ``<kind>-<key>/`` in one step.
+A stage directory without ``stage.json`` is never trusted: a crash at any point leaves either a
+partial stage (resumed or recomputed) or a complete one. One stage key is computed by one worker
+at a time: the store holds the lock it is given (the service's is in the database) while it checks
+and computes.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +30,20 @@ from torch.utils.data import Dataset
 from distill import observe
 from distill.train import TrainConfig, TrainTask, fit
 
+DONE = "stage.json"
+Lock = Callable[[str, str], AbstractContextManager[None]]
+
 
 def stage_key(kind: str, payload: Mapping[str, Any]) -> str:
     text = json.dumps({"kind": kind, **payload}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """``text`` at ``path``, written to a temporary name and renamed (never half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 @dataclass
@@ -43,49 +64,74 @@ class StageResult:
         }
 
 
-def run_stage(
-    out_dir: Path,
-    kind: str,
-    payload: Mapping[str, Any],
-    nets: Mapping[str, nn.Module],
-    *,
-    task: TrainTask,
-    train_data: Dataset[tuple[Tensor, int]],
-    config: TrainConfig,
-    desc: str,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
-) -> StageResult:
-    """Load ``nets`` from the stage's stored weights, or train ``task`` and store them; training
-    resumes from the stage's epoch checkpoint when a previous run was interrupted."""
-    key = stage_key(kind, payload)
-    with observe.exclusive(kind, key):  # no two workers compute one stage at once
+@dataclass(frozen=True)
+class StageStore:
+    root: Path
+    lock: Lock = field(default=observe.exclusive)
+    log: Callable[[str], None] = print
+
+    def compute(
+        self,
+        kind: str,
+        payload: Mapping[str, Any],
+        *,
+        desc: str,
+        make: Callable[[Path], None],
+        load: Callable[[Path], None] = lambda _: None,
+    ) -> StageResult:
+        """Load the stage with ``load(directory)``, or ``make(partial_directory)`` and commit it."""
+        key = stage_key(kind, payload)
+        final = self.root / f"{kind}-{key}"
         observer = observe.current()
-        directory = out_dir / f"{kind}-{key}"
-        done = directory / "weights.pt"
-        if done.is_file():
-            state = torch.load(done, map_location="cpu", weights_only=True)
+        with self.lock(kind, key):  # no two workers compute one stage at once
+            if (final / DONE).is_file():
+                load(final)
+                meta = json.loads((final / DONE).read_text())
+                self.log(f"stage {kind} [{key}]: stored result reused")
+                if observer is not None:
+                    observer.stage_reused(kind, key, desc)
+                return StageResult(kind, key, False, float(meta["seconds"]), final)
+            if observer is not None:
+                observer.stage_started(kind, key, desc)
+            started = time.perf_counter()
+            partial = self.root / f"{kind}-{key}.partial"
+            partial.mkdir(parents=True, exist_ok=True)
+            write_atomic(partial / "config.json", json.dumps(payload, indent=2, default=str))
+            make(partial)
+            seconds = time.perf_counter() - started
+            write_atomic(partial / DONE, json.dumps({"kind": kind, "key": key, "seconds": seconds}))
+            if final.exists():  # a stage left half-written by an older version: never trusted
+                shutil.rmtree(final)
+            partial.rename(final)
+            if observer is not None:
+                observer.stage_finished(kind, key, seconds)
+            return StageResult(kind, key, True, seconds, final)
+
+    def train(
+        self,
+        kind: str,
+        payload: Mapping[str, Any],
+        nets: Mapping[str, nn.Module],
+        *,
+        task: TrainTask,
+        train_data: Dataset[tuple[Tensor, int]],
+        config: TrainConfig,
+        desc: str,
+        progress: bool = True,
+    ) -> StageResult:
+        """Load ``nets`` from the stage's stored weights, or train ``task`` and store them;
+        training resumes from the stage's epoch checkpoint when an earlier run was interrupted."""
+
+        def make(directory: Path) -> None:
+            fit(task, train_data, config=config, checkpoint_dir=directory, desc=desc,
+                progress=progress)
+            torch.save({name: net.state_dict() for name, net in nets.items()},
+                       directory / "weights.pt")
+            (directory / "last.pt").unlink(missing_ok=True)  # no longer needed
+
+        def load(directory: Path) -> None:
+            state = torch.load(directory / "weights.pt", map_location="cpu", weights_only=True)
             for name, net in nets.items():
                 net.load_state_dict(state[name])
-            meta = json.loads((directory / "stage.json").read_text())
-            log(f"stage {kind} [{key}]: stored result reused")
-            if observer is not None:
-                observer.stage_reused(kind, key, desc)
-            return StageResult(kind, key, False, float(meta["seconds"]), directory)
-        if observer is not None:
-            observer.stage_started(kind, key, desc)
-        started = time.perf_counter()
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "config.json").write_text(json.dumps(payload, indent=2, default=str))
-        fit(task, train_data, config=config, checkpoint_dir=directory, desc=desc, progress=progress)
-        seconds = time.perf_counter() - started
-        tmp = directory / "weights.tmp"
-        torch.save({name: net.state_dict() for name, net in nets.items()}, tmp)
-        tmp.replace(done)
-        (directory / "stage.json").write_text(
-            json.dumps({"kind": kind, "key": key, "seconds": seconds})
-        )
-        (directory / "last.pt").unlink(missing_ok=True)  # the epoch checkpoint is no longer needed
-        if observer is not None:
-            observer.stage_finished(kind, key, seconds)
-        return StageResult(kind, key, True, seconds, directory)
+
+        return self.compute(kind, payload, desc=desc, make=make, load=load)

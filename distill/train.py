@@ -11,14 +11,16 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from distill import observe
+from distill.config import ConfigModel
 from distill.losses import KDLoss
 
 Optimizer = Literal["sgd", "adam"]
@@ -86,6 +88,26 @@ PRESETS: dict[str, TrainConfig] = {
     ),
     "cpu-tiny": TrainConfig(epochs=2, batch_size=64, lr=0.05, schedule="cosine", weight_decay=5e-4),
 }
+
+
+class TrainOverrides(ConfigModel):
+    """What a run config changes of its preset's :class:`TrainConfig` (unset fields keep the
+    preset's value; the seed and device come from the run config itself)."""
+
+    epochs: int | None = Field(None, ge=1, le=100_000)
+    batch_size: int | None = Field(None, ge=1, le=65_536)
+    optimizer: Optimizer | None = None
+    lr: float | None = Field(None, gt=0, le=10)
+    momentum: float | None = Field(None, ge=0, lt=1)
+    weight_decay: float | None = Field(None, ge=0, le=1)
+    schedule: Schedule | None = None
+    milestones: tuple[Annotated[int, Field(ge=1)], ...] | None = None
+    gamma: float | None = Field(None, gt=0, le=1)
+    num_workers: int | None = Field(None, ge=0, le=64)
+    grad_clip: float | None = Field(None, gt=0)
+
+    def settings(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:

@@ -1,0 +1,69 @@
+"""Table II's baselines (ResKD paper): the architectures of S0 and R1, both distilled from T with
+the run's KD settings. ``ensemble`` trains them independently and sums their logits;
+``together`` trains their sum as one network."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from torch import Tensor
+
+from distill.combined import LogitSum
+from distill.models import NetSpec, complexity
+from distill.report import Row
+from distill.residual import ResidualDistillation, stage_seed
+from distill.train import predict_logits
+
+if TYPE_CHECKING:
+    from distill.reskd import Prepared
+
+
+def baseline_row(
+    kind: Literal["ensemble", "together", "feature_kd"],
+    p: Prepared,
+    specs: list[NetSpec],
+    t_train: Tensor | None,
+) -> Row:
+    """Train (or reuse) the baseline ``kind`` and report it."""
+    config = p.config
+    train_cfg = config.train_config()
+    kd = config.kd_for(1)
+    cache = (t_train, None) if t_train is not None else None
+    torch.manual_seed(stage_seed(config.seed, f"baseline-{kind}"))
+    nets = [s.build() for s in specs]
+    payload = {
+        "specs": [s.to_dict() for s in specs],
+        "kd": kd.model_dump(),
+        "train": train_cfg.to_dict(),
+        "input": p.t_key,
+        **p.data_key,
+    }
+
+    def train(name: str, model: torch.nn.Module, extra: dict[str, int], desc: str) -> None:
+        task = ResidualDistillation(
+            model,
+            objective=kd.objective(),
+            method=kd.model_copy(update={"method": "kd"}),
+            teacher=None if cache else p.teacher,
+            cache=cache,
+        )
+        result = p.store.train(
+            name, payload | extra, {"model": model}, task=task, train_data=p.data.train,
+            config=train_cfg, desc=desc, progress=p.progress,
+        )  # fmt: skip
+        p.stages.append(result.summary())
+
+    if kind == "ensemble":
+        for j, net in enumerate(nets):
+            train("ensemble", net, {"member": j}, f"ensemble member {j}")
+    whole = LogitSum(nets)
+    if kind == "together":
+        train("together", whole, {}, "trained together")
+    logits = predict_logits(whole.to(p.device).eval(), p.data.test, device=p.device)[0]
+    costs = [complexity(net, p.data.info) for net in nets]
+    arch = "-".join(s.label for s in specs)
+    return p.row(
+        kind, "baseline", arch, logits, sum(c.params for c in costs), sum(c.mflops for c in costs)
+    )
+

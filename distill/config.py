@@ -1,0 +1,88 @@
+"""The base of every config (pydantic v2, ``extra="forbid"``, frozen) and its one error type.
+
+A config is checked in two steps: its fields (types, ranges, allowed values) by pydantic, then what
+needs several fields or the outside world (a model name against the dataset, a budget against the
+search space) by the config's own ``check``. Both raise :class:`ConfigError`, whose ``errors`` name
+each field as a list location (``["res_students", 0, "search", "strategy"]``), as FastAPI does; its
+text reads ``res_students[0].search.strategy: <what is allowed>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+Loc = tuple[str | int, ...]
+M = TypeVar("M", bound="ConfigModel")
+
+# Union members' tags pydantic puts into a location; a user names the field, not the member.
+UNION_TAGS = frozenset({"zoo-net", "genotype-net", "searched-net", "range-pair", "range-value"})
+
+
+class ConfigModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def dotted(loc: Sequence[str | int]) -> str:
+    """``("res_students", 0, "search")`` -> ``res_students[0].search``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def clean_loc(loc: Iterable[str | int]) -> list[str | int]:
+    return [p for p in loc if p not in UNION_TAGS]
+
+
+def _message(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown field"
+    if error["type"] == "missing":
+        return "required"
+    if error["type"] == "literal_error":
+        return f"must be one of {error['ctx']['expected']}"
+    msg = str(error["msg"])
+    return msg.removeprefix("Value error, ")
+
+
+class ConfigError(ValueError):
+    """One or more invalid fields; ``errors`` are ``{"loc": [...], "msg": ...}``."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        self.errors = errors
+        first = errors[0]
+        where = dotted(first["loc"])
+        super().__init__(f"{where}: {first['msg']}" if where else first["msg"])
+
+    @classmethod
+    def at(cls, loc: Sequence[str | int], msg: str) -> ConfigError:
+        return cls([{"loc": list(loc), "msg": msg}])
+
+    @classmethod
+    def of(cls, exc: ValidationError, prefix: Loc = ()) -> ConfigError:
+        return cls(
+            [
+                {"loc": [*prefix, *clean_loc(e["loc"])], "msg": _message(e)}
+                for e in exc.errors(include_url=False)
+            ]
+        )
+
+    def within(self, *prefix: str | int) -> ConfigError:
+        """The same errors, located inside ``prefix`` (a base config inside a sweep)."""
+        return ConfigError([{**e, "loc": [*prefix, *e["loc"]]} for e in self.errors])
+
+
+def parse(cls: type[M], raw: Any) -> M:
+    """``raw`` (a mapping from YAML, JSON or a request) as ``cls``, or a :class:`ConfigError`."""
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError.of(exc) from None
+
+
+def require(ok: bool, loc: Sequence[str | int], msg: str) -> None:
+    if not ok:
+        raise ConfigError.at(loc, msg)

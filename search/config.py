@@ -1,0 +1,290 @@
+"""The run config: one pydantic schema for YAML files, the CLI and the HTTP API (``/docs`` documents
+every field; a wrong type is a 422 whose ``loc`` names it).
+
+A network is one of three (a discriminated union): a zoo model (``resnet8`` or ``{model: resnet8,
+width: 0.5}``), the network of a given genotype (``{genotype: {...}, channels: C, layers: L}``) or
+one found by a search under a budget (``{search: {budget_mflops: ..., ...}}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BeforeValidator, Discriminator, Field, Tag, field_validator
+
+from distill.config import ConfigError, ConfigModel, Loc, parse, require
+from distill.data import DATASETS, DatasetError, dataset_info
+from distill.models import GENOTYPE_MODEL, NetSpec
+from distill.reskd import BASELINES, Baseline
+from distill.residual import MethodConfig
+from distill.train import PRESETS, TrainConfig, TrainOverrides, preset, resolve_device
+from search.budget import BudgetError, check_budget
+from search.run import shape_for
+from search.spec import SearchSpec
+from space.genotypes import Genotype
+from space.zoo import MODELS
+
+SEARCHED = "searched"  # the ``model`` of a network found by a search
+JobKind = Literal["reskd", "search", "finetune", "distill"]
+JOB_KINDS: tuple[JobKind, ...] = ("reskd", "search", "finetune", "distill")
+
+
+class ZooNet(ConfigModel):
+    """A handcrafted network of the zoo."""
+
+    model: str = Field(description=f"one of {', '.join(MODELS)}")
+    width: float = Field(1.0, gt=0, le=64, description="channel width multiplier")
+    num_classes: int | None = Field(None, ge=1, description="if given, must match the dataset")
+
+    @field_validator("model")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in MODELS:
+            raise ValueError(f"unknown model {value!r}; allowed: {', '.join(MODELS)}")
+        return value
+
+    searched: ClassVar[bool] = False
+
+
+class GenotypeNet(ConfigModel):
+    """The network of a given genotype (DARTS's format)."""
+
+    model: Literal["genotype"] = GENOTYPE_MODEL
+    genotype: dict[str, Any] = Field(description="{normal: [[op, input], ...], reduce: [...]}")
+    channels: int = Field(ge=2, le=512, multiple_of=2, description="initial channels (even)")
+    layers: int = Field(ge=3, le=64, description="cells")
+    auxiliary: bool = False
+    drop_path_prob: float = Field(0.0, ge=0, lt=1)
+    width: float = 1.0
+    num_classes: int | None = Field(None, ge=1)
+
+    @field_validator("genotype")
+    @classmethod
+    def _genotype(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return Genotype.from_dict(value).to_dict()  # names what is wrong with it
+
+    searched: ClassVar[bool] = False
+
+
+class SearchedNet(ConfigModel):
+    """A network found by a search under a FLOPs budget."""
+
+    model: Literal["searched"] = SEARCHED
+    search: SearchSpec
+
+    searched: ClassVar[bool] = True
+    num_classes: ClassVar[None] = None
+
+
+def _net_tag(raw: Any) -> str:
+    if isinstance(raw, Mapping):
+        if raw.get("search") is not None or raw.get("model") == SEARCHED:
+            return "searched-net"
+        if raw.get("genotype") is not None or raw.get("model") == GENOTYPE_MODEL:
+            return "genotype-net"
+    elif isinstance(raw, SearchedNet | GenotypeNet):
+        return "searched-net" if isinstance(raw, SearchedNet) else "genotype-net"
+    return "zoo-net"
+
+
+def _named(raw: Any) -> Any:
+    return {"model": raw} if isinstance(raw, str) else raw
+
+
+NetConfig = Annotated[
+    Annotated[ZooNet, Tag("zoo-net")]
+    | Annotated[GenotypeNet, Tag("genotype-net")]
+    | Annotated[SearchedNet, Tag("searched-net")],
+    Discriminator(_net_tag),
+    BeforeValidator(_named),
+]
+
+
+def _listed(raw: Any) -> Any:
+    return [raw] if isinstance(raw, str | Mapping) else raw
+
+
+class AssistantConfig(ConfigModel):
+    """The feature-residual assistant method (Gao et al.): ``student`` is split into S and A with
+    ``separation`` of its MFLOPs for S; ``at_weight`` > 0 adds attention transfer (their
+    "RKD + AT"; 1000 is Zagoruyko & Komodakis's weight)."""
+
+    variant: Literal["plain", "progressive", "integrated"] = "integrated"
+    separation: float = Field(0.9, gt=0, lt=1)
+    at_weight: float = Field(0.0, ge=0, le=1e6)
+
+
+class RunConfig(ConfigModel):
+    """A run: ``method: reskd`` (default; S0 and res-students on the logit residual) or
+    ``method: assistant`` (the feature-map residual of Gao et al.)."""
+
+    dataset: str = Field(description=f"one of {', '.join(DATASETS)}")
+    teacher: NetConfig
+    student: NetConfig
+    res_students: Annotated[list[NetConfig], BeforeValidator(_listed)] = Field(
+        default_factory=list, description="one per stage; the last one repeats"
+    )
+    method: Literal["reskd", "assistant"] = "reskd"
+    assistant: AssistantConfig = Field(default_factory=AssistantConfig)
+    root: str | None = Field(None, description="the dataset's local root (CIFAR, imagefolder)")
+    augment: bool = False
+    val_size: int = Field(500, ge=1, le=10_000_000, description="D_v's size")
+    teacher_checkpoint: str | None = None
+    kd: MethodConfig = Field(default_factory=MethodConfig)
+    student_kd: MethodConfig | None = Field(
+        None, description="S0's KD settings when they differ from the res-students' (default: kd)"
+    )
+    ratio: float = Field(0.9, gt=0, le=1, description="stop when Energy(S_i) > ratio x Energy(T)")
+    max_stages: int | None = Field(None, ge=0, le=64, description="default: len(res_students)")
+    preset: str = Field("cpu-small", description=f"one of {', '.join(PRESETS)}")
+    train: TrainOverrides = Field(default_factory=TrainOverrides)
+    teacher_train: TrainOverrides = Field(default_factory=TrainOverrides)
+    baselines: list[Baseline] = Field(default_factory=list)
+    seed: int = Field(0, ge=0, lt=2**63)
+    device: str = "auto"
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, value: str) -> str:
+        try:
+            dataset_info(value)
+        except DatasetError as exc:
+            raise ValueError(str(exc).removeprefix("dataset: ")) from None
+        return value
+
+    @field_validator("preset")
+    @classmethod
+    def _preset(cls, value: str) -> str:
+        if value not in PRESETS:
+            raise ValueError(f"must be one of {', '.join(PRESETS)}")
+        return value
+
+    @property
+    def stages(self) -> int:
+        return self.max_stages if self.max_stages is not None else len(self.res_students)
+
+    def kd_for(self, i: int) -> MethodConfig:
+        """The KD settings of stage ``i`` (0 = S0)."""
+        return self.student_kd if i == 0 and self.student_kd is not None else self.kd
+
+    def res_student(self, i: int) -> ZooNet | GenotypeNet | SearchedNet:
+        """The res-student of stage ``i`` (1-based); the last entry repeats."""
+        return self.res_students[min(i, len(self.res_students)) - 1]
+
+    def train_config(self, *, teacher: bool = False) -> TrainConfig:
+        overrides = {**self.train.settings(), **(self.teacher_train.settings() if teacher else {})}
+        return preset(self.preset, seed=self.seed, device=self.device, **overrides)
+
+    def nets(self) -> list[tuple[Loc, ZooNet | GenotypeNet | SearchedNet]]:
+        return [(("teacher",), self.teacher), (("student",), self.student)] + [
+            (("res_students", i), r) for i, r in enumerate(self.res_students)
+        ]
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> RunConfig:
+        """Fields, then :meth:`check`; a :class:`ConfigError` names the first bad field."""
+        config = parse(cls, raw)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """What needs several fields or the outside world; fails before any training."""
+        info = dataset_info(self.dataset)
+        if self.method == "reskd" and self.max_stages != 0:
+            require(bool(self.res_students), ("res_students",), "a non-empty list of res-students")
+        for loc, net in self.nets():
+            if isinstance(net, SearchedNet):
+                require(
+                    loc[0] != "teacher" and self.method == "reskd",
+                    (*loc, "search"),
+                    "only S0 and res-students of method reskd can be searched",
+                )
+                try:  # a budget below the space's smallest network fails now, not mid-run
+                    check_budget(shape_for(net.search, info), net.search.budget_mflops,
+                                 net.search.min_channels)
+                except BudgetError as exc:
+                    field, _, msg = str(exc).partition(": ")
+                    raise ConfigError.at((*loc, "search", field), msg) from None
+                continue
+            if isinstance(net, GenotypeNet):
+                require(self.method == "reskd", (*loc, "genotype"), "needs method reskd")
+            if net.num_classes is not None and self.dataset != "imagefolder":
+                require(
+                    net.num_classes == info.num_classes,
+                    (*loc, "num_classes"),
+                    f"must be {info.num_classes} (the classes of {self.dataset}), "
+                    f"got {net.num_classes}",
+                )
+        allowed = BASELINES[self.method]
+        for i, b in enumerate(self.baselines):
+            require(b in allowed, ("baselines", i), f"a list of {', '.join(allowed)}")
+        if self.teacher_checkpoint is not None:
+            require(
+                Path(self.teacher_checkpoint).is_file(),
+                ("teacher_checkpoint",),
+                f"no file at {self.teacher_checkpoint}",
+            )
+        for name, teacher in (("train", False), ("teacher_train", True)):
+            try:
+                self.train_config(teacher=teacher)
+            except ValueError as exc:
+                raise ConfigError.at((name,), str(exc)) from None
+        try:
+            resolve_device(self.device)
+        except ValueError as exc:
+            raise ConfigError.at(("device",), str(exc).removeprefix("device: ")) from None
+
+    def for_job(self, kind: JobKind) -> RunConfig:
+        """This config as a job of ``kind`` runs it; errors name the field."""
+        config = self.model_copy(update={"max_stages": 0}) if kind == "distill" else self
+        config.check()
+        nets = [config.student, *config.res_students]
+        if kind == "search":
+            require(
+                any(n.searched for n in nets),
+                ("res_students",),
+                "a search job needs a {search: {...}} res-student",
+            )
+        if kind == "finetune":
+            require(
+                any(isinstance(n, GenotypeNet) for n in config.res_students),
+                ("res_students",),
+                "a finetune job trains given genotypes: "
+                "{genotype: {normal: [...], reduce: [...]}, channels: C, layers: L}",
+            )
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def spec_of(net: ZooNet | GenotypeNet, info: Any) -> NetSpec:
+    """The buildable spec of a handcrafted or given-genotype network on ``info``'s data."""
+    if isinstance(net, GenotypeNet):
+        return NetSpec.of_genotype(
+            Genotype.from_dict(net.genotype),
+            info,
+            channels=net.channels,
+            layers=net.layers,
+            auxiliary=net.auxiliary,
+            drop_path_prob=net.drop_path_prob,
+        )
+    return NetSpec.for_dataset(net.model, info, width=net.width)
+
+
+def load_config(path: Path) -> RunConfig:
+    """A run config from a YAML or JSON file."""
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError.at(("config",), f"no file at {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())  # JSON is YAML
+    except yaml.YAMLError as exc:
+        raise ConfigError.at(("config",), f"{path} is not valid YAML or JSON: {exc}") from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError.at(("config",), f"{path} must hold a mapping of fields")
+    return RunConfig.from_dict(raw)
+
