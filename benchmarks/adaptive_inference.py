@@ -21,7 +21,8 @@ import torch
 from distill.combined import CombinedStudent
 from distill.data import load_dataset
 from distill.train import loader
-from search.pipeline import RunConfig, run
+from search.config import RunConfig
+from search.pipeline import run
 
 
 def trained_student(out: Path) -> Path:

@@ -14,7 +14,8 @@ import statistics
 from pathlib import Path
 
 from distill.report import format_table
-from search.pipeline import RunConfig, run
+from search.config import RunConfig
+from search.pipeline import run
 
 
 def main() -> None:

@@ -20,7 +20,8 @@ from typing import Any
 from distill.data import dataset_info
 from distill.models import NetSpec, complexity
 from distill.report import format_table
-from search.pipeline import RunConfig, run
+from search.config import RunConfig
+from search.pipeline import run
 
 
 def config(

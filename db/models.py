@@ -25,9 +25,6 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-JOB_KINDS = ("reskd", "search", "finetune", "distill")
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -131,9 +128,6 @@ class Architecture(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (Index("ix_architectures_dataset_teacher", "dataset", "teacher"),)
-
-
-SWEEP_STATES = ("running", "succeeded", "failed", "cancelled")
 
 
 class Sweep(Base):

@@ -20,10 +20,6 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 
 
-def sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path.resolve()}"
-
-
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url

@@ -21,8 +21,8 @@ from distill.assistant import (
 )
 from distill.models import NetSpec
 from distill.report import Report
-from distill.reskd import Prepared
 from distill.residual import stage_seed
+from distill.reskd import Prepared
 from space.zoo import Backbone
 
 
@@ -80,7 +80,9 @@ def run_assistant(
     )
 
     def s_alone() -> None:
-        rows.append(p.model_row("S (separated)", "separated", split.student.label, assisted.student))
+        rows.append(
+            p.model_row("S (separated)", "separated", split.student.label, assisted.student)
+        )
 
     train_phases("assistant", assisted, s_alone if variant != "progressive" else lambda: None)
     rows.append(

@@ -66,4 +66,3 @@ def baseline_row(
     return p.row(
         kind, "baseline", arch, logits, sum(c.params for c in costs), sum(c.mflops for c in costs)
     )
-

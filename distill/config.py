@@ -37,15 +37,43 @@ def clean_loc(loc: Iterable[str | int]) -> list[str | int]:
     return [p for p in loc if p not in UNION_TAGS]
 
 
+_BOUNDS = {
+    "greater_than_equal": (">=", "ge"),
+    "greater_than": (">", "gt"),
+    "less_than_equal": ("<=", "le"),
+    "less_than": ("<", "lt"),
+    "multiple_of": ("a multiple of", "multiple_of"),
+}
+_KINDS = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "string": "a string",
+    "dict": "a mapping",
+    "model": "a mapping",
+    "list": "a list",
+    "tuple": "a list",
+    "finite": "a finite number",
+}
+
+
 def _message(error: Any) -> str:
-    if error["type"] == "extra_forbidden":
+    kind, ctx = error["type"], error.get("ctx") or {}
+    got = f", got {error['input']!r}" if "input" in error and kind != "missing" else ""
+    if kind == "extra_forbidden":
         return "unknown field"
-    if error["type"] == "missing":
+    if kind == "missing":
         return "required"
-    if error["type"] == "literal_error":
-        return f"must be one of {error['ctx']['expected']}"
-    msg = str(error["msg"])
-    return msg.removeprefix("Value error, ")
+    if kind == "literal_error":
+        allowed = str(ctx["expected"]).replace("'", "").replace(" or ", ", ")
+        return f"must be one of {allowed}{got}"
+    if kind in _BOUNDS:
+        words, key = _BOUNDS[kind]
+        return f"must be {words} {ctx[key]}{got}"
+    for prefix, words in _KINDS.items():
+        if kind.startswith(prefix):
+            return f"must be {words}{got}"
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 class ConfigError(ValueError):

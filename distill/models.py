@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Final
 
 from torch import nn
 
@@ -13,7 +13,7 @@ from space.genotypes import Genotype
 from space.network import GenotypeNetwork
 from space.zoo import MODELS, Backbone, Stem, create_model
 
-GENOTYPE_MODEL = "genotype"  # NetSpec.model of a network built from a (searched) genotype
+GENOTYPE_MODEL: Final = "genotype"  # NetSpec.model of a network built from a (searched) genotype
 
 
 def build_model(

@@ -14,9 +14,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from distill.config import ConfigModel
-
 from distill.losses import (
-    DISTANCES,
     KDLoss,
     Objective,
     RelationalObjective,

@@ -113,8 +113,17 @@ class Prepared:
     def logits_on(self, model: nn.Module, dataset: Dataset[tuple[Tensor, int]]) -> Tensor:
         return predict_logits(model.to(self.device), dataset, device=self.device)[0]
 
-    def row(self, name: str, role: Role, arch: str, logits: Tensor, params: int, mflops: float,
-            adaptive_mflops: float | None = None, **extra: Any) -> Row:
+    def row(
+        self,
+        name: str,
+        role: Role,
+        arch: str,
+        logits: Tensor,
+        params: int,
+        mflops: float,
+        adaptive_mflops: float | None = None,
+        **extra: Any,
+    ) -> Row:
         effective = mflops if adaptive_mflops is None else adaptive_mflops
         return Row(
             model=name,
@@ -295,7 +304,8 @@ class ResKD:
         e = dataset_energy(self.s_val)
         stop = i > 0 and should_stop(e, self.e_teacher, p.config.ratio)
         p.stages.append(
-            result.summary() | {"network": stage.name, "arch": res.spec.label, "energy_dv": round(e, 5)}
+            result.summary()
+            | {"network": stage.name, "arch": res.spec.label, "energy_dv": round(e, 5)}
         )
         p.log(
             f"S{i}: Energy(S{i}, D_v) = {e:.4f} ({100 * e / self.e_teacher:.1f}% of T)"
@@ -381,7 +391,11 @@ class ResKD:
         p.log("\n" + report.table())
         p.log(
             f"\nTH_energy = {threshold:.4f}; teacher and earlier students' logits "
-            + ("cached once per stage" if self.cached else "computed per batch (random augmentation)")
+            + (
+                "cached once per stage"
+                if self.cached
+                else "computed per batch (random augmentation)"
+            )
         )
         return report
 

@@ -123,10 +123,17 @@ class StageStore:
         training resumes from the stage's epoch checkpoint when an earlier run was interrupted."""
 
         def make(directory: Path) -> None:
-            fit(task, train_data, config=config, checkpoint_dir=directory, desc=desc,
-                progress=progress)
-            torch.save({name: net.state_dict() for name, net in nets.items()},
-                       directory / "weights.pt")
+            fit(
+                task,
+                train_data,
+                config=config,
+                checkpoint_dir=directory,
+                desc=desc,
+                progress=progress,
+            )
+            torch.save(
+                {name: net.state_dict() for name, net in nets.items()}, directory / "weights.pt"
+            )
             (directory / "last.pt").unlink(missing_ok=True)  # no longer needed
 
         def load(directory: Path) -> None:

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import BeforeValidator, Discriminator, Field, Tag, field_validator
 
 from distill.config import ConfigError, ConfigModel, Loc, parse, require
 from distill.data import DATASETS, DatasetError, dataset_info
 from distill.models import GENOTYPE_MODEL, NetSpec
-from distill.reskd import BASELINES, Baseline
 from distill.residual import MethodConfig
+from distill.reskd import BASELINES, Baseline
 from distill.train import PRESETS, TrainConfig, TrainOverrides, preset, resolve_device
 from search.budget import BudgetError, check_budget
 from search.run import shape_for
@@ -26,9 +26,7 @@ from search.spec import SearchSpec
 from space.genotypes import Genotype
 from space.zoo import MODELS
 
-SEARCHED = "searched"  # the ``model`` of a network found by a search
-JobKind = Literal["reskd", "search", "finetune", "distill"]
-JOB_KINDS: tuple[JobKind, ...] = ("reskd", "search", "finetune", "distill")
+SEARCHED: Final = "searched"  # the ``model`` of a network found by a search
 
 
 class ZooNet(ConfigModel):
@@ -202,8 +200,11 @@ class RunConfig(ConfigModel):
                     "only S0 and res-students of method reskd can be searched",
                 )
                 try:  # a budget below the space's smallest network fails now, not mid-run
-                    check_budget(shape_for(net.search, info), net.search.budget_mflops,
-                                 net.search.min_channels)
+                    check_budget(
+                        shape_for(net.search, info),
+                        net.search.budget_mflops,
+                        net.search.min_channels,
+                    )
                 except BudgetError as exc:
                     field, _, msg = str(exc).partition(": ")
                     raise ConfigError.at((*loc, "search", field), msg) from None
@@ -236,26 +237,6 @@ class RunConfig(ConfigModel):
         except ValueError as exc:
             raise ConfigError.at(("device",), str(exc).removeprefix("device: ")) from None
 
-    def for_job(self, kind: JobKind) -> RunConfig:
-        """This config as a job of ``kind`` runs it; errors name the field."""
-        config = self.model_copy(update={"max_stages": 0}) if kind == "distill" else self
-        config.check()
-        nets = [config.student, *config.res_students]
-        if kind == "search":
-            require(
-                any(n.searched for n in nets),
-                ("res_students",),
-                "a search job needs a {search: {...}} res-student",
-            )
-        if kind == "finetune":
-            require(
-                any(isinstance(n, GenotypeNet) for n in config.res_students),
-                ("res_students",),
-                "a finetune job trains given genotypes: "
-                "{genotype: {normal: [...], reduce: [...]}, channels: C, layers: L}",
-            )
-        return config
-
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
 
@@ -287,4 +268,3 @@ def load_config(path: Path) -> RunConfig:
     if not isinstance(raw, Mapping):
         raise ConfigError.at(("config",), f"{path} must hold a mapping of fields")
     return RunConfig.from_dict(raw)
-

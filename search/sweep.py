@@ -21,40 +21,39 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import optuna
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
-from distill.residual import _check
-from search.pipeline import RunConfig
+from distill.config import ConfigError, ConfigModel, parse, require
+from search.config import RunConfig
 
-SAMPLERS = ("nsga2", "tpe")
-COSTS = ("mflops", "adaptive_mflops")
 DIRECTIONS: tuple[Literal["maximize"], Literal["minimize"]] = ("maximize", "minimize")
 
 
 @dataclass(frozen=True)
 class Param:
-    """How one sweep parameter is sampled, and where its value goes in a trial's config."""
+    """How one sweep parameter is sampled, and what values it allows."""
 
     kind: Literal["float", "int"]
     log: bool
     low_bound: float  # values must be above (or at, for ints) this
     allowed: str
+    high_bound: float = math.inf
 
 
 PARAMS: dict[str, Param] = {
     "budget_mflops": Param("float", True, 0.0, "> 0 (MFLOPs of each searched res-student)"),
-    "res_students": Param("int", False, 1, "an integer >= 1 (how many res-students)"),
-    "t": Param("float", False, 0.0, "> 0 (KD temperature)"),
-    "tau": Param("float", False, 0.0, "in [0, 1] (KD weight)"),
+    "res_students": Param("int", False, 1, "an integer >= 1 (how many res-students)", 64),
+    "t": Param("float", False, 0.0, "> 0 (KD temperature)", 1000),
+    "tau": Param("float", False, 0.0, "in [0, 1] (KD weight)", 1),
     "flops_weight": Param("float", True, 0.0, "> 0 (weight of the search's FLOPs penalty)"),
 }
 
 
-@dataclass(frozen=True)
-class Range:
+class Range(ConfigModel):
     low: float
     high: float
 
@@ -63,68 +62,77 @@ class Range:
         return self.low == self.high
 
 
-@dataclass(frozen=True)
-class SweepSpec:
-    base: Mapping[str, Any]
-    space: Mapping[str, Range] = field(default_factory=dict)
-    trials: int = 12
+def _pair(raw: Any) -> Any:
+    if isinstance(raw, list | tuple):
+        if len(raw) != 2:
+            raise ValueError(f"[low, high] or a single value, got {list(raw)}")
+        return {"low": raw[0], "high": raw[1]}
+    return {"low": raw, "high": raw} if not isinstance(raw, Mapping) else raw
+
+
+SpaceRange = Annotated[Range, BeforeValidator(_pair)]
+
+
+class SweepSpace(ConfigModel):
+    """Each parameter: ``[low, high]`` (sampled), one value (fixed) or absent (the base's)."""
+
+    budget_mflops: SpaceRange | None = None
+    res_students: SpaceRange | None = None
+    t: SpaceRange | None = None
+    tau: SpaceRange | None = None
+    flops_weight: SpaceRange | None = None
+
+    @field_validator("*")
+    @classmethod
+    def _within_bounds(cls, value: Range | None, info: ValidationInfo) -> Range | None:
+        if value is None:
+            return None
+        p = PARAMS[str(info.field_name)]
+        for v in (value.low, value.high):
+            ok = math.isfinite(v) and v <= p.high_bound
+            ok = ok and (v >= p.low_bound if p.kind == "int" else v > p.low_bound)
+            if not ok or (p.kind == "int" and not float(v).is_integer()):
+                raise ValueError(f"must be {p.allowed}, got {v!r}")
+        if value.low > value.high:
+            raise ValueError(f"must be [low, high] with low <= high, got {[value.low, value.high]}")
+        return value
+
+    def items(self) -> list[tuple[str, Range]]:
+        return [(n, r) for n in PARAMS if (r := getattr(self, n)) is not None]
+
+    def __contains__(self, name: str) -> bool:
+        return getattr(self, name, None) is not None
+
+
+class SweepSpec(ConfigModel):
+    """An Optuna sweep around a base ResKD config (the body of ``POST /v1/sweeps``)."""
+
+    base: dict[str, Any] = Field(description="the ResKD config every trial starts from")
+    space: SweepSpace = Field(default_factory=SweepSpace)
+    trials: int = Field(12, ge=1, le=10_000, description="how many trials the sweep asks for")
     sampler: Literal["nsga2", "tpe"] = "nsga2"
-    cost: Literal["mflops", "adaptive_mflops"] = "mflops"
-    parallel: int = 2
-    seed: int = 0
-    name: str | None = None
+    cost: Literal["mflops", "adaptive_mflops"] = Field("mflops", description="the second objective")
+    parallel: int = Field(2, ge=1, le=1000, description="trials queued or running at once")
+    seed: int = Field(0, ge=0, lt=2**63)
+    name: str | None = Field(None, max_length=200)
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> SweepSpec:
-        """Checks every field; errors name it (``space.budget_mflops: ...``)."""
-        if not isinstance(raw, Mapping):
-            raise ValueError("sweep: a mapping with base, space, trials, sampler, cost")
-        known = {"base", "space", "trials", "sampler", "cost", "parallel", "seed", "name"}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"{unknown[0]}: unknown field; allowed: {', '.join(sorted(known))}")
-        if "base" not in raw:
-            raise ValueError("base: required (the ResKD config every trial starts from)")
-        base = raw["base"]
-        if not isinstance(base, Mapping):
-            raise ValueError("base: a mapping of run settings (dataset, teacher, student, ...)")
-        space_raw = raw.get("space") or {}
-        if not isinstance(space_raw, Mapping):
-            raise ValueError(f"space: a mapping of {', '.join(PARAMS)} to [low, high] or a value")
-        space = {name: _range(name, value) for name, value in space_raw.items()}
-        spec = cls(
-            base=dict(base),
-            space=space,
-            trials=raw.get("trials", 12),
-            sampler=raw.get("sampler", "nsga2"),
-            cost=raw.get("cost", "mflops"),
-            parallel=raw.get("parallel", 2),
-            seed=raw.get("seed", 0),
-            name=raw.get("name"),
-        )
-        spec.validate()
+    def from_dict(cls, raw: Any) -> SweepSpec:
+        """Fields, then :meth:`check`; a :class:`ConfigError` names the first bad field."""
+        spec = parse(cls, raw)
+        spec.check()
         return spec
 
-    def validate(self) -> None:
-        _check("trials", _is_int(self.trials) and self.trials >= 1, "an integer >= 1", self.trials)
-        _check(
-            "parallel",
-            _is_int(self.parallel) and self.parallel >= 1,
-            "an integer >= 1 (trials queued at once)",
-            self.parallel,
-        )
-        _check("seed", _is_int(self.seed), "an integer", self.seed)
-        _check("sampler", self.sampler in SAMPLERS, f"one of {', '.join(SAMPLERS)}", self.sampler)
-        _check("cost", self.cost in COSTS, f"one of {', '.join(COSTS)}", self.cost)
+    def check(self) -> None:
         try:
             base = RunConfig.from_dict(self.base)
-        except ValueError as exc:
-            raise ValueError(f"base.{exc}") from exc
-        _check("base.method", base.method == "reskd", "reskd (sweeps tune ResKD)", base.method)
+        except ConfigError as exc:
+            raise exc.within("base") from None
+        require(base.method == "reskd", ("base", "method"), "reskd (sweeps tune ResKD)")
         if "budget_mflops" in self.space and not any(r.searched for r in base.res_students):
-            raise ValueError(
-                "space.budget_mflops: needs searched res-students in base.res_students "
-                "({search: {...}})"
+            raise ConfigError.at(
+                ("space", "budget_mflops"),
+                "needs searched res-students in base.res_students ({search: {...}})",
             )
         # Every corner of the space must make a valid config (fails now, not in trial 7).
         for corner in ("low", "high"):
@@ -132,8 +140,10 @@ class SweepSpec:
             params = {n: int(v) if PARAMS[n].kind == "int" else v for n, v in params.items()}
             try:
                 RunConfig.from_dict(self.trial_config(params))
-            except ValueError as exc:
-                raise ValueError(f"space: the {corner} end gives an invalid trial: {exc}") from exc
+            except ConfigError as exc:
+                raise ConfigError.at(
+                    ("space",), f"the {corner} end gives an invalid trial: {exc}"
+                ) from None
 
     @property
     def directions(self) -> list[Literal["maximize", "minimize"]]:
@@ -180,43 +190,7 @@ class SweepSpec:
         return config
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "base": dict(self.base),
-            "space": {n: [r.low, r.high] for n, r in self.space.items()},
-            "trials": self.trials,
-            "sampler": self.sampler,
-            "cost": self.cost,
-            "parallel": self.parallel,
-            "seed": self.seed,
-            "name": self.name,
-        }
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _range(name: str, value: Any) -> Range:
-    if name not in PARAMS:
-        raise ValueError(f"space.{name}: unknown parameter; allowed: {', '.join(PARAMS)}")
-    p = PARAMS[name]
-    where = f"space.{name}"
-    if isinstance(value, list | tuple):
-        if len(value) != 2:
-            raise ValueError(f"{where}: [low, high] or a single value, got {list(value)}")
-        low, high = value
-    else:
-        low = high = value
-    for v in (low, high):
-        number = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-        ok = number and (v >= p.low_bound if p.kind == "int" else v > p.low_bound)
-        if ok and p.kind == "int":
-            ok = float(v).is_integer()
-        if ok and name == "tau":
-            ok = v <= 1
-        _check(where, ok, p.allowed, v)
-    _check(where, low <= high, "[low, high] with low <= high", [low, high])
-    return Range(float(low), float(high))
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 def make_sampler(spec: SweepSpec, asked: int) -> optuna.samplers.BaseSampler:
@@ -232,14 +206,14 @@ def make_sampler(spec: SweepSpec, asked: int) -> optuna.samplers.BaseSampler:
 
 
 def objectives(result: Mapping[str, Any], cost: str) -> tuple[float, float]:
-    """(accuracy of S_n, cost of S_n) from a finished ResKD job's result."""
+    """(accuracy of S_n, cost of S_n) from a finished ResKD job's result (its report's rows)."""
     rows = list(result.get("rows") or [])
-    final = [r for r in rows if r["model"].startswith("S") and r["model"][1:].isdigit()]
+    final = [r for r in rows if r.get("role") == "stage"]
     if not final:
         raise ValueError("result: no S_n row in the job's result")
     last = final[-1]
     if cost == "adaptive_mflops":
-        adaptive = next((r for r in rows if r["model"] == f"{last['model']} adaptive"), None)
+        adaptive = next((r for r in rows if r.get("role") == "adaptive"), None)
         if adaptive is None:
             raise ValueError(f"result: no {last['model']} adaptive row in the job's result")
         return float(adaptive["accuracy"]), float(adaptive["adaptive_mflops"])

@@ -345,10 +345,6 @@ MODELS: dict[str, ModelEntry] = {
 }
 
 
-def list_models() -> list[str]:
-    return list(MODELS)
-
-
 def create_model(
     name: str,
     *,

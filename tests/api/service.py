@@ -52,7 +52,7 @@ class Service:
             env["RESKD_DATABASE_URL"] = database_url
         if ray_address:
             env["RESKD_RAY_ADDRESS"] = ray_address
-        args = [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port)]
+        args = [sys.executable, "-m", "api.cli.main", "serve", "--port", str(self.port)]
         args += ["--workers", str(workers)]
         if token:
             args += ["--token", token]

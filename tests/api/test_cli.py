@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from api.cli import main
-from api.demo import run_demo
+from api.cli.demo import run_demo
+from api.cli.main import main
 
 
 def test_flops_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -233,7 +233,7 @@ def test_openapi_documents_the_v1_routes(service: Service) -> None:
 def test_cli_client_submits_waits_lists_shows_and_plots(
     service: Service, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from api.cli import main
+    from api.cli.main import main
 
     config = tmp_path / "job.json"
     config.write_text(json.dumps(tiny_config()))

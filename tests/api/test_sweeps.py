@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 import pytest
 
-from api.cli import main as cli
+from api.cli.main import main as cli
 from search.pareto import dominated
 from tests.api.service import Service, backend_service, tiny_config
 
@@ -99,7 +99,7 @@ def test_a_sweep_of_six_trials_runs_over_http_with_two_workers(
     first_trained = {"teacher": 0, "student": 0}
     for trial, job in zip(trials, jobs, strict=True):
         assert job["sweep_id"] == sweep["id"] and job["trial"] == trial["number"]
-        s_n = [m for m in job["metrics"] if m["model"][1:].isdigit() and m["model"] != "T"][-1]
+        s_n = [m for m in job["metrics"] if m["role"] == "stage"][-1]
         assert (s_n["accuracy"], s_n["mflops"]) == (trial["accuracy"], trial["cost"])
         searches = [s for s in job["stages"] if s["kind"] == "search"]
         assert 1 <= len(searches) <= trial["params"]["res_students"]

@@ -11,19 +11,19 @@ import optuna
 import pytest
 from sqlalchemy import inspect, select
 
-from api import services, sweeps
-from api.queue import _SqlQueue, open_queue
+from api.http import queries
+from api.runtime import sweeps
+from api.runtime.store import JobQueue, open_queue
 from db.models import Job, Sweep
 from db.session import Database
 from search.sweep import SweepSpec
 from tests.api.service import tiny_config
 
 
-def open_store(url: str) -> tuple[Database, _SqlQueue]:
+def open_store(url: str) -> tuple[Database, JobQueue]:
     db = Database(url)
     db.migrate()
     queue = open_queue(db)
-    assert isinstance(queue, _SqlQueue)
     return db, queue
 
 
@@ -182,10 +182,10 @@ def test_cancel_results_and_pareto_queries(database_url: str) -> None:
         ],
     )
     with db.session(readonly=True) as s:
-        front = services.pareto(
+        front = queries.pareto(
             s, dataset="digits", teacher=None, cost="mflops", include_teacher=False
         )
-        shown = services.get_job(s, job_id)
+        shown = queries.get_job(s, job_id)
     assert [(a.accuracy, a.mflops) for a in front.front] == [
         (0.80, 0.5),
         (0.90, 1.0),
@@ -252,8 +252,8 @@ def test_sweep_ask_tell_marks_a_failed_trial_and_goes_on(database_url: str) -> N
     with db.session(readonly=True) as s:
         sweep = s.get(Sweep, sweep_id)
         assert sweep is not None and sweep.state == "succeeded"
-        trials = sweeps.trials(s, database_url, sweep_id)
-        front = sweeps.pareto(s, database_url, sweep_id)
+        trials = queries.trials(s, database_url, sweep_id)
+        front = queries.sweep_pareto(s, database_url, sweep_id)
     assert [t.state for t in trials] == ["complete", "fail", "complete", "complete", "complete"]
     assert trials[1].error == "RuntimeError: x"
     assert all(t.params["res_students"] == 1 for t in trials)  # a fixed parameter

@@ -22,7 +22,8 @@ from distill.assistant import (
 )
 from distill.models import NetSpec
 from distill.train import fit, preset
-from search.pipeline import RunConfig, run
+from search.config import RunConfig
+from search.pipeline import run
 
 
 def test_feature_distance_eq3_by_hand() -> None:
@@ -150,12 +151,12 @@ def test_assistant_method_in_reskd_run(tmp_path: Path) -> None:
         }
     )
     result = run(config, out_dir=tmp_path, progress=False, log=lambda _: None)
-    names = [r["model"] for r in result.rows]
+    names = [r.model for r in result.rows]
     assert names == ["T", "S (separated)", "S + A (integrated)", "feature KD (unseparated)"]
     combined, baseline = result.rows[2], result.rows[3]
-    assert abs(combined["mflops"] / baseline["mflops"] - 1) <= 0.01
-    assert combined["student_mflops"] + combined["assistant_mflops"] == pytest.approx(
-        combined["mflops"], rel=1e-6
+    assert abs(combined.mflops / baseline.mflops - 1) <= 0.01
+    assert combined.student_mflops + combined.assistant_mflops == pytest.approx(
+        combined.mflops, rel=1e-6
     )
     assert (tmp_path / "assisted_student.pt").is_file()
     again = run(config, out_dir=tmp_path, progress=False, log=lambda _: None)

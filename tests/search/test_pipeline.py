@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from distill.combined import CombinedStudent
-from search.pipeline import RunConfig, load_config, run
+from search.config import RunConfig, load_config
+from search.pipeline import run
 
 TINY = {
     "dataset": "digits",
@@ -34,13 +35,13 @@ def finished(tmp_path_factory: pytest.TempPathFactory):
 
 def test_run_reports_every_model(finished) -> None:
     out, _, result = finished
-    names = [r["model"] for r in result.rows]
+    names = [r.model for r in result.rows]
     assert names == ["T", "S0", "S1", "S2", "S2 adaptive", "ensemble", "together"]
     t, s0, s1, s2 = result.rows[:4]
-    assert s0["mflops"] < s1["mflops"] < s2["mflops"] < t["mflops"]
-    assert s2["adaptive_mflops"] <= s2["mflops"]
-    assert result.rows[4]["adaptive_mflops"] <= s2["mflops"]
-    assert t["l2_to_T"] == 0 and s0["l2_to_T"] > 0
+    assert s0.mflops < s1.mflops < s2.mflops < t.mflops
+    assert s2.adaptive_mflops <= s2.mflops
+    assert result.rows[4].adaptive_mflops <= s2.mflops
+    assert t.l2_to_T == 0 and s0.l2_to_T > 0
     report = json.loads((out / "report.json").read_text())
     assert report["logits"] == "cached once per stage"
     assert report["threshold"] == pytest.approx(result.threshold)
@@ -55,14 +56,14 @@ def test_combined_student_file_reproduces_the_adaptive_row(finished) -> None:
     from distill.data import load_dataset
 
     evaluation = evaluate_adaptive(model, load_dataset("digits", augment=False).test)
-    assert evaluation.accuracy == pytest.approx(result.rows[4]["accuracy"])
+    assert evaluation.accuracy == pytest.approx(result.rows[4].accuracy)
 
 
 def test_a_second_run_reuses_every_stage(finished) -> None:
     out, config, first = finished
     second = run(config, out_dir=out, progress=False, log=lambda _: None)
     assert not any(s["trained"] for s in second.stages)
-    assert [r["accuracy"] for r in second.rows] == [r["accuracy"] for r in first.rows]
+    assert [r.accuracy for r in second.rows] == [r.accuracy for r in first.rows]
 
 
 def test_a_changed_res_student_retrains_only_from_there(finished) -> None:

@@ -7,11 +7,12 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
-from api.cli import main
+from api.cli.main import main
 from distill.data import load_dataset
 from distill.residual import MethodConfig
 from search.budget import BudgetError
-from search.pipeline import RunConfig, run, search
+from search.config import RunConfig
+from search.pipeline import run, search
 from search.run import residual_objective, run_search
 from search.spec import SearchSpec
 from space.genotypes import Genotype
@@ -199,9 +200,9 @@ def test_pipeline_searches_then_finetunes_r1_and_reuses_stored_stages(tmp_path: 
     assert kinds == ["teacher", "student", "search", "finetune"]
     found = result.searches[0]
     assert found["mflops"] <= 0.1
-    rows = {r["model"]: r for r in result.rows}
-    assert rows["S1"]["arch"] == f"resnet8x0.25-nas[C{found['channels']}L3]"
-    assert rows["S1"]["mflops"] - rows["S0"]["mflops"] == pytest.approx(found["mflops"])
+    rows = {r.model: r for r in result.rows}
+    assert rows["S1"].arch == f"resnet8x0.25-nas[C{found['channels']}L3]"
+    assert rows["S1"].mflops - rows["S0"].mflops == pytest.approx(found["mflops"])
     # Stored stages are reused: nothing trains again, the same genotype comes back.
     again = run(config, out_dir=tmp_path, progress=False, log=lambda _: None)
     assert not any(s["trained"] for s in again.stages)

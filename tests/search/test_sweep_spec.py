@@ -8,7 +8,7 @@ import optuna
 import pytest
 import yaml
 
-from search.pipeline import RunConfig
+from search.config import RunConfig
 from search.sweep import SweepSpec, make_sampler, objectives
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +24,13 @@ BASE = {
 def test_the_shipped_sweep_config_is_valid() -> None:
     spec = SweepSpec.from_dict(yaml.safe_load((ROOT / "configs/digits-sweep.yaml").read_text()))
     assert spec.sampler == "nsga2" and spec.trials == 12
-    assert set(spec.space) == {"budget_mflops", "res_students", "t", "tau", "flops_weight"}
+    assert {n for n, _ in spec.space.items()} == {
+        "budget_mflops",
+        "res_students",
+        "t",
+        "tau",
+        "flops_weight",
+    }
 
 
 def test_a_trial_config_applies_every_parameter_and_keeps_s0() -> None:
@@ -48,9 +54,9 @@ def test_a_trial_config_applies_every_parameter_and_keeps_s0() -> None:
     [
         ("sampler", {"sampler": "random"}, "one of nsga2, tpe"),
         ("cost", {"cost": "params"}, "one of mflops, adaptive_mflops"),
-        ("trials", {"trials": 2.5}, "an integer >= 1"),
-        ("parallel", {"parallel": 0}, "an integer >= 1"),
-        ("space.width", {"space": {"width": [1, 2]}}, "unknown parameter"),
+        ("trials", {"trials": 2.5}, "an integer"),
+        ("parallel", {"parallel": 0}, ">= 1"),
+        ("space.width", {"space": {"width": [1, 2]}}, "unknown field"),
         ("space.t", {"space": {"t": [0, 2]}}, "> 0"),
         ("space.res_students", {"space": {"res_students": [1.5, 2]}}, "an integer >= 1"),
         ("space.budget_mflops", {"space": {"budget_mflops": [0.2, 0.1]}}, "low <= high"),
@@ -75,11 +81,17 @@ def test_budget_needs_searched_res_students() -> None:
 def test_objectives_read_s_n_and_its_adaptive_row() -> None:
     result = {
         "rows": [
-            {"model": "T", "accuracy": 0.99, "mflops": 5.0},
-            {"model": "S0", "accuracy": 0.90, "mflops": 1.0},
-            {"model": "S1", "accuracy": 0.93, "mflops": 1.2},
-            {"model": "S1 adaptive", "accuracy": 0.925, "mflops": 1.2, "adaptive_mflops": 1.05},
-            {"model": "ensemble", "accuracy": 0.91, "mflops": 1.2},
+            {"model": "T", "role": "teacher", "accuracy": 0.99, "mflops": 5.0},
+            {"model": "S0", "role": "stage", "accuracy": 0.90, "mflops": 1.0},
+            {"model": "S1", "role": "stage", "accuracy": 0.93, "mflops": 1.2},
+            {
+                "model": "S1 adaptive",
+                "role": "adaptive",
+                "accuracy": 0.925,
+                "mflops": 1.2,
+                "adaptive_mflops": 1.05,
+            },
+            {"model": "ensemble", "role": "baseline", "accuracy": 0.91, "mflops": 1.2},
         ]
     }
     assert objectives(result, "mflops") == (0.93, 1.2)

@@ -1,18 +1,20 @@
-"""What the routes do, on a session: submit, list, show, cancel, artifacts, architectures, Pareto
-fronts."""
+"""What the routes read and write, on a session: jobs (submit, list, show, artifacts),
+architectures, Pareto fronts, sweeps."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import optuna
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from api import schemas
-from api.jobs import parse_config
-from api.queue import JobQueue
-from db.models import Architecture, Artifact, Job
+from api.http import schemas
+from api.runtime.runner import config_for_job
+from api.runtime.store import JobQueue
+from api.runtime.sweeps import study_storage
+from db.models import Architecture, Artifact, Job, Sweep
 from search.pareto import pareto_front
 
 
@@ -25,7 +27,7 @@ class Refused(ValueError):
 
 
 def submit(queue: JobQueue, body: schemas.JobCreate) -> int:
-    config = parse_config(body.kind, body.config)  # ValueError names the field
+    config = config_for_job(body.config, body.kind)  # a ConfigError names the field
     return queue.submit(
         kind=body.kind, config=config.to_dict(), dataset=config.dataset, name=body.name
     )
@@ -167,4 +169,94 @@ def health(s: Session, url: str) -> schemas.Health:
         queued=int(counts.get("queued", 0)),
         running=int(counts.get("running", 0)),
         version=version("reskd"),
+    )
+
+
+# -- sweeps -------------------------------------------------------------------------------------
+
+
+def _sweep_row(s: Session, sweep_id: int) -> Sweep:
+    sweep = s.get(Sweep, sweep_id)
+    if sweep is None:
+        raise NotFound(f"sweep {sweep_id} not found")
+    return sweep
+
+
+def sweep_summary(s: Session, sweep: Sweep) -> schemas.SweepSummary:
+    counts: dict[str, int] = {}
+    for state in s.scalars(select(Job.state).where(Job.sweep_id == sweep.id)):
+        counts[state] = counts.get(state, 0) + 1
+    return schemas.SweepSummary(
+        id=sweep.id,
+        name=sweep.name,
+        study_name=sweep.study_name,
+        state=sweep.state,
+        dataset=sweep.dataset,
+        trials=sweep.trials,
+        sampler=sweep.spec.get("sampler", "nsga2"),
+        cost=sweep.spec.get("cost", "mflops"),
+        trial_states=counts,
+        error=sweep.error,
+        created_at=sweep.created_at,
+        finished_at=sweep.finished_at,
+    )
+
+
+def list_sweeps(s: Session, *, limit: int, offset: int) -> list[schemas.SweepSummary]:
+    rows = s.scalars(select(Sweep).order_by(Sweep.id.desc()).limit(limit).offset(offset)).all()
+    return [sweep_summary(s, r) for r in rows]
+
+
+def trials(s: Session, db_url: str, sweep_id: int) -> list[schemas.TrialPublic]:
+    """The sweep's trials: Optuna's view (params, values, state) joined with their jobs."""
+    sweep = _sweep_row(s, sweep_id)
+    jobs = {j.trial: j for j in s.scalars(select(Job).where(Job.sweep_id == sweep_id))}
+    try:
+        study = optuna.load_study(study_name=sweep.study_name, storage=study_storage(db_url))
+    except KeyError:
+        return []
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        job = jobs.get(t.number)
+        values = list(t.values) if t.values is not None else None
+        out.append(
+            schemas.TrialPublic(
+                number=t.number,
+                state=t.state.name.lower(),
+                params=dict(t.params),
+                accuracy=values[0] if values else None,
+                cost=values[1] if values else None,
+                job_id=job.id if job else None,
+                job_state=job.state if job else None,
+                error=job.error if job else None,
+            )
+        )
+    return out
+
+
+def get_sweep(s: Session, db_url: str, sweep_id: int) -> schemas.SweepPublic:
+    sweep = _sweep_row(s, sweep_id)
+    return schemas.SweepPublic(
+        **sweep_summary(s, sweep).model_dump(),
+        spec=sweep.spec,
+        trial_list=trials(s, db_url, sweep_id),
+    )
+
+
+def sweep_pareto(s: Session, db_url: str, sweep_id: int) -> schemas.SweepPareto:
+    """The non-dominated complete trials: accuracy of S_n (higher) against the sweep's cost
+    (lower). Trials with equal objectives are all kept, as Optuna's ``best_trials`` keeps them."""
+    sweep = _sweep_row(s, sweep_id)
+    done = [t for t in trials(s, db_url, sweep_id) if t.state == "complete"]
+    front = pareto_front(
+        done, accuracy=lambda t: float(t.accuracy or 0), cost=lambda t: float(t.cost or 0)
+    )
+    kept = {(f.accuracy, f.cost) for f in front}
+    front = [t for t in done if (t.accuracy, t.cost) in kept]
+    front.sort(key=lambda t: (t.cost or 0, -(t.accuracy or 0), t.number))
+    return schemas.SweepPareto(
+        sweep_id=sweep_id,
+        cost=sweep.spec.get("cost", "mflops"),
+        considered=len(done),
+        front=front,
     )

@@ -9,9 +9,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from api.client import ServiceError
+from api.runtime.store import JobKind, JobState
 from distill.data import DATASETS, DatasetError, dataset_info
 from distill.models import build_model, complexity
 from distill.report import format_table
@@ -74,7 +75,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from api.demo import run_demo
+    from api.cli.demo import run_demo
 
     run_demo(
         out_dir=Path(args.out),
@@ -86,7 +87,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from search.pipeline import load_config, run
+    from search.config import load_config
+    from search.pipeline import run
 
     config = load_config(Path(args.config))
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
@@ -96,7 +98,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from search.pipeline import load_config, search
+    from search.config import load_config
+    from search.pipeline import search
 
     config = load_config(Path(args.config))
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
@@ -117,7 +120,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from api.settings import Settings
+    from api.runtime.settings import Settings
 
     overrides = {
         k: v
@@ -136,21 +139,21 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from api.serve import serve
+    from api.runtime.serve import serve
 
     serve(_settings(args), workers=args.workers)
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from api.serve import WorkerPool
+    from api.runtime.serve import WorkerPool
 
     settings = _settings(args)
     from db.session import Database
 
     Database(settings.url).migrate()
     if settings.ray_address:  # no local workers: claimed jobs run as Ray tasks
-        from api.ray_executor import RayDispatcher
+        from api.runtime.ray_dispatch import RayDispatcher
 
         dispatcher = RayDispatcher(settings, capacity=args.workers)
         print(f"{dispatcher.describe()}; database {settings.url}", flush=True)
@@ -159,7 +162,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             dispatcher.run_forever()
         except KeyboardInterrupt:
             dispatcher.stop()
-            dispatcher._shutdown()
+            dispatcher.shutdown()
         return 0
     pool = WorkerPool(settings, args.workers)
     pool.start()
@@ -262,7 +265,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
         print(f"Pareto front ({front['considered']} architectures considered, cost {args.cost}):")
         print(format_table(rows, list(rows[0])) if rows else "no architectures yet")
     if args.plot:
-        from api.client import plot_pareto
+        from api.client.plots import plot_pareto
 
         everything = client._call(
             "GET",
@@ -283,7 +286,8 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from api.client import load_json_or_yaml, plot_sweep
+    from api.client import load_json_or_yaml
+    from api.client.plots import plot_sweep
 
     client = _client(args)
     if (args.config is None) == (args.id is None):
@@ -401,17 +405,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     submit = sub.add_parser("submit", help="submit a job to the service")
     submit.add_argument("config", help="run config (YAML or JSON)")
-    submit.add_argument(
-        "--kind", default="reskd", choices=["reskd", "search", "finetune", "distill"]
-    )
+    submit.add_argument("--kind", default="reskd", choices=get_args(JobKind))
     submit.add_argument("--name", help="a name for the job")
     submit.add_argument("--wait", action="store_true", help="wait, with progress bars")
     submit.add_argument("--quiet", action="store_true", help="no progress bars while waiting")
     client_options(submit)
     submit.set_defaults(func=cmd_submit)
     jobs = sub.add_parser("jobs", help="list jobs")
-    jobs.add_argument("--state", choices=["queued", "running", "succeeded", "failed", "cancelled"])
-    jobs.add_argument("--kind", choices=["reskd", "search", "finetune", "distill"])
+    jobs.add_argument("--state", choices=get_args(JobState))
+    jobs.add_argument("--kind", choices=get_args(JobKind))
     jobs.add_argument("--limit", type=int, default=50)
     client_options(jobs)
     jobs.set_defaults(func=cmd_jobs)

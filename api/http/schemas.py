@@ -7,14 +7,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-JobKind = Literal["reskd", "search", "finetune", "distill"]
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+from api.runtime.store import JobKind, SweepState
+from search.config import RunConfig
+from search.sweep import SweepSpec
+
 Cost = Literal["mflops", "adaptive_mflops", "params"]
 
 
 class JobCreate(BaseModel):
     kind: JobKind = Field("reskd", description="reskd pipeline, search, finetune or distill")
-    config: dict[str, Any] = Field(description="the run config (as `reskd run` reads it)")
+    config: RunConfig = Field(description="the run config (as `reskd run` reads it)")
     name: str | None = Field(None, max_length=200)
 
 
@@ -123,23 +125,8 @@ class Health(BaseModel):
     version: str
 
 
-SweepState = Literal["running", "succeeded", "failed", "cancelled"]
-
-
-class SweepCreate(BaseModel):
-    """An Optuna sweep around a base ResKD config (see ``search.sweep``)."""
-
-    base: dict[str, Any] = Field(description="the ResKD config every trial starts from")
-    space: dict[str, Any] = Field(
-        default_factory=dict,
-        description="budget_mflops, res_students, t, tau, flops_weight: [low, high] or a value",
-    )
-    trials: int = Field(12, description="how many trials the sweep asks for")
-    sampler: str = Field("nsga2", description="nsga2 (default) or tpe")
-    cost: str = Field("mflops", description="mflops or adaptive_mflops (the second objective)")
-    parallel: int = Field(2, description="trials queued or running at once")
-    seed: int = 0
-    name: str | None = Field(None, max_length=200)
+# The sweep's request body is its spec (pydantic, extra fields forbidden).
+SweepCreate = SweepSpec
 
 
 class SweepSummary(BaseModel):

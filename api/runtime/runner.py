@@ -11,41 +11,41 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from search.pipeline import RunConfig, run, search
+from api.runtime.store import JobKind
+from distill.config import require
+from search.config import GenotypeNet, RunConfig
+from search.pipeline import run, search
 
-KINDS = ("reskd", "search", "finetune", "distill")
 
-
-def parse_config(kind: str, raw: Any) -> RunConfig:
-    """The job's config, checked field by field (errors name the field) before it is queued."""
-    if kind not in KINDS:
-        raise ValueError(f"kind: must be one of {', '.join(KINDS)}, got {kind!r}")
-    if not isinstance(raw, Mapping):
-        raise ValueError("config: a mapping of run settings (dataset, teacher, student, ...)")
-    data = dict(raw)
-    if kind == "distill":
-        data["max_stages"] = 0
-    config = RunConfig.from_dict(data)
+def config_for_job(config: RunConfig, kind: JobKind) -> RunConfig:
+    """``config`` as a job of ``kind`` runs it; a :class:`ConfigError` names the field."""
+    config = config.model_copy(update={"max_stages": 0}) if kind == "distill" else config
+    config.check()
     nets = [config.student, *config.res_students]
-    if kind == "search" and not any(n.searched for n in nets):
-        raise ValueError("res_students: a search job needs a {search: {...}} res-student")
-    if kind == "finetune" and not any(n.genotype is not None for n in config.res_students):
-        raise ValueError(
-            "res_students: a finetune job trains given genotypes: "
-            "{genotype: {normal: [...], reduce: [...]}, channels: C, layers: L}"
+    if kind == "search":
+        require(
+            any(n.searched for n in nets),
+            ("res_students",),
+            "a search job needs a {search: {...}} res-student",
+        )
+    if kind == "finetune":
+        require(
+            any(isinstance(n, GenotypeNet) for n in config.res_students),
+            ("res_students",),
+            "a finetune job trains given genotypes: "
+            "{genotype: {normal: [...], reduce: [...]}, channels: C, layers: L}",
         )
     return config
 
 
 def run_job(claim: Any, settings: Any, queue: Any, device: str) -> dict[str, Any]:
     """Run a claimed job in this process; record its artifacts and architectures."""
-    config = parse_config(claim.kind, claim.config)
+    config = config_for_job(RunConfig.from_dict(claim.config), claim.kind)
     if device != "auto" and config.device == "auto":
-        config = RunConfig.from_dict({**config.to_dict(), "device": device})
+        config = config.model_copy(update={"device": device})
     out = settings.job_dir(claim.job_id)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "log.txt"
@@ -63,18 +63,19 @@ def run_job(claim: Any, settings: Any, queue: Any, device: str) -> dict[str, Any
     else:
         outcome = run(config, out_dir=out, progress=False, log=log, stages_dir=stages_dir)
         result = outcome.to_dict()
+        teacher = outcome.row("teacher")
         architectures = [
             {
                 "dataset": config.dataset,
-                "teacher": outcome.rows[0]["arch"],
-                "stage": row["model"],
-                "arch": row["arch"],
+                "teacher": teacher.arch if teacher else None,
+                "stage": row.model,
+                "arch": row.arch,
                 "genotypes": [s["genotype"] for s in outcome.searches] or None,
-                "accuracy": row["accuracy"],
-                "mflops": row["mflops"],
-                "adaptive_mflops": row["adaptive_mflops"],
-                "params": round(row["mparams"] * 1e6),
-                "energy": row.get("energy"),
+                "accuracy": row.accuracy,
+                "mflops": row.mflops,
+                "adaptive_mflops": row.adaptive_mflops,
+                "params": round(row.mparams * 1e6),
+                "energy": row.energy,
                 "seed": config.seed,
             }
             for row in outcome.rows

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from api.client import Client, plot_pareto, plot_sweep
+from api.client import Client
+from api.client.plots import plot_pareto, plot_sweep
 from distill.report import format_table
 
 BUDGET = 0.2  # MFLOPs: ResNet-8 x0.5 on 1x8x8 costs 0.198
@@ -85,7 +86,7 @@ def run_demo(
     env = dict(os.environ) | {"RESKD_ARTIFACT_ROOT": str(out_dir / "service")}
     log = (out_dir / "serve.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", "1"],
+        [sys.executable, "-m", "api.cli.main", "serve", "--port", str(port), "--workers", "1"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

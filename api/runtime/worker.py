@@ -21,15 +21,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from api import sweeps
-from api.jobs import run_job
-from api.queue import Claim, _SqlQueue, open_queue
-from api.settings import Settings
+from api.runtime.lease import held
+from api.runtime.loop import Executor
+from api.runtime.runner import run_job
+from api.runtime.settings import Settings
+from api.runtime.store import Claim, JobQueue, open_queue
 from db.session import Database
 from distill import observe
 from distill.observe import Cancelled
-
-SWEEP_CHECK_SECONDS = 10.0
 
 
 class Lost(Cancelled):
@@ -39,7 +38,7 @@ class Lost(Cancelled):
 class _Observer:
     """Writes a job's stages and progress to the database; holds stage locks there."""
 
-    def __init__(self, queue: _SqlQueue, job_id: int, worker: str, settings: Settings) -> None:
+    def __init__(self, queue: JobQueue, job_id: int, worker: str, settings: Settings) -> None:
         self.queue = queue
         self.job_id = job_id
         self.worker = worker
@@ -57,16 +56,16 @@ class _Observer:
 
     @contextmanager
     def exclusive(self, kind: str, key: str) -> Iterator[None]:
-        lease = self.settings.lease_seconds
-        while not self.queue.lock_stage(
-            key=f"{kind}-{key}", worker=self.worker, lease_seconds=lease
+        # Another job's worker may compute this stage: wait (unless cancelled), then reuse it.
+        with held(
+            self.queue,
+            f"{kind}-{key}",
+            owner=self.worker,
+            lease_seconds=self.settings.lease_seconds,
+            poll=self.settings.poll_seconds,
+            waiting=self.check,
         ):
-            self.check()  # another job's worker computes this stage: wait, then reuse it
-            time.sleep(self.settings.poll_seconds)
-        try:
             yield
-        finally:
-            self.queue.unlock_stage(key=f"{kind}-{key}", worker=self.worker)
 
     def stage_started(self, kind: str, key: str, name: str) -> None:
         self.stage_id = self.queue.stage_started(job_id=self.job_id, kind=kind, key=key, name=name)
@@ -106,7 +105,7 @@ class _Observer:
             self.queue.stage_finished(stage_id=self.stage_id, state=state, error=error)
 
 
-class Worker:
+class Worker(Executor):
     def __init__(
         self,
         settings: Settings,
@@ -115,37 +114,24 @@ class Worker:
         parent: int | None = None,
         exact_name: bool = False,
     ) -> None:
+        super().__init__()
         self.settings = settings
         # The pid is part of the name: a job's worker can be found (and signalled) from it.
         # A Ray task keeps the name its dispatcher claimed the job with (``exact_name``).
         self.name = name if exact_name and name else f"{name or socket.gethostname()}:{os.getpid()}"
         self.db = Database(settings.url)
-        queue = open_queue(self.db)
-        assert isinstance(queue, _SqlQueue)
-        self.queue = queue
-        self.stopping = threading.Event()
+        self.queue = open_queue(self.db)
         self.parent = parent  # a pool's worker stops when the process that started it is gone
 
-    def _orphaned(self) -> bool:
+    def gone(self) -> bool:
         return self.parent is not None and os.getppid() != self.parent
 
-    def run_forever(self, *, max_jobs: int | None = None) -> None:
-        done = 0
-        next_sweep_check = 0.0
-        while not self.stopping.is_set():
-            if self._orphaned():
-                return
-            claim = self.queue.claim(worker=self.name, lease_seconds=self.settings.lease_seconds)
-            if claim is None:
-                if time.time() >= next_sweep_check:  # a sweep left behind by a dead worker
-                    next_sweep_check = time.time() + SWEEP_CHECK_SECONDS
-                    self._advance_sweeps(None)
-                self.stopping.wait(self.settings.poll_seconds)
-                continue
-            self.execute(claim)
-            done += 1
-            if max_jobs is not None and done >= max_jobs:
-                return
+    def start_jobs(self) -> int:
+        claim = self.queue.claim(worker=self.name, lease_seconds=self.settings.lease_seconds)
+        if claim is None:
+            return 0
+        self.execute(claim)
+        return 1
 
     def execute(self, claim: Claim) -> None:
         observer = _Observer(self.queue, claim.job_id, self.name, self.settings)
@@ -178,20 +164,11 @@ class Worker:
             job_id=claim.job_id, worker=self.name, state=state, error=error, result=result
         )
         if claim.sweep_id is not None:  # a trial ended: tell the study, ask for the next one
-            self._advance_sweeps(claim.sweep_id)
-
-    def _advance_sweeps(self, sweep_id: int | None) -> None:
-        try:
-            if sweep_id is None:
-                sweeps.advance_running(self.db, self.queue, owner=self.name)
-            else:
-                sweeps.advance(self.db, self.queue, sweep_id, owner=self.name)
-        except Exception:  # a sweep's trouble must not stop the worker; the next check retries
-            traceback.print_exc()
+            self.advance_sweeps(claim.sweep_id)
 
     def _beat(self, job_id: int, observer: _Observer, stop: threading.Event) -> None:
         while not stop.wait(self.settings.heartbeat_seconds):
-            if self._orphaned():
+            if self.gone():
                 self.stopping.set()
             if self.stopping.is_set():
                 observer.lost.set()  # stop the running stage at its next batch

@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import time
 import warnings
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 
 import optuna
 from optuna.trial import TrialState
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from api import schemas
-from api.jobs import parse_config
-from api.queue import TERMINAL, JobQueue
+from api.runtime.lease import Busy, held
+from api.runtime.runner import config_for_job
+from api.runtime.store import TERMINAL, JobQueue
 from db.models import Job, Sweep
 from db.session import Database, serialize_sqlite_writers
-from search.pareto import pareto_front
+from search.config import RunConfig
 from search.sweep import SweepSpec, make_sampler, objectives
 
 LOCK_LEASE_SECONDS = 120.0
@@ -83,16 +83,19 @@ def advance(
 ) -> str | None:
     """One step of the sweep (see the module's doc). Returns its state, or None when another
     process held the sweep's lock for longer than ``wait`` seconds."""
-    key = f"sweep-{sweep_id}"
-    deadline = time.time() + wait
-    while not queue.lock_stage(key=key, worker=owner, lease_seconds=LOCK_LEASE_SECONDS):
-        if time.time() > deadline:
-            return None
-        time.sleep(0.1)
     try:
-        return _advance(db, queue, sweep_id)
-    finally:
-        queue.unlock_stage(key=key, worker=owner)
+        with _sweep_lock(queue, sweep_id, owner=owner, wait=wait):
+            return _advance(db, queue, sweep_id)
+    except Busy:
+        return None
+
+
+def _sweep_lock(
+    queue: JobQueue, sweep_id: int, *, owner: str, wait: float
+) -> AbstractContextManager[None]:
+    return held(
+        queue, f"sweep-{sweep_id}", owner=owner, lease_seconds=LOCK_LEASE_SECONDS, wait=wait
+    )
 
 
 def _advance(db: Database, queue: JobQueue, sweep_id: int) -> str:
@@ -133,7 +136,7 @@ def _advance(db: Database, queue: JobQueue, sweep_id: int) -> str:
         config = spec.trial_config(params)
         name = f"sweep {sweep_id} trial {trial.number}"
         try:
-            checked = parse_config("reskd", config).to_dict()
+            checked = config_for_job(RunConfig.from_dict(config), "reskd").to_dict()
         except ValueError as exc:  # recorded as a failed trial; the sweep goes on
             study.tell(trial, state=TrialState.FAIL)
             with db.session() as s:
@@ -192,13 +195,7 @@ def advance_running(db: Database, queue: JobQueue, *, owner: str) -> None:
 def cancel(db: Database, queue: JobQueue, sweep_id: int, *, owner: str) -> str:
     """Cancel the sweep: its queued trials are cancelled, running ones stop at their next batch,
     and every trial not finished is marked failed in the study."""
-    key = f"sweep-{sweep_id}"
-    deadline = time.time() + 60
-    while not queue.lock_stage(key=key, worker=owner, lease_seconds=LOCK_LEASE_SECONDS):
-        if time.time() > deadline:
-            raise TimeoutError(f"sweep {sweep_id}: busy, try again")
-        time.sleep(0.1)
-    try:
+    with _sweep_lock(queue, sweep_id, owner=owner, wait=60):
         with db.session() as s:
             sweep = s.get(Sweep, sweep_id)
             if sweep is None:
@@ -217,95 +214,3 @@ def cancel(db: Database, queue: JobQueue, sweep_id: int, *, owner: str) -> str:
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             study.tell(t.number, state=TrialState.FAIL)
         return "cancelled"
-    finally:
-        queue.unlock_stage(key=key, worker=owner)
-
-
-# -- reading -------------------------------------------------------------------------------------
-
-
-def _sweep_row(s: Session, sweep_id: int) -> Sweep:
-    sweep = s.get(Sweep, sweep_id)
-    if sweep is None:
-        raise SweepNotFound(f"sweep {sweep_id} not found")
-    return sweep
-
-
-def summary(s: Session, sweep: Sweep) -> schemas.SweepSummary:
-    counts: dict[str, int] = {}
-    for state in s.scalars(select(Job.state).where(Job.sweep_id == sweep.id)):
-        counts[state] = counts.get(state, 0) + 1
-    return schemas.SweepSummary(
-        id=sweep.id,
-        name=sweep.name,
-        study_name=sweep.study_name,
-        state=sweep.state,
-        dataset=sweep.dataset,
-        trials=sweep.trials,
-        sampler=sweep.spec.get("sampler", "nsga2"),
-        cost=sweep.spec.get("cost", "mflops"),
-        trial_states=counts,
-        error=sweep.error,
-        created_at=sweep.created_at,
-        finished_at=sweep.finished_at,
-    )
-
-
-def list_sweeps(s: Session, *, limit: int, offset: int) -> list[schemas.SweepSummary]:
-    rows = s.scalars(select(Sweep).order_by(Sweep.id.desc()).limit(limit).offset(offset)).all()
-    return [summary(s, r) for r in rows]
-
-
-def trials(s: Session, db_url: str, sweep_id: int) -> list[schemas.TrialPublic]:
-    """The sweep's trials: Optuna's view (params, values, state) joined with their jobs."""
-    sweep = _sweep_row(s, sweep_id)
-    jobs = {j.trial: j for j in s.scalars(select(Job).where(Job.sweep_id == sweep_id))}
-    try:
-        study = optuna.load_study(study_name=sweep.study_name, storage=study_storage(db_url))
-    except KeyError:
-        return []
-    out = []
-    for t in study.get_trials(deepcopy=False):
-        job = jobs.get(t.number)
-        values = list(t.values) if t.values is not None else None
-        out.append(
-            schemas.TrialPublic(
-                number=t.number,
-                state=t.state.name.lower(),
-                params=dict(t.params),
-                accuracy=values[0] if values else None,
-                cost=values[1] if values else None,
-                job_id=job.id if job else None,
-                job_state=job.state if job else None,
-                error=job.error if job else None,
-            )
-        )
-    return out
-
-
-def get(s: Session, db_url: str, sweep_id: int) -> schemas.SweepPublic:
-    sweep = _sweep_row(s, sweep_id)
-    return schemas.SweepPublic(
-        **summary(s, sweep).model_dump(),
-        spec=sweep.spec,
-        trial_list=trials(s, db_url, sweep_id),
-    )
-
-
-def pareto(s: Session, db_url: str, sweep_id: int) -> schemas.SweepPareto:
-    """The non-dominated complete trials: accuracy of S_n (higher) against the sweep's cost
-    (lower). Trials with equal objectives are all kept, as Optuna's ``best_trials`` keeps them."""
-    sweep = _sweep_row(s, sweep_id)
-    done = [t for t in trials(s, db_url, sweep_id) if t.state == "complete"]
-    front = pareto_front(
-        done, accuracy=lambda t: float(t.accuracy or 0), cost=lambda t: float(t.cost or 0)
-    )
-    kept = {(f.accuracy, f.cost) for f in front}
-    front = [t for t in done if (t.accuracy, t.cost) in kept]
-    front.sort(key=lambda t: (t.cost or 0, -(t.accuracy or 0), t.number))
-    return schemas.SweepPareto(
-        sweep_id=sweep_id,
-        cost=sweep.spec.get("cost", "mflops"),
-        considered=len(done),
-        front=front,
-    )

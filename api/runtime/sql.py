@@ -1,97 +1,22 @@
-"""The job queue: the contract (:class:`JobQueue`) and its implementation on the database.
-
-Contract
---------
-- Thread and process safe: any number of API threads and worker processes may call it at once.
-- ``claim`` is atomic: a queued job, or a running job whose lease expired (its worker died), goes
-  to exactly one caller, which then owns it until it finishes it or stops renewing its lease.
-- The owner renews its lease with ``heartbeat``; the reply says whether it still owns the job and
-  whether a cancel was requested. A worker that lost its job must stop working on it.
-- ``lock_stage`` gives one owner per stage key across all jobs (no stage computed twice at once);
-  locks are leased like jobs and renewed by ``heartbeat``; a dead owner's lock is taken over.
-- ``finish`` only takes effect for the current owner.
-
-The implementation is chosen by the database URL (SQLite or PostgreSQL through SQLAlchemy).
-"""
+"""The job store on a SQL database (SQLAlchemy: SQLite or PostgreSQL)."""
 
 from __future__ import annotations
 
 import time
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from api.runtime.store import TERMINAL, Beat, Claim, JobQueue
 from db.models import Architecture, Artifact, Job, Stage, StageLock
 from db.session import Database
 
-TERMINAL = ("succeeded", "failed", "cancelled")
 
+class SqlQueue(JobQueue):
+    """The queue on SQLite or PostgreSQL (see :mod:`api.runtime.store` for the contract)."""
 
-@dataclass(frozen=True)
-class Claim:
-    job_id: int
-    kind: str
-    config: dict[str, Any]
-    attempts: int
-    sweep_id: int | None = None
-
-
-@dataclass(frozen=True)
-class Beat:
-    owned: bool
-    cancel: bool
-
-
-class JobQueue(ABC):
-    @abstractmethod
-    def submit(
-        self,
-        *,
-        kind: str,
-        config: dict[str, Any],
-        dataset: str,
-        name: str | None,
-        sweep_id: int | None = None,
-        trial: int | None = None,
-    ) -> int: ...
-
-    @abstractmethod
-    def claim(self, *, worker: str, lease_seconds: float) -> Claim | None: ...
-
-    @abstractmethod
-    def heartbeat(self, *, job_id: int, worker: str, lease_seconds: float) -> Beat: ...
-
-    @abstractmethod
-    def finish(
-        self,
-        *,
-        job_id: int,
-        worker: str,
-        state: str,
-        error: str | None = None,
-        result: dict[str, Any] | None = None,
-    ) -> bool: ...
-
-    @abstractmethod
-    def cancel(self, *, job_id: int) -> str | None: ...
-
-    @abstractmethod
-    def lock_stage(self, *, key: str, worker: str, lease_seconds: float) -> bool: ...
-
-    @abstractmethod
-    def unlock_stage(self, *, key: str, worker: str) -> None: ...
-
-
-def open_queue(db: Database) -> JobQueue:
-    """The queue for a database (one SQL implementation serves SQLite and PostgreSQL)."""
-    return _SqlQueue(db)
-
-
-class _SqlQueue(JobQueue):
     def __init__(self, db: Database) -> None:
         self.db = db
 

@@ -22,13 +22,12 @@ import os
 import socket
 import threading
 import time
-import traceback
 from dataclasses import asdict
 from typing import Any
 
-from api import sweeps
-from api.queue import Claim, _SqlQueue, open_queue
-from api.settings import Settings
+from api.runtime.loop import Executor
+from api.runtime.settings import Settings
+from api.runtime.store import Claim, open_queue
 from db.session import Database
 
 
@@ -44,7 +43,7 @@ def execute_claim(claim: dict[str, Any], settings: dict[str, Any], owner: str) -
     """The body of a Ray task: run one claimed job as its owner (the dispatcher's name for it)."""
     import torch
 
-    from api.worker import Worker
+    from api.runtime.worker import Worker
 
     config = Settings(**settings)
     worker = Worker(config, name=owner, exact_name=True)
@@ -66,20 +65,19 @@ def execute_claim(claim: dict[str, Any], settings: dict[str, Any], owner: str) -
     return "done"
 
 
-class RayDispatcher:
+class RayDispatcher(Executor):
     """Claims jobs while the cluster has room and runs each as a Ray task (see the module doc)."""
 
     def __init__(self, settings: Settings, *, capacity: int | None = None) -> None:
         if not settings.ray_address:
             raise ValueError("ray_address: required for the Ray executor (host:port)")
+        super().__init__()
         self.ray = _import_ray()
         self.settings = settings
         self.db = Database(settings.url)
-        queue = open_queue(self.db)
-        assert isinstance(queue, _SqlQueue)
-        self.queue = queue
+        self.queue = open_queue(self.db)
         self.name = f"ray@{socket.gethostname()}:{os.getpid()}"
-        self.stopping = threading.Event()
+        self.next_beat = 0.0
         self._counter = itertools.count()
         self.inflight: dict[Any, tuple[Claim, str]] = {}  # ObjectRef -> (claim, owner)
         self.ray.init(
@@ -112,28 +110,26 @@ class RayDispatcher:
             f"once, {what} each"
         )
 
-    def run_forever(self) -> None:
-        next_beat = 0.0
-        next_sweep_check = 0.0
-        while not self.stopping.is_set():
-            self._harvest()
-            if time.time() >= next_beat:  # hold the leases of pending, running, retried tasks
-                next_beat = time.time() + self.settings.heartbeat_seconds
-                self._renew()
-            claimed = False
-            while len(self.inflight) < self.capacity:
-                owner = f"{self.name}#{next(self._counter)}"
-                claim = self.queue.claim(worker=owner, lease_seconds=self.settings.lease_seconds)
-                if claim is None:
-                    break
-                claimed = True
-                ref = self._task.options(**self.resources, name=f"reskd-job-{claim.job_id}")
-                self.inflight[ref.remote(asdict(claim), self._settings, owner)] = (claim, owner)
-            if not claimed and not self.inflight and time.time() >= next_sweep_check:
-                next_sweep_check = time.time() + 10.0
-                self._advance(None)
-            self.stopping.wait(self.settings.poll_seconds)
-        self._shutdown()
+    def look_after(self) -> None:
+        self._harvest()
+        if time.time() >= self.next_beat:  # hold the leases of pending, running, retried tasks
+            self.next_beat = time.time() + self.settings.heartbeat_seconds
+            self._renew()
+
+    def start_jobs(self) -> int:
+        started = 0
+        while len(self.inflight) < self.capacity:
+            owner = f"{self.name}#{next(self._counter)}"
+            claim = self.queue.claim(worker=owner, lease_seconds=self.settings.lease_seconds)
+            if claim is None:
+                break
+            started += 1
+            ref = self._task.options(**self.resources, name=f"reskd-job-{claim.job_id}")
+            self.inflight[ref.remote(asdict(claim), self._settings, owner)] = (claim, owner)
+        return started
+
+    def busy(self) -> bool:
+        return bool(self.inflight)
 
     def _harvest(self) -> None:
         if not self.inflight:
@@ -148,7 +144,7 @@ class RayDispatcher:
                 error = f"{type(exc).__name__}: Ray task failed after retries: {exc}"
                 self.queue.finish(job_id=claim.job_id, worker=owner, state="failed", error=error)
                 if claim.sweep_id is not None:
-                    self._advance(claim.sweep_id)
+                    self.advance_sweeps(claim.sweep_id)
 
     def _renew(self) -> None:
         for ref, (claim, owner) in list(self.inflight.items()):
@@ -171,16 +167,7 @@ class RayDispatcher:
             job = s.get(Job, job_id)
             return None if job is None else job.state
 
-    def _advance(self, sweep_id: int | None) -> None:
-        try:
-            if sweep_id is None:
-                sweeps.advance_running(self.db, self.queue, owner=self.name)
-            else:
-                sweeps.advance(self.db, self.queue, sweep_id, owner=self.name)
-        except Exception:
-            traceback.print_exc()
-
-    def _shutdown(self) -> None:
+    def shutdown(self) -> None:
         """Hand running jobs back to the queue; they resume elsewhere from their checkpoints."""
         for ref, (claim, owner) in list(self.inflight.items()):
             self.ray.cancel(ref, force=True)

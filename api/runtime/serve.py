@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from api.settings import Settings
+from api.runtime.settings import Settings
 
 if TYPE_CHECKING:
-    from api.ray_executor import RayDispatcher
+    from api.runtime.ray_dispatch import RayDispatcher
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -73,7 +73,7 @@ class WorkerPool:
             [
                 sys.executable,
                 "-m",
-                "api.worker",
+                "api.runtime.worker",
                 "--name",
                 f"worker-{i}",
                 "--parent",
@@ -107,7 +107,7 @@ class WorkerPool:
 def serve(settings: Settings, *, workers: int | None = None) -> None:
     import uvicorn
 
-    from api.app import create_app
+    from api.http.main import create_app
 
     if settings.host not in LOCAL_HOSTS and not settings.token:
         raise ValueError(
@@ -117,7 +117,7 @@ def serve(settings: Settings, *, workers: int | None = None) -> None:
     app = create_app(settings)  # migrates the database before workers start
     executor: WorkerPool | RayDispatcher
     if settings.ray_address:  # jobs run as Ray tasks on the cluster
-        from api.ray_executor import RayDispatcher
+        from api.runtime.ray_dispatch import RayDispatcher
 
         executor = RayDispatcher(settings, capacity=workers)
         executor.start_thread()

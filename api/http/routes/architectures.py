@@ -1,0 +1,44 @@
+"""/v1/architectures, /v1/pareto and /v1/health."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.http import queries, schemas
+from api.http.deps import AUTH, SessionDep, SettingsDep
+
+router = APIRouter(prefix="/v1", tags=["architectures"])
+
+
+@router.get("/health", response_model=schemas.Health, tags=["service"])
+def health(s: SessionDep, settings: SettingsDep) -> schemas.Health:
+    return queries.health(s, settings.url)
+
+
+@router.get("/architectures", response_model=schemas.ArchitectureList, dependencies=AUTH)
+def architectures(
+    s: SessionDep,
+    dataset: str | None = None,
+    teacher: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> schemas.ArchitectureList:
+    return queries.list_architectures(
+        s, dataset=dataset, teacher=teacher, limit=limit, offset=offset
+    )
+
+
+@router.get("/pareto", response_model=schemas.ParetoPublic, dependencies=AUTH)
+def pareto(
+    s: SessionDep,
+    dataset: str | None = None,
+    teacher: str | None = None,
+    cost: schemas.Cost = "mflops",
+    include_teacher: bool = False,
+) -> schemas.ParetoPublic:
+    """The non-dominated architectures: accuracy (higher) against ``cost`` (lower)."""
+    return queries.pareto(
+        s, dataset=dataset, teacher=teacher, cost=cost, include_teacher=include_teacher
+    )
