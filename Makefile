@@ -8,7 +8,7 @@ PACKAGES := space search distill api db
 
 NNI_VENV ?= .venv-nni
 
-.PHONY: demo test lint install clean nni-venv test-nni bench-search-speed
+.PHONY: demo test test-fast lint install clean nni-venv test-nni bench-search-speed
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,12 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy $(PACKAGES)
 
 test: lint
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
+
+# The unit tests only (no training runs, servers or databases): well under a minute.
+test-fast: $(VENV)/.installed
+	$(BIN)/pytest -q -m 'not slow'
 
 # NNI 3.0 (optional strategy nni-darts) pins filelock<3.12 and old typeguard: its own environment.
 $(NNI_VENV)/.installed: pyproject.toml
@@ -49,4 +54,4 @@ bench-search-speed: nni-venv
 	$(NNI_VENV)/bin/python benchmarks/search_speed.py
 
 clean:
-	rm -rf $(VENV) $(NNI_VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(NNI_VENV) .mypy_cache .pytest_cache .ruff_cache .import_linter_cache

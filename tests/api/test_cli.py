@@ -8,6 +8,8 @@ import pytest
 from api.cli.demo import run_demo
 from api.cli.main import main
 
+pytestmark = pytest.mark.slow  # trains models or starts servers: not in make test-fast
+
 
 def test_flops_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["flops", "resnet20", "--dataset", "cifar10", "--json"]) == 0

@@ -16,6 +16,8 @@ import pytest
 from search.pareto import dominated
 from tests.api.service import Service, backend_service, ray_cluster, tiny_config
 
+pytestmark = pytest.mark.slow  # trains models or starts servers: not in make test-fast
+
 
 @pytest.fixture(scope="module", params=["local-sqlite", "local-postgresql", "ray-sqlite"])
 def service(
@@ -92,8 +94,10 @@ def test_bad_configs_are_422_naming_the_field_and_unknown_ids_404(service: Servi
         (tiny_config(kd={"distance": "cosine"}), ["body", "config", "kd", "distance"]),
         (
             tiny_config(res_students=[{"search": {"budget_mflops": 0.1, "strategy": "x"}}]),
-            ["body", "config", "res_students[0]", "search", "strategy"],
+            ["body", "config", "res_students", 0, "search", "strategy"],
         ),
+        (tiny_config(ratio="abc"), ["body", "config", "ratio"]),  # was an HTTP 500
+        (tiny_config(student_kd={"tau": 2}), ["body", "config", "student_kd", "tau"]),
     ]
     for config, loc in bad:
         r = service.http.post("/v1/jobs", json={"kind": "reskd", "config": config})

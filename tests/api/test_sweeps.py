@@ -13,6 +13,8 @@ from api.cli.main import main as cli
 from search.pareto import dominated
 from tests.api.service import Service, backend_service, tiny_config
 
+pytestmark = pytest.mark.slow  # trains models or starts servers: not in make test-fast
+
 
 def sweep_body(**overrides: Any) -> dict[str, Any]:
     """Tiny searched res-students (C4, 3 cells, 1 epoch per search stage) on the 8x8 digits."""

@@ -19,6 +19,8 @@ from db.session import Database
 from search.sweep import SweepSpec
 from tests.api.service import tiny_config
 
+pytestmark = pytest.mark.slow  # trains models or starts servers: not in make test-fast
+
 
 def open_store(url: str) -> tuple[Database, JobQueue]:
     db = Database(url)
@@ -200,11 +202,24 @@ def fake_result(accuracy: float, mflops: float) -> dict[str, Any]:
     """A finished ResKD job's result rows (what the pipeline reports; the sweep reads S_n)."""
     return {
         "rows": [
-            {"model": "T", "accuracy": 0.99, "mflops": 5.0, "adaptive_mflops": 5.0},
-            {"model": "S0", "accuracy": accuracy - 0.02, "mflops": mflops / 2},
-            {"model": "S1", "accuracy": accuracy, "mflops": mflops, "adaptive_mflops": mflops},
+            {
+                "model": "T",
+                "role": "teacher",
+                "accuracy": 0.99,
+                "mflops": 5.0,
+                "adaptive_mflops": 5.0,
+            },
+            {"model": "S0", "role": "stage", "accuracy": accuracy - 0.02, "mflops": mflops / 2},
+            {
+                "model": "S1",
+                "role": "stage",
+                "accuracy": accuracy,
+                "mflops": mflops,
+                "adaptive_mflops": mflops,
+            },
             {
                 "model": "S1 adaptive",
+                "role": "adaptive",
                 "accuracy": accuracy,
                 "mflops": mflops,
                 "adaptive_mflops": 0.7 * mflops,

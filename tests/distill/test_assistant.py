@@ -25,6 +25,8 @@ from distill.train import fit, preset
 from search.config import RunConfig
 from search.pipeline import run
 
+pytestmark = pytest.mark.slow  # trains models or starts servers: not in make test-fast
+
 
 def test_feature_distance_eq3_by_hand() -> None:
     s = torch.tensor([[1.0, 2.0], [3.0, 4.0]])

@@ -18,6 +18,8 @@ from space.genotypes import DARTS_V1, DARTS_V2, Genotype
 from space.network import GenotypeNetwork
 from space.supernet import NetShape
 
+pytestmark = pytest.mark.slow  # trains models or starts servers: not in make test-fast
+
 nni_adapter = pytest.importorskip(
     "search.nni_adapter",
     reason="NNI 3.0 is not installed (optional extra: make nni-venv)",

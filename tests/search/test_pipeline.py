@@ -12,6 +12,8 @@ from distill.combined import CombinedStudent
 from search.config import RunConfig, load_config
 from search.pipeline import run
 
+pytestmark = pytest.mark.slow  # trains models or starts servers: not in make test-fast
+
 TINY = {
     "dataset": "digits",
     "val_size": 100,

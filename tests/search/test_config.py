@@ -1,0 +1,67 @@
+"""The run config (pydantic): errors name the exact field as a list, and the payloads that stage
+keys hash are those of the dataclass configs before it (stored stages are still reused)."""
+
+from __future__ import annotations
+
+import pytest
+
+from distill.config import ConfigError
+from distill.residual import MethodConfig
+from distill.stages import stage_key
+from search.config import RunConfig
+from search.spec import SearchSpec
+
+BASE = {
+    "dataset": "digits",
+    "teacher": "resnet20",
+    "student": "resnet8",
+    "res_students": ["resnet8"],
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "loc"),
+    [
+        ({"ratio": "abc"}, ["ratio"]),  # was a TypeError (HTTP 500)
+        ({"student_kd": {"tau": 2}}, ["student_kd", "tau"]),  # was reported at kd.tau
+        (  # was one segment "res_students[0]"
+            {"res_students": [{"search": {"budget_mflops": 0.1, "strategy": "x"}}]},
+            ["res_students", 0, "search", "strategy"],
+        ),
+        ({"train": []}, ["train"]),
+        ({"teacher": {"model": "resnet8", "width": "x"}}, ["teacher", "width"]),
+        ({"teacher_checkpoint": 5}, ["teacher_checkpoint"]),
+        ({"baselines": 5}, ["baselines"]),
+        (
+            {"res_students": [{"genotype": {"normal": []}, "channels": 4, "layers": 3}]},
+            ["res_students", 0, "genotype"],
+        ),
+    ],
+)
+def test_errors_are_lists_naming_the_exact_field(change: dict, loc: list) -> None:
+    with pytest.raises(ConfigError) as info:
+        RunConfig.from_dict({**BASE, **change})
+    assert info.value.errors[0]["loc"] == loc, info.value.errors
+    assert str(info.value).startswith(".".join(str(p) for p in loc).replace(".0", "[0]"))
+
+
+def test_a_config_round_trips_through_its_dict() -> None:
+    config = RunConfig.from_dict(
+        {**BASE, "res_students": [{"search": {"budget_mflops": 0.2}}, "resnet8"], "kd": {"t": 3}}
+    )
+    assert RunConfig.from_dict(config.to_dict()) == config
+    assert config.res_students[0].searched and not config.res_students[1].searched
+
+
+def test_stage_payloads_keep_the_keys_of_the_dataclass_configs() -> None:
+    # Keys computed with the dataclass configs this schema replaced (same settings, same keys).
+    spec = SearchSpec(budget_mflops=0.1, epochs=1, channels=4, layers=3)
+    assert stage_key("search", {"spec": spec.to_dict()}) == "c8374fe22c79"
+    kd = {
+        "kd": MethodConfig(distance="kl", t=4.0).for_stage(1),
+        "kd0": MethodConfig(distance="l2", tau=0.5).for_stage(0),
+    }
+    assert stage_key("residual", kd) == "6f62db104fa3"
+    c = RunConfig.from_dict({**BASE, "train": {"epochs": 3, "milestones": [2]}})
+    train = {"t": c.train_config().to_dict(), "tt": c.train_config(teacher=True).to_dict()}
+    assert stage_key("train", train) == "b753cbffb4b6"
