@@ -12,8 +12,11 @@ requests from ``--concurrency`` client threads. Goal: Pareto p99 under 100 ms on
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,9 +27,30 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from api.cli.demo import demo_configs
 from db.models import Architecture
 from db.session import Database
-from tests.api.service import Service, tiny_config
+
+
+def serve(root: Path, url: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A real ``reskd serve`` with no workers on 127.0.0.1; returns it and its base URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = os.environ | {"RESKD_ARTIFACT_ROOT": str(root), "RESKD_DATABASE_URL": url}
+    args = [sys.executable, "-m", "api.cli.main", "serve", "--port", str(port), "--workers", "0"]
+    log = (root / "serve.log").open("w")
+    process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{base}/v1/health", timeout=1).status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.terminate()
+    raise RuntimeError(f"service did not start:\n{(root / 'serve.log').read_text()}")
 
 
 def seed_architectures(url: str, n: int) -> None:
@@ -82,18 +106,20 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="reskd-api-load-"))
     url = args.database_url or f"sqlite:///{root / 'reskd.db'}"
     seed_architectures(url, args.architectures)
-    service = Service(root, workers=0, database_url=url)
+    process, base = serve(root, url)
     try:
-        submits = [("POST", "/v1/jobs", {"json": {"kind": "reskd", "config": tiny_config()}})]
+        config = demo_configs(1)["handcrafted R1"]
+        submits = [("POST", "/v1/jobs", {"json": {"kind": "reskd", "config": config}})]
         status = [("GET", "/v1/jobs/1", {})]
         pareto = [("GET", "/v1/pareto", {"params": {"dataset": "cifar10", "teacher": "resnet110"}})]
         results = {}
         for name, call in (("submit", submits), ("job status", status), ("pareto", pareto)):
-            timed(service.url, call * 10, args.concurrency)  # warm up
-            results[name] = timed(service.url, call * args.requests, args.concurrency)
-        front = httpx.get(f"{service.url}/v1/pareto", params={"dataset": "cifar10"}).json()
+            timed(base, call * 10, args.concurrency)  # warm up
+            results[name] = timed(base, call * args.requests, args.concurrency)
+        front = httpx.get(f"{base}/v1/pareto", params={"dataset": "cifar10"}).json()
     finally:
-        service.stop()
+        process.terminate()
+        process.wait(timeout=30)
     print(
         f"{args.architectures} architectures stored; {args.requests} requests per kind from "
         f"{args.concurrency} threads; {url.split(':', 1)[0]}"

@@ -61,11 +61,14 @@ def main() -> None:
             progress=False,
             log=lambda _: None,
         )
-        for row in result.rows:
+        for row in (r.to_dict() for r in (x.to_dict() for x in result.rows)):
             accuracy.setdefault(row["model"], []).append(row["accuracy"])
             mflops[row["model"]] = row["mflops"]
         print(
-            f"seed {seed}: " + ", ".join(f"{r['model']} {r['accuracy']:.4f}" for r in result.rows),
+            f"seed {seed}: "
+            + ", ".join(
+                f"{r['model']} {r['accuracy']:.4f}" for r in (x.to_dict() for x in result.rows)
+            ),
             flush=True,
         )
 

@@ -58,7 +58,7 @@ def main() -> None:
             log=lambda _: None,
         )
         dv = {s["network"]: s["energy_dv"] for s in result.stages if "network" in s}
-        for row in result.rows:
+        for row in (r.to_dict() for r in (x.to_dict() for x in result.rows)):
             m = per_model.setdefault(row["model"], {})
             arch[row["model"]] = row["arch"]
             for key in ("accuracy", "energy", "mflops", "adaptive_mflops", "l2_to_T"):
@@ -66,7 +66,10 @@ def main() -> None:
             if row["model"] in ("S0", "S1"):
                 m.setdefault("energy_dv", []).append(dv["S0" if row["model"] == "S0" else "R1"])
         print(
-            f"seed {seed}: " + ", ".join(f"{r['model']} {r['accuracy']:.4f}" for r in result.rows),
+            f"seed {seed}: "
+            + ", ".join(
+                f"{r['model']} {r['accuracy']:.4f}" for r in (x.to_dict() for x in result.rows)
+            ),
             flush=True,
         )
 

@@ -92,7 +92,7 @@ def main() -> None:
                 progress=False,
                 log=lambda _: None,
             )
-            rows = {r["model"]: r for r in result.rows}
+            rows = {r.model: r.to_dict() for r in result.rows}
             m = results[arm]
             for name in ("T", "S0", "S1"):
                 m.setdefault(f"{name} accuracy", []).append(rows[name]["accuracy"])
