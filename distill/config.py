@@ -10,7 +10,7 @@ text reads ``res_students[0].search.strategy: <what is allowed>``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -18,11 +18,22 @@ Loc = tuple[str | int, ...]
 M = TypeVar("M", bound="ConfigModel")
 
 # Union members' tags pydantic puts into a location; a user names the field, not the member.
-UNION_TAGS = frozenset({"zoo-net", "genotype-net", "searched-net", "range-pair", "range-value"})
+UNION_TAGS = frozenset({"zoo-net", "genotype-net", "searched-net"})
 
 
 class ConfigModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> Self:
+        """Fields, then :meth:`check`; a :class:`ConfigError` names the first bad field."""
+        config = parse(cls, raw)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """What needs several fields or the outside world (none by default)."""
+        return None
 
 
 def dotted(loc: Sequence[str | int]) -> str:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import BeforeValidator, Discriminator, Field, Tag, field_validator
 
-from distill.config import ConfigError, ConfigModel, Loc, parse, require
+from distill.config import ConfigError, ConfigModel, Loc, require
 from distill.data import DATASETS, DatasetError, dataset_info
 from distill.models import GENOTYPE_MODEL, NetSpec
 from distill.residual import MethodConfig
@@ -179,13 +179,6 @@ class RunConfig(ConfigModel):
         return [(("teacher",), self.teacher), (("student",), self.student)] + [
             (("res_students", i), r) for i, r in enumerate(self.res_students)
         ]
-
-    @classmethod
-    def from_dict(cls, raw: Any) -> RunConfig:
-        """Fields, then :meth:`check`; a :class:`ConfigError` names the first bad field."""
-        config = parse(cls, raw)
-        config.check()
-        return config
 
     def check(self) -> None:
         """What needs several fields or the outside world; fails before any training."""

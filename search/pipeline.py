@@ -21,7 +21,7 @@ from distill.report import Report
 from distill.reskd import Prepared, ResKD, ResStudent, Source, StageInputs, fixed, prepare
 from distill.stages import StageStore
 from search.config import GenotypeNet, RunConfig, SearchedNet, ZooNet, spec_of
-from search.run import SearchResult, residual_objective, run_search
+from search.run import residual_objective, run_search
 from space.genotypes import Genotype
 
 
@@ -77,12 +77,11 @@ def search_stage(net: SearchedNet, stage: StageInputs) -> tuple[dict[str, Any], 
     )  # fmt: skip
 
     def make(directory: Path) -> None:
-        result: SearchResult = run_search(
+        run_search(
             spec, info=p.data.info, train_data=p.data.train, objective_factory=factory,
             out_dir=directory, device=p.config.device, progress=p.progress,
             log=lambda line: p.log(f"{stage.name} {line}"),
         )  # fmt: skip
-        del result
 
     result = p.store.compute(
         "search", payload, desc=f"{stage.name} search ({spec.strategy})", make=make

@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 import optuna
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
-from distill.config import ConfigError, ConfigModel, parse, require
+from distill.config import ConfigError, ConfigModel, require
 from search.config import RunConfig
 
 DIRECTIONS: tuple[Literal["maximize"], Literal["minimize"]] = ("maximize", "minimize")
@@ -115,13 +115,6 @@ class SweepSpec(ConfigModel):
     parallel: int = Field(2, ge=1, le=1000, description="trials queued or running at once")
     seed: int = Field(0, ge=0, lt=2**63)
     name: str | None = Field(None, max_length=200)
-
-    @classmethod
-    def from_dict(cls, raw: Any) -> SweepSpec:
-        """Fields, then :meth:`check`; a :class:`ConfigError` names the first bad field."""
-        spec = parse(cls, raw)
-        spec.check()
-        return spec
 
     def check(self) -> None:
         try:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from api.runtime.store import JobKind
-from distill.config import require
+from distill.config import parse, require
 from search.config import GenotypeNet, RunConfig
 from search.pipeline import run, search
 
@@ -43,7 +43,7 @@ def config_for_job(config: RunConfig, kind: JobKind) -> RunConfig:
 
 def run_job(claim: Any, settings: Any, queue: Any, device: str) -> dict[str, Any]:
     """Run a claimed job in this process; record its artifacts and architectures."""
-    config = config_for_job(RunConfig.from_dict(claim.config), claim.kind)
+    config = config_for_job(parse(RunConfig, claim.config), claim.kind)  # checks it once
     if device != "auto" and config.device == "auto":
         config = config.model_copy(update={"device": device})
     out = settings.job_dir(claim.job_id)

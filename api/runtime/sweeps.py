@@ -25,6 +25,7 @@ from api.runtime.runner import config_for_job
 from api.runtime.store import TERMINAL, JobQueue
 from db.models import Job, Sweep
 from db.session import Database, serialize_sqlite_writers
+from distill.config import parse
 from search.config import RunConfig
 from search.sweep import SweepSpec, make_sampler, objectives
 
@@ -105,7 +106,7 @@ def _advance(db: Database, queue: JobQueue, sweep_id: int) -> str:
             raise SweepNotFound(f"sweep {sweep_id} not found")
         if sweep.state != "running":
             return sweep.state
-        spec = SweepSpec.from_dict(sweep.spec)
+        spec = parse(SweepSpec, sweep.spec)  # checked whole when the sweep was created
         study_name = sweep.study_name
         jobs = [
             (j.id, j.trial, j.state, j.result, j.error)
@@ -136,7 +137,7 @@ def _advance(db: Database, queue: JobQueue, sweep_id: int) -> str:
         config = spec.trial_config(params)
         name = f"sweep {sweep_id} trial {trial.number}"
         try:
-            checked = config_for_job(RunConfig.from_dict(config), "reskd").to_dict()
+            checked = config_for_job(parse(RunConfig, config), "reskd").to_dict()
         except ValueError as exc:  # recorded as a failed trial; the sweep goes on
             study.tell(trial, state=TrialState.FAIL)
             with db.session() as s:
