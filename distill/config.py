@@ -80,7 +80,8 @@ def _message(error: Any) -> str:
         return f"must be one of {allowed}{got}"
     if kind in _BOUNDS:
         words, key = _BOUNDS[kind]
-        return f"must be {words} {ctx[key]}{got}"
+        bound = f"{ctx[key]:g}" if isinstance(ctx[key], float) else ctx[key]
+        return f"must be {words} {bound}{got}"
     for prefix, words in _KINDS.items():
         if kind.startswith(prefix):
             return f"must be {words}{got}"
