@@ -78,6 +78,21 @@ class Row:
         return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
 
 
+def repair_text(repair: dict[str, Any]) -> str:
+    """One line of a search's provenance: what the budget repair changed in the search's choice."""
+    if repair["kept_search_choice"]:
+        return (
+            f"budget repair: none (the search's argmax was kept, {repair['mflops_after']:.4f} "
+            "MFLOPs)"
+        )
+    return (
+        f"budget repair: {repair['operations_changed']} of {repair['operations']} operations and "
+        f"{repair['channels_changed']} channels changed (channels {repair['channels_before']} -> "
+        f"{repair['channels_after']}; {repair['mflops_before']:.4f} -> "
+        f"{repair['mflops_after']:.4f} MFLOPs)"
+    )
+
+
 @dataclass
 class Report:
     """What a run leaves: its rows, the stages it ran or reused, TH_energy (ResKD) and the
@@ -97,7 +112,11 @@ class Report:
         return next((r for r in reversed(self.rows) if r.role == role), None)
 
     def table(self) -> str:
-        return format_table([r.to_dict() for r in self.rows], COLUMNS)
+        lines = [format_table([r.to_dict() for r in self.rows], COLUMNS)]
+        for found in self.searches:
+            if found.get("repair"):
+                lines.append(f"{found.get('network', '?')} search, {repair_text(found['repair'])}")
+        return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -37,6 +37,37 @@ class Derivation:
     minimum_mflops: float
     maximum_mflops: float  # the most this space reaches at the search's channel count
     moves: list[str] = field(default_factory=list)
+    start: Genotype | None = None  # what the search chose (argmax, after any skip cap)
+    start_channels: int = 0
+    start_macs: int = 0  # the start's counted MACs at the search's channel count
+
+    @property
+    def operations_changed(self) -> int:
+        """Edges whose operation the repair changed (0: the search's choice was kept)."""
+        if self.start is None:
+            return 0
+        return sum(
+            a != b
+            for a, b in zip(
+                (*self.start.normal, *self.start.reduce),
+                (*self.genotype.normal, *self.genotype.reduce),
+                strict=True,
+            )
+        )
+
+    def repair(self) -> dict[str, Any]:
+        """Provenance: how much of the derived network the budget repair, not the search, chose."""
+        return {
+            "operations_changed": self.operations_changed,
+            "operations": len(self.genotype.normal) + len(self.genotype.reduce),
+            "channels_before": self.start_channels,
+            "channels_after": self.channels,
+            "channels_changed": self.start_channels - self.channels,
+            "mflops_before": self.start_macs / 1e6,
+            "mflops_after": self.mflops,
+            "kept_search_choice": self.operations_changed == 0
+            and self.start_channels == self.channels,
+        }
 
     @property
     def mflops(self) -> float:
@@ -57,6 +88,7 @@ class Derivation:
             "minimum_mflops": self.minimum_mflops,
             "maximum_mflops": self.maximum_mflops,
             "moves": self.moves,
+            "repair": self.repair(),
         }
 
 
@@ -171,10 +203,12 @@ def derive_within_budget(
 
     channels = shape.channels
     narrowed: list[str] = []
+    start_macs = 0
     while True:
         current = shape.with_channels(channels)
         table, fixed = current.cost_table(NON_ZERO), current.fixed_macs()
         total = total_of(table, fixed)
+        start_macs = start_macs or total
         while total > budget and (move := best_move(table, 0.0, cheaper=True)) is not None:
             total += apply(move, table)
         if total <= budget or channels - 2 < min_channels:
@@ -203,4 +237,7 @@ def derive_within_budget(
         minimum_mflops(shape, min_channels),
         maximum_mflops(shape),
         moves,
+        genotype,
+        shape.channels,
+        start_macs,
     )

@@ -95,7 +95,9 @@ def search_stage(net: SearchedNet, stage: StageInputs) -> tuple[dict[str, Any], 
         "mflops": stored["mflops"],
         "budget_mflops": spec.budget_mflops,
         "strategy": spec.strategy,
+        "repair": stored["derivation"]["repair"],
         "plot": str(result.directory / "alphas.png"),
+        "cells": str(result.directory / "cells.png"),
         "directory": str(result.directory),
     }
     return found, result.key

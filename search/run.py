@@ -20,8 +20,10 @@ from torch.utils.data import Dataset
 
 from distill.data import DatasetInfo
 from distill.losses import Objective
+from distill.report import repair_text
 from distill.residual import MethodConfig, ResidualDistillation
 from search.budget import Derivation, cap_skips, check_budget, derive_within_budget
+from search.cells import draw_cells, genotype_text
 from search.plot import plot_search
 from search.spec import SearchSpec
 from search.strategies import STRATEGIES, ObjectiveFactory, SearchContext
@@ -67,10 +69,10 @@ class SearchResult:
     def summary(self) -> str:
         d = self.derivation
         return (
-            f"genotype {self.genotype.describe()}\n"
+            f"{genotype_text(self.genotype)}\n"
             f"channels {self.channels}, {self.spec.layers} cells: {self.complexity.mflops:.4f} "
             f"MFLOPs counted (budget {d.budget_mflops:g}, {100 * d.use:.1f}% used), "
-            f"{self.complexity.params / 1e6:.4f} M params; {len(d.moves)} budget move(s)"
+            f"{self.complexity.params / 1e6:.4f} M params\n{repair_text(d.repair())}"
         )
 
 
@@ -179,6 +181,13 @@ def run_search(
         result.plot = plot_search(
             found.history, budget_mflops=spec.budget_mflops, path=out_dir / "alphas.png"
         )
+    draw_cells(
+        result.genotype,
+        out_dir / "cells.png",
+        title=f"{result.channels} channels, {spec.layers} cells, {counted.mflops:.4f} MFLOPs "
+        f"(budget {spec.budget_mflops:g}); repair changed {derivation.operations_changed} "
+        "operation(s)",
+    )
     (out_dir / "genotype.json").write_text(
         json.dumps(
             {

@@ -45,6 +45,10 @@ class SearchSpec(ConfigModel):
     max_skips: int | None = Field(
         None, ge=0, le=8, description="P-DARTS: at most this many skip_connect in the normal cell"
     )
+    partial_channels: Literal[1, 2, 4] = Field(
+        1,
+        description="PC-DARTS: 1/K of the channels go through an edge's candidates (1: all)",
+    )
     grad_clip: float = Field(5.0, gt=0)
     min_channels: int = Field(4, ge=2, multiple_of=2)
     held_out: float = Field(
@@ -68,6 +72,14 @@ class SearchSpec(ConfigModel):
         channels = info.data.get("channels", value)
         if value > channels:
             raise ValueError(f"must be an even integer in [2, channels={channels}]")
+        return value
+
+    @field_validator("partial_channels")
+    @classmethod
+    def _divides_channels(cls, value: int, info: ValidationInfo) -> int:
+        channels = info.data.get("channels", value)
+        if channels % value:
+            raise ValueError(f"must divide channels={channels}: one of 1, 2, 4")
         return value
 
     @property

@@ -32,6 +32,7 @@ from space.operations import GROUP_OF, GROUPS, PRIMITIVES, REPRESENTATIVES
 from space.supernet import (
     CELL_KINDS,
     Candidates,
+    EdgeStrength,
     NetShape,
     Supernet,
     argmax_genotype,
@@ -76,12 +77,18 @@ def _cycle(batches: Any) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
 
 
 def train_supernet(
-    ctx: SearchContext, candidates: dict[str, Candidates], stage: str
+    ctx: SearchContext,
+    candidates: dict[str, Candidates],
+    stage: str,
+    *,
+    edge_strength: EdgeStrength = "max",
 ) -> tuple[Supernet, list[dict[str, Any]], float]:
     """Train one supernet on the objective with the spec's optimisation; resumable per epoch."""
     spec = ctx.spec
     torch.manual_seed(spec.seed)
-    supernet = Supernet(ctx.shape, candidates)
+    supernet = Supernet(
+        ctx.shape, candidates, edge_strength=edge_strength, partial=spec.partial_channels
+    )
     n = len(ctx.train_data)  # type: ignore[arg-type]
     optimization = spec.resolved_optimization
     held_out = held_batches = None
@@ -147,9 +154,9 @@ class StacNAS:
         candidates = {
             kind: tuple(("none", *GROUPS[g]) for g in winners[kind]) for kind in CELL_KINDS
         }
-        stage2, history2, t2 = train_supernet(ctx, candidates, "stage2")
+        stage2, history2, t2 = train_supernet(ctx, candidates, "stage2", edge_strength="non_zero")
         p2 = stage2.probabilities()
-        genotype = argmax_genotype(p2, ctx.shape.steps, edge_strength="non_zero")
+        genotype = stage2.genotype()
         return StrategyResult(
             genotype, self._scores(p1, p2, winners), history1 + history2, [t1, t2]
         )

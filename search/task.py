@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from distill.residual import ResidualDistillation
 from distill.train import EpochRecord, TrainTask
 from space.genotypes import Genotype
-from space.supernet import Supernet, argmax_genotype
+from space.supernet import Supernet
 
 Optimization = Literal["one-level", "bilevel"]
 
@@ -127,7 +127,7 @@ class SearchTask(TrainTask):
         return self.objective.predict(x)
 
     def genotype(self) -> Genotype:
-        return argmax_genotype(self.supernet.probabilities(), self.supernet.shape.steps)
+        return self.supernet.genotype()
 
     def status(self) -> dict[str, str]:
         return {"E[MFLOPs]": f"{self._expected:.3f}", "genotype": self.genotype().short()}

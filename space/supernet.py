@@ -4,10 +4,17 @@ Candidates are per edge, so one class serves DARTS (all of ``PRIMITIVES`` on eve
 STACNAS stage 1 (one representative per operation group) and STACNAS stage 2 (each edge's
 winning group).
 
-The supernet also knows what the network derived from it costs: ``expected_mflops()`` is the
-differentiable expected MFLOPs of the derived network (each edge's softmax weights times each
-candidate's MFLOPs as the product counter counts them in the derived network, summed over edges),
-and ``cost_table`` gives the same figures per edge for the budget-aware derivation.
+The supernet also knows what the network derived from it costs. ``expected_mflops()`` is, in
+value, the counted MFLOPs of the network that derivation (``argmax_genotype``) would give now, and
+in gradient that of a smooth expectation of it (a straight-through estimator):
+- per edge, the expected MFLOPs of its operation over the non-``none`` candidates, renormalised
+  (derivation never keeps ``none``, so raising ``none``'s weight must not make an edge cheaper);
+- per node, each edge weighted by its chance of being among the node's two kept inputs: the
+  inclusion probability of drawing two edges without replacement (Plackett-Luce) with weights
+  ``softmax(strength / EDGE_TEMPERATURE)``, ``strength`` being what derivation ranks edges by.
+The value is exact (so a FLOPs penalty acts exactly when the derived network is over budget); the
+gradient says which weights make the derived network cheaper. ``cost_table`` gives the per-edge
+figures for the budget-aware derivation.
 """
 
 from __future__ import annotations
@@ -34,6 +41,10 @@ from space.network import (
 from space.operations import OPS, op_macs
 
 CELL_KINDS = ("normal", "reduce")
+EdgeStrength = Literal["max", "non_zero"]
+# Edge strengths are softmax weights (differences of a few hundredths to tenths between the inputs
+# of a node while a search runs): at 0.05, a difference of 0.1 is a 7:1 odds of being kept.
+EDGE_TEMPERATURE = 0.05
 Candidates = tuple[tuple[str, ...], ...]  # per edge, the candidate operations
 
 
@@ -54,30 +65,51 @@ def uniform_candidates(ops: Sequence[str], steps: int = 4) -> dict[str, Candidat
 
 class MixedOp(nn.Module):
     """sum_k w_k * op_k(x) over the edge's candidates; ``none`` contributes nothing and is not run
-    (its weight still takes part in the softmax). Pooling gets a non-affine BN, as in DARTS."""
+    (its weight still takes part in the softmax). Pooling gets a non-affine BN, as in DARTS.
 
-    def __init__(self, c: int, stride: int, candidates: Sequence[str]) -> None:
+    ``partial`` = K > 1 is PC-DARTS's partial channel connection (Xu et al. 2020): only 1/K of
+    the channels go through the candidates, the rest bypass the edge (max-pooled on a reduction
+    edge), and the channels are shuffled so that the next cell sees a different subset: about K
+    times less work per step, and less room for parameter-free operations to win by default."""
+
+    def __init__(self, c: int, stride: int, candidates: Sequence[str], partial: int = 1) -> None:
         super().__init__()
+        if c % partial:
+            raise ValueError(f"partial: {partial} must divide the {c} channels")
+        self.partial = partial
         self.index = [k for k, name in enumerate(candidates) if name != "none"]
         ops = []
         for k in self.index:
-            op = OPS[candidates[k]](c, stride, False)
+            op = OPS[candidates[k]](c // partial, stride, False)
             if "pool" in candidates[k]:
-                op = nn.Sequential(op, nn.BatchNorm2d(c, affine=False))
+                op = nn.Sequential(op, nn.BatchNorm2d(c // partial, affine=False))
             ops.append(op)
         self.ops = nn.ModuleList(ops)
+        self.bypass = nn.MaxPool2d(2, 2) if stride == 2 and partial > 1 else nn.Identity()
 
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
-        return sum(weights[k] * op(x) for k, op in zip(self.index, self.ops, strict=True))
+        if self.partial == 1:
+            return sum(w * op(x) for w, op in zip(weights[self.index], self.ops, strict=True))
+        c = x.shape[1] // self.partial
+        mixed = sum(w * op(x[:, :c]) for w, op in zip(weights[self.index], self.ops, strict=True))
+        out = torch.cat([mixed, self.bypass(x[:, c:])], dim=1)
+        b, channels, h, w = out.shape  # channel shuffle with K groups
+        return (
+            out.view(b, self.partial, channels // self.partial, h, w)
+            .transpose(1, 2)
+            .reshape(b, channels, h, w)
+        )
 
 
 class SearchCell(nn.Module):
-    def __init__(self, plan: CellPlan, candidates: Candidates, steps: int) -> None:
+    def __init__(
+        self, plan: CellPlan, candidates: Candidates, steps: int, partial: int = 1
+    ) -> None:
         super().__init__()
         self.steps = steps
         self.preprocess0, self.preprocess1 = preprocessing(plan, affine=False)
         self.edges = nn.ModuleList(
-            MixedOp(plan.c, plan.stride(i), candidates[e])
+            MixedOp(plan.c, plan.stride(i), candidates[e], partial)
             for e, (_, i) in enumerate(edge_inputs(steps))
         )
 
@@ -169,9 +201,17 @@ class Supernet(nn.Module):
     parameters of both cell types (padded to the longest candidate list, absent entries masked
     to -inf before the softmax)."""
 
-    def __init__(self, shape: NetShape, candidates: Mapping[str, Candidates]) -> None:
+    def __init__(
+        self,
+        shape: NetShape,
+        candidates: Mapping[str, Candidates],
+        *,
+        edge_strength: EdgeStrength = "max",
+        partial: int = 1,
+    ) -> None:
         super().__init__()
         self.shape = shape
+        self.edge_strength: EdgeStrength = edge_strength
         self.candidates = {kind: tuple(tuple(c) for c in candidates[kind]) for kind in CELL_KINDS}
         n_edges = edge_count(shape.steps)
         for kind in CELL_KINDS:
@@ -180,7 +220,9 @@ class Supernet(nn.Module):
         plans, c_last, _ = shape.plans()
         self.stem0, self.stem1 = make_stem(shape.stem, shape.in_chans, shape.channels)
         self.cells = nn.ModuleList(
-            SearchCell(p, self.candidates["reduce" if p.reduction else "normal"], shape.steps)
+            SearchCell(
+                p, self.candidates["reduce" if p.reduction else "normal"], shape.steps, partial
+            )
             for p in plans
         )
         self.reductions = [p.reduction for p in plans]
@@ -195,8 +237,11 @@ class Supernet(nn.Module):
             for e, cands in enumerate(self.candidates[kind]):
                 mask[e, : len(cands)] = 0.0
             self.register_buffer(f"mask_{kind}", mask)
-        self._costs = self._expected_cost_tables()
+        ops = sorted({op for kind in CELL_KINDS for c in self.candidates[kind] for op in c})
+        self._table = shape.cost_table(ops)  # MACs of each operation on each edge, per kind
+        self._costs, self._real = self._cost_tensors()
         self._fixed_mflops = shape.fixed_macs() / 1e6  # once: expected_mflops runs every step
+        self._edge_of = {pair: e for e, pair in enumerate(edge_inputs(shape.steps))}
 
     # -- parameters -------------------------------------------------------------------------------
 
@@ -243,38 +288,70 @@ class Supernet(nn.Module):
 
     # -- cost -------------------------------------------------------------------------------------
 
-    def _expected_cost_tables(self) -> dict[str, Tensor]:
-        """Per kind, an (edges x candidates) table of MFLOPs in the derived network, each edge
-        scaled by 2 / (its node's inputs): derivation keeps 2 of them."""
-        ops = sorted({op for kind in CELL_KINDS for c in self.candidates[kind] for op in c})
-        table = self.shape.cost_table(ops)
+    def _cost_tensors(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Per kind, an (edges x candidates) table of each candidate's MFLOPs in the derived
+        network, and a mask of the candidates derivation can keep (present and not ``none``)."""
         width = self.alphas["normal"].shape[1]
-        out = {}
+        costs, real = {}, {}
         for kind in CELL_KINDS:
             t = torch.zeros(len(self.candidates[kind]), width)
-            for e, ((node, _), cands) in enumerate(
-                zip(edge_inputs(self.shape.steps), self.candidates[kind], strict=True)
-            ):
+            m = torch.zeros(len(self.candidates[kind]), width, dtype=torch.bool)
+            for e, cands in enumerate(self.candidates[kind]):
                 for k, op in enumerate(cands):
-                    t[e, k] = table[kind][e][op] / 1e6 * 2 / (node + 2)
-            out[kind] = t
-        return out
+                    t[e, k] = self._table[kind][e][op] / 1e6
+                    m[e, k] = op != "none"
+            costs[kind], real[kind] = t, m
+        return costs, real
+
+    def smooth_mflops(self, weights: dict[str, Tensor] | None = None) -> Tensor:
+        """The smooth expectation of the derived network's MFLOPs (the estimator's gradient)."""
+        weights = self.weights() if weights is None else weights
+        total = torch.zeros((), device=weights["normal"].device)
+        steps = self.shape.steps
+        for kind in CELL_KINDS:
+            w = weights[kind]
+            real = self._real[kind].to(w.device)
+            kept = w.masked_fill(~real, 0.0)
+            mass = kept.sum(-1)  # 1 - w(none)
+            op_cost = (kept * self._costs[kind].to(w.device)).sum(-1) / mass.clamp_min(1e-12)
+            strength = kept.max(-1).values if self.edge_strength == "max" else mass
+            lo = 0
+            for node in range(steps):
+                hi = lo + node + 2
+                pi = torch.softmax(strength[lo:hi] / EDGE_TEMPERATURE, dim=0)
+                odds = pi / (1 - pi).clamp_min(1e-6)
+                # P(e among two draws without replacement) = pi_e (1 + sum_{f != e} pi_f/(1-pi_f))
+                keep = (pi * (1 + odds.sum() - odds)).clamp(max=1.0)
+                total = total + (keep * op_cost[lo:hi]).sum()
+                lo = hi
+        return self._fixed_mflops + total
+
+    def genotype(self) -> Genotype:
+        """What derivation gives now (DARTS's argmax with this supernet's edge ranking)."""
+        return argmax_genotype(
+            self.probabilities(), self.shape.steps, edge_strength=self.edge_strength
+        )
+
+    def mflops_of(self, genotype: Genotype) -> float:
+        """Counted MFLOPs of ``genotype``'s network at this supernet's shape."""
+        macs = self.shape.fixed_macs()
+        for kind, edges in (("normal", genotype.normal), ("reduce", genotype.reduce)):
+            for k, (op, i) in enumerate(edges):
+                macs += self._table[kind][self._edge_of[(k // 2, i)]][op]
+        return macs / 1e6
 
     def expected_mflops(self) -> Tensor:
-        """Differentiable expected MFLOPs of the derived network under the current weights."""
-        weights = self.weights()
-        ops = sum(
-            (weights[kind] * self._costs[kind].to(weights[kind].device)).sum()
-            for kind in CELL_KINDS
-        )
-        return self._fixed_mflops + ops  # type: ignore[return-value]
+        """The derived network's MFLOPs in value, ``smooth_mflops``'s in gradient."""
+        smooth = self.smooth_mflops()
+        derived = self.mflops_of(self.genotype())
+        return smooth + (derived - smooth.detach())
 
 
 def argmax_genotype(
     probabilities: Mapping[str, list[dict[str, float]]],
     steps: int = 4,
     *,
-    edge_strength: Literal["max", "non_zero"] = "max",
+    edge_strength: EdgeStrength = "max",
 ) -> Genotype:
     """DARTS's derivation: per edge the strongest non-zero operation; per node the two strongest
     edges. An edge's strength is its strongest non-zero operation's weight (``max``, DARTS) or

@@ -15,7 +15,7 @@ from api.client import ServiceError
 from api.runtime.store import JobKind, JobState
 from distill.data import DATASETS, DatasetError, dataset_info
 from distill.models import build_model, complexity
-from distill.report import format_table
+from distill.report import format_table, repair_text
 from space.zoo import MODELS
 
 
@@ -110,11 +110,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(found, indent=2))
         return 0
+    from search.cells import genotype_text
+    from space.genotypes import Genotype
+
     print(
         f"\n{found['network']} searched ({found['strategy']}): {found['mflops']:.4f} MFLOPs counted"
         f" (budget {found['budget_mflops']:g}), {found['channels']} channels, "
-        f"{found['layers']} cells\ngenotype {json.dumps(found['genotype'])}\n"
-        f"architecture weights plot: {found['plot']}\nstage directory: {found['directory']}"
+        f"{found['layers']} cells\n{genotype_text(Genotype.from_dict(found['genotype']))}\n"
+        f"{repair_text(found['repair'])}\ngenotype {json.dumps(found['genotype'])}\n"
+        f"cells: {found['cells']}\narchitecture weights plot: {found['plot']}\n"
+        f"stage directory: {found['directory']}"
     )
     return 0
 
@@ -190,11 +195,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not args.wait:
         return 0
     job = client.wait(job["id"], progress=not args.quiet)
-    _print_job(job)
+    _print_job(job, client.url)
     return 0 if job["state"] == "succeeded" else 1
 
 
-def _print_job(job: dict[str, Any]) -> None:
+def _print_job(job: dict[str, Any], base_url: str = "") -> None:
     print(f"job {job['id']} ({job['kind']}, {job['dataset']}): {job['state']}")
     if job.get("error"):
         print(f"error: {job['error']}")
@@ -223,6 +228,11 @@ def _print_job(job: dict[str, Any]) -> None:
         print()
         cols = ["model", "arch", "accuracy", "mflops", "adaptive_mflops", "pct_of_T", "energy"]
         print(format_table(job["metrics"], cols))
+    for found in job.get("searches") or []:
+        line = f"\n{found['network']} searched: {found['mflops']:.4f} MFLOPs"
+        if found.get("repair"):
+            line += f"; {repair_text(found['repair'])}"
+        print(line + (f"\ncells: {base_url}{found['cells']}" if found.get("cells") else ""))
     if job["artifacts"]:
         print("\nartifacts: " + ", ".join(a["name"] for a in job["artifacts"]))
 
@@ -238,8 +248,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    job = _client(args).job(args.id)
-    print(json.dumps(job, indent=2)) if args.json else _print_job(job)
+    client = _client(args)
+    job = client.job(args.id)
+    print(json.dumps(job, indent=2)) if args.json else _print_job(job, client.url)
     return 0
 
 

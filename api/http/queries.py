@@ -79,6 +79,7 @@ def get_job(s: Session, job_id: int) -> schemas.JobPublic:
         progress=progress,
         stages=stages,
         metrics=list((job.result or {}).get("rows", [])),
+        searches=_searches(job),
         artifacts=[
             schemas.ArtifactPublic(
                 id=a.id,
@@ -90,6 +91,29 @@ def get_job(s: Session, job_id: int) -> schemas.JobPublic:
             for a in job.artifacts
         ],
     )
+
+
+def _searches(job: Job) -> list[schemas.SearchPublic]:
+    result = job.result or {}
+    found = result.get("searches") or ([result["search"]] if "search" in result else [])
+    names = {a.name for a in job.artifacts}
+    out = []
+    for f in found:
+        cells = f"{f.get('network')}-cells.png"
+        out.append(
+            schemas.SearchPublic(
+                network=f.get("network", "?"),
+                strategy=f.get("strategy"),
+                genotype=f["genotype"],
+                channels=f["channels"],
+                layers=f.get("layers"),
+                mflops=f["mflops"],
+                budget_mflops=f.get("budget_mflops"),
+                repair=f.get("repair"),
+                cells=f"/v1/jobs/{job.id}/artifacts/{cells}" if cells in names else None,
+            )
+        )
+    return out
 
 
 def artifact_path(s: Session, *, job_id: int, name: str, root: Path) -> Path:

@@ -73,11 +73,32 @@ class Progress(BaseModel):
     stages_done: int = 0
 
 
+class SearchPublic(BaseModel):
+    """A searched network and its provenance: how much of it the budget repair chose."""
+
+    network: str
+    strategy: str | None = None
+    genotype: dict[str, Any]
+    channels: int
+    layers: int | None = None
+    mflops: float = Field(description="the derived network's counted MFLOPs")
+    budget_mflops: float | None = None
+    repair: dict[str, Any] | None = Field(
+        None,
+        description="operations_changed and channels_changed by the budget repair (0: the "
+        "search's argmax was kept), mflops_before and mflops_after",
+    )
+    cells: str | None = Field(None, description="URL of the cells drawn as graphs (PNG)")
+
+
 class JobPublic(JobSummary):
     config: dict[str, Any]
     progress: Progress
     stages: list[StagePublic]
     metrics: list[dict[str, Any]] = Field(description="the report's rows once the job succeeded")
+    searches: list[SearchPublic] = Field(
+        default_factory=list, description="the networks the job searched, once it succeeded"
+    )
     artifacts: list[ArtifactPublic]
 
 

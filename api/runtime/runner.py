@@ -109,7 +109,12 @@ def _artifacts(out: Path, result: dict[str, Any], root: Path) -> list[dict[str, 
     searches = result.get("searches") or ([result["search"]] if "search" in result else [])
     for found in searches:
         directory = Path(found["directory"])
-        for name, kind in (("genotype.json", "genotype"), ("alphas.png", "plot")):
+        for name, kind in (
+            ("genotype.json", "genotype"),
+            ("alphas.png", "plot"),
+            ("cells.png", "plot"),
+            ("search.json", "search"),
+        ):
             if (directory / name).is_file():
                 files.append((f"{found['network']}-{name}", kind, directory / name))
     for stage in result.get("stages", []):

@@ -65,6 +65,9 @@ def test_an_argmax_within_budget_is_kept_as_it_is() -> None:
     cost = count(net, input_shape=(1, 28, 28)).mflops
     derived = derive_within_budget(genotype, scores, shape=shape, budget_mflops=cost / 0.9)
     assert derived.genotype == genotype and derived.channels == 8 and not derived.moves
+    repair = derived.to_dict()["repair"]  # provenance: the search chose all of it
+    assert repair["operations_changed"] == 0 and repair["channels_changed"] == 0
+    assert repair["kept_search_choice"] and repair["mflops_before"] == repair["mflops_after"]
 
 
 def test_over_budget_trades_the_operation_losing_least_weight_per_mflop() -> None:
@@ -80,6 +83,14 @@ def test_over_budget_trades_the_operation_losing_least_weight_per_mflop() -> Non
     derived = derive_within_budget(genotype, scores, shape=shape, budget_mflops=full.mflops - 1e-6)
     assert derived.moves[0].startswith("normal node 0 input 0: sep_conv_5x5 -> sep_conv_3x3")
     assert derived.mflops < full.mflops
+    repair = derived.repair()  # provenance: one operation changed, channels kept
+    assert repair["operations_changed"] == 1 and repair["channels_changed"] == 0
+    assert repair["mflops_before"] == pytest.approx(full.mflops)
+    assert repair["mflops_after"] == pytest.approx(derived.mflops) and not repair["kept_search_choice"]
+    least = minimum_mflops(shape, shape.channels)  # the cheapest operations at these channels
+    narrowed = derive_within_budget(genotype, scores, shape=shape, budget_mflops=0.95 * least)
+    assert narrowed.repair()["channels_changed"] > 0
+    assert narrowed.repair()["channels_before"] == shape.channels
 
 
 def test_a_budget_below_the_smallest_network_fails_with_the_minimum() -> None:

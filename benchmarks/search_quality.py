@@ -1,0 +1,318 @@
+"""Does the search find better res-students than a person or a dice would? Searched, handcrafted and
+random R1 at three FLOPs budgets over several seeds, every R1 trained the same way once chosen.
+
+    python benchmarks/search_quality.py [--dataset mnist5k] [--seeds 0 1 2]
+        [--budgets 0.5 1 2] [--random 3] [--set epochs=4 ...] [--out runs/bench-quality]
+
+Per seed, one output directory holds every run, so T (ResNet-20) and S0 (ResNet-14x0.25 by KD, as
+in ``benchmarks/reskd_seeds.py``) are trained once and shared. Budgets are multiples of
+ResNet-8x0.5's counted MFLOPs on the dataset. At each budget and seed, R1 is
+- searched: the default search (``SearchSpec`` defaults, overridden by ``--set``) on the residual;
+- handcrafted: the zoo's ResNet-8 at the widest width (a multiple of 1/32) that fits the budget;
+- random: ``--random`` genotypes drawn uniformly from the same space (every edge's operation and
+  every node's two inputs uniform, as random architecture weights give them) and brought under the
+  budget by the search's own repair (``search.budget.derive_within_budget``) — the sanity check of
+  Li and Talwalkar (2019).
+Every R1 is then trained from scratch with the same settings (``train``) on T - S0.
+
+Prints a table (S1 accuracy mean ± sd, R1 MFLOPs, search minutes, the searched normal cell's skip
+count) and each arm's hypervolume (over S0's accuracy and 1.1x the largest budget), writes
+``quality.json`` and ``quality.png`` (the three fronts with error bars) under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from distill.data import dataset_info
+from distill.models import NetSpec, complexity
+from distill.report import format_table
+from search.budget import NON_ZERO, derive_within_budget
+from search.config import RunConfig
+from search.pipeline import run
+from search.run import shape_for
+from search.spec import SearchSpec
+from space.genotypes import Genotype
+from space.supernet import CELL_KINDS, argmax_genotype, edge_count
+
+ARMS = ("searched", "handcrafted", "random")
+
+
+def base_config(dataset: str, seed: int, epochs: int, teacher_epochs: int) -> dict[str, Any]:
+    return {
+        "dataset": dataset,
+        "augment": False,
+        "val_size": 500,
+        "teacher": "resnet20",
+        "student": {"model": "resnet14", "width": 0.25},
+        "kd": {"method": "kd", "distance": "kl", "tau": 0.9, "t": 4.0},
+        "ratio": 1.0,  # R1 is always trained: this measures R1, not the stopping rule
+        "max_stages": 1,
+        "preset": "cpu-small",
+        "train": {"epochs": epochs},
+        "teacher_train": {"epochs": teacher_epochs},
+        "seed": seed,
+    }
+
+
+def widest_resnet8(info: Any, budget: float) -> tuple[float, float]:
+    """The widest ResNet-8 (width a multiple of 1/32) within ``budget`` MFLOPs, and its MFLOPs."""
+    best = (0.0, 0.0)
+    for k in range(1, 129):
+        width = k / 32
+        mflops = complexity(NetSpec.for_dataset("resnet8", info, width=width).build(), info).mflops
+        if mflops > budget:
+            break
+        best = (width, mflops)
+    if best[0] == 0:
+        raise SystemExit(f"no ResNet-8 fits {budget:.4f} MFLOPs")
+    return best
+
+
+def random_genotype(rng: random.Random, steps: int = 4) -> dict[str, list[dict[str, float]]]:
+    """Uniform random architecture weights: their argmax is a uniformly drawn genotype."""
+    return {
+        kind: [{op: rng.random() for op in NON_ZERO} for _ in range(edge_count(steps))]
+        for kind in CELL_KINDS
+    }
+
+
+def normal_skips(genotype: dict[str, Any]) -> int:
+    return sum(1 for op, _ in Genotype.from_dict(genotype).normal if op == "skip_connect")
+
+
+def hypervolume(points: list[tuple[float, float]], ref_mflops: float, ref_acc: float) -> float:
+    """Area dominated by ``(mflops, accuracy)`` points (fewer MFLOPs, more accuracy) up to the
+    reference point, in accuracy x MFLOPs."""
+    front = sorted((m, a) for m, a in points if m < ref_mflops and a > ref_acc)
+    area, best = 0.0, ref_acc
+    for i, (m, a) in enumerate(front):
+        best = max(best, a)
+        right = front[i + 1][0] if i + 1 < len(front) else ref_mflops
+        area += (right - m) * (best - ref_acc)
+    return area
+
+
+def ms(values: list[float], digits: int = 4) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
+
+
+def parse_sets(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        out[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", default="mnist5k", choices=["mnist5k", "digits"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.5, 1.0, 2.0])
+    parser.add_argument("--random", type=int, default=3, help="random genotypes per budget/seed")
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    parser.add_argument("--epochs", type=int, default=6, help="S0 and R1 training epochs")
+    parser.add_argument("--teacher-epochs", type=int, default=8)
+    parser.add_argument("--set", nargs="*", default=[], help="search fields, KEY=VALUE")
+    parser.add_argument("--out", default="runs/bench-quality")
+    args = parser.parse_args()
+
+    info = dataset_info(args.dataset)
+    unit = complexity(NetSpec.for_dataset("resnet8", info, width=0.5).build(), info).mflops
+    overrides = parse_sets(args.set)
+    out = Path(args.out)
+    print(f"ResNet-8x0.5 on {args.dataset}: {unit:.4f} MFLOPs; budgets x{args.budgets}", flush=True)
+    records: list[dict[str, Any]] = []
+    for seed in args.seeds:
+        base = base_config(args.dataset, seed, args.epochs, args.teacher_epochs)
+        directory = out / f"{args.dataset}-seed{seed}"
+        for factor in args.budgets:
+            budget = round(factor * unit, 4)
+            spec = SearchSpec.model_validate({"budget_mflops": budget, "seed": seed, **overrides})
+            arms: list[tuple[str, dict[str, Any]]] = []
+            if "searched" in args.arms:
+                arms.append(("searched", {"search": spec.to_dict()}))
+            if "handcrafted" in args.arms:
+                width, _ = widest_resnet8(info, budget)
+                arms.append(("handcrafted", {"model": "resnet8", "width": width}))
+            if "random" in args.arms:
+                rng = random.Random(f"{seed}-{factor}")
+                shape = shape_for(spec, info)
+                for _ in range(args.random):
+                    scores = random_genotype(rng, shape.steps)
+                    start = argmax_genotype(scores, shape.steps)
+                    d = derive_within_budget(
+                        start, scores, shape=shape, budget_mflops=budget,
+                        min_channels=spec.min_channels,
+                    )  # fmt: skip
+                    arms.append(
+                        (
+                            "random",
+                            {
+                                "genotype": d.genotype.to_dict(),
+                                "channels": d.channels,
+                                "layers": spec.layers,
+                            },
+                        )
+                    )
+            for arm, r1 in arms:
+                started = time.perf_counter()
+                config = RunConfig.from_dict(base | {"res_students": [r1]})
+                report = run(config, out_dir=directory, progress=False, log=lambda _: None)
+                rows = {r.model: r for r in report.rows}
+                search = report.searches[0] if report.searches else None
+                found = {}
+                if search is not None:
+                    found = json.loads((Path(search["directory"]) / "search.json").read_text())
+                record = {
+                    "seed": seed,
+                    "factor": factor,
+                    "budget": budget,
+                    "arm": arm,
+                    "s0": rows["S0"].accuracy,
+                    "s1": rows["S1"].accuracy,
+                    "r1_mflops": rows["S1"].mflops - rows["S0"].mflops,
+                    "arch": rows["S1"].arch,
+                    "search_seconds": found.get("seconds", 0.0),
+                    "normal_skips": normal_skips(r1["genotype"])
+                    if arm == "random"
+                    else (normal_skips(found["genotype"]) if found else None),
+                    "argmax_skips": normal_skips(found["argmax_genotype"]) if found else None,
+                    "repair": found.get("derivation", {}).get("repair"),
+                    "seconds": time.perf_counter() - started,
+                }
+                records.append(record)
+                print(
+                    f"seed {seed} x{factor} {arm:11s} S1 {record['s1']:.4f} (S0 {record['s0']:.4f})"
+                    f" R1 {record['r1_mflops']:.4f} MFLOPs"
+                    + (f", search {record['search_seconds'] / 60:.1f} min" if found else "")
+                    + (
+                        f", normal skips {record['normal_skips']} (argmax {record['argmax_skips']})"
+                        if found
+                        else ""
+                    ),
+                    flush=True,
+                )
+    summarize(records, args.budgets, unit, out)
+
+
+def summarize(records: list[dict[str, Any]], factors: list[float], unit: float, out: Path) -> None:
+    rows, fronts = [], {}
+    s0 = statistics.mean(r["s0"] for r in records)
+    ref_mflops = 1.1 * max(factors) * unit
+    for factor in factors:
+        for arm in ARMS:
+            sel = [r for r in records if r["factor"] == factor and r["arm"] == arm]
+            if not sel:
+                continue
+            # random: one mean per seed first (its genotypes are draws of one arm)
+            per_seed: dict[int, list[float]] = {}
+            for r in sel:
+                per_seed.setdefault(r["seed"], []).append(r["s1"])
+            accs = (
+                [statistics.mean(v) for v in per_seed.values()]
+                if arm == "random"
+                else [r["s1"] for r in sel]
+            )
+            every = [r["s1"] for r in sel]
+            mflops = statistics.mean(r["r1_mflops"] for r in sel)
+            search = [r["search_seconds"] / 60 for r in sel if r["search_seconds"]]
+            skips = [r["normal_skips"] for r in sel if r["normal_skips"] is not None]
+            rows.append(
+                {
+                    "budget": f"x{factor} ({factor * unit:.3f})",
+                    "R1": arm,
+                    "S1 accuracy": ms(every),
+                    "n": len(every),
+                    "R1 MFLOPs": f"{mflops:.3f}",
+                    "search min": f"{statistics.mean(search):.1f}" if search else "-",
+                    "normal skips": f"{statistics.mean(skips):.1f}" if skips else "-",
+                }
+            )
+            fronts.setdefault(arm, []).append(
+                (factor, mflops, statistics.mean(every), _se(every), accs)
+            )
+    print()
+    print(format_table(rows, list(rows[0])))
+    print(f"\nS0 accuracy (mean): {s0:.4f}")
+    volumes = {
+        arm: hypervolume([(m, a) for _, m, a, _, _ in pts], ref_mflops, s0)
+        for arm, pts in fronts.items()
+    }
+    print(
+        "hypervolume over (S0 accuracy, 1.1x the largest budget), accuracy x MFLOPs: "
+        + ", ".join(f"{arm} {v:.5f}" for arm, v in volumes.items())
+    )
+    verdicts = []
+    if "searched" in fronts:
+        wins = strong = 0
+        for i, (factor, _, acc, se, _) in enumerate(fronts["searched"]):
+            others = [fronts[a][i] for a in ("handcrafted", "random") if a in fronts]
+            if others and all(acc > o[2] for o in others):
+                wins += 1
+                if all(acc - o[2] > math.hypot(se, o[3]) for o in others):
+                    strong += 1
+            verdicts.append(
+                f"x{factor}: searched {acc:.4f}"
+                + "".join(
+                    f", {a} {fronts[a][i][2]:.4f} (diff {acc - fronts[a][i][2]:+.4f}, "
+                    f"pooled SE {math.hypot(se, fronts[a][i][3]):.4f})"
+                    for a in ("handcrafted", "random")
+                    if a in fronts
+                )
+            )
+        print("\n".join(verdicts))
+        print(
+            f"searched above both means at {wins}/{len(factors)} budgets, "
+            f"by more than the pooled standard error at {strong}/{len(factors)}"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "quality.json").write_text(
+        json.dumps({"records": records, "hypervolume": volumes, "rows": rows}, indent=2)
+    )
+    plot(fronts, s0, volumes, out / "quality.png")
+    print(f"\nwrote {out / 'quality.json'} and {out / 'quality.png'}")
+
+
+def _se(values: list[float]) -> float:
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+
+
+def plot(fronts: dict[str, list[Any]], s0: float, volumes: dict[str, float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for arm, marker in zip(ARMS, "osd", strict=True):
+        if arm not in fronts:
+            continue
+        pts = fronts[arm]
+        sds = [statistics.stdev(p[4]) if len(p[4]) > 1 else 0.0 for p in pts]
+        ax.errorbar(
+            [p[1] for p in pts], [100 * p[2] for p in pts], yerr=[100 * s for s in sds],
+            marker=marker, capsize=3, label=f"{arm} (HV {volumes[arm]:.4f})",
+        )  # fmt: skip
+    ax.axhline(100 * s0, color="grey", linestyle=":", label="S0 alone")
+    ax.set_xlabel("R1 MFLOPs (counted)")
+    ax.set_ylabel("S1 = S0 + R1 test accuracy (%)")
+    ax.set_title("R1 at three budgets: mean ± sd over seeds")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
