@@ -23,7 +23,9 @@ from typing import Any
 
 from api.client import Client
 from api.client.plots import plot_pareto, plot_sweep
-from distill.report import format_table
+from distill.report import format_table, repair_text
+from search.cells import genotype_text
+from space.genotypes import Genotype
 
 BUDGET = 0.2  # MFLOPs: ResNet-8 x0.5 on 1x8x8 costs 0.198
 
@@ -135,10 +137,17 @@ def run_demo(
         )
         print(f"\nPareto plot: {plot}")
         search = finished["searched R1"]
-        genotype = next((a for a in search["artifacts"] if a["name"] == "R1-genotype.json"), None)
-        if genotype is not None:
-            path = client.download(search["id"], genotype["name"], out_dir / "R1-genotype.json")
-            print(f"searched R1 genotype (downloaded over HTTP): {path}")
+        for found in search["searches"]:
+            print(
+                f"\nsearched {found['network']} ({found['channels']} channels, "
+                f"{found['mflops']:.4f} MFLOPs):\n"
+                f"{genotype_text(Genotype.from_dict(found['genotype']))}\n"
+                f"{repair_text(found['repair'])}"
+            )
+        for name in ("R1-genotype.json", "R1-cells.png"):
+            if any(a["name"] == name for a in search["artifacts"]):
+                path = client.download(search["id"], name, out_dir / name)
+                print(f"searched R1 {name.split('-')[1]} (downloaded over HTTP): {path}")
         result: dict[str, Any] = {"jobs": finished, "pareto": front, "plot": str(plot)}
         if sweep_trials:
             result["sweep"] = _sweep(client, epochs, sweep_trials, out_dir, progress)

@@ -56,6 +56,11 @@ def test_demo_runs_the_service_end_to_end(tmp_path: Path) -> None:
     assert rows["T"]["accuracy"] > 0.5  # chance is 0.1
     assert result["pareto"]["front"] and (tmp_path / "pareto.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "R1-genotype.json").read_text())["mflops"] <= 0.2
+    (found,) = searched["searches"]  # the job record says what the search and the repair chose
+    assert found["network"] == "R1" and found["mflops"] <= 0.2
+    assert found["repair"]["operations_changed"] >= 0 and found["repair"]["mflops_after"] <= 0.2
+    assert found["cells"].endswith("/artifacts/R1-cells.png")
+    assert (tmp_path / "R1-cells.png").read_bytes()[:4] == b"\x89PNG"  # downloaded by the demo
     sweep = result["sweep"]["sweep"]
     assert sweep["state"] == "succeeded" and len(sweep["trial_list"]) == 2
     trial_jobs = [t["job_id"] for t in sweep["trial_list"]]

@@ -67,7 +67,18 @@ def test_search_derives_a_genotype_within_budget_with_plot_and_records(
     stored = json.loads((tmp_path / "genotype.json").read_text())
     assert Genotype.from_dict(stored["genotype"]) == result.genotype
     assert (tmp_path / "alphas.png").stat().st_size > 10_000
-    history = json.loads((tmp_path / "search.json").read_text())["history"]
+    assert (tmp_path / "cells.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    record = json.loads((tmp_path / "search.json").read_text())
+    repair = record["derivation"]["repair"]  # provenance of the derived network
+    changed = sum(
+        a != b
+        for kind in ("normal", "reduce")
+        for a, b in zip(record["argmax_genotype"][kind], record["genotype"][kind], strict=True)
+    )
+    assert repair["operations_changed"] == changed
+    assert repair["channels_before"] == 4 and repair["channels_after"] == result.channels
+    assert repair["mflops_after"] == pytest.approx(result.complexity.mflops)
+    history = record["history"]
     stages = [h["stage"] for h in history]
     assert stages == (["stage1", "stage2"] if strategy == "stacnas" else ["darts"])
     if strategy == "stacnas":  # stage 2 searched each edge's winning group only
