@@ -97,13 +97,18 @@ def _edge_index(steps: int) -> dict[tuple[int, int], int]:
 
 
 def _extreme_macs(shape: NetShape, pick: Any) -> int:
-    """Fixed part plus, per node, the two edges (and operations) chosen by ``pick`` (min/max)."""
+    """Fixed part plus, per node, the two cheapest edges (the two dearest for ``max``), each at the
+    cost ``pick`` gives from its operations' costs (``min``, ``max`` or one operation's)."""
     table = shape.cost_table(NON_ZERO)
     total = shape.fixed_macs()
     inputs = edge_inputs(shape.steps)
     for kind in CELL_KINDS:
         for node in range(shape.steps):
-            costs = [pick(table[kind][e].values()) for e, (j, _) in enumerate(inputs) if j == node]
+            costs = [
+                pick(table[kind][e]) if pick not in (min, max) else pick(table[kind][e].values())
+                for e, (j, _) in enumerate(inputs)
+                if j == node
+            ]
             costs.sort(reverse=pick is max)
             total += sum(costs[:2])
     return total
@@ -116,6 +121,28 @@ def minimum_mflops(shape: NetShape, min_channels: int) -> float:
 
 def maximum_mflops(shape: NetShape) -> float:
     return _extreme_macs(shape, max) / 1e6
+
+
+LEAST_LEARNABLE = "dil_conv_3x3"  # the cheapest operation with weights
+
+
+def learnable_mflops(shape: NetShape) -> float:
+    """The cheapest network whose kept edges all learn: ``dil_conv_3x3`` on the two cheapest
+    inputs of every node."""
+    return _extreme_macs(shape, lambda costs: costs[LEAST_LEARNABLE]) / 1e6
+
+
+def auto_channels(shape: NetShape, budget_mflops: float, *, least: int = 2, step: int = 2) -> int:
+    """``channels: auto``: the widest channel count (a multiple of ``step``, from ``least``) at
+    which a cell of learnable operations on every edge fits the budget, so that the budget never
+    forces the search into skip connections and pools (what a fixed, too wide channel count did:
+    the cheapest way to meet the budget was to make the normal cell parameter-free); ``least``
+    when none does."""
+    best = channels = max(step, least + (-least) % step)
+    while channels <= 256 and learnable_mflops(shape.with_channels(channels)) <= budget_mflops:
+        best = channels
+        channels += step
+    return best
 
 
 def check_budget(shape: NetShape, budget_mflops: float, min_channels: int) -> None:

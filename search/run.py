@@ -22,7 +22,13 @@ from distill.data import DatasetInfo
 from distill.losses import Objective
 from distill.report import repair_text
 from distill.residual import MethodConfig, ResidualDistillation
-from search.budget import Derivation, cap_skips, check_budget, derive_within_budget
+from search.budget import (
+    Derivation,
+    auto_channels,
+    cap_skips,
+    check_budget,
+    derive_within_budget,
+)
 from search.cells import draw_cells, genotype_text
 from search.plot import plot_search
 from search.spec import SearchSpec
@@ -77,12 +83,19 @@ class SearchResult:
 
 
 def shape_for(spec: SearchSpec, info: DatasetInfo) -> NetShape:
-    return NetShape.of(
-        channels=spec.channels,
+    """The supernet's and the derived network's shape; ``channels: auto`` resolved on the budget."""
+    shape = NetShape.of(
+        channels=spec.channels if spec.channels != "auto" else spec.min_channels,
         layers=spec.layers,
         num_classes=info.num_classes,
         in_chans=info.in_chans,
         input_size=info.image_size,
+    )
+    if spec.channels != "auto":
+        return shape
+    step = max(2, spec.partial_channels)
+    return shape.with_channels(
+        auto_channels(shape, spec.budget_mflops, least=spec.min_channels, step=step)
     )
 
 
@@ -131,7 +144,7 @@ def run_search(
     out_dir.mkdir(parents=True, exist_ok=True)
     strategy = STRATEGIES[spec.strategy]
     log(
-        f"search ({spec.strategy}, {spec.resolved_optimization}): {spec.channels} channels, "
+        f"search ({spec.strategy}, {spec.resolved_optimization}): {shape.channels} channels, "
         f"{spec.layers} cells, budget {spec.budget_mflops:g} MFLOPs, {spec.epochs} epoch(s)"
         + (" per stage" if spec.strategy == "stacnas" else "")
     )

@@ -17,11 +17,12 @@ class SearchSpec(ConfigModel):
     """One architecture search under a hard FLOPs budget.
 
     ``epochs`` is per search stage (STACNAS runs two). ``channels`` and ``layers`` shape both the
-    supernet and the derived network (the budget may narrow the channels). ``optimization``
-    ``auto`` is one-level for ``stacnas`` (as StacNAS does) and first-order bilevel for ``darts``
-    and ``nni-darts`` (as DARTS does). ``arch_lr`` defaults to 10x DARTS's 3e-4 because searches
-    here run a few epochs, not 50. ``auxiliary`` and ``drop_path_prob`` apply to the fine-tuned
-    network.
+    supernet and the derived network (the budget may narrow the channels); ``channels: auto``
+    (default) takes the widest count at which a cell of learnable operations fits the budget.
+    ``optimization: auto`` is one-level for ``stacnas`` (as StacNAS does) and first-order bilevel
+    for ``darts`` and ``nni-darts`` (as DARTS does). ``arch_lr`` defaults to 10x DARTS's 3e-4
+    because searches here run a few epochs, not 50. ``auxiliary`` and ``drop_path_prob`` apply to
+    the fine-tuned network.
     """
 
     budget_mflops: float = Field(
@@ -29,7 +30,11 @@ class SearchSpec(ConfigModel):
     )
     strategy: Strategy = "stacnas"
     epochs: int = Field(4, ge=1, le=1000, description="per search stage")
-    channels: int = Field(8, ge=2, le=512, multiple_of=2, description="an even integer")
+    channels: int | Literal["auto"] = Field(
+        "auto",
+        description="an even integer, or auto: the widest at which learnable operations on "
+        "every edge fit the budget",
+    )
     layers: int = Field(5, ge=3, le=64, description="cells")
     optimization: Literal["auto", "one-level", "bilevel"] = "auto"
     flops_weight: float = Field(1.0, ge=0, le=1e6)
@@ -50,13 +55,26 @@ class SearchSpec(ConfigModel):
         description="PC-DARTS: 1/K of the channels go through an edge's candidates (1: all)",
     )
     grad_clip: float = Field(5.0, gt=0)
-    min_channels: int = Field(4, ge=2, multiple_of=2)
+    min_channels: int = Field(
+        2, ge=2, multiple_of=2, description="the narrowest the budget may make the network"
+    )
     held_out: float = Field(
         0.5, gt=0, lt=1, description="bilevel: share of the training set the architecture steps on"
     )
     auxiliary: bool = False
     drop_path_prob: float = Field(0.0, ge=0, lt=1)
     seed: int = Field(0, ge=0, lt=2**63)
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _even_or_auto(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+            raise ValueError(f"must be auto or an even integer in [2, 512], got {value!r}")
+        if not 2 <= value <= 512 or int(value) % 2:
+            raise ValueError(f"must be a multiple of 2 in [2, 512], got {value!r}")
+        return int(value)
 
     @field_validator("warmup_epochs")
     @classmethod
@@ -70,7 +88,7 @@ class SearchSpec(ConfigModel):
     @classmethod
     def _at_most_channels(cls, value: int, info: ValidationInfo) -> int:
         channels = info.data.get("channels", value)
-        if value > channels:
+        if channels != "auto" and value > channels:
             raise ValueError(f"must be an even integer in [2, channels={channels}]")
         return value
 
@@ -78,7 +96,7 @@ class SearchSpec(ConfigModel):
     @classmethod
     def _divides_channels(cls, value: int, info: ValidationInfo) -> int:
         channels = info.data.get("channels", value)
-        if channels % value:
+        if channels != "auto" and channels % value:
             raise ValueError(f"must divide channels={channels}: one of 1, 2, 4")
         return value
 

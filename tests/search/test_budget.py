@@ -86,7 +86,9 @@ def test_over_budget_trades_the_operation_losing_least_weight_per_mflop() -> Non
     repair = derived.repair()  # provenance: one operation changed, channels kept
     assert repair["operations_changed"] == 1 and repair["channels_changed"] == 0
     assert repair["mflops_before"] == pytest.approx(full.mflops)
-    assert repair["mflops_after"] == pytest.approx(derived.mflops) and not repair["kept_search_choice"]
+    assert (
+        repair["mflops_after"] == pytest.approx(derived.mflops) and not repair["kept_search_choice"]
+    )
     least = minimum_mflops(shape, shape.channels)  # the cheapest operations at these channels
     narrowed = derive_within_budget(genotype, scores, shape=shape, budget_mflops=0.95 * least)
     assert narrowed.repair()["channels_changed"] > 0
