@@ -47,7 +47,7 @@ def demo_configs(epochs: int) -> dict[str, dict[str, Any]]:
             "budget_mflops": BUDGET,
             "strategy": "stacnas",
             "epochs": max(2, epochs // 2),
-            "channels": 6,
+            "channels": "auto",  # the widest at which learnable operations fit: 4 here
             "layers": 5,
         }
     }

@@ -135,7 +135,7 @@ def test_a_budget_below_the_minimum_fails_before_any_work(
     digits_subset: tuple, tmp_path: Path
 ) -> None:
     info, train, teacher, _student = digits_subset
-    spec = SearchSpec(budget_mflops=0.01, epochs=1, channels=4, layers=3)
+    spec = SearchSpec(budget_mflops=0.01, epochs=1, channels=4, layers=3, min_channels=4)
     with pytest.raises(BudgetError, match=r"budget_mflops: 0.01 is below the minimum .* 0.0519"):
         run_search(
             spec,
