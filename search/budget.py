@@ -11,7 +11,7 @@ the product counter's figure; ``search.run`` checks the built network with the c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,31 +96,29 @@ def _edge_index(steps: int) -> dict[tuple[int, int], int]:
     return {pair: e for e, pair in enumerate(edge_inputs(steps))}
 
 
-def _extreme_macs(shape: NetShape, pick: Any) -> int:
-    """Fixed part plus, per node, the two cheapest edges (the two dearest for ``max``), each at the
-    cost ``pick`` gives from its operations' costs (``min``, ``max`` or one operation's)."""
+def _extreme_macs(
+    shape: NetShape, cost_of: Callable[[dict[str, int]], int], *, dearest: bool = False
+) -> int:
+    """Fixed part plus, per node, the two cheapest edges (the two dearest with ``dearest``), each
+    at the cost ``cost_of`` gives from its operations' costs."""
     table = shape.cost_table(NON_ZERO)
     total = shape.fixed_macs()
     inputs = edge_inputs(shape.steps)
     for kind in CELL_KINDS:
         for node in range(shape.steps):
-            costs = [
-                pick(table[kind][e]) if pick not in (min, max) else pick(table[kind][e].values())
-                for e, (j, _) in enumerate(inputs)
-                if j == node
-            ]
-            costs.sort(reverse=pick is max)
+            costs = [cost_of(table[kind][e]) for e, (j, _) in enumerate(inputs) if j == node]
+            costs.sort(reverse=dearest)
             total += sum(costs[:2])
     return total
 
 
 def minimum_mflops(shape: NetShape, min_channels: int) -> float:
     """The smallest network of this space: the cheapest operations at ``min_channels``."""
-    return _extreme_macs(shape.with_channels(min_channels), min) / 1e6
+    return _extreme_macs(shape.with_channels(min_channels), lambda c: min(c.values())) / 1e6
 
 
 def maximum_mflops(shape: NetShape) -> float:
-    return _extreme_macs(shape, max) / 1e6
+    return _extreme_macs(shape, lambda c: max(c.values()), dearest=True) / 1e6
 
 
 LEAST_LEARNABLE = "dil_conv_3x3"  # the cheapest operation with weights

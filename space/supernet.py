@@ -89,9 +89,9 @@ class MixedOp(nn.Module):
 
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
         if self.partial == 1:
-            return sum(w * op(x) for w, op in zip(weights[self.index], self.ops, strict=True))
+            return sum(weights[k] * op(x) for k, op in zip(self.index, self.ops, strict=True))
         c = x.shape[1] // self.partial
-        mixed = sum(w * op(x[:, :c]) for w, op in zip(weights[self.index], self.ops, strict=True))
+        mixed = sum(weights[k] * op(x[:, :c]) for k, op in zip(self.index, self.ops, strict=True))
         out = torch.cat([mixed, self.bypass(x[:, c:])], dim=1)
         b, channels, h, w = out.shape  # channel shuffle with K groups
         return (

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from api.http import schemas
-from api.runtime.runner import config_for_job
+from api.runtime.runner import config_for_job, searches_of
 from api.runtime.store import JobQueue
 from api.runtime.sweeps import study_storage
 from db.models import Architecture, Artifact, Job, Sweep
@@ -94,11 +94,9 @@ def get_job(s: Session, job_id: int) -> schemas.JobPublic:
 
 
 def _searches(job: Job) -> list[schemas.SearchPublic]:
-    result = job.result or {}
-    found = result.get("searches") or ([result["search"]] if "search" in result else [])
     names = {a.name for a in job.artifacts}
     out = []
-    for f in found:
+    for f in searches_of(job.result or {}):
         cells = f"{f.get('network')}-cells.png"
         out.append(
             schemas.SearchPublic(

@@ -99,6 +99,11 @@ KINDS_OF_FILES = {
 }
 
 
+def searches_of(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The searches a job's result records (a reskd run's list, or a search job's one)."""
+    return list(result.get("searches") or ([result["search"]] if "search" in result else []))
+
+
 def _artifacts(out: Path, result: dict[str, Any], root: Path) -> list[dict[str, Any]]:
     root = root.resolve()
     files: list[tuple[str, str, Path]] = [
@@ -106,8 +111,7 @@ def _artifacts(out: Path, result: dict[str, Any], root: Path) -> list[dict[str, 
         for p in sorted(out.iterdir())
         if p.name in KINDS_OF_FILES
     ]
-    searches = result.get("searches") or ([result["search"]] if "search" in result else [])
-    for found in searches:
+    for found in searches_of(result):
         directory = Path(found["directory"])
         for name, kind in (
             ("genotype.json", "genotype"),
