@@ -20,15 +20,23 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 
 
+class DatabaseGone(RuntimeError):
+    """The SQLite file was deleted or replaced under a running process: its open connections
+    would go on reading and writing the deleted file (and lose everything), so nothing may."""
+
+
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"future": True}
+        self._file: Path | None = None
+        self._identity: tuple[int, int] | None = None
         if self.is_sqlite:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:" and not url.startswith("sqlite:///:memory"):
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self._file = Path(path)
             kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
         else:
             kwargs |= {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
@@ -46,6 +54,7 @@ class Database:
     def session(self, *, readonly: bool = False) -> Iterator[Session]:
         """A session committed at the end of the block, rolled back on an exception, closed
         always. ``readonly`` sessions must not write (on SQLite they do not take the write lock)."""
+        self.check_file()
         session = (self._read_sessions if readonly else self._sessions)()
         try:
             yield session
@@ -55,6 +64,18 @@ class Database:
             raise
         finally:
             session.close()
+            if self._identity is None and self._file is not None:
+                self._identity = _identity(self._file)
+
+    def check_file(self) -> None:
+        """Raise :class:`DatabaseGone` if the SQLite file this process opened is gone."""
+        if self._identity is None or self._file is None:
+            return
+        if _identity(self._file) != self._identity:
+            raise DatabaseGone(
+                "the database file was deleted or replaced while the service ran; nothing more "
+                "is read or written: restore it and restart the service"
+            )
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (creates it on an empty database)."""
@@ -75,6 +96,14 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def serialize_sqlite_writers(engine: Engine) -> None:

@@ -10,9 +10,16 @@ text reads ``res_students[0].search.strategy: <what is allowed>``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Self, TypeVar
+from typing import Annotated, Any, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Strict,
+    StringConstraints,
+    ValidationError,
+)
 
 Loc = tuple[str | int, ...]
 M = TypeVar("M", bound="ConfigModel")
@@ -21,8 +28,26 @@ M = TypeVar("M", bound="ConfigModel")
 UNION_TAGS = frozenset({"zoo-net", "genotype-net", "searched-net"})
 
 
+def _no_lone_surrogates(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    return value
+
+
+# Strings that are valid UTF-8: a lone surrogate such as "\\ud800" parses from JSON but cannot
+# be stored or echoed back.
+Name = Annotated[str, StringConstraints(max_length=200), AfterValidator(_no_lone_surrogates)]
+PathText = Annotated[str, StringConstraints(max_length=4096), AfterValidator(_no_lone_surrogates)]
+Flag = Annotated[bool, Strict()]  # true or false only: "yes", 1 or "on" are refused
+
+
 class ConfigModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown fields are errors, configs are immutable, numbers are finite and a bool is a JSON
+    bool (``augment: "yes"`` is refused, not read as true)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @classmethod
     def from_dict(cls, raw: Any) -> Self:

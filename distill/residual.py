@@ -13,7 +13,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from distill.config import ConfigModel
+from distill.config import ConfigModel, Flag
 from distill.losses import (
     KDLoss,
     Objective,
@@ -49,9 +49,9 @@ class MethodConfig(ConfigModel):
     t: float = Field(4.0, gt=0, le=1000, description="KD temperature")
     residual_target: ResidualTarget = "residual"
     ce_on: CeOn = "combined"
-    distance_weight: float = Field(25.0, ge=0, description="relational only")
-    angle_weight: float = Field(50.0, ge=0, description="relational only")
-    zero_init_residual: bool = Field(
+    distance_weight: float = Field(25.0, ge=0, le=1e6, description="relational only")
+    angle_weight: float = Field(50.0, ge=0, le=1e6, description="relational only")
+    zero_init_residual: Flag = Field(
         True, description="zero each res-student's classifier so S_i starts at S_{i-1}"
     )
 

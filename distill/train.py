@@ -101,10 +101,12 @@ class TrainOverrides(ConfigModel):
     momentum: float | None = Field(None, ge=0, lt=1)
     weight_decay: float | None = Field(None, ge=0, le=1)
     schedule: Schedule | None = None
-    milestones: tuple[Annotated[int, Field(ge=1)], ...] | None = None
+    milestones: tuple[Annotated[int, Field(ge=1, le=100_000)], ...] | None = Field(
+        None, max_length=64
+    )
     gamma: float | None = Field(None, gt=0, le=1)
     num_workers: int | None = Field(None, ge=0, le=64)
-    grad_clip: float | None = Field(None, gt=0)
+    grad_clip: float | None = Field(None, gt=0, le=1e4)
 
     def settings(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import BeforeValidator, Discriminator, Field, Tag, field_validator
 
-from distill.config import ConfigError, ConfigModel, Loc, require
+from distill.config import ConfigError, ConfigModel, Flag, Loc, PathText, require
 from distill.data import DATASETS, DatasetError, dataset_info
 from distill.models import GENOTYPE_MODEL, NetSpec
 from distill.residual import MethodConfig
@@ -32,7 +32,9 @@ SEARCHED: Final = "searched"  # the ``model`` of a network found by a search
 class ZooNet(ConfigModel):
     """A handcrafted network of the zoo."""
 
-    model: str = Field(description=f"one of {', '.join(MODELS)}")
+    model: str = Field(
+        description=f"one of {', '.join(MODELS)}", json_schema_extra={"enum": list(MODELS)}
+    )
     width: float = Field(1.0, gt=0, le=64, description="channel width multiplier")
     num_classes: int | None = Field(None, ge=1, description="if given, must match the dataset")
 
@@ -53,15 +55,23 @@ class GenotypeNet(ConfigModel):
     genotype: dict[str, Any] = Field(description="{normal: [[op, input], ...], reduce: [...]}")
     channels: int = Field(ge=2, le=512, multiple_of=2, description="initial channels (even)")
     layers: int = Field(ge=3, le=64, description="cells")
-    auxiliary: bool = False
+    auxiliary: Flag = False
     drop_path_prob: float = Field(0.0, ge=0, lt=1)
-    width: float = 1.0
+    width: float = Field(1.0, gt=0, le=64)
     num_classes: int | None = Field(None, ge=1)
 
     @field_validator("genotype")
     @classmethod
     def _genotype(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return Genotype.from_dict(value).to_dict()  # names what is wrong with it
+        cells = [value.get(k) for k in ("normal", "reduce", "normal_concat", "reduce_concat")]
+        if any(c is not None and (not isinstance(c, list) or len(c) > 32) for c in cells):
+            raise ValueError("normal and reduce: lists of at most 32 [operation, input] pairs")
+        try:
+            return Genotype.from_dict(value).to_dict()  # names what is wrong with it
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, ValueError):
+                raise
+            raise ValueError("normal and reduce: lists of [operation, input] pairs") from None
 
     searched: ClassVar[bool] = False
 
@@ -118,30 +128,42 @@ class RunConfig(ConfigModel):
     """A run: ``method: reskd`` (default; S0 and res-students on the logit residual) or
     ``method: assistant`` (the feature-map residual of Gao et al.)."""
 
-    dataset: str = Field(description=f"one of {', '.join(DATASETS)}")
+    dataset: str = Field(
+        description=f"one of {', '.join(DATASETS)}", json_schema_extra={"enum": list(DATASETS)}
+    )
     teacher: NetConfig
     student: NetConfig
     res_students: Annotated[list[NetConfig], BeforeValidator(_listed)] = Field(
-        default_factory=list, description="one per stage; the last one repeats"
+        default_factory=list, max_length=64, description="one per stage; the last one repeats"
     )
     method: Literal["reskd", "assistant"] = "reskd"
     assistant: AssistantConfig = Field(default_factory=AssistantConfig)
-    root: str | None = Field(None, description="the dataset's local root (CIFAR, imagefolder)")
-    augment: bool = False
+    root: PathText | None = Field(None, description="the dataset's local root (CIFAR, imagefolder)")
+    augment: Flag = False
     val_size: int = Field(500, ge=1, le=10_000_000, description="D_v's size")
-    teacher_checkpoint: str | None = None
+    teacher_checkpoint: PathText | None = Field(
+        None, description="a trained teacher's state dict (.pt); over the API, an uploaded one"
+    )
     kd: MethodConfig = Field(default_factory=MethodConfig)
     student_kd: MethodConfig | None = Field(
         None, description="S0's KD settings when they differ from the res-students' (default: kd)"
     )
     ratio: float = Field(0.9, gt=0, le=1, description="stop when Energy(S_i) > ratio x Energy(T)")
     max_stages: int | None = Field(None, ge=0, le=64, description="default: len(res_students)")
-    preset: str = Field("cpu-small", description=f"one of {', '.join(PRESETS)}")
+    preset: str = Field(
+        "cpu-small",
+        description=f"one of {', '.join(PRESETS)}",
+        json_schema_extra={"enum": list(PRESETS)},
+    )
     train: TrainOverrides = Field(default_factory=TrainOverrides)
     teacher_train: TrainOverrides = Field(default_factory=TrainOverrides)
-    baselines: list[Baseline] = Field(default_factory=list)
+    baselines: list[Baseline] = Field(default_factory=list, max_length=3)
     seed: int = Field(0, ge=0, lt=2**63)
-    device: str = "auto"
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|mps|cuda(:[0-9]{1,2})?)$",
+        description="auto, cpu, mps, cuda or cuda:N",
+    )
 
     @field_validator("dataset")
     @classmethod

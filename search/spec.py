@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from distill.config import ConfigModel
+from distill.config import ConfigModel, Flag
 from distill.train import TrainConfig
 
 Strategy = Literal["stacnas", "darts", "nni-darts"]
@@ -45,7 +45,10 @@ class SearchSpec(ConfigModel):
     arch_lr: float = Field(3e-3, gt=0, le=10)
     arch_weight_decay: float = Field(1e-3, ge=0, le=1)
     warmup_epochs: int = Field(
-        0, ge=0, description="per search stage: train the weights only, then the architecture too"
+        0,
+        ge=0,
+        le=1000,
+        description="per search stage: train the weights only, then the architecture too",
     )
     max_skips: int | None = Field(
         None, ge=0, le=8, description="P-DARTS: at most this many skip_connect in the normal cell"
@@ -54,14 +57,14 @@ class SearchSpec(ConfigModel):
         1,
         description="PC-DARTS: 1/K of the channels go through an edge's candidates (1: all)",
     )
-    grad_clip: float = Field(5.0, gt=0)
+    grad_clip: float = Field(5.0, gt=0, le=1e4)
     min_channels: int = Field(
         2, ge=2, multiple_of=2, description="the narrowest the budget may make the network"
     )
     held_out: float = Field(
         0.5, gt=0, lt=1, description="bilevel: share of the training set the architecture steps on"
     )
-    auxiliary: bool = False
+    auxiliary: Flag = False
     drop_path_prob: float = Field(0.0, ge=0, lt=1)
     seed: int = Field(0, ge=0, lt=2**63)
 

@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 import optuna
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
-from distill.config import ConfigError, ConfigModel, require
+from distill.config import ConfigError, ConfigModel, Name, require
 from search.config import RunConfig
 
 DIRECTIONS: tuple[Literal["maximize"], Literal["minimize"]] = ("maximize", "minimize")
@@ -114,7 +114,7 @@ class SweepSpec(ConfigModel):
     cost: Literal["mflops", "adaptive_mflops"] = Field("mflops", description="the second objective")
     parallel: int = Field(2, ge=1, le=1000, description="trials queued or running at once")
     seed: int = Field(0, ge=0, lt=2**63)
-    name: str | None = Field(None, max_length=200)
+    name: Name | None = None
 
     def check(self) -> None:
         try:

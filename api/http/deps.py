@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -59,8 +59,43 @@ def authorize(
             "a bearer token is required",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if not secrets.compare_digest(credentials.credentials, settings.token):
+    given, token = credentials.credentials.encode(), settings.token.encode()
+    if not secrets.compare_digest(given, token):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "wrong token")
 
 
-AUTH = [Depends(authorize)]
+AUTH = [Depends(authorize)]  # the Guard middleware checks first (before any body is read)
+
+# Ids and offsets fit a signed 64-bit integer (SQLite's and PostgreSQL's); larger ones are a 422.
+MAX_ID = 2**63 - 1
+JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="a job's id")]
+SweepId = Annotated[int, Path(ge=1, le=MAX_ID, description="a sweep's id")]
+Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="rows to skip")]
+
+
+def _problem(description: str) -> dict[str, Any]:
+    from api.http.schemas import Problem
+
+    return {"model": Problem, "description": description}
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error responses of a route, for the OpenAPI schema (401 and 403 drop out of the
+    schema of a service without a token)."""
+    from api.http.schemas import ValidationProblem
+
+    known: dict[int, dict[str, Any]] = {
+        400: _problem("the request cannot be carried out as asked"),
+        401: _problem("no bearer token (a token is configured)"),
+        403: _problem("a wrong bearer token"),
+        404: _problem("no such job, sweep or artifact"),
+        413: _problem("the request body is too large"),
+        421: _problem("an unknown Host header"),
+        422: {
+            "model": ValidationProblem,
+            "description": "invalid fields; each error's loc names one",
+        },
+        429: _problem("too many event streams from this client"),
+        503: _problem("the database is unavailable, or the service holds its most streams"),
+    }
+    return {code: known[code] for code in (401, 403, 421, 503, *codes)}

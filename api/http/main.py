@@ -8,24 +8,48 @@ Auth: with a token configured, every route but /v1/health needs ``Authorization:
 
 from __future__ import annotations
 
+import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.utils import get_openapi
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.http import queries
-from api.http.routes import architectures, jobs, sweeps
+from api.http.guard import Guard, host_names
+from api.http.routes import architectures, checkpoints, jobs, sweeps
+from api.http.streams import Streams
 from api.runtime.settings import Settings
 from api.runtime.store import open_queue
 from api.runtime.sweeps import SweepNotFound
-from db.session import Database
+from db.session import Database, DatabaseGone
 from distill.config import ConfigError, clean_loc
+
+log = logging.getLogger("reskd.api")
+
+
+def _json_safe(value: Any) -> Any:
+    """An echoed input as JSON can carry it: non-finite floats and invalid text as strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_json_safe(k): _json_safe(v) for k, v in list(value.items())[:50]}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value[:50]]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _json_safe(str(value))
 
 
 def _unprocessable(errors: list[dict[str, Any]]) -> JSONResponse:
-    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+    return JSONResponse({"detail": _json_safe(errors)}, status_code=422)
 
 
 def invalid_request(_: Request, exc: Exception) -> JSONResponse:
@@ -54,6 +78,47 @@ def refused(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=400)
 
 
+async def not_allowed(request: Request, exc: Exception) -> Response:
+    """405 with every method the path has (Starlette names only the first matching route's)."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code != 405:
+        return await http_exception_handler(request, exc)
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, APIRoute) and route.path_regex.match(request.url.path):
+            methods |= route.methods or set()
+    return JSONResponse(
+        {"detail": "Method Not Allowed"}, 405, headers={"Allow": ", ".join(sorted(methods))}
+    )
+
+
+def unavailable(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=503)
+
+
+def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """A bug: the traceback goes to the server's log, the client gets no server paths."""
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": "internal error; the server's log has the details"}, 500)
+
+
+def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
+    """The schema as this service behaves: without a token no route asks for one."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        if settings.token is None:
+            schema.get("components", {}).pop("securitySchemes", None)
+            for item in schema["paths"].values():
+                for op in item.values():
+                    op.pop("security", None)
+                    for code in ("401", "403"):
+                        op.get("responses", {}).pop(code, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     db = Database(settings.url)
@@ -62,14 +127,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="ResKD architecture-search service",
         version="1",
         description="Submit ResKD, search, fine-tune and distillation jobs; watch them; query the "
-        "Pareto front of accuracy against MFLOPs.",
+        "Pareto front of accuracy against MFLOPs. /v1/health, /docs, /redoc and /openapi.json "
+        "need no token (they hold no data); every other route does when one is set.",
+        max_body_size=settings.max_body_bytes,
     )
     app.state.settings, app.state.db, app.state.queue = settings, db, open_queue(db)
+    app.state.streams = Streams(settings)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(ConfigError, invalid_config)
     app.add_exception_handler(queries.NotFound, not_found)
     app.add_exception_handler(SweepNotFound, not_found)
     app.add_exception_handler(queries.Refused, refused)
+    app.add_exception_handler(DatabaseGone, unavailable)
+    app.add_exception_handler(StarletteHTTPException, not_allowed)
+    app.add_exception_handler(Exception, unexpected)
     for router in (architectures.router, jobs.router, sweeps.router):
         app.include_router(router)
+    app.include_router(checkpoints.router(settings.max_checkpoint_bytes))
+    app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
+    hosts = host_names(settings.host, settings.allowed_hosts)
+    limits = {"/v1/checkpoints": settings.max_checkpoint_bytes}
+    app.add_middleware(
+        Guard, token=settings.token, hosts=hosts, max_body=settings.max_body_bytes, limits=limits
+    )
     return app

@@ -12,9 +12,12 @@ from sqlalchemy.orm import Session, selectinload
 
 from api.http import schemas
 from api.runtime.runner import config_for_job, searches_of
+from api.runtime.settings import Settings
 from api.runtime.store import JobQueue
 from api.runtime.sweeps import study_storage
 from db.models import Architecture, Artifact, Job, Sweep
+from distill.config import ConfigError
+from search.config import RunConfig
 from search.pareto import pareto_front
 
 
@@ -26,8 +29,50 @@ class Refused(ValueError):
     pass
 
 
-def submit(queue: JobQueue, body: schemas.JobCreate) -> int:
-    config = config_for_job(body.config, body.kind)  # a ConfigError names the field
+def confine(config: RunConfig, settings: Settings) -> RunConfig:
+    """A job's server paths, kept to where the service allows: ``teacher_checkpoint`` names an
+    uploaded checkpoint (or a file under a data root), ``root`` a directory under a data root.
+    The answer is the same whether or not a refused path exists (no file-existence oracle)."""
+    roots = [r.resolve() for r in settings.data_roots]
+    shown = ", ".join(str(r) for r in roots) or "none configured"
+    update: dict[str, str] = {}
+    if config.teacher_checkpoint is not None:
+        given = config.teacher_checkpoint
+        uploads = settings.checkpoints_dir.resolve()
+        path = (uploads / given).resolve() if "/" not in given else Path(given).resolve()
+        if not any(path.is_relative_to(r) for r in [uploads, *roots]):
+            raise ConfigError.at(
+                ("teacher_checkpoint",),
+                "must name a checkpoint uploaded with POST /v1/checkpoints (or a file under "
+                f"RESKD_DATA_ROOTS: {shown})",
+            )
+        if not path.is_file():
+            raise ConfigError.at(("teacher_checkpoint",), f"no checkpoint {given!r} was uploaded")
+        update["teacher_checkpoint"] = str(path)
+    if config.root is not None:
+        path = Path(config.root).resolve()
+        if not any(path.is_relative_to(r) for r in roots):
+            raise ConfigError.at(("root",), f"must be a directory under RESKD_DATA_ROOTS: {shown}")
+        update["root"] = str(path)
+    return config.model_copy(update=update) if update else config
+
+
+def check_state_dict(path: Path) -> None:
+    """Refused unless ``path`` is a state dict torch loads with ``weights_only=True``."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        why = type(exc).__name__
+        raise Refused(f"body: not a checkpoint torch can load weights-only ({why})") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise Refused("body: a state dict (tensor names to tensors, or {state_dict: ...})")
+
+
+def submit(queue: JobQueue, body: schemas.JobCreate, settings: Settings) -> int:
+    config = config_for_job(confine(body.config, settings), body.kind)  # ConfigError: 422
     return queue.submit(
         kind=body.kind, config=config.to_dict(), dataset=config.dataset, name=body.name
     )

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.runtime.store import JobKind, SweepState
+from distill.config import Name
 from search.config import RunConfig
 from search.sweep import SweepSpec
 
@@ -15,9 +16,36 @@ Cost = Literal["mflops", "adaptive_mflops", "params"]
 
 
 class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     kind: JobKind = Field("reskd", description="reskd pipeline, search, finetune or distill")
     config: RunConfig = Field(description="the run config (as `reskd run` reads it)")
-    name: str | None = Field(None, max_length=200)
+    name: Name | None = None
+
+
+class Problem(BaseModel):
+    """An error: 400, 401, 403, 404, 409, 413, 421, 429 or 503."""
+
+    detail: str
+
+
+class FieldProblem(BaseModel):
+    type: str
+    loc: list[str | int] = Field(description="where: ['body', 'config', 'train', 'epochs']")
+    msg: str
+    input: Any = None
+
+
+class ValidationProblem(BaseModel):
+    """422: the request's fields, each error naming one."""
+
+    detail: list[FieldProblem]
+
+
+class CheckpointPublic(BaseModel):
+    name: str = Field(description="what a job's teacher_checkpoint names")
+    size: int
+    sha256: str | None
 
 
 class StagePublic(BaseModel):

@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 import socket
+import sys
 import threading
 import time
 from dataclasses import asdict
@@ -141,7 +142,9 @@ class RayDispatcher(Executor):
             try:
                 self.ray.get(ref)
             except Exception as exc:  # failed past its retries: the job fails with Ray's error
-                error = f"{type(exc).__name__}: Ray task failed after retries: {exc}"
+                print(f"job {claim.job_id}: Ray task failed: {exc}", file=sys.stderr, flush=True)
+                first = (str(exc).strip().splitlines() or [""])[0][:500]
+                error = f"{type(exc).__name__}: Ray task failed after retries: {first}"
                 self.queue.finish(job_id=claim.job_id, worker=owner, state="failed", error=error)
                 if claim.sweep_id is not None:
                     self.advance_sweeps(claim.sweep_id)

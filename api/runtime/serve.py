@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from api.runtime.ray_dispatch import RayDispatcher
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+EXIT_DATABASE_GONE = 3  # a worker's exit status when its database file was deleted
 
 
 def worker_env(settings: Settings, *, gpu: int | None, threads: int) -> dict[str, str]:
@@ -85,6 +86,8 @@ class WorkerPool:
     def _supervise(self) -> None:
         while not self._stop.wait(1.0):
             for i, p in enumerate(self.processes):
+                if p.poll() == EXIT_DATABASE_GONE:
+                    continue  # restarting would open a new, empty database in its place
                 if p.poll() is not None:
                     self.restarts += 1
                     print(

@@ -18,6 +18,26 @@ class Settings(BaseSettings):
     token: str | None = Field(None, description="bearer token; without one, 127.0.0.1 only")
     host: str = "127.0.0.1"
     port: int = 8321
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header names accepted besides the bound host (and, on 127.0.0.1, "
+        "localhost); ['*'] accepts any. Guards a token-less service against DNS rebinding",
+    )
+    data_roots: list[Path] = Field(
+        default_factory=list,
+        description="directories a job's `root` may name (its dataset's files); none: jobs "
+        "over the API use only datasets that ship with packages",
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body (413)")
+    max_checkpoint_bytes: int = Field(
+        1 << 30, ge=1024, description="largest checkpoint upload (POST /v1/checkpoints)"
+    )
+    max_streams_per_client: int = Field(
+        8, ge=1, description="open event streams one client address may hold (429 beyond)"
+    )
+    max_streams: int = Field(256, ge=1, description="open event streams in all (503 beyond)")
+    stream_poll_seconds: float = Field(0.5, gt=0, description="how often a stream looks")
+    keepalive_seconds: float = Field(15.0, gt=0, description="an event stream's keep-alive")
     workers: int | None = Field(None, description="default: one per visible GPU, else 1 CPU")
     device: str = "auto"
     lease_seconds: float = Field(20.0, description="a worker silent this long is presumed dead")
@@ -38,6 +58,11 @@ class Settings(BaseSettings):
     @property
     def stages_dir(self) -> Path:
         return self.artifact_root / "stages"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        """Where uploaded checkpoints are kept (a job's ``teacher_checkpoint`` names one)."""
+        return self.artifact_root / "checkpoints"
 
     def job_dir(self, job_id: int) -> Path:
         return self.artifact_root / "jobs" / str(job_id)

@@ -14,6 +14,15 @@ from db.models import Architecture, Artifact, Job, Stage, StageLock
 from db.session import Database
 
 
+def _close_stages(s: Any, job_id: int, why: str) -> None:
+    """An earlier attempt's stages still ``running`` are over: its worker is gone."""
+    s.execute(
+        update(Stage)
+        .where(Stage.job_id == job_id, Stage.state == "running")
+        .values(state="interrupted", error=why, finished_at=datetime.now(UTC))
+    )
+
+
 class SqlQueue(JobQueue):
     """The queue on SQLite or PostgreSQL (see :mod:`api.runtime.store` for the contract)."""
 
@@ -54,6 +63,14 @@ class SqlQueue(JobQueue):
                 .where(claimable, Job.cancel_requested.is_(True))
                 .values(state="cancelled", finished_at=datetime.now(UTC), worker=None)
             )
+            s.execute(
+                update(Stage)
+                .where(
+                    Stage.state == "running",
+                    Stage.job_id.in_(select(Job.id).where(Job.state.in_(TERMINAL))),
+                )
+                .values(state="interrupted", error="the job ended", finished_at=datetime.now(UTC))
+            )
             candidates = s.scalars(select(Job.id).where(claimable).order_by(Job.id).limit(8)).all()
             for job_id in candidates:
                 taken = s.execute(
@@ -70,6 +87,7 @@ class SqlQueue(JobQueue):
                 if taken.rowcount == 1:  # type: ignore[attr-defined]
                     job = s.get(Job, job_id)
                     assert job is not None
+                    _close_stages(s, job_id, f"attempt {job.attempts - 1} stopped")
                     return Claim(job.id, job.kind, dict(job.config), job.attempts, job.sweep_id)
         return None
 
@@ -129,11 +147,13 @@ class SqlQueue(JobQueue):
     def release(self, *, job_id: int, worker: str) -> None:
         """Hand a running job back to the queue (its worker is shutting down)."""
         with self.db.session() as s:
-            s.execute(
+            handed = s.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.worker == worker, Job.state == "running")
                 .values(state="queued", worker=None, lease_until=None)
             )
+            if handed.rowcount == 1:  # type: ignore[attr-defined]
+                _close_stages(s, job_id, "its worker shut down; the job was handed back")
             s.execute(delete(StageLock).where(StageLock.worker == worker))
 
     def count_attempt(self, *, job_id: int, worker: str) -> None:
@@ -144,6 +164,7 @@ class SqlQueue(JobQueue):
                 .where(Job.id == job_id, Job.worker == worker, Job.state == "running")
                 .values(attempts=Job.attempts + 1)
             )
+            _close_stages(s, job_id, "the Ray task was retried")
 
     def lock_stage(self, *, key: str, worker: str, lease_seconds: float) -> bool:
         now = time.time()
@@ -173,6 +194,7 @@ class SqlQueue(JobQueue):
     def stage_started(
         self, *, job_id: int, kind: str, key: str, name: str, state: str = "running"
     ) -> int:
+        now = datetime.now(UTC)
         with self.db.session() as s:
             position = s.scalar(
                 select(func.coalesce(func.max(Stage.position), -1)).where(Stage.job_id == job_id)
@@ -186,7 +208,8 @@ class SqlQueue(JobQueue):
                 state=state,
                 reused=state == "succeeded",
                 progress={},
-                finished_at=datetime.now(UTC) if state == "succeeded" else None,
+                started_at=now,
+                finished_at=now if state == "succeeded" else None,
             )
             s.add(stage)
             s.flush()

@@ -26,6 +26,9 @@ JobKind = Literal["reskd", "search", "finetune", "distill"]
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL: tuple[JobState, ...] = ("succeeded", "failed", "cancelled")
 SweepState = Literal["running", "succeeded", "failed", "cancelled"]
+# A stage row's state; ``interrupted``: its attempt's worker died or handed the job back (the
+# next attempt records the stage again, resumed from its checkpoint).
+StageState = Literal["running", "succeeded", "failed", "cancelled", "interrupted"]
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -24,9 +25,10 @@ from typing import Any
 from api.runtime.lease import held
 from api.runtime.loop import Executor
 from api.runtime.runner import run_job
+from api.runtime.serve import EXIT_DATABASE_GONE
 from api.runtime.settings import Settings
 from api.runtime.store import Claim, JobQueue, open_queue
-from db.session import Database
+from db.session import Database, DatabaseGone
 from distill import observe
 from distill.observe import Cancelled
 
@@ -150,12 +152,11 @@ class Worker(Executor):
         except Cancelled:
             state, error = "cancelled", "cancelled by request"
             observer.fail_stage("cancelled", error)
-        except (ValueError, FileNotFoundError) as exc:  # what a user can act on
-            state, error = "failed", f"{type(exc).__name__}: {exc}"
-            observer.fail_stage("failed", error)
-        except Exception as exc:
-            state = "failed"
-            error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
+        except DatabaseGone:
+            raise
+        except Exception as exc:  # the record says what failed; the log keeps the traceback
+            state, error = "failed", self.public_error(exc)
+            print(f"job {claim.job_id} failed:\n{traceback.format_exc()}", file=sys.stderr)
             observer.fail_stage("failed", error)
         finally:
             beating.set()
@@ -165,6 +166,13 @@ class Worker(Executor):
         )
         if claim.sweep_id is not None:  # a trial ended: tell the study, ask for the next one
             self.advance_sweeps(claim.sweep_id)
+
+    def public_error(self, exc: BaseException) -> str:
+        """One line a user can act on, without the server's paths (the artifact root is shown as
+        ``<artifacts>``) and without a traceback."""
+        text = f"{type(exc).__name__}: {exc}".splitlines()[0][:2000]
+        root = str(self.settings.artifact_root.resolve())
+        return text.replace(root, "<artifacts>")
 
     def _beat(self, job_id: int, observer: _Observer, stop: threading.Event) -> None:
         while not stop.wait(self.settings.heartbeat_seconds):
@@ -199,7 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps({"worker": worker.name, "device": settings.device, "db": settings.url}),
         flush=True,
     )
-    worker.run_forever(max_jobs=args.max_jobs)
+    try:
+        worker.run_forever(max_jobs=args.max_jobs)
+    except DatabaseGone as exc:
+        print(f"worker {worker.name} stops: {exc}", file=sys.stderr, flush=True)
+        return EXIT_DATABASE_GONE
     return 0
 
 

@@ -7,34 +7,46 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.http import queries, schemas
-from api.http.deps import AUTH, SessionDep, SettingsDep
+from api.http.deps import AUTH, Offset, SessionDep, SettingsDep, responses
 
 router = APIRouter(prefix="/v1", tags=["architectures"])
 
 
-@router.get("/health", response_model=schemas.Health, tags=["service"])
+@router.get(
+    "/health",
+    response_model=schemas.Health,
+    tags=["service"],
+    responses={503: responses()[503], 421: responses()[421]},
+)
 def health(s: SessionDep, settings: SettingsDep) -> schemas.Health:
     return queries.health(s, settings.url)
 
 
-@router.get("/architectures", response_model=schemas.ArchitectureList, dependencies=AUTH)
+@router.get(
+    "/architectures",
+    response_model=schemas.ArchitectureList,
+    dependencies=AUTH,
+    responses=responses(422),
+)
 def architectures(
     s: SessionDep,
-    dataset: str | None = None,
-    teacher: str | None = None,
+    dataset: Annotated[str | None, Query(max_length=64)] = None,
+    teacher: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> schemas.ArchitectureList:
     return queries.list_architectures(
         s, dataset=dataset, teacher=teacher, limit=limit, offset=offset
     )
 
 
-@router.get("/pareto", response_model=schemas.ParetoPublic, dependencies=AUTH)
+@router.get(
+    "/pareto", response_model=schemas.ParetoPublic, dependencies=AUTH, responses=responses(422)
+)
 def pareto(
     s: SessionDep,
-    dataset: str | None = None,
-    teacher: str | None = None,
+    dataset: Annotated[str | None, Query(max_length=64)] = None,
+    teacher: Annotated[str | None, Query(max_length=200)] = None,
     cost: schemas.Cost = "mflops",
     include_teacher: bool = False,
 ) -> schemas.ParetoPublic:

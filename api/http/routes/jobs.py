@@ -2,52 +2,75 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
+import mimetypes
 from typing import Annotated
 
-from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse, StreamingResponse
+import anyio
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
 
 from api.http import queries, schemas
-from api.http.deps import AUTH, OWNER, DatabaseDep, QueueDep, SessionDep, SettingsDep
+from api.http.deps import (
+    AUTH,
+    OWNER,
+    DatabaseDep,
+    JobId,
+    Offset,
+    QueueDep,
+    SessionDep,
+    SettingsDep,
+    responses,
+)
+from api.http.streams import Streams, TooManyStreams
 from api.runtime import sweeps
 from api.runtime.store import TERMINAL, JobKind, JobState
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=AUTH)
 
+# What an artifact is served as (the system's MIME table calls .pt a SNES page table).
+MEDIA_TYPES = {
+    ".pt": "application/octet-stream",
+    ".json": "application/json",
+    ".txt": "text/plain; charset=utf-8",
+    ".log": "text/plain; charset=utf-8",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+    ".csv": "text/csv; charset=utf-8",
+    ".onnx": "application/octet-stream",
+}
+
 
 @router.post(
-    "",
-    response_model=schemas.JobPublic,
-    status_code=201,
-    responses={422: {"description": "the config is invalid; `detail` names the field"}},
+    "", response_model=schemas.JobPublic, status_code=201, responses=responses(400, 413, 422)
 )
-def submit(body: schemas.JobCreate, q: QueueDep, db: DatabaseDep) -> schemas.JobPublic:
-    job_id = queries.submit(q, body)  # a ConfigError is a 422 (see main.py)
+def submit(
+    body: schemas.JobCreate, q: QueueDep, db: DatabaseDep, settings: SettingsDep
+) -> schemas.JobPublic:
+    job_id = queries.submit(q, body, settings)  # a ConfigError is a 422 (see main.py)
     with db.session(readonly=True) as s:
         return queries.get_job(s, job_id)
 
 
-@router.get("", response_model=schemas.JobList)
+@router.get("", response_model=schemas.JobList, responses=responses(422))
 def list_jobs(
     s: SessionDep,
+    offset: Offset = 0,
     state: JobState | None = None,
     kind: JobKind | None = None,
-    dataset: str | None = None,
+    dataset: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
 ) -> schemas.JobList:
     return queries.list_jobs(s, state=state, kind=kind, dataset=dataset, limit=limit, offset=offset)
 
 
-@router.get("/{job_id}", response_model=schemas.JobPublic)
-def get_job(job_id: int, s: SessionDep) -> schemas.JobPublic:
+@router.get("/{job_id}", response_model=schemas.JobPublic, responses=responses(404, 422))
+def get_job(job_id: JobId, s: SessionDep) -> schemas.JobPublic:
     return queries.get_job(s, job_id)
 
 
-@router.post("/{job_id}/cancel", response_model=schemas.JobPublic)
-def cancel(job_id: int, q: QueueDep, db: DatabaseDep) -> schemas.JobPublic:
+@router.post("/{job_id}/cancel", response_model=schemas.JobPublic, responses=responses(404, 422))
+def cancel(job_id: JobId, q: QueueDep, db: DatabaseDep) -> schemas.JobPublic:
     if q.cancel(job_id=job_id) is None:
         raise queries.NotFound(f"job {job_id} not found")
     with db.session(readonly=True) as s:
@@ -57,30 +80,62 @@ def cancel(job_id: int, q: QueueDep, db: DatabaseDep) -> schemas.JobPublic:
     return job
 
 
-@router.get("/{job_id}/events")
-def events(job_id: int, db: DatabaseDep) -> StreamingResponse:
-    """Server-Sent Events: the job (as GET /v1/jobs/{id}) whenever it changes, until it ends."""
-    with db.session(readonly=True) as s:
-        queries.get_job(s, job_id)  # 404 before the stream starts
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "`event: job` with the job (as GET /v1/jobs/{id}) whenever it "
+            "changes, comment lines as keep-alive, `event: end` once it has ended",
+            "content": {
+                "text/event-stream": {
+                    "schema": {  # one event (OpenAPI 3.1: the schema of each event)
+                        "type": "object",
+                        "required": ["data"],
+                        "properties": {
+                            "event": {"type": "string", "enum": ["job", "end"]},
+                            "data": {"type": "string", "contentMediaType": "application/json"},
+                        },
+                    }
+                }
+            },
+        },
+        **responses(404, 422, 429),
+    },
+)
+async def events(job_id: JobId, request: Request, db: DatabaseDep) -> StreamingResponse:
+    """Server-Sent Events of one job, until it ends or the client goes."""
 
-    def stream() -> Iterator[str]:
-        last = None
-        while True:
-            with db.session(readonly=True) as s:
-                job = queries.get_job(s, job_id)
-            text = job.model_dump_json()
-            if text != last:
-                yield f"event: job\ndata: {text}\n\n"
-                last = text
-            if job.state in TERMINAL:
-                yield "event: end\ndata: {}\n\n"
-                return
-            time.sleep(0.5)
+    def read(i: int) -> tuple[str, bool]:
+        with db.session(readonly=True) as s:
+            job = queries.get_job(s, i)
+        return job.model_dump_json(), job.state in TERMINAL
 
-    return StreamingResponse(stream(), media_type="text/event-stream")
+    await anyio.to_thread.run_sync(read, job_id)  # 404 before the stream starts
+    streams: Streams = request.app.state.streams
+    try:
+        ticket = streams.admit(request.client.host if request.client else "?")
+    except TooManyStreams as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)  # type: ignore[return-value]
+    return StreamingResponse(
+        streams.events(job_id, ticket, read),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        background=BackgroundTask(ticket.release),
+    )
 
 
-@router.get("/{job_id}/artifacts/{name:path}")
-def artifact(job_id: int, name: str, s: SessionDep, settings: SettingsDep) -> FileResponse:
+@router.get(
+    "/{job_id}/artifacts/{name:path}",
+    response_class=FileResponse,
+    responses={
+        200: {"description": "the file", "content": {"application/octet-stream": {}}},
+        **responses(400, 404, 422),
+    },
+)
+def artifact(job_id: JobId, name: str, s: SessionDep, settings: SettingsDep) -> FileResponse:
     path = queries.artifact_path(s, job_id=job_id, name=name, root=settings.artifact_root)
-    return FileResponse(path, filename=name.replace("/", "_"))
+    media = MEDIA_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0]
+    return FileResponse(
+        path, filename=name.replace("/", "_"), media_type=media or "application/octet-stream"
+    )

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.http import queries, schemas
-from api.http.deps import AUTH, OWNER, DatabaseDep, QueueDep, SessionDep
+from api.http.deps import AUTH, OWNER, DatabaseDep, Offset, QueueDep, SessionDep, SweepId, responses
 from api.runtime import sweeps
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], dependencies=AUTH)
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], dependencies=AUTH)
     "",
     response_model=schemas.SweepPublic,
     status_code=201,
-    responses={422: {"description": "the sweep is invalid; `detail` names the field"}},
+    responses=responses(400, 413, 422),
 )
 def create_sweep(body: schemas.SweepCreate, q: QueueDep, db: DatabaseDep) -> schemas.SweepPublic:
     """Start an Optuna sweep: its trials are ResKD jobs on the queue (ask/tell)."""
@@ -27,33 +27,37 @@ def create_sweep(body: schemas.SweepCreate, q: QueueDep, db: DatabaseDep) -> sch
         return queries.get_sweep(s, db.url, sweep_id)
 
 
-@router.get("", response_model=schemas.SweepList)
+@router.get("", response_model=schemas.SweepList, responses=responses(422))
 def list_sweeps(
     s: SessionDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> schemas.SweepList:
     return schemas.SweepList(sweeps=queries.list_sweeps(s, limit=limit, offset=offset))
 
 
-@router.get("/{sweep_id}", response_model=schemas.SweepPublic)
-def get_sweep(sweep_id: int, s: SessionDep, db: DatabaseDep) -> schemas.SweepPublic:
+@router.get("/{sweep_id}", response_model=schemas.SweepPublic, responses=responses(404, 422))
+def get_sweep(sweep_id: SweepId, s: SessionDep, db: DatabaseDep) -> schemas.SweepPublic:
     return queries.get_sweep(s, db.url, sweep_id)
 
 
-@router.get("/{sweep_id}/trials", response_model=list[schemas.TrialPublic])
-def sweep_trials(sweep_id: int, s: SessionDep, db: DatabaseDep) -> list[schemas.TrialPublic]:
+@router.get(
+    "/{sweep_id}/trials", response_model=list[schemas.TrialPublic], responses=responses(404, 422)
+)
+def sweep_trials(sweep_id: SweepId, s: SessionDep, db: DatabaseDep) -> list[schemas.TrialPublic]:
     return queries.trials(s, db.url, sweep_id)
 
 
-@router.get("/{sweep_id}/pareto", response_model=schemas.SweepPareto)
-def sweep_pareto(sweep_id: int, s: SessionDep, db: DatabaseDep) -> schemas.SweepPareto:
+@router.get("/{sweep_id}/pareto", response_model=schemas.SweepPareto, responses=responses(404, 422))
+def sweep_pareto(sweep_id: SweepId, s: SessionDep, db: DatabaseDep) -> schemas.SweepPareto:
     """The sweep's non-dominated trials (as Optuna's ``study.best_trials``)."""
     return queries.sweep_pareto(s, db.url, sweep_id)
 
 
-@router.post("/{sweep_id}/cancel", response_model=schemas.SweepPublic)
-def cancel_sweep(sweep_id: int, q: QueueDep, db: DatabaseDep) -> schemas.SweepPublic:
+@router.post(
+    "/{sweep_id}/cancel", response_model=schemas.SweepPublic, responses=responses(404, 422)
+)
+def cancel_sweep(sweep_id: SweepId, q: QueueDep, db: DatabaseDep) -> schemas.SweepPublic:
     sweeps.cancel(db, q, sweep_id, owner=OWNER)
     with db.session(readonly=True) as s:
         return queries.get_sweep(s, db.url, sweep_id)
