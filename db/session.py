@@ -30,13 +30,13 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"future": True}
-        self._file: Path | None = None
+        self.file: Path | None = None
         self._identity: tuple[int, int] | None = None
         if self.is_sqlite:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:" and not url.startswith("sqlite:///:memory"):
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-                self._file = Path(path)
+                self.file = Path(path)
             kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
         else:
             kwargs |= {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
@@ -64,14 +64,14 @@ class Database:
             raise
         finally:
             session.close()
-            if self._identity is None and self._file is not None:
-                self._identity = _identity(self._file)
+            if self._identity is None and self.file is not None:
+                self._identity = _identity(self.file)
 
     def check_file(self) -> None:
         """Raise :class:`DatabaseGone` if the SQLite file this process opened is gone."""
-        if self._identity is None or self._file is None:
+        if self._identity is None or self.file is None:
             return
-        if _identity(self._file) != self._identity:
+        if _identity(self.file) != self._identity:
             raise DatabaseGone(
                 "the database file was deleted or replaced while the service ran; nothing more "
                 "is read or written: restore it and restart the service"

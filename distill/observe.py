@@ -38,6 +38,11 @@ class StageObserver(Protocol):
         """Between batches: raise :class:`Cancelled` to stop."""
         ...
 
+    def batch(self, epoch: int, batch: int, batches: int, loss: float, epochs: int) -> None:
+        """Between batches: ``batch`` of ``batches`` done in 0-based ``epoch`` (a long epoch,
+        such as a search's, shows progress before it ends; observers throttle their writes)."""
+        ...
+
 
 _CURRENT: ContextVar[StageObserver | None] = ContextVar("stage_observer", default=None)
 

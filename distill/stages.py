@@ -42,8 +42,12 @@ def stage_key(kind: str, payload: Mapping[str, Any]) -> str:
 def write_atomic(path: Path, text: str) -> None:
     """``text`` at ``path``, written to a temporary name and renamed (never half a file)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
 
 
 @dataclass

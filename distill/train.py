@@ -118,6 +118,17 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
     return replace(PRESETS[name], **overrides)
 
 
+def save_atomic(payload: Any, tmp: Path, path: Path) -> None:
+    """``torch.save`` to ``tmp``, then renamed to ``path``: a crash never leaves half a
+    checkpoint, and a failed write (a full disk) leaves no ``tmp`` behind."""
+    try:
+        torch.save(payload, tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -383,9 +394,11 @@ def fit(
             disable=None if progress else True,  # None: shown on a terminal only
             unit="batch",
         )
-        for x, y, index in bar:
+        for b, (x, y, index) in enumerate(bar):
             if observer is not None:
                 observer.check()  # a cancelled job stops here, between batches
+                if seen:
+                    observer.batch(epoch, b, len(batches), total_loss / seen, config.epochs)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss, logits = task.step(x, y, index, optimizer)
             if not torch.isfinite(loss):
@@ -420,7 +433,7 @@ def fit(
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
-            torch.save(
+            save_atomic(
                 {
                     "trained": task.trained.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -432,8 +445,8 @@ def fit(
                     "task": task.extra_state(),
                 },
                 tmp,
+                path,
             )
-            tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
         if on_epoch is not None:
             on_epoch(record, config.epochs)
         if observer is not None:

@@ -5,8 +5,8 @@ body is read before the request is allowed):
    cannot reach a token-less service on 127.0.0.1 through a name of its own); 421 otherwise;
 2. the token: with one configured, every route but /v1/health and the API's docs needs
    ``Authorization: Bearer <token>`` (401 without, 403 wrong), checked before the body is parsed;
-3. the body's announced size: a Content-Length over the route's limit is a 413 before anything
-   is read (a body streamed without one is counted by FastAPI's ``max_body_size``).
+3. the body's size: a Content-Length over the route's limit is a 413 before anything is read;
+   a body streamed without one is counted as it arrives (413 once it passes the limit).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import hmac
 import json
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
+
+from starlette.exceptions import HTTPException
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -40,6 +42,13 @@ def _host_of(header: str) -> str:
     if header.startswith("["):  # [::1]:8321
         return header.split("]")[0] + "]"
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` inside the app; FastAPI passes HTTP exceptions on (a 413)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body exceeds {limit} bytes")
 
 
 class Guard:
@@ -88,7 +97,18 @@ class Guard:
         if int(length) > limit:
             await _answer(send, 413, f"the request body exceeds {limit} bytes")
             return
-        await self.app(scope, receive, send)
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, counted, send)
 
 
 async def _answer(

@@ -129,7 +129,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Submit ResKD, search, fine-tune and distillation jobs; watch them; query the "
         "Pareto front of accuracy against MFLOPs. /v1/health, /docs, /redoc and /openapi.json "
         "need no token (they hold no data); every other route does when one is set.",
-        max_body_size=settings.max_body_bytes,
     )
     app.state.settings, app.state.db, app.state.queue = settings, db, open_queue(db)
     app.state.streams = Streams(settings)
@@ -143,7 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Exception, unexpected)
     for router in (architectures.router, jobs.router, sweeps.router):
         app.include_router(router)
-    app.include_router(checkpoints.router(settings.max_checkpoint_bytes))
+    app.include_router(checkpoints.router())
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     hosts = host_names(settings.host, settings.allowed_hosts)
     limits = {"/v1/checkpoints": settings.max_checkpoint_bytes}

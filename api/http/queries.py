@@ -39,22 +39,39 @@ def confine(config: RunConfig, settings: Settings) -> RunConfig:
     if config.teacher_checkpoint is not None:
         given = config.teacher_checkpoint
         uploads = settings.checkpoints_dir.resolve()
-        path = (uploads / given).resolve() if "/" not in given else Path(given).resolve()
-        if not any(path.is_relative_to(r) for r in [uploads, *roots]):
+        path = _inside(uploads / given if "/" not in given else Path(given), [uploads, *roots])
+        if path is None:
             raise ConfigError.at(
                 ("teacher_checkpoint",),
                 "must name a checkpoint uploaded with POST /v1/checkpoints (or a file under "
                 f"RESKD_DATA_ROOTS: {shown})",
             )
-        if not path.is_file():
+        if not _is(path, "file"):
             raise ConfigError.at(("teacher_checkpoint",), f"no checkpoint {given!r} was uploaded")
         update["teacher_checkpoint"] = str(path)
     if config.root is not None:
-        path = Path(config.root).resolve()
-        if not any(path.is_relative_to(r) for r in roots):
+        path = _inside(Path(config.root), roots)
+        if path is None:
             raise ConfigError.at(("root",), f"must be a directory under RESKD_DATA_ROOTS: {shown}")
         update["root"] = str(path)
     return config.model_copy(update=update) if update else config
+
+
+def _inside(path: Path, roots: list[Path]) -> Path | None:
+    """``path`` resolved, if it lies under one of ``roots`` (None for a name the system
+    refuses, such as one too long)."""
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):
+        return None
+    return resolved if any(resolved.is_relative_to(r) for r in roots) else None
+
+
+def _is(path: Path, kind: str) -> bool:
+    try:
+        return path.is_file() if kind == "file" else path.is_dir()
+    except OSError:
+        return False
 
 
 def check_state_dict(path: Path) -> None:
@@ -95,6 +112,11 @@ def list_jobs(
     )
 
 
+def job_exists(s: Session, job_id: int) -> None:
+    if s.scalar(select(Job.id).where(Job.id == job_id)) is None:
+        raise NotFound(f"job {job_id} not found")
+
+
 def get_job(s: Session, job_id: int) -> schemas.JobPublic:
     job = s.scalar(
         select(Job)
@@ -113,6 +135,8 @@ def get_job(s: Session, job_id: int) -> schemas.JobPublic:
             stage=shown.name,
             epoch=p.get("epoch"),
             epochs=p.get("epochs"),
+            batch=p.get("batch"),
+            batches=p.get("batches"),
             loss=p.get("loss"),
             accuracy=p.get("accuracy"),
             eta_seconds=p.get("eta_seconds"),

@@ -93,8 +93,10 @@ class JobSummary(BaseModel):
 
 class Progress(BaseModel):
     stage: str | None = None
-    epoch: int | None = None
+    epoch: int | None = Field(None, description="epochs completed")
     epochs: int | None = None
+    batch: int | None = Field(None, description="batches done in the running epoch")
+    batches: int | None = None
     loss: float | None = None
     accuracy: float | None = None
     eta_seconds: float | None = None

@@ -49,6 +49,10 @@ class _Observer:
         self.lost = threading.Event()
         self.stage_id: int | None = None
         self.stage_t0 = 0.0
+        self.last_write = 0.0  # the last progress written (batches write a few per minute)
+        self.resumed_from = 0
+        self.batch_t0 = 0.0
+        self.batch_start = (0, 0)
 
     def check(self) -> None:
         if self.lost.is_set():
@@ -88,6 +92,8 @@ class _Observer:
             return
         done = record.epoch - resumed_from
         per_epoch = (time.time() - self.stage_t0) / max(done, 1)
+        self.resumed_from = resumed_from
+        self.last_write = time.time()
         self.queue.stage_progress(
             stage_id=self.stage_id,
             progress={
@@ -100,6 +106,32 @@ class _Observer:
                 "eta_seconds": per_epoch * (total - record.epoch),
             },
             resumed_from=resumed_from,
+        )
+
+    def batch(self, epoch: int, batch: int, batches: int, loss: float, epochs: int) -> None:
+        """Progress inside an epoch, written at most once per heartbeat period."""
+        now = time.time()
+        if self.stage_id is None or now - self.last_write < self.settings.heartbeat_seconds:
+            return
+        if self.stage_t0 > self.last_write:  # the first write of this stage
+            self.resumed_from = epoch
+            self.batch_t0 = now - 1e-9
+            self.batch_start = (epoch, batch)
+        self.last_write = now
+        done = (epoch * batches + batch) - (self.batch_start[0] * batches + self.batch_start[1])
+        left = (epochs - epoch) * batches - batch
+        rate = done / (now - self.batch_t0) if done > 0 else 0.0
+        self.queue.stage_progress(
+            stage_id=self.stage_id,
+            progress={
+                "epoch": epoch,  # epochs completed
+                "epochs": epochs,
+                "batch": batch,
+                "batches": batches,
+                "loss": loss,
+                "eta_seconds": left / rate if rate > 0 else None,
+            },
+            resumed_from=self.resumed_from,
         )
 
     def fail_stage(self, state: str, error: str) -> None:
@@ -201,6 +233,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings()
     worker = Worker(settings, name=args.name, parent=args.parent)
+    if worker.db.file is not None and not worker.db.file.exists():
+        print(
+            f"worker {worker.name}: no database at {worker.db.file}; workers join the database "
+            "of a running `reskd serve` (they never create one, which would hide a lost file)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_DATABASE_GONE
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
     worker.db.migrate()
     print(

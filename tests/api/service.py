@@ -35,6 +35,7 @@ class Service:
         lease: float = 3.0,
         database_url: str | None = None,
         ray_address: str | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.root = root
         self.port = free_port()
@@ -46,7 +47,7 @@ class Service:
             "RESKD_HEARTBEAT_SECONDS": "0.3",
             "RESKD_POLL_SECONDS": "0.2",
             "OMP_NUM_THREADS": "1",
-        }
+        } | (extra_env or {})
         self.database_url = database_url or f"sqlite:///{(root / 'reskd.db').resolve()}"
         if database_url:
             env["RESKD_DATABASE_URL"] = database_url

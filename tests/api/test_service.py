@@ -145,6 +145,13 @@ def test_a_killed_worker_loses_at_most_its_current_epoch(tmp_path: Path) -> None
         teachers = [s for s in done["stages"] if s["kind"] == "teacher"]
         assert len(teachers) == 2 and teachers[-1]["state"] == "succeeded"
         assert teachers[-1]["resumed_from_epoch"] >= 2  # not every epoch repeated
+        # The killed attempt's stage is closed, not left running; progress is the live one's.
+        assert teachers[0]["state"] == "interrupted" and teachers[0]["finished_at"]
+        assert not [s for s in done["stages"] if s["state"] == "running"]
+        assert done["progress"]["stage"] == done["stages"][-1]["name"]
+        for stage in done["stages"]:  # aware times, in order (reused stages too)
+            assert stage["started_at"].endswith("Z") or "+" in stage["started_at"]
+            assert stage["finished_at"] >= stage["started_at"]
     finally:
         svc.stop()
 

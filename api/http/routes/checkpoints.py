@@ -15,26 +15,26 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from api.http import queries, schemas
-from api.http.deps import AUTH, SettingsDep
+from api.http.deps import AUTH, SettingsDep, responses
 
 SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def router(max_bytes: int) -> APIRouter:
+def router() -> APIRouter:
+    """Its body limit is ``max_checkpoint_bytes`` (the Guard middleware applies it)."""
     r = APIRouter(prefix="/v1/checkpoints", tags=["checkpoints"], dependencies=AUTH)
 
     @r.post(
         "",
         response_model=schemas.CheckpointPublic,
         status_code=201,
-        max_body_size=max_bytes,
         openapi_extra={
             "requestBody": {
                 "required": True,
                 "content": {"application/octet-stream": {"schema": {"type": "string"}}},
             }
         },
-        responses={400: {"model": schemas.Problem, "description": "not a loadable state dict"}},
+        responses=responses(400, 413, 422),
     )
     async def upload(
         request: Request,
@@ -61,7 +61,7 @@ def router(max_bytes: int) -> APIRouter:
             name=final.name, size=final.stat().st_size, sha256=digest.hexdigest()
         )
 
-    @r.get("", response_model=list[schemas.CheckpointPublic])
+    @r.get("", response_model=list[schemas.CheckpointPublic], responses=responses())
     def listing(settings: SettingsDep) -> list[schemas.CheckpointPublic]:
         directory = settings.checkpoints_dir
         files = sorted(directory.glob("*.pt")) if directory.is_dir() else []

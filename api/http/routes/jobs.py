@@ -111,7 +111,11 @@ async def events(job_id: JobId, request: Request, db: DatabaseDep) -> StreamingR
             job = queries.get_job(s, i)
         return job.model_dump_json(), job.state in TERMINAL
 
-    await anyio.to_thread.run_sync(read, job_id)  # 404 before the stream starts
+    def exists(i: int) -> None:
+        with db.session(readonly=True) as s:
+            queries.job_exists(s, i)
+
+    await anyio.to_thread.run_sync(exists, job_id)  # 404 before the stream starts
     streams: Streams = request.app.state.streams
     try:
         ticket = streams.admit(request.client.host if request.client else "?")
