@@ -453,3 +453,28 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         assert "Traceback" not in (svc.root / "serve.log").read_text()
     finally:
         svc.stop()
+
+
+def test_a_search_reports_batches_and_stops_within_seconds_of_a_cancel(tmp_path: Path) -> None:
+    svc = Service(tmp_path / "search", workers=1)
+    try:
+        search = {"search": {"budget_mflops": 0.2, "epochs": 200, "batch_size": 16}}
+        job = svc.submit(tiny_config(res_students=[search]), kind="search")
+        running = svc.wait(
+            job["id"],
+            lambda j: (
+                (j["progress"].get("stage") or "").startswith("R1")
+                and j["progress"].get("batch") is not None
+            ),
+            timeout=240,
+        )
+        p = running["progress"]
+        assert p["epoch"] == 0 and 0 < p["batch"] < p["batches"]  # before its first epoch ends
+        asked = time.time()
+        svc.http.post(f"/v1/jobs/{job['id']}/cancel")
+        done = svc.done(job["id"], timeout=30)
+        waited = time.time() - asked
+        assert done["state"] == "cancelled" and waited < 5, waited
+        assert done["stages"][-1]["state"] == "cancelled"
+    finally:
+        svc.stop()

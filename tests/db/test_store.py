@@ -139,6 +139,32 @@ def test_leases_heartbeats_and_owner_only_finish(database_url: str) -> None:
     db.dispose()
 
 
+def test_a_dead_or_departed_attempt_leaves_no_stage_running(database_url: str) -> None:
+    """Its stage rows close as ``interrupted`` when the job is claimed again (lease expired:
+    SIGKILL) or handed back (the server stopped), and the live attempt's progress is shown."""
+    db, queue = open_store(database_url)
+    job_id = queue.submit(kind="reskd", config={}, dataset="digits", name="x")
+    assert queue.claim(worker="a", lease_seconds=0.2) is not None
+    first = queue.stage_started(job_id=job_id, kind="teacher", key="k", name="teacher")
+    queue.stage_progress(stage_id=first, progress={"epoch": 3, "epochs": 8}, resumed_from=0)
+    time.sleep(0.3)  # a died
+    assert queue.claim(worker="b", lease_seconds=30) is not None
+    second = queue.stage_started(job_id=job_id, kind="teacher", key="k", name="teacher")
+    queue.stage_progress(stage_id=second, progress={"epoch": 1, "epochs": 8}, resumed_from=3)
+    queue.release(job_id=job_id, worker="b")  # b's server stops: the job goes back
+    assert queue.claim(worker="c", lease_seconds=30) is not None
+    queue.stage_started(job_id=job_id, kind="teacher", key="k", name="teacher", state="succeeded")
+    with db.session(readonly=True) as s:
+        job = queries.get_job(s, job_id)
+    assert [st.state for st in job.stages] == ["interrupted", "interrupted", "succeeded"]
+    assert all(st.finished_at is not None and st.error for st in job.stages[:2])
+    reused = job.stages[2]
+    assert reused.finished_at is not None and reused.finished_at >= reused.started_at
+    assert reused.started_at.tzinfo is not None
+    assert job.progress.epoch is None  # not the dead attempt's "epoch 3/8"
+    db.dispose()
+
+
 def test_stage_locks_have_one_owner_until_released_or_expired(database_url: str) -> None:
     db, queue = open_store(database_url)
     assert queue.lock_stage(key="teacher-abc", worker="a", lease_seconds=0.3)
