@@ -53,9 +53,29 @@ class Client:
     def submit(
         self, config: dict[str, Any], *, kind: str = "reskd", name: str | None = None
     ) -> dict[str, Any]:
+        """Submit a job; a ``teacher_checkpoint`` that is a file here is uploaded first (the
+        service reads no paths of the client's machine) and the job names the upload."""
+        checkpoint = config.get("teacher_checkpoint")
+        if isinstance(checkpoint, str) and Path(checkpoint).is_file():
+            config = {**config, "teacher_checkpoint": self.upload_checkpoint(Path(checkpoint))}
         return dict(
             self._call("POST", "/v1/jobs", json={"kind": kind, "config": config, "name": name})
         )
+
+    def upload_checkpoint(self, path: Path) -> str:
+        """Upload a state dict (``torch.save``'s file); the name a job's config gives it."""
+        with path.open("rb") as f:
+            answer = self._call(
+                "POST",
+                "/v1/checkpoints",
+                params={"name": path.name[-100:]},
+                content=f,
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Length": str(path.stat().st_size),
+                },
+            )
+        return str(answer["name"])
 
     def jobs(self, **filters: Any) -> dict[str, Any]:
         params = {k: v for k, v in filters.items() if v is not None}

@@ -257,6 +257,10 @@ def test_checkpoints_are_uploaded_and_jobs_name_them(svc: Service, tmp_path: Pat
     inside = svc.root / "data" / "t.pt"
     shutil.copy(path, inside)
     assert svc.submit(tiny_config(teacher_checkpoint=str(inside)))["state"] == "queued"
+    from api.client import Client  # `reskd submit` with a local checkpoint uploads it first
+
+    sent = Client(svc.url).submit(tiny_config(teacher_checkpoint=str(path)))
+    assert Path(sent["config"]["teacher_checkpoint"]).parent == stored.parent
     r = svc.http.post("/v1/jobs", json={"config": tiny_config(teacher_checkpoint="gone.pt")})
     assert r.status_code == 422 and "gone.pt" in r.text and str(svc.root) not in r.text
 
