@@ -97,7 +97,6 @@ class Streams:
         seen, last = 0, time.monotonic()
         keepalive = self.settings.keepalive_seconds
         try:
-            yield ": stream open\n\n"  # headers and a first byte go out at once
             while True:
                 changed = watch.changed  # taken before looking: no wake-up is missed
                 if watch.version > seen and watch.text is not None:

@@ -353,7 +353,7 @@ def test_streams_per_client_are_capped_and_end_with_the_job(tmp_path: Path) -> N
         a, b = httpx.Client(timeout=10), httpx.Client(timeout=10)
         with a, b, a.stream("GET", url) as s1, b.stream("GET", url) as s2:
             lines = s1.iter_lines()
-            assert next(lines).startswith(": stream open")
+            assert next(lines) == "event: job"
             assert s2.status_code == 200
             third = httpx.get(url, timeout=10)
             assert third.status_code == 429 and "streams" in third.json()["detail"]
