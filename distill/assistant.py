@@ -154,6 +154,7 @@ class AssistedStudent(nn.Module):
 # ------------------------------------------------------------------------------------------------
 
 Phase = Literal["student", "assistant"]
+AtMode = Literal["instead", "added"]
 
 
 class AssistantDistillation(TrainTask):
@@ -171,12 +172,16 @@ class AssistantDistillation(TrainTask):
         levels: list[int],
         parts: dict[str, nn.Module],
         at_weight: float = 0.0,
+        at_mode: AtMode = "instead",
+        at_levels: list[int] | None = None,
     ) -> None:
         frozen = {"teacher": teacher, "model": model, "adapters": adapters}
         super().__init__(trained=parts, frozen=frozen)
         self.phase: Phase = phase
         self.levels = levels
         self.at_weight = at_weight
+        self.at_mode: AtMode = at_mode
+        self.at_levels = at_levels if at_levels is not None else levels
         self.teacher_levels = _aligned(teacher, model.student)
 
     def train(self, mode: bool = True) -> AssistantDistillation:
@@ -194,13 +199,22 @@ class AssistantDistillation(TrainTask):
         levels = model.forward_levels(x)
         names = model.student.stage_names
         loss = x.new_zeros(())
+        # RKD + AT (section 4.4): S mimics T's attention maps instead of its feature maps; the
+        # adapters to T's channels still learn from S's (detached) maps, so A's residual has them
+        attention_only = self.at_weight > 0 and self.at_mode == "instead"
         for k in self.levels:
             s = levels.student[k]
             if self.phase == "assistant":
                 s = s.detach() + levels.assistant[k]  # S frozen: A learns f_T - f_S
             t = match_resolution(t_maps[self.teacher_levels[k]], s)
-            loss = loss + feature_distance(adapters[names[k]](s), t)
-            if self.at_weight:
+            mimicked = s.detach() if self.phase == "student" and attention_only else s
+            loss = loss + feature_distance(adapters[names[k]](mimicked), t)
+            if self.at_weight and self.at_mode == "added":
+                loss = loss + self.at_weight / 2 * attention_transfer(s, t)
+        if self.phase == "student" and attention_only:
+            for k in self.at_levels:  # every block's attention map, as AT does
+                s = levels.student[k]
+                t = match_resolution(t_maps[self.teacher_levels[k]], s)
                 loss = loss + self.at_weight / 2 * attention_transfer(s, t)
         logits = model.forward_head(levels.features.detach())  # the classifier: labels only
         return loss + F.cross_entropy(logits, y), logits
@@ -237,6 +251,7 @@ class PhasePlan:
     phase: Phase
     levels: list[int]
     parts: dict[str, nn.Module]
+    at_levels: list[int] | None = None  # S's attention maps (RKD + AT); default: ``levels``
 
 
 def plan(model: AssistedStudent, adapters: nn.ModuleDict) -> list[PhasePlan]:
@@ -250,7 +265,13 @@ def plan(model: AssistedStudent, adapters: nn.ModuleDict) -> list[PhasePlan]:
         # (eq. 4, plain) or every block's residual at once (eq. 5, integrated).
         a_levels = [last] if model.variant == "plain" else list(range(len(names)))
         return [
-            PhasePlan("student", "student", [last], {"student": s, "adapters": adapters}),
+            PhasePlan(
+                "student",
+                "student",
+                [last],
+                {"student": s, "adapters": adapters},
+                at_levels=list(range(len(names))),
+            ),
             PhasePlan(
                 "assistant",
                 "assistant",

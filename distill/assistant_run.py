@@ -11,6 +11,7 @@ import torch
 from distill.assistant import (
     AssistantDistillation,
     AssistedStudent,
+    AtMode,
     Variant,
     plan,
     save_assisted,
@@ -27,7 +28,13 @@ from space.zoo import Backbone
 
 
 def run_assistant(
-    p: Prepared, *, student: NetSpec, variant: Variant, separation: float, at_weight: float
+    p: Prepared,
+    *,
+    student: NetSpec,
+    variant: Variant,
+    separation: float,
+    at_weight: float,
+    at_mode: AtMode = "instead",
 ) -> Report:
     """The method end to end; ``student`` is the network split into S and A."""
     teacher = p.teacher
@@ -54,6 +61,7 @@ def run_assistant(
                 "student": (split.student if model.assistant else student).to_dict(),
                 "assistant": split.assistant.to_dict() if model.assistant else None,
                 "at_weight": at_weight,
+                **({"at_mode": at_mode} if at_weight else {}),
                 "train": train_cfg.to_dict(),
                 "input": previous,
                 "dataset": p.config.dataset,
@@ -61,7 +69,8 @@ def run_assistant(
             }
             task = AssistantDistillation(
                 model, teacher, adapters, phase=phase.phase, levels=phase.levels,
-                parts=phase.parts, at_weight=at_weight,
+                parts=phase.parts, at_weight=at_weight, at_mode=at_mode,
+                at_levels=phase.at_levels,
             )  # fmt: skip
             result = p.store.train(
                 f"{name}-{phase.name}", payload, {"model": model, "adapters": adapters},

@@ -116,12 +116,16 @@ def _listed(raw: Any) -> Any:
 
 class AssistantConfig(ConfigModel):
     """The feature-residual assistant method (Gao et al.): ``student`` is split into S and A with
-    ``separation`` of its MFLOPs for S; ``at_weight`` > 0 adds attention transfer (their
-    "RKD + AT"; 1000 is Zagoruyko & Komodakis's weight)."""
+    ``separation`` of its MFLOPs for S. ``at_weight`` > 0 brings in attention transfer (1000 is
+    Zagoruyko & Komodakis's weight): with ``at_mode: instead`` (the paper's "RKD + AT", section
+    4.4) S mimics the teacher's attention maps of every block instead of its feature maps and A
+    still learns the feature residual; ``at_mode: added`` adds AT to the feature loss of S and A
+    (not in the paper)."""
 
     variant: Literal["plain", "progressive", "integrated"] = "integrated"
     separation: float = Field(0.9, gt=0, lt=1)
     at_weight: float = Field(0.0, ge=0, le=1e6)
+    at_mode: Literal["instead", "added"] = "instead"
 
 
 class RunConfig(ConfigModel):

@@ -125,7 +125,7 @@ def run(
         a = config.assistant
         return run_assistant(
             p, student=spec_of(student, info), variant=a.variant, separation=a.separation,
-            at_weight=a.at_weight,
+            at_weight=a.at_weight, at_mode=a.at_mode,
         )  # fmt: skip
     algorithm = ResKD(p)
     for i in range(config.stages + 1):  # i = 0 is S0

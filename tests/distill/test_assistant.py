@@ -180,3 +180,53 @@ def test_bad_assistant_configs_name_the_field(change: dict, field: str) -> None:
     with pytest.raises(ValueError) as info:
         RunConfig.from_dict({**base, **change})
     assert str(info.value).startswith(field), str(info.value)
+
+
+def _student_grads(loss: torch.Tensor, model: AssistedStudent) -> list[torch.Tensor]:
+    params = [*model.student.stem.parameters(), *model.student.stages.parameters()]
+    grads = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+    return [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params, strict=True)]
+
+
+@pytest.mark.parametrize("mode", ["instead", "added"])
+def test_rkd_plus_at_has_s_mimic_attention_maps_instead_of_feature_maps(mode: str) -> None:
+    """Gao et al. 4.4: "S aims at mimicking the attention map, instead of feature map, from T, and
+    A is still optimized to learn the residual error". S's gradient is AT's over every block
+    (beta/2 sum ||Q_S/|Q_S| - Q_T/|Q_T|||^2) and nothing of eq. 3; ``added`` is eq. 3 + AT."""
+    torch.manual_seed(0)
+    teacher = NetSpec("resnet8", 0.5, 10, 1, 8).build().eval()
+    s = NetSpec("resnet8", 0.5, 10, 1, 8).build()
+    a = NetSpec("resnet8", 0.25, 10, 1, 8).build()
+    model = AssistedStudent(s, a, variant="integrated").eval()
+    adapters = teacher_adapters(teacher, model.student)
+    student_phase, assistant_phase = plan(model, adapters)
+    assert student_phase.at_levels == [0, 1, 2]  # every block, not only the last
+    x, y = torch.randn(6, 1, 8, 8), torch.randint(0, 10, (6,))
+    task = AssistantDistillation(
+        model, teacher, adapters, phase="student", levels=student_phase.levels,
+        parts=student_phase.parts, at_weight=1000.0, at_mode=mode,  # type: ignore[arg-type]
+        at_levels=student_phase.at_levels,
+    )  # fmt: skip
+    loss, _ = task.loss(x, y, torch.arange(6))
+    levels = model.forward_levels(x)
+    t_maps = list(teacher.forward_stages(x).values())
+    blocks = student_phase.at_levels if mode == "instead" else student_phase.levels
+    expected = sum(500.0 * attention_transfer(levels.student[k], t_maps[k]) for k in blocks)
+    if mode == "added":
+        last = student_phase.levels[-1]
+        name = model.student.stage_names[last]
+        expected = expected + feature_distance(adapters[name](levels.student[last]), t_maps[last])
+    for got, want in zip(_student_grads(loss, model), _student_grads(expected, model), strict=True):
+        torch.testing.assert_close(got, want)
+    # A still learns the feature residual (eq. 5), with no attention term under "instead"
+    a_task = AssistantDistillation(
+        model, teacher, adapters, phase="assistant", levels=assistant_phase.levels,
+        parts=assistant_phase.parts, at_weight=1000.0, at_mode=mode,  # type: ignore[arg-type]
+    )  # fmt: skip
+    plain = AssistantDistillation(
+        model, teacher, adapters, phase="assistant", levels=assistant_phase.levels,
+        parts=assistant_phase.parts,
+    )  # fmt: skip
+    with_at, _ = a_task.loss(x, y, torch.arange(6))
+    without, _ = plain.loss(x, y, torch.arange(6))
+    assert (with_at.item() == pytest.approx(without.item())) == (mode == "instead")
