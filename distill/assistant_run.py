@@ -65,7 +65,7 @@ def run_assistant(
                 "train": train_cfg.to_dict(),
                 "input": previous,
                 "dataset": p.config.dataset,
-                "augment": p.config.augment,
+                "augment": p.config.augmented,
             }
             task = AssistantDistillation(
                 model, teacher, adapters, phase=phase.phase, levels=phase.levels,
@@ -112,7 +112,7 @@ def run_assistant(
     report = Report(
         rows, p.stages, None, assisted, False,  # the teacher's feature maps: per batch
         p.split.to_dict() | {"indices": "in validation_split.json"},
-        extra={"separation": split.to_dict()},
+        extra={"separation": split.to_dict()}, deviations=p.config.deviations(),
     )  # fmt: skip
     report.write(p.out_dir)
     p.log("\n" + report.table())

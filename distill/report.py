@@ -106,6 +106,7 @@ class Report:
     validation: dict[str, Any]
     searches: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    deviations: list[str] = field(default_factory=list)  # from the paper preset's protocol
 
     def row(self, role: Role) -> Row | None:
         """The last row of ``role`` (``stage``: S_n)."""
@@ -116,6 +117,7 @@ class Report:
         for found in self.searches:
             if found.get("repair"):
                 lines.append(f"{found.get('network', '?')} search, {repair_text(found['repair'])}")
+        lines += [f"note: {d}" for d in self.deviations]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,6 +130,7 @@ class Report:
             else "computed per batch (random augmentation)",
             "validation": self.validation,
             "searches": self.searches,
+            "deviations": self.deviations,
             **self.extra,
         }
 

@@ -63,7 +63,8 @@ class RunSettings(Protocol):
     @property
     def root(self) -> str | None: ...
     @property
-    def augment(self) -> bool: ...
+    def augmented(self) -> bool: ...
+    def deviations(self) -> list[str]: ...
     @property
     def val_size(self) -> int: ...
     @property
@@ -108,7 +109,7 @@ class Prepared:
     @property
     def data_key(self) -> dict[str, Any]:
         c = self.config
-        return {"dataset": c.dataset, "root": c.root, "augment": c.augment}
+        return {"dataset": c.dataset, "root": c.root, "augment": c.augmented}
 
     def logits_on(self, model: nn.Module, dataset: Dataset[tuple[Tensor, int]]) -> Tensor:
         return predict_logits(model.to(self.device), dataset, device=self.device)[0]
@@ -162,7 +163,7 @@ def prepare(
     """Load the data, draw D_v, train (or load, or reuse) the teacher. ``teacher`` may be a
     function of the dataset's info."""
     log = store.log
-    data = load_dataset(config.dataset, root=config.root, augment=config.augment)
+    data = load_dataset(config.dataset, root=config.root, augment=config.augmented)
     if num_samples(data.train) == 0 or num_samples(data.test) == 0:
         raise DatasetError(f"dataset: {config.dataset} has an empty training or test set")
     for loc, n in declared_classes:  # imagefolder's classes are known once it is read
@@ -191,7 +192,7 @@ def prepare(
         log(f"teacher {t_spec.label}: loaded from {config.teacher_checkpoint}")
     else:
         t_cfg = config.train_config(teacher=True)
-        data_key = {"dataset": config.dataset, "root": config.root, "augment": config.augment}
+        data_key = {"dataset": config.dataset, "root": config.root, "augment": config.augmented}
         result = store.train(
             "teacher",
             {"net": t_spec.to_dict(), "train": t_cfg.to_dict(), **data_key},
@@ -385,7 +386,7 @@ class ResKD:
         report = Report(
             rows, p.stages, threshold, combined, self.cached,
             p.split.to_dict() | {"indices": f"{p.split.size} indices in validation_split.json"},
-            self.searches,
+            self.searches, deviations=p.config.deviations(),
         )  # fmt: skip
         report.write(p.out_dir)
         p.log("\n" + report.table())

@@ -112,6 +112,9 @@ class TrainOverrides(ConfigModel):
         return self.model_dump(exclude_none=True)
 
 
+PAPER_PRESETS = ("cifar", "tiny-imagenet", "imagenet")  # their protocols augment the images
+
+
 def preset(name: str, **overrides: Any) -> TrainConfig:
     if name not in PRESETS:
         raise ValueError(f"preset: unknown preset {name!r}; allowed: {', '.join(PRESETS)}")

@@ -19,7 +19,14 @@ from distill.data import DATASETS, DatasetError, dataset_info
 from distill.models import GENOTYPE_MODEL, NetSpec
 from distill.residual import MethodConfig
 from distill.reskd import BASELINES, Baseline
-from distill.train import PRESETS, TrainConfig, TrainOverrides, preset, resolve_device
+from distill.train import (
+    PAPER_PRESETS,
+    PRESETS,
+    TrainConfig,
+    TrainOverrides,
+    preset,
+    resolve_device,
+)
 from search.budget import BudgetError, check_budget
 from search.run import shape_for
 from search.spec import SearchSpec
@@ -143,7 +150,12 @@ class RunConfig(ConfigModel):
     method: Literal["reskd", "assistant"] = "reskd"
     assistant: AssistantConfig = Field(default_factory=AssistantConfig)
     root: PathText | None = Field(None, description="the dataset's local root (CIFAR, imagefolder)")
-    augment: Flag = False
+    augment: Flag | None = Field(
+        None,
+        description="the papers' training augmentation (CIFAR pad+crop+flip, ImageNet random "
+        "resized crop+flip); default: on with the papers' presets (cifar, tiny-imagenet, "
+        "imagenet), off with the CPU ones. false with a paper preset is allowed and reported",
+    )
     val_size: int = Field(500, ge=1, le=10_000_000, description="D_v's size")
     teacher_checkpoint: PathText | None = Field(
         None, description="a trained teacher's state dict (.pt); over the API, an uploaded one"
@@ -184,6 +196,20 @@ class RunConfig(ConfigModel):
         if value not in PRESETS:
             raise ValueError(f"must be one of {', '.join(PRESETS)}")
         return value
+
+    @property
+    def augmented(self) -> bool:
+        """Whether training images are augmented (``augment``, else the preset's protocol)."""
+        return self.augment if self.augment is not None else self.preset in PAPER_PRESETS
+
+    def deviations(self) -> list[str]:
+        """Settings that depart from the protocol of the paper preset they use (reported)."""
+        if self.preset in PAPER_PRESETS and self.augment is False:
+            return [
+                f"augment: false with preset {self.preset}: the papers train with augmentation "
+                "(their accuracies assume it)"
+            ]
+        return []
 
     @property
     def stages(self) -> int:

@@ -119,20 +119,24 @@ def run(
     report. A service shares one ``stages_dir`` between its jobs."""
     p = _prepare(config, out_dir, stages_dir, progress, log)
     info = p.data.info
+    for deviation in config.deviations():
+        log(f"note: {deviation}")
     if config.method == "assistant":
         student = config.student
         assert isinstance(student, ZooNet)
         a = config.assistant
-        return run_assistant(
+        report = run_assistant(
             p, student=spec_of(student, info), variant=a.variant, separation=a.separation,
             at_weight=a.at_weight, at_mode=a.at_mode,
         )  # fmt: skip
-    algorithm = ResKD(p)
-    for i in range(config.stages + 1):  # i = 0 is S0
-        net = config.student if i == 0 else config.res_student(i)
-        if algorithm.step(i, source_of(net, info)):
-            break
-    return algorithm.finish()
+    else:
+        algorithm = ResKD(p)
+        for i in range(config.stages + 1):  # i = 0 is S0
+            net = config.student if i == 0 else config.res_student(i)
+            if algorithm.step(i, source_of(net, info)):
+                break
+        report = algorithm.finish()
+    return report
 
 
 def search(

@@ -197,13 +197,21 @@ class Cell(nn.Module):
 
 
 class AuxiliaryHead(nn.Module):
-    """DARTS's auxiliary classifier, with adaptive pooling to 2x2 so it fits any input size."""
+    """DARTS's auxiliary classifier (``AuxiliaryHeadCIFAR``): on the 8x8 maps after the second
+    reduction of a 32x32 input (any 8-10 px map), its ``AvgPool2d(5, stride=3)`` to 2x2; on other
+    sizes adaptive pooling to 2x2 (the same parameters, other windows)."""
 
-    def __init__(self, channels: int, num_classes: int) -> None:
+    def __init__(self, channels: int, num_classes: int, size: int = 8) -> None:
         super().__init__()
+        reference = size >= 5 and (size - 5) // 3 + 1 == 2
+        pool: nn.Module = (
+            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False)
+            if reference
+            else nn.AdaptiveAvgPool2d(2)
+        )
         self.features = nn.Sequential(
             nn.ReLU(inplace=False),
-            nn.AdaptiveAvgPool2d(2),
+            pool,
             nn.Conv2d(channels, 128, 1, bias=False),
             nn.BatchNorm2d(128),
             nn.ReLU(inplace=True),
@@ -255,7 +263,11 @@ class GenotypeNetwork(nn.Module):
         aux_at = reduction_indices(layers)[1]
         self.aux_index = aux_at
         self.auxiliary = (
-            AuxiliaryHead(len(genotype.normal_concat) * plans[aux_at].c, num_classes)
+            AuxiliaryHead(
+                len(genotype.normal_concat) * plans[aux_at].c,
+                num_classes,
+                size=plans[aux_at].out_size,
+            )
             if auxiliary
             else None
         )

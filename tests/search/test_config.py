@@ -67,3 +67,14 @@ def test_stage_payloads_keep_the_keys_of_the_dataclass_configs() -> None:
     c = RunConfig.from_dict({**BASE, "train": {"epochs": 3, "milestones": [2]}})
     train = {"t": c.train_config().to_dict(), "tt": c.train_config(teacher=True).to_dict()}
     assert stage_key("train", train) == "b753cbffb4b6"
+
+
+def test_paper_presets_augment_unless_told_not_to_and_then_it_is_reported() -> None:
+    base = {"dataset": "digits", "teacher": "resnet8", "student": "resnet8", "max_stages": 0}
+    assert not RunConfig.from_dict(base).augmented  # CPU presets: no augmentation by default
+    cifar = RunConfig.from_dict(base | {"preset": "cifar"})
+    assert cifar.augmented and cifar.deviations() == []
+    plain = RunConfig.from_dict(base | {"preset": "cifar", "augment": False})
+    assert not plain.augmented
+    assert plain.deviations() and "augment: false with preset cifar" in plain.deviations()[0]
+    assert RunConfig.from_dict(base | {"augment": True}).augmented

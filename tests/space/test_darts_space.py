@@ -104,6 +104,20 @@ def test_published_darts_networks_are_the_papers_size() -> None:
     assert abs(c.mflops - 574) / 574 < 0.06, c.mflops  # adaptive pooling head, thop's convention
 
 
+def test_the_auxiliary_head_is_dartss_and_not_counted_as_the_networks_parameters() -> None:
+    """DARTS's AuxiliaryHeadCIFAR pools the 8x8 maps with AvgPool2d(5, stride=3) to 2x2, and its
+    count_parameters_in_MB leaves the auxiliary head out: DARTS_V2 is 3,349,342 either way."""
+    kwargs = {"channels": 36, "layers": 20, "num_classes": 10, "in_chans": 3, "input_size": 32}
+    plain = GenotypeNetwork(DARTS_V2, **kwargs)
+    with_aux = GenotypeNetwork(DARTS_V2, auxiliary=True, **kwargs)
+    assert count(plain, input_shape=(3, 32, 32)).params == 3_349_342
+    assert count(with_aux, input_shape=(3, 32, 32)).params == 3_349_342
+    assert with_aux.auxiliary is not None
+    pool = with_aux.auxiliary.features[1]
+    assert isinstance(pool, torch.nn.AvgPool2d) and (pool.kernel_size, pool.stride) == (5, 3)
+    assert sum(p.numel() for p in with_aux.auxiliary.parameters()) > 0  # it exists, uncounted
+
+
 def test_supernet_expected_mflops_is_differentiable_and_exact_for_a_decided_architecture() -> None:
     shape = NetShape.of(channels=4, layers=3, num_classes=10, in_chans=1, input_size=8)
     net = Supernet(shape, uniform_candidates(PRIMITIVES))
