@@ -4,6 +4,7 @@ the run's KD settings. ``ensemble`` trains them independently and sums their log
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -13,7 +14,7 @@ from distill.combined import LogitSum
 from distill.models import NetSpec, complexity
 from distill.report import Row
 from distill.residual import ResidualDistillation, stage_seed
-from distill.train import predict_logits
+from distill.train import TrainConfig, predict_logits
 
 if TYPE_CHECKING:
     from distill.reskd import Prepared
@@ -25,10 +26,17 @@ def baseline_row(
     specs: list[NetSpec],
     t_train: Tensor | None,
 ) -> Row:
-    """Train (or reuse) the baseline ``kind`` and report it."""
+    """Train (or reuse) the baseline ``kind`` and report it. Both networks learn from T itself,
+    as S0 does, so they take S0's KD settings (``student_kd``, else ``kd``); a genotype network
+    among them is trained with DARTS's gradient clipping (5), as a searched res-student is."""
     config = p.config
-    train_cfg = config.train_config()
-    kd = config.kd_for(1)
+    kd = config.kd_for(0)
+
+    def train_cfg_for(members: list[NetSpec]) -> TrainConfig:
+        base = config.train_config()
+        return replace(base, grad_clip=5.0) if any(m.genotype for m in members) else base
+
+    train_cfg = train_cfg_for(specs)
     cache = (t_train, None) if t_train is not None else None
     torch.manual_seed(stage_seed(config.seed, f"baseline-{kind}"))
     nets = [s.build() for s in specs]
@@ -40,7 +48,9 @@ def baseline_row(
         **p.data_key,
     }
 
-    def train(name: str, model: torch.nn.Module, extra: dict[str, int], desc: str) -> None:
+    def train(
+        name: str, model: torch.nn.Module, extra: dict[str, int], desc: str, cfg: TrainConfig
+    ) -> None:
         task = ResidualDistillation(
             model,
             objective=kd.objective(),
@@ -49,17 +59,18 @@ def baseline_row(
             cache=cache,
         )
         result = p.store.train(
-            name, payload | extra, {"model": model}, task=task, train_data=p.data.train,
-            config=train_cfg, desc=desc, progress=p.progress,
+            name, payload | extra | {"train": cfg.to_dict()}, {"model": model}, task=task,
+            train_data=p.data.train, config=cfg, desc=desc, progress=p.progress,
         )  # fmt: skip
         p.stages.append(result.summary())
 
     if kind == "ensemble":
         for j, net in enumerate(nets):
-            train("ensemble", net, {"member": j}, f"ensemble member {j}")
+            cfg = train_cfg_for([specs[j]])
+            train("ensemble", net, {"member": j}, f"ensemble member {j}", cfg)
     whole = LogitSum(nets)
     if kind == "together":
-        train("together", whole, {}, "trained together")
+        train("together", whole, {}, "trained together", train_cfg)
     logits = predict_logits(whole.to(p.device).eval(), p.data.test, device=p.device)[0]
     costs = [complexity(net, p.data.info) for net in nets]
     arch = "-".join(s.label for s in specs)

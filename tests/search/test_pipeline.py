@@ -260,3 +260,31 @@ def test_class_count_of_a_folder_dataset_is_checked_after_loading(tmp_path: Path
     with pytest.raises(ValueError, match=r"res_students\[0\].num_classes: must be 3"):
         run(config, out_dir=tmp_path / "out", progress=False, log=lambda _: None)
     assert not (tmp_path / "out").exists()
+
+
+def test_table_ii_baselines_distil_from_t_with_s0s_settings_and_clip_genotype_nets(
+    tmp_path: Path,
+) -> None:
+    """Both baseline networks learn from T (as S0 does): S0's KD settings (student_kd), not the
+    res-students' residual ones; a genotype member is clipped at 5 like a searched R_i."""
+    from space.genotypes import DARTS_V2
+
+    genotype_net = {"genotype": DARTS_V2.to_dict(), "channels": 4, "layers": 3}
+    config = RunConfig.from_dict(
+        {
+            **TINY,
+            "res_students": [genotype_net],
+            "student_kd": {"distance": "kl", "t": 2.0, "tau": 0.5},
+            "max_stages": 1,
+            "baselines": ["ensemble"],
+        }
+    )
+    run(config, out_dir=tmp_path, progress=False, log=lambda _: None)
+    members = {}
+    for stage in tmp_path.glob("ensemble-*/config.json"):
+        payload = json.loads(stage.read_text())
+        members[payload["member"]] = payload
+    assert sorted(members) == [0, 1]
+    assert all(m["kd"]["t"] == 2.0 and m["kd"]["tau"] == 0.5 for m in members.values())
+    assert members[0]["train"].get("grad_clip") is None  # the ResNet member
+    assert members[1]["train"]["grad_clip"] == 5.0  # the genotype member
