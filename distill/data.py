@@ -108,7 +108,31 @@ DATASETS: dict[str, DatasetInfo] = {
         True,
         "Tiny-ImageNet / ImageNet directory layout (classes found under train/; 1000 until loaded)",
     ),
+    # The names users type: the image-folder layout with the dataset's own protocol.
+    "imagenet": DatasetInfo(
+        "imagenet",
+        1000,
+        3,
+        224,
+        _IMAGENET_MEAN,
+        _IMAGENET_STD,
+        True,
+        "ImageNet (ILSVRC-2012) in the image-folder layout: random resized crop 224 + flip; "
+        "test short side 224 + center crop",
+    ),
+    "tiny-imagenet": DatasetInfo(
+        "tiny-imagenet",
+        200,
+        3,
+        64,
+        (0.4802, 0.4481, 0.3975),
+        (0.2770, 0.2691, 0.2821),
+        True,
+        "Tiny-ImageNet (64x64, 200 classes; its val/images + val_annotations.txt layout): "
+        "pad 8 + random 64 crop + flip",
+    ),
 }
+FOLDER_DATASETS = ("imagefolder", "imagenet", "tiny-imagenet")  # read by the image-folder loader
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -146,7 +170,9 @@ def train_transform(info: DatasetInfo, *, augment: bool, image_size: int) -> Tra
     if info.name in ("cifar10", "cifar100"):
         # He et al.: pad 4, random 32x32 crop, horizontal flip.
         steps = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()]
-    elif info.name == "imagefolder":
+    elif info.name == "tiny-imagenet":
+        steps = [v2.RandomCrop(image_size, padding=8), v2.RandomHorizontalFlip()]
+    elif info.name in FOLDER_DATASETS:
         steps = [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
     else:
         # Digits are not mirror-symmetric: shifts only (pad 2 on 28x28 MNIST, 1 on 8x8 digits).
@@ -156,7 +182,7 @@ def train_transform(info: DatasetInfo, *, augment: bool, image_size: int) -> Tra
 
 def test_transform(info: DatasetInfo, *, image_size: int) -> Transform:
     """The single original view; ImageNet-style: short side to ``image_size``, center crop."""
-    if info.name == "imagefolder":
+    if info.name in FOLDER_DATASETS:
         resize: list[Transform] = [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
         return v2.Compose([*resize, *_to_normalized(info)])
     return v2.Compose(_to_normalized(info))
@@ -330,16 +356,16 @@ def _imagefolder(info: DatasetInfo, root: Path, *, augment: bool, image_size: in
     layout = _FOLDER_LAYOUT.format(root=root)
     train_dir = root / "train"
     if not train_dir.is_dir():
-        raise DatasetError(f"dataset 'imagefolder': {train_dir} does not exist; {layout}")
+        raise DatasetError(f"dataset {info.name!r}: {train_dir} does not exist; {layout}")
     val_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
     if val_dir is None:
-        raise DatasetError(f"dataset 'imagefolder': no val/ or test/ under {root}; {layout}")
+        raise DatasetError(f"dataset {info.name!r}: no val/ or test/ under {root}; {layout}")
     try:
         train = tvd.ImageFolder(
             str(train_dir), transform=train_transform(info, augment=augment, image_size=image_size)
         )
     except FileNotFoundError as exc:
-        raise DatasetError(f"dataset 'imagefolder': {exc}; {layout}") from exc
+        raise DatasetError(f"dataset {info.name!r}: {exc}; {layout}") from exc
     plain = test_transform(info, image_size=image_size)
     train_eval = tvd.ImageFolder(str(train_dir), transform=plain)
     test: Dataset[tuple[Tensor, int]]
@@ -350,7 +376,7 @@ def _imagefolder(info: DatasetInfo, root: Path, *, augment: bool, image_size: in
             parts = line.split("\t")
             if len(parts) < 2 or parts[1] not in train.class_to_idx:
                 raise DatasetError(
-                    f"dataset 'imagefolder': {annotations} line {line_no} is not "
+                    f"dataset {info.name!r}: {annotations} line {line_no} is not "
                     "'<file>\\t<class in train/>...'"
                 )
             samples.append((str(val_dir / "images" / parts[0]), train.class_to_idx[parts[1]]))
@@ -359,11 +385,11 @@ def _imagefolder(info: DatasetInfo, root: Path, *, augment: bool, image_size: in
         folder = tvd.ImageFolder(str(val_dir), transform=plain)
         if folder.classes != train.classes:
             raise DatasetError(
-                f"dataset 'imagefolder': classes under {val_dir} differ from {train_dir}; {layout}"
+                f"dataset {info.name!r}: classes under {val_dir} differ from {train_dir}; {layout}"
             )
         test = folder
     found = DatasetInfo(
-        "imagefolder",
+        info.name,
         len(train.classes),
         3,
         image_size,
@@ -395,16 +421,16 @@ def load_dataset(
     Nothing is downloaded unless ``download`` is set.
     """
     info = dataset_info(name)
-    if image_size is not None and name != "imagefolder":
-        raise DatasetError(f"image_size: only 'imagefolder' can be resized; {name} is fixed")
+    if image_size is not None and name not in FOLDER_DATASETS:
+        raise DatasetError(f"image_size: only image folders can be resized; {name} is fixed")
     if info.needs_root and root is None:
         raise DatasetError(f"root: dataset {name!r} is read from a local directory; give its path")
     if not info.needs_root:
         return _shipped(info, augment)
     path = Path(root).expanduser()  # type: ignore[arg-type]
-    if name == "imagefolder":
+    if name in FOLDER_DATASETS:
         if download:
-            raise DatasetError("download: 'imagefolder' cannot be downloaded; prepare its root")
+            raise DatasetError(f"download: {name!r} cannot be downloaded; prepare its root")
         return _imagefolder(info, path, augment=augment, image_size=image_size or info.image_size)
     return _cifar(info, path, augment=augment, download=download, verify_checksums=verify_checksums)
 

@@ -256,7 +256,7 @@ class RunConfig(ConfigModel):
                 continue
             if isinstance(net, GenotypeNet):
                 require(self.method == "reskd", (*loc, "genotype"), "needs method reskd")
-            if net.num_classes is not None and self.dataset != "imagefolder":
+            if net.num_classes is not None and self.dataset != "imagefolder":  # found on load
                 require(
                     net.num_classes == info.num_classes,
                     (*loc, "num_classes"),

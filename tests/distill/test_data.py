@@ -11,6 +11,7 @@ from PIL import Image
 from distill.data import (
     DatasetError,
     ValidationSplit,
+    dataset_info,
     dataset_labels,
     load_dataset,
     validation_split,
@@ -149,6 +150,24 @@ def test_imagefolder_tiny_imagenet_val_layout(tmp_path: Path) -> None:
     )
     data = load_dataset("imagefolder", root=tmp_path, image_size=16)
     assert [data.test[i][1] for i in range(2)] == [1, 0]
+
+
+def test_imagenet_and_tiny_imagenet_are_names_with_their_protocols(tmp_path: Path) -> None:
+    """The names users type are image folders with the dataset's own protocol."""
+    for cls in ("n01", "n02"):
+        _png(tmp_path / "train" / cls / "images" / "a.JPEG", 10, size=64)
+    _png(tmp_path / "val" / "images" / "val_0.JPEG", 20, size=64)
+    (tmp_path / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn02\t0\t0\t10\t10\n")
+    tiny = load_dataset("tiny-imagenet", root=tmp_path, augment=True)
+    assert tiny.info.name == "tiny-imagenet" and tiny.info.input_shape == (3, 64, 64)
+    assert tiny.train[0][0].shape == (3, 64, 64) and tiny.test[0][1] == 1
+    assert dataset_info("tiny-imagenet").num_classes == 200
+    info = dataset_info("imagenet")
+    assert (info.num_classes, info.input_shape) == (1000, (3, 224, 224))
+    net = load_dataset("imagenet", root=tmp_path)  # the same layout, ImageNet's 224 protocol
+    assert net.test[0][0].shape == (3, 224, 224)
+    with pytest.raises(DatasetError, match="'imagenet' cannot be downloaded"):
+        load_dataset("imagenet", root=tmp_path, download=True)
 
 
 def test_imagefolder_bad_layout(tmp_path: Path) -> None:
