@@ -46,7 +46,7 @@ def confine(config: RunConfig, settings: Settings) -> RunConfig:
                 "must name a checkpoint uploaded with POST /v1/checkpoints (or a file under "
                 f"RESKD_DATA_ROOTS: {shown})",
             )
-        if not _is(path, "file"):
+        if not _is_file(path):
             raise ConfigError.at(("teacher_checkpoint",), f"no checkpoint {given!r} was uploaded")
         update["teacher_checkpoint"] = str(path)
     if config.root is not None:
@@ -67,10 +67,10 @@ def _inside(path: Path, roots: list[Path]) -> Path | None:
     return resolved if any(resolved.is_relative_to(r) for r in roots) else None
 
 
-def _is(path: Path, kind: str) -> bool:
+def _is_file(path: Path) -> bool:
     try:
-        return path.is_file() if kind == "file" else path.is_dir()
-    except OSError:
+        return path.is_file()
+    except OSError:  # a name the system refuses
         return False
 
 

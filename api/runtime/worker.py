@@ -51,8 +51,7 @@ class _Observer:
         self.stage_t0 = 0.0
         self.last_write = 0.0  # the last progress written (batches write a few per minute)
         self.resumed_from = 0
-        self.batch_t0 = 0.0
-        self.batch_start = (0, 0)
+        self.batch_start: tuple[int, float] | None = None  # the stage's first batch seen, when
 
     def check(self) -> None:
         if self.lost.is_set():
@@ -76,6 +75,7 @@ class _Observer:
     def stage_started(self, kind: str, key: str, name: str) -> None:
         self.stage_id = self.queue.stage_started(job_id=self.job_id, kind=kind, key=key, name=name)
         self.stage_t0 = time.time()
+        self.batch_start = None
 
     def stage_reused(self, kind: str, key: str, name: str) -> None:
         self.queue.stage_started(
@@ -113,14 +113,14 @@ class _Observer:
         now = time.time()
         if self.stage_id is None or now - self.last_write < self.settings.heartbeat_seconds:
             return
-        if self.stage_t0 > self.last_write:  # the first write of this stage
+        position = epoch * batches + batch  # batches done in the whole stage
+        if self.batch_start is None:  # the stage's first write (resumed runs start mid-way)
             self.resumed_from = epoch
-            self.batch_t0 = now - 1e-9
-            self.batch_start = (epoch, batch)
+            self.batch_start = (position, now)
         self.last_write = now
-        done = (epoch * batches + batch) - (self.batch_start[0] * batches + self.batch_start[1])
-        left = (epochs - epoch) * batches - batch
-        rate = done / (now - self.batch_t0) if done > 0 else 0.0
+        first, t0 = self.batch_start
+        rate = (position - first) / (now - t0) if position > first else 0.0
+        left = epochs * batches - position
         self.queue.stage_progress(
             stage_id=self.stage_id,
             progress={
