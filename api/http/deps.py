@@ -17,20 +17,22 @@ from api.runtime.store import JobQueue
 from db.session import Database
 
 bearer = HTTPBearer(auto_error=False)
+# The three getters below only read app.state: ``async`` keeps them on the event loop (FastAPI runs
+# a plain ``def`` dependency in its thread pool, where 200 event streams would queue behind it).
 OWNER = f"api:{os.getpid()}"  # holds a sweep's lock while a request advances it
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
-def get_queue(request: Request) -> JobQueue:
+async def get_queue(request: Request) -> JobQueue:
     queue: JobQueue = request.app.state.queue
     return queue
 
@@ -46,7 +48,7 @@ QueueDep = Annotated[JobQueue, Depends(get_queue)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def authorize(
+async def authorize(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:

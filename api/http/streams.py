@@ -65,6 +65,22 @@ class Streams:
         self.settings = settings
         self.per_client: Counter[str] = Counter()
         self.watches: dict[int, _Watch] = {}
+        self.checks: dict[int, asyncio.Future[None]] = {}
+
+    async def exists(self, job_id: int, check: Callable[[int], None]) -> None:
+        """Raise what ``check`` raises (a 404) unless the job exists. A job that is watched now
+        exists; concurrent checks of one job share one read, so a burst of 200 streams costs one
+        thread, not 200 queued in front of every other request."""
+        watch = self.watches.get(job_id)
+        if watch is not None and watch.version > 0 and not watch.ended:
+            return
+        pending = self.checks.get(job_id)
+        if pending is None:
+            pending = self.checks[job_id] = asyncio.ensure_future(
+                anyio.to_thread.run_sync(check, job_id)
+            )
+            pending.add_done_callback(lambda _: self.checks.pop(job_id, None))
+        await asyncio.shield(pending)
 
     @property
     def open(self) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import mimetypes
 from typing import Annotated
 
-import anyio
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
@@ -115,8 +114,8 @@ async def events(job_id: JobId, request: Request, db: DatabaseDep) -> StreamingR
         with db.session(readonly=True) as s:
             queries.job_exists(s, i)
 
-    await anyio.to_thread.run_sync(exists, job_id)  # 404 before the stream starts
     streams: Streams = request.app.state.streams
+    await streams.exists(job_id, exists)  # 404 before the stream starts
     try:
         ticket = streams.admit(request.client.host if request.client else "?")
     except TooManyStreams as exc:
