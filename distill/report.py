@@ -47,6 +47,11 @@ COLUMNS = (
     "energy",
     "l2_to_T",
     "gi_over_c1",
+    "gi_fixed",
+)
+GI_NOTE = (
+    "gi_over_c1: RMS of ||S - T||_2 over all test samples (eq. 21); gi_fixed: mean ||S - T||_2 "
+    "over the {n} test samples S0 gets wrong and some S_i gets right (Table VIII's reading)"
 )
 
 
@@ -66,6 +71,7 @@ class Row:
     energy: float
     l2_to_T: float
     gi_over_c1: float
+    gi_fixed: float | None = None  # Table VIII's subset reading (residual.gi_over_c1_fixed)
     stopped_after: dict[str, int] | None = None  # adaptive rows: samples per res-students used
     student_mflops: float | None = None  # the assistant method's parts
     assistant_mflops: float | None = None
@@ -117,6 +123,8 @@ class Report:
         for found in self.searches:
             if found.get("repair"):
                 lines.append(f"{found.get('network', '?')} search, {repair_text(found['repair'])}")
+        if any(r.gi_fixed is not None for r in self.rows):
+            lines.append(GI_NOTE.format(n=self.extra.get("gi_fixed_samples", "?")))
         lines += [f"note: {d}" for d in self.deviations]
         return "\n".join(lines)
 

@@ -7,6 +7,7 @@ is ``search.pipeline``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -185,8 +186,28 @@ def l2_to_teacher(student: Tensor, teacher: Tensor) -> float:
 
 
 def gi_over_c1(student: Tensor, teacher: Tensor) -> float:
-    """Eq. 21's GI/C1 over a dataset. Per sample, GI/C1 = ||R_i - (T - S_{i-1})||_2 =
-    ||S_i - T||_2, the norm of eq. 20's gradient over 2; over the dataset we take the root mean
-    square (the norm of the per-sample gradients pooled), which weighs the samples the student
-    is farthest from more than the mean L2 distance does."""
+    """Eq. 21's GI/C1 over a whole dataset (the report's ``gi_over_c1``). Per sample, GI/C1 =
+    ||R_i - (T - S_{i-1})||_2 = ||S_i - T||_2, the norm of eq. 20's gradient over 2; over the
+    dataset we take the root mean square (the norm of the per-sample gradients pooled), which
+    weighs the samples the student is farthest from more than the mean L2 distance does."""
     return float((student - teacher).pow(2).sum(dim=1).mean().sqrt())
+
+
+def fixed_by_residuals(stages: Sequence[Tensor], labels: Tensor) -> Tensor:
+    """The samples of Table VIII's GI reading (section V of ResKD): those S0 predicts wrongly and
+    some S_i = S0 + R_1 + ... + R_i (i >= 1) predicts correctly. ``stages`` are the logits of
+    S0, S1, ..., S_n; the mask is empty when there are no res-students."""
+    s0_wrong = stages[0].argmax(dim=1) != labels
+    fixed = torch.zeros_like(s0_wrong)
+    for s in stages[1:]:
+        fixed |= s.argmax(dim=1) == labels
+    return s0_wrong & fixed
+
+
+def gi_over_c1_fixed(student: Tensor, teacher: Tensor, mask: Tensor) -> float | None:
+    """The paper's subset reading of GI/C1 (the report's ``gi_fixed``): the mean of ||S - T||_2
+    over the samples of ``mask`` (``fixed_by_residuals``), where the res-students' work shows;
+    None when no sample is in it."""
+    if not bool(mask.any()):
+        return None
+    return float((student[mask] - teacher[mask]).norm(dim=1).mean())

@@ -39,7 +39,9 @@ from distill.residual import (
     MethodConfig,
     ResidualDistillation,
     dataset_energy,
+    fixed_by_residuals,
     gi_over_c1,
+    gi_over_c1_fixed,
     l2_to_teacher,
     should_stop,
     stage_seed,
@@ -105,6 +107,7 @@ class Prepared:
     labels: Tensor
     t_mflops: float
     stages: list[dict[str, Any]] = field(default_factory=list)
+    fixed: Tensor | None = None  # Table VIII's samples (fixed_by_residuals), once S_n is known
 
     @property
     def data_key(self) -> dict[str, Any]:
@@ -138,6 +141,9 @@ class Prepared:
             energy=dataset_energy(logits),
             l2_to_T=l2_to_teacher(logits, self.t_test),
             gi_over_c1=gi_over_c1(logits, self.t_test),
+            gi_fixed=None
+            if self.fixed is None
+            else gi_over_c1_fixed(logits, self.t_test, self.fixed),
             **extra,
         )
 
@@ -365,11 +371,11 @@ class ResKD:
         )  # fmt: skip
         combined.save(p.out_dir / "combined_student.pt")
         adaptive = evaluate_adaptive(combined, p.data.test, device=p.device)
+        stage_logits = list(torch.stack(self.test_logits).cumsum(dim=0))  # S0, S1, ..., S_n
+        p.fixed = fixed_by_residuals(stage_logits, p.labels) if len(stage_logits) > 1 else None
         rows = [p.teacher_row()]
-        running = torch.zeros_like(p.t_test)
         params, mflops = 0, 0.0
-        for i, (logits, cost) in enumerate(zip(self.test_logits, costs, strict=True)):
-            running = running + logits
+        for i, (running, cost) in enumerate(zip(stage_logits, costs, strict=True)):
             params += cost.params
             mflops += cost.mflops
             arch = "-".join(s.label for s in self.specs[: i + 1])
@@ -387,6 +393,7 @@ class ResKD:
             rows, p.stages, threshold, combined, self.cached,
             p.split.to_dict() | {"indices": f"{p.split.size} indices in validation_split.json"},
             self.searches, deviations=p.config.deviations(),
+            extra={} if p.fixed is None else {"gi_fixed_samples": int(p.fixed.sum())},
         )  # fmt: skip
         report.write(p.out_dir)
         p.log("\n" + report.table())

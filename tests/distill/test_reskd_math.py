@@ -10,7 +10,9 @@ import torch
 from distill.losses import energy, mutual_kl, relational_angle, relational_distance
 from distill.residual import (
     dataset_energy,
+    fixed_by_residuals,
     gi_over_c1,
+    gi_over_c1_fixed,
     l2_to_teacher,
     residual_target,
     should_stop,
@@ -45,6 +47,23 @@ def test_distances_to_the_teacher() -> None:
     s = torch.tensor([[3.0, 4.0], [0.0, 0.0]])  # distances 5 and 0
     assert l2_to_teacher(s, t) == pytest.approx(2.5)
     assert gi_over_c1(s, t) == pytest.approx(math.sqrt(12.5))
+
+
+def test_gi_subset_reading_of_table_viii() -> None:
+    """Section V: the average GI over the samples S0 predicts wrongly and a residual-guided
+    S_i predicts correctly, the same samples for every row."""
+    labels = torch.tensor([0, 0, 0, 0])
+    s0 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])  # wrong on 1, 2, 3
+    s1 = s0 + torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 0.0], [0.0, 0.0]])  # fixes 1
+    s2 = s1 + torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [4.0, 0.0]])  # fixes 3
+    mask = fixed_by_residuals([s0, s1, s2], labels)
+    assert mask.tolist() == [False, True, False, True]  # 0: S0 right; 2: never fixed
+    t = torch.tensor([[3.0, 0.0], [3.0, 0.0], [3.0, 0.0], [3.0, 0.0]])
+    # S0 on samples 1 and 3: ||(-3, 1)|| both; S2: ||(-1, 1)|| and ||(1, 1)||
+    assert gi_over_c1_fixed(s0, t, mask) == pytest.approx(math.sqrt(10))
+    assert gi_over_c1_fixed(s2, t, mask) == pytest.approx(math.sqrt(2))
+    assert gi_over_c1_fixed(s0, t, torch.zeros(4, dtype=torch.bool)) is None
+    assert not fixed_by_residuals([s0], labels).any()  # no res-student: no sample
 
 
 def test_mutual_kl_is_zero_for_equal_predictions_and_detaches_the_peer() -> None:

@@ -48,6 +48,13 @@ def test_run_reports_every_model(finished) -> None:
     assert report["logits"] == "cached once per stage"
     assert report["threshold"] == pytest.approx(result.threshold)
     assert "S2 adaptive" in (out / "report.txt").read_text()
+    # Table VIII's subset reading beside the RMS over all samples, both named in the report
+    n = report["gi_fixed_samples"]
+    if n:
+        assert t.gi_fixed == 0 and s0.gi_fixed is not None and s0.gi_fixed > 0
+        assert "gi_fixed: mean ||S - T||_2 over the" in (out / "report.txt").read_text()
+    else:
+        assert s0.gi_fixed is None
 
 
 def test_combined_student_file_reproduces_the_adaptive_row(finished) -> None:
