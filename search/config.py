@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from pydantic import BeforeValidator, Discriminator, Field, Tag, field_validator
+from pydantic import BeforeValidator, Discriminator, Field, Tag, field_validator, model_validator
 
 from distill.config import ConfigError, ConfigModel, Flag, Loc, PathText, require
 from distill.data import DATASETS, DatasetError, dataset_info
@@ -181,6 +181,21 @@ class RunConfig(ConfigModel):
         description="auto, cpu, mps, cuda or cuda:N",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _paper_reading(cls, raw: Any) -> Any:
+        """With a paper preset, eq. 3 is read literally unless ``kd.ce_on`` is given: the
+        cross-entropy term applies to R_i (``ce_on: residual``), not to S_i."""
+        if not isinstance(raw, Mapping) or raw.get("preset") not in PAPER_PRESETS:
+            return raw
+        kd = raw.get("kd", {})
+        if isinstance(kd, MethodConfig):
+            given = "ce_on" in kd.model_fields_set
+            kd = kd.model_dump(exclude_unset=True)
+        else:
+            given = not isinstance(kd, Mapping) or "ce_on" in kd
+        return raw if given else {**raw, "kd": {**kd, "ce_on": "residual"}}
+
     @field_validator("dataset")
     @classmethod
     def _dataset(cls, value: str) -> str:
@@ -204,12 +219,25 @@ class RunConfig(ConfigModel):
 
     def deviations(self) -> list[str]:
         """Settings that depart from the protocol of the paper preset they use (reported)."""
-        if self.preset in PAPER_PRESETS and self.augment is False:
-            return [
+        if self.preset not in PAPER_PRESETS:
+            return []
+        found = []
+        if self.augment is False:
+            found.append(
                 f"augment: false with preset {self.preset}: the papers train with augmentation "
                 "(their accuracies assume it)"
-            ]
-        return []
+            )
+        if self.method == "reskd" and self.kd.ce_on != "residual":
+            found.append(
+                f"kd.ce_on: {self.kd.ce_on} with preset {self.preset}: the literal eq. 3 puts the "
+                "cross-entropy term on R_i (ce_on: residual)"
+            )
+        if self.method == "reskd" and self.kd.residual_target != "residual":
+            found.append(
+                f"kd.residual_target: {self.kd.residual_target} with preset {self.preset}: eq. 3 "
+                "compares R_i with T - S_(i-1) (residual_target: residual)"
+            )
+        return found
 
     @property
     def stages(self) -> int:

@@ -78,3 +78,22 @@ def test_paper_presets_augment_unless_told_not_to_and_then_it_is_reported() -> N
     assert not plain.augmented
     assert plain.deviations() and "augment: false with preset cifar" in plain.deviations()[0]
     assert RunConfig.from_dict(base | {"augment": True}).augmented
+
+
+def test_paper_presets_read_eq3_literally_unless_told_otherwise() -> None:
+    """The paper presets put eq. 3's cross-entropy on R_i (``ce_on: residual``); the CPU presets
+    keep the measured default (on S_i); an explicit ``combined`` with a paper preset is reported,
+    and the reading survives a round trip through the stored config."""
+    base = {"dataset": "digits", "teacher": "resnet8", "student": "resnet8", "max_stages": 0}
+    assert RunConfig.from_dict(base).kd.ce_on == "combined"
+    cifar = RunConfig.from_dict(base | {"preset": "cifar", "kd": {"distance": "l2"}})
+    assert cifar.kd.ce_on == "residual" and cifar.kd.residual_target == "residual"
+    assert cifar.kd.distance == "l2" and cifar.deviations() == []
+    assert RunConfig.from_dict(cifar.to_dict()) == cifar
+    told = RunConfig.from_dict(base | {"preset": "imagenet", "kd": {"ce_on": "combined"}})
+    assert told.kd.ce_on == "combined"
+    assert any(d.startswith("kd.ce_on: combined with preset imagenet") for d in told.deviations())
+    target = RunConfig.from_dict(base | {"preset": "cifar", "kd": {"residual_target": "combined"}})
+    assert any(d.startswith("kd.residual_target: combined") for d in target.deviations())
+    given = RunConfig.from_dict(base | {"preset": "cifar", "kd": MethodConfig(tau=0.5)})
+    assert given.kd.ce_on == "residual" and given.kd.tau == 0.5
