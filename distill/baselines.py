@@ -4,7 +4,6 @@ the run's KD settings. ``ensemble`` trains them independently and sums their log
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -28,13 +27,12 @@ def baseline_row(
 ) -> Row:
     """Train (or reuse) the baseline ``kind`` and report it. Both networks learn from T itself,
     as S0 does, so they take S0's KD settings (``student_kd``, else ``kd``); a genotype network
-    among them is trained with DARTS's gradient clipping (5), as a searched res-student is."""
+    among them is trained as a searched res-student is (``nas_train``, gradients clipped at 5)."""
     config = p.config
     kd = config.kd_for(0)
 
     def train_cfg_for(members: list[NetSpec]) -> TrainConfig:
-        base = config.train_config()
-        return replace(base, grad_clip=5.0) if any(m.genotype for m in members) else base
+        return config.train_config(nas=any(m.genotype for m in members))
 
     train_cfg = train_cfg_for(specs)
     cache = (t_train, None) if t_train is not None else None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -83,7 +83,7 @@ class RunSettings(Protocol):
     def baselines(self) -> Sequence[Baseline]: ...
 
     def kd_for(self, i: int) -> MethodConfig: ...
-    def train_config(self, *, teacher: bool = False) -> TrainConfig: ...
+    def train_config(self, *, teacher: bool = False, nas: bool = False) -> TrainConfig: ...
     def to_dict(self) -> dict[str, Any]: ...
 
 
@@ -339,10 +339,7 @@ class ResKD:
             peer=peer,
         )
         kind = "finetune" if res.inputs else "student" if i == 0 else "residual"
-        # Genotype networks train as DARTS trains them: gradients clipped at norm 5 (without,
-        # a pooling-heavy cell diverged to NaN at lr 0.05 in one benchmark seed).
-        train_cfg = p.config.train_config()
-        stage_cfg = replace(train_cfg, grad_clip=5.0) if res.spec.genotype else train_cfg
+        stage_cfg = p.config.train_config(nas=res.spec.genotype is not None)
         payload = {
             "net": res.spec.to_dict(),
             "kd": method.for_stage(i),

@@ -7,6 +7,7 @@ progress bar, evaluation and per-epoch checkpoints (an interrupted run resumes a
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -24,7 +25,7 @@ from distill.config import ConfigModel
 from distill.losses import KDLoss
 
 Optimizer = Literal["sgd", "adam"]
-Schedule = Literal["multistep", "cosine", "constant"]
+Schedule = Literal["multistep", "cosine", "cosine-power", "constant"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int = 0
     grad_clip: float | None = None  # max gradient norm (DARTS clips at 5)
+    lr_min: float = 0.0  # cosine-power: the last epoch's learning rate
+    power: float = 10.0  # cosine-power: the exponent order (1: plain cosine; StacNAS uses 2)
 
     def __post_init__(self) -> None:
         checks: list[tuple[str, bool, str]] = [
@@ -55,13 +58,15 @@ class TrainConfig:
             ("weight_decay", self.weight_decay >= 0, "a number >= 0"),
             (
                 "schedule",
-                self.schedule in ("multistep", "cosine", "constant"),
-                "one of multistep, cosine, constant",
+                self.schedule in ("multistep", "cosine", "cosine-power", "constant"),
+                "one of multistep, cosine, cosine-power, constant",
             ),
             ("milestones", all(m > 0 for m in self.milestones), "epochs > 0"),
             ("gamma", 0 < self.gamma <= 1, "in (0, 1]"),
             ("num_workers", self.num_workers >= 0, "an integer >= 0"),
             ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "None or > 0"),
+            ("lr_min", 0 <= self.lr_min < self.lr, "in [0, lr)"),
+            ("power", self.power >= 1, "a number >= 1"),
         ]
         for name, ok, allowed in checks:
             if not ok:
@@ -74,6 +79,9 @@ class TrainConfig:
         data = {**asdict(self), "milestones": list(self.milestones)}
         if self.grad_clip is None:
             del data["grad_clip"]
+        for name in ("lr_min", "power"):
+            if data[name] == getattr(TrainConfig, name):
+                del data[name]
         return data
 
 
@@ -107,6 +115,8 @@ class TrainOverrides(ConfigModel):
     gamma: float | None = Field(None, gt=0, le=1)
     num_workers: int | None = Field(None, ge=0, le=64)
     grad_clip: float | None = Field(None, gt=0, le=1e4)
+    lr_min: float | None = Field(None, ge=0, le=10, description="cosine-power: the last lr")
+    power: float | None = Field(None, ge=1, le=1e3, description="cosine-power: exponent order")
 
     def settings(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
@@ -294,6 +304,18 @@ class History:
 EpochCallback = Callable[[EpochRecord, int], None]
 
 
+def cosine_power_factors(epochs: int, lr: float, lr_min: float, power: float) -> list[float]:
+    """Cosine power annealing (Hundt et al., sharpDARTS; StacNAS trains its networks with it):
+    the learning rate of each epoch over ``lr``. With c_e = (1 + cos(pi e / E)) / 2 for epochs
+    e = 1..E, the curve power^(c_e + 1) (c_e itself when power is 1) is rescaled to run from 1
+    at the first epoch to 0 at the last, then mapped onto [lr_min, lr]."""
+    cos = [(1 + math.cos(math.pi * e / epochs)) / 2 for e in range(1, epochs + 1)]
+    curve = cos if power == 1 else [power ** (c + 1) for c in cos]
+    low, high = min(curve), max(curve)
+    scaled = [(v - low) / (high - low) if high > low else 1.0 for v in curve]
+    return [(lr_min + (lr - lr_min) * p) / lr for p in scaled]
+
+
 def _optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -307,6 +329,11 @@ def _schedule(
 ) -> torch.optim.lr_scheduler.LRScheduler:
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    if config.schedule == "cosine-power":
+        factors = cosine_power_factors(config.epochs, config.lr, config.lr_min, config.power)
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda epoch: factors[min(epoch, len(factors) - 1)]
+        )
     if config.schedule == "multistep":
         return torch.optim.lr_scheduler.MultiStepLR(
             optimizer, milestones=list(config.milestones), gamma=config.gamma

@@ -173,6 +173,12 @@ class RunConfig(ConfigModel):
     )
     train: TrainOverrides = Field(default_factory=TrainOverrides)
     teacher_train: TrainOverrides = Field(default_factory=TrainOverrides)
+    nas_train: TrainOverrides = Field(
+        default_factory=TrainOverrides,
+        description="on top of train, for searched and genotype networks (the papers' NAS "
+        "protocol: StacNAS's wd 3e-4 and cosine power annealing); their gradients are clipped "
+        "at 5 unless this sets grad_clip",
+    )
     baselines: list[Baseline] = Field(default_factory=list, max_length=3)
     seed: int = Field(0, ge=0, lt=2**63)
     device: str = Field(
@@ -251,8 +257,17 @@ class RunConfig(ConfigModel):
         """The res-student of stage ``i`` (1-based); the last entry repeats."""
         return self.res_students[min(i, len(self.res_students)) - 1]
 
-    def train_config(self, *, teacher: bool = False) -> TrainConfig:
+    def train_config(self, *, teacher: bool = False, nas: bool = False) -> TrainConfig:
+        """The training of the teacher, of a handcrafted student, or (``nas``) of a searched or
+        genotype network, which trains as DARTS trains them: gradients clipped at norm 5 (without,
+        a pooling-heavy cell diverged to NaN at lr 0.05 in one benchmark seed)."""
         overrides = {**self.train.settings(), **(self.teacher_train.settings() if teacher else {})}
+        if nas:
+            overrides = (
+                {"grad_clip": 5.0}
+                | {k: v for k, v in overrides.items() if k != "grad_clip"}
+                | self.nas_train.settings()
+            )
         return preset(self.preset, seed=self.seed, device=self.device, **overrides)
 
     def nets(self) -> list[tuple[Loc, ZooNet | GenotypeNet | SearchedNet]]:
@@ -300,9 +315,13 @@ class RunConfig(ConfigModel):
                 ("teacher_checkpoint",),
                 f"no file at {self.teacher_checkpoint}",
             )
-        for name, teacher in (("train", False), ("teacher_train", True)):
+        for name, teacher, nas in (
+            ("train", False, False),
+            ("teacher_train", True, False),
+            ("nas_train", False, True),
+        ):
             try:
-                self.train_config(teacher=teacher)
+                self.train_config(teacher=teacher, nas=nas)
             except ValueError as exc:
                 raise ConfigError.at((name,), str(exc)) from None
         try:

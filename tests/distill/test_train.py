@@ -12,6 +12,9 @@ from distill.train import (
     Distillation,
     Supervised,
     TrainConfig,
+    _optimizer,
+    _schedule,
+    cosine_power_factors,
     evaluate,
     fit,
     preset,
@@ -92,6 +95,8 @@ def test_resume_continues_from_the_last_epoch_exactly(digits, tmp_path: Path) ->
         ({"optimizer": "lion"}, "optimizer"),
         ({"schedule": "step"}, "schedule"),
         ({"momentum": 1.0}, "momentum"),
+        ({"schedule": "cosine-power", "lr_min": 0.2}, "lr_min"),
+        ({"power": 0.5}, "power"),
     ],
 )
 def test_bad_training_config_names_the_field(kwargs: dict, field: str) -> None:
@@ -111,6 +116,26 @@ def test_presets_follow_the_paper() -> None:
     assert cifar.milestones == (150, 200) and cifar.gamma == 0.1
     with pytest.raises(ValueError, match="unknown preset 'fast'.*cifar"):
         preset("fast")
+
+
+def test_cosine_power_annealing_as_stacnas_trains_its_networks() -> None:
+    """sharpDARTS's curve, pinned by hand for 3 epochs, p = 2, 0.1 -> 1e-4: c_e = 0.75, 0.25, 0
+    and 2^(c_e + 1) rescaled to [0, 1] gives 1, 0.3784 / 1.3636, 0."""
+    middle = 1e-4 + (0.1 - 1e-4) * (2**1.25 - 2) / (2**1.75 - 2)
+    want = [0.1, middle, 1e-4]
+    assert [f * 0.1 for f in cosine_power_factors(3, 0.1, 1e-4, 2)] == pytest.approx(want)
+    # power 1 is plain cosine over epochs 1..E rescaled: 1, 1/3, 0 for 3 epochs
+    assert cosine_power_factors(3, 1.0, 0.0, 1) == pytest.approx([1.0, 1 / 3, 0.0])
+    config = TrainConfig(epochs=3, lr=0.1, schedule="cosine-power", lr_min=1e-4, power=2)
+    optimizer = _optimizer([torch.nn.Parameter(torch.zeros(1))], config)
+    schedule, seen = _schedule(optimizer, config), []
+    for _ in range(4):  # past the end it stays at lr_min
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert seen == pytest.approx([*want, 1e-4])
+    # fields added later leave the stage keys of configs that do not use them unchanged
+    assert "lr_min" not in TrainConfig().to_dict() and config.to_dict()["power"] == 2
 
 
 def test_empty_training_set_fails_before_training(digits) -> None:

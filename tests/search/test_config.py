@@ -97,3 +97,18 @@ def test_paper_presets_read_eq3_literally_unless_told_otherwise() -> None:
     assert any(d.startswith("kd.residual_target: combined") for d in target.deviations())
     given = RunConfig.from_dict(base | {"preset": "cifar", "kd": MethodConfig(tau=0.5)})
     assert given.kd.ce_on == "residual" and given.kd.tau == 0.5
+
+
+def test_nas_train_is_how_searched_and_genotype_networks_train() -> None:
+    base = {"dataset": "digits", "teacher": "resnet8", "student": "resnet8", "max_stages": 0}
+    nas = {"weight_decay": 3e-4, "schedule": "cosine-power", "lr_min": 1e-4, "power": 2}
+    c = RunConfig.from_dict(base | {"train": {"epochs": 3, "grad_clip": 1.0}, "nas_train": nas})
+    plain, searched = c.train_config(), c.train_config(nas=True)
+    assert plain.grad_clip == 1.0 and plain.schedule == "cosine" and plain.weight_decay == 5e-4
+    assert searched.grad_clip == 5.0 and searched.epochs == 3  # DARTS's clipping; train's epochs
+    assert (searched.schedule, searched.lr_min, searched.power) == ("cosine-power", 1e-4, 2)
+    assert searched.weight_decay == 3e-4
+    clipped = RunConfig.from_dict(base | {"nas_train": {"grad_clip": 2.0}})
+    assert clipped.train_config(nas=True).grad_clip == 2.0
+    with pytest.raises(ConfigError, match=r"nas_train: lr_min: must be in \[0, lr\)"):
+        RunConfig.from_dict(base | {"nas_train": {"lr_min": 1.0}})
