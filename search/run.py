@@ -145,7 +145,9 @@ def run_search(
     strategy = STRATEGIES[spec.strategy]
     log(
         f"search ({spec.strategy}, {spec.resolved_optimization}): {shape.channels} channels, "
-        f"{spec.layers} cells, budget {spec.budget_mflops:g} MFLOPs, {spec.epochs} epoch(s)"
+        f"{spec.layers} cells"
+        + (f" ({spec.stage1_layers} in stage 1)" if spec.stage1_layers is not None else "")
+        + f", budget {spec.budget_mflops:g} MFLOPs, {spec.epochs} epoch(s)"
         + (" per stage" if spec.strategy == "stacnas" else "")
     )
     started = time.perf_counter()

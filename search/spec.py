@@ -36,6 +36,13 @@ class SearchSpec(ConfigModel):
         "every edge fit the budget",
     )
     layers: int = Field(5, ge=3, le=64, description="cells")
+    stage1_layers: int | None = Field(
+        None,
+        ge=3,
+        le=64,
+        description="stacnas: cells of stage 1's proxy supernet (StacNAS: 14, then 20 = layers "
+        "in stage 2 and the derived network, to close the depth gap); default: layers",
+    )
     optimization: Literal["auto", "one-level", "bilevel"] = "auto"
     flops_weight: float = Field(1.0, ge=0, le=1e6)
     batch_size: int = Field(64, ge=1, le=65_536)
@@ -87,6 +94,18 @@ class SearchSpec(ConfigModel):
             raise ValueError(f"must be an integer in [0, epochs={epochs})")
         return value
 
+    @field_validator("stage1_layers")
+    @classmethod
+    def _shallower_stage1(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is None:
+            return value
+        if info.data.get("strategy", "stacnas") != "stacnas":
+            raise ValueError("only the stacnas strategy has two stages; leave it unset")
+        layers = info.data.get("layers", value)
+        if value > layers:
+            raise ValueError(f"must be an integer in [3, layers={layers}]")
+        return value
+
     @field_validator("min_channels")
     @classmethod
     def _at_most_channels(cls, value: int, info: ValidationInfo) -> int:
@@ -123,5 +142,6 @@ class SearchSpec(ConfigModel):
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field, as stage keys hash it."""
-        return self.model_dump()
+        """Every field, as stage keys hash it (``stage1_layers`` only when set, so searches stored
+        before it existed keep their keys)."""
+        return self.model_dump(exclude={"stage1_layers"} if self.stage1_layers is None else None)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,7 +24,7 @@ from torch.utils.data import Dataset, Subset
 
 from distill.residual import ResidualDistillation
 from distill.train import Indexed, fit, loader
-from search.budget import NON_ZERO, Scores
+from search.budget import NON_ZERO, Scores, learnable_mflops
 from search.spec import SearchSpec
 from search.task import SearchTask
 from space.genotypes import Genotype
@@ -82,12 +82,20 @@ def train_supernet(
     stage: str,
     *,
     edge_strength: EdgeStrength = "max",
+    layers: int | None = None,
 ) -> tuple[Supernet, list[dict[str, Any]], float]:
-    """Train one supernet on the objective with the spec's optimisation; resumable per epoch."""
+    """Train one supernet on the objective with the spec's optimisation; resumable per epoch.
+    With ``layers`` (a shallower proxy than the derived network) the budget is scaled by the
+    ratio of the two depths' costs of a cell of learnable operations, so the penalty still asks
+    for the derived network's share of the budget."""
     spec = ctx.spec
     torch.manual_seed(spec.seed)
+    shape, budget = ctx.shape, spec.budget_mflops
+    if layers is not None and layers != shape.layers:
+        shape = replace(shape, layers=layers)
+        budget *= learnable_mflops(shape) / learnable_mflops(ctx.shape)
     supernet = Supernet(
-        ctx.shape, candidates, edge_strength=edge_strength, partial=spec.partial_channels
+        shape, candidates, edge_strength=edge_strength, partial=spec.partial_channels
     )
     n = len(ctx.train_data)  # type: ignore[arg-type]
     optimization = spec.resolved_optimization
@@ -113,7 +121,7 @@ def train_supernet(
     task = SearchTask(
         supernet,
         objective=objective,
-        budget_mflops=spec.budget_mflops,
+        budget_mflops=budget,
         flops_weight=spec.flops_weight,
         arch_lr=spec.arch_lr,
         arch_weight_decay=spec.arch_weight_decay,
@@ -132,7 +140,7 @@ def train_supernet(
         progress=ctx.progress,
     )
     for record in task.history:
-        record["stage"] = stage
+        record["stage"], record["budget_mflops"] = stage, budget
     seconds = sum(r.seconds for r in history.epochs)
     return supernet.cpu().eval(), task.history, seconds
 
@@ -143,7 +151,10 @@ class StacNAS:
 
     def search(self, ctx: SearchContext) -> StrategyResult:
         stage1, history1, t1 = train_supernet(
-            ctx, uniform_candidates(self.stage1_ops, ctx.shape.steps), "stage1"
+            ctx,
+            uniform_candidates(self.stage1_ops, ctx.shape.steps),
+            "stage1",
+            layers=ctx.spec.stage1_layers,
         )
         p1 = stage1.probabilities()
         winners = {kind: [self._winner(edge) for edge in p1[kind]] for kind in CELL_KINDS}

@@ -360,3 +360,42 @@ def test_run_configs_round_trip_through_to_dict() -> None:
             {"dataset": "digits", "teacher": "resnet8", "student": "resnet8", "res_students": res}
         )
         assert RunConfig.from_dict(config.to_dict()) == config
+
+
+def test_stacnas_stage1_on_a_shallower_proxy_closes_the_depth_gap_in_stage2(
+    digits_subset: tuple, tmp_path: Path
+) -> None:
+    """StacNAS searches stage 1 on 14 cells and stage 2 on 20: ``stage1_layers`` is stage 1's
+    depth, ``layers`` stage 2's and the derived network's; stage 1's budget is the derived
+    network's scaled by the two depths' costs."""
+    from dataclasses import replace
+
+    from search.budget import learnable_mflops
+    from search.run import shape_for
+
+    info, train, teacher, student = digits_subset
+    spec = SearchSpec(
+        budget_mflops=0.16, epochs=1, channels=4, layers=4, stage1_layers=3, batch_size=32
+    )
+    result = run_search(
+        spec, info=info, train_data=train, objective_factory=_factory(teacher, student),
+        out_dir=tmp_path, progress=False, log=lambda _: None,
+    )  # fmt: skip
+    assert result.complexity.mflops <= 0.16
+    assert json.loads((tmp_path / "genotype.json").read_text())["layers"] == 4
+    shape = shape_for(spec, info)
+    scale = learnable_mflops(replace(shape, layers=3)) / learnable_mflops(shape)
+    history = json.loads((tmp_path / "search.json").read_text())["history"]
+    assert [h["stage"] for h in history] == ["stage1", "stage2"]
+    assert history[0]["budget_mflops"] == pytest.approx(0.16 * scale) and scale < 0.9
+    assert history[1]["budget_mflops"] == 0.16
+    # the shallow proxy is a proxy: a spec without it keeps the stage key it always had
+    assert "stage1_layers" not in replace_spec(spec, stage1_layers=None).to_dict()
+    with pytest.raises(ValueError, match=r"stage1_layers: must be an integer in \[3, layers=4\]"):
+        parse(SearchSpec, {"budget_mflops": 1, "layers": 4, "stage1_layers": 5})
+    with pytest.raises(ValueError, match=r"stage1_layers: only the stacnas strategy"):
+        parse(SearchSpec, {"budget_mflops": 1, "strategy": "darts", "stage1_layers": 3})
+
+
+def replace_spec(spec: SearchSpec, **changes: object) -> SearchSpec:
+    return SearchSpec.model_validate(spec.model_dump() | changes)
