@@ -91,6 +91,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from search.pipeline import run
 
     config = load_config(Path(args.config))
+    if args.dry_run:
+        from search.dryrun import dry_run
+
+        dry_run(config, timing_batch=args.timing_batch)
+        return 0
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     run(config, out_dir=out, progress=not args.quiet)
     print(f"\nreport, stage checkpoints and the deployable student in {out}")
@@ -378,6 +383,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="path to the run config (YAML or JSON)")
     run.add_argument("--out", help="output directory (default runs/<config name>)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the config against its data, print every stage with its MFLOPs, parameters "
+        "and estimated device hours (from a short timing), and train nothing",
+    )
+    run.add_argument(
+        "--timing-batch",
+        type=int,
+        metavar="N",
+        help="--dry-run: images per timed step (default: the config's batch on a GPU, 8 on a CPU)",
+    )
     run.set_defaults(func=cmd_run)
 
     search = sub.add_parser(
