@@ -173,7 +173,8 @@ def dry_run(
         )  # fmt: skip
     what = "GPU" if device.type == "cuda" else device.type.upper()
     log(
-        f"dry run of {config.method} on {config.dataset} ({info.input_shape}, {info.num_classes} "
+        f"dry run of {config.method} on {config.dataset} ({'x'.join(map(str, info.input_shape))}, "
+        f"{info.num_classes} "
         f"classes, {train_images} training images, D_v {config.val_size}); timed on {device}, "
         f"{steps} steps per network; nothing is trained"
     )
