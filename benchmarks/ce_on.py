@@ -66,9 +66,7 @@ def main() -> None:
             )
             rows = {r.model: r for r in result.rows}
             figures[ce_on].setdefault("S1", []).append(100 * rows["S1"].accuracy)
-            figures[ce_on].setdefault("S1 adaptive", []).append(
-                100 * rows["S1 adaptive"].accuracy
-            )
+            figures[ce_on].setdefault("S1 adaptive", []).append(100 * rows["S1 adaptive"].accuracy)
             if ce_on == SETTINGS[0]:
                 figures["S0"].setdefault("S0", []).append(100 * rows["S0"].accuracy)
             print(
