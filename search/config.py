@@ -355,8 +355,12 @@ def load_config(path: Path) -> RunConfig:
         raise ConfigError.at(("config",), f"no file at {path}")
     try:
         raw = yaml.safe_load(path.read_text())  # JSON is YAML
-    except yaml.YAMLError as exc:
-        raise ConfigError.at(("config",), f"{path} is not valid YAML or JSON: {exc}") from None
+    except yaml.YAMLError as exc:  # one line (PyYAML's own message spans several)
+        mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError.at(
+            ("config",), f"{path} is not valid YAML or JSON{at}: {problem or exc}"
+        ) from None
     if not isinstance(raw, Mapping):
         raise ConfigError.at(("config",), f"{path} must hold a mapping of fields")
     return RunConfig.from_dict(raw)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
+from space.catalog import CIFAR_DEPTHS, GENOTYPE_NAMES, MODEL_NAMES, TORCHVISION_ARCHS
 from space.genotypes import GENOTYPES
 from space.network import IMAGENET_STEM_MIN_SIZE, GenotypeNetwork, stem_kind
 
@@ -338,11 +339,17 @@ DARTS_EVAL: dict[str, tuple[int, int]] = {"cifar": (36, 20), "imagenet": (48, 14
 MODELS: dict[str, ModelEntry] = {
     e.name: e
     for e in [
-        *(_cifar_entry(d) for d in (8, 14, 20, 32, 44, 56, 110)),
-        *(_tv_entry(a) for a in _TV_LAYERS),
-        *(_genotype_entry(n) for n in GENOTYPES),
+        *(_cifar_entry(d) for d in CIFAR_DEPTHS),
+        *(_tv_entry(a) for a in TORCHVISION_ARCHS),
+        *(_genotype_entry(n) for n in GENOTYPE_NAMES),
     ]
 }
+if (tuple(MODELS), set(_TV_LAYERS), set(GENOTYPES)) != (
+    MODEL_NAMES,
+    set(TORCHVISION_ARCHS),
+    set(GENOTYPE_NAMES),
+):
+    raise RuntimeError("space.catalog's names and the zoo's entries differ")
 
 
 def create_model(

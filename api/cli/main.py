@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import signal
 import sys
 import time
@@ -12,27 +14,63 @@ from pathlib import Path
 from typing import Any, get_args
 
 from api.client import ServiceError
-from api.runtime.store import JobKind, JobState
-from distill.data import DATASETS, DatasetError, dataset_info
-from distill.models import build_model, complexity
+from api.runtime.kinds import JobKind, JobState
+from distill.catalog import DATASETS, DatasetError, dataset_info
 from distill.report import format_table, repair_text
-from space.zoo import MODELS
+from space.catalog import MODEL_NAMES
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("reskd")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _counts_cache() -> Path:
+    """Counted params and MFLOPs, kept per version of the zoo's code (thop profiles a model in
+    seconds; ``reskd models`` counts twelve)."""
+    import space
+
+    sources = sorted(Path(space.__file__).parent.glob("*.py"))
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "reskd"
+    return root / f"counts-{digest}.json"
 
 
 def _model_row(name: str, dataset: str, width: float) -> dict[str, object]:
     info = dataset_info(dataset)
-    model = build_model(name, info, width=width)
-    c = complexity(model, info)
+    cache = _counts_cache()
+    key = f"{name}|{dataset}|{width!r}"
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        from distill.models import build_model, complexity
+
+        c = complexity(build_model(name, info, width=width), info)
+        known[key] = {"params": c.params, "macs": c.macs}
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(known))
+            tmp.replace(cache)
+        except OSError:
+            pass  # a read-only home: count again next time
+    params, macs = known[key]["params"], known[key]["macs"]
     return {
         "model": name,
         "dataset": dataset,
         "width": width,
         "input": "x".join(map(str, info.input_shape)),
         "num_classes": info.num_classes,
-        "params": c.params,
-        "mparams": round(c.mparams, 4),
-        "macs": c.macs,
-        "mflops": round(c.mflops, 3),
+        "params": params,
+        "mparams": round(params / 1e6, 4),
+        "macs": macs,
+        "mflops": round(macs / 1e6, 3),
     }
 
 
@@ -50,7 +88,7 @@ def cmd_flops(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    rows = [_model_row(name, args.dataset, args.width) for name in MODELS]
+    rows = [_model_row(name, args.dataset, args.width) for name in MODEL_NAMES]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -270,7 +308,21 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_pareto(args: argparse.Namespace) -> int:
     client = _client(args)
-    front = client.pareto(dataset=args.dataset, teacher=args.teacher, cost=args.cost)
+    front = client.pareto(
+        dataset=args.dataset, teacher=args.teacher, cost=args.cost,
+        include_teacher=args.include_teacher or None,
+    )  # fmt: skip
+    if not front["front"] and args.teacher is not None:  # name what matched nothing
+        known = client._call(
+            "GET", "/v1/architectures",
+            params={k: v for k, v in {"dataset": args.dataset, "limit": 10000}.items() if v},
+        )["architectures"]  # fmt: skip
+        teachers = sorted({a["teacher"] for a in known})
+        where = f" on {args.dataset}" if args.dataset else ""
+        raise ValueError(
+            f"teacher: no architectures with teacher {args.teacher!r}{where}; teachers with "
+            f"results: {', '.join(teachers) or 'none yet'}"
+        )
     if args.json:
         print(json.dumps(front, indent=2))
     else:
@@ -358,12 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="reskd",
         description="Residual-guided knowledge distillation with searched res-students",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     datasets = sorted(DATASETS)
 
     flops = sub.add_parser("flops", help="params and MFLOPs (multiply-accumulates) of a model")
     flops.add_argument(
-        "model", choices=list(MODELS), metavar="MODEL", help=f"one of: {', '.join(MODELS)}"
+        "model", choices=MODEL_NAMES, metavar="MODEL", help=f"one of: {', '.join(MODEL_NAMES)}"
     )
     flops.add_argument("--dataset", required=True, choices=datasets)
     flops.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
@@ -455,9 +508,12 @@ def build_parser() -> argparse.ArgumentParser:
     client_options(cancel)
     cancel.set_defaults(func=cmd_cancel)
     pareto = sub.add_parser("pareto", help="the Pareto front of accuracy against MFLOPs")
-    pareto.add_argument("--dataset")
+    pareto.add_argument("--dataset", choices=datasets)
     pareto.add_argument("--teacher")
     pareto.add_argument("--cost", default="mflops", choices=["mflops", "adaptive_mflops", "params"])
+    pareto.add_argument(
+        "--include-teacher", action="store_true", help="the teacher too, for reference"
+    )
     pareto.add_argument("--json", action="store_true")
     pareto.add_argument("--plot", help="write a PNG of the front")
     client_options(pareto)
@@ -494,10 +550,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
+        return code
     except (DatasetError, ValueError, ServiceError) as exc:
         print(f"reskd {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `reskd show 3 --json | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command cut off by its pipe
 
 
 if __name__ == "__main__":

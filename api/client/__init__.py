@@ -15,7 +15,8 @@ DEFAULT_URL = "http://127.0.0.1:8321"
 class ServiceError(RuntimeError):
     def __init__(self, status: int, detail: Any) -> None:
         self.status, self.detail = status, detail
-        super().__init__(f"HTTP {status}: {_detail_text(detail)}")
+        text = _detail_text(detail)
+        super().__init__(text if status == 0 else f"HTTP {status}: {text}")  # 0: no answer
 
 
 def _detail_text(detail: Any) -> str:
@@ -38,7 +39,11 @@ class Client:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise ServiceError(0, f"cannot reach the service at {self.url} ({exc})") from exc
+            raise ServiceError(
+                0,
+                f"cannot reach the service at {self.url} ({exc}); is it running? Start one with "
+                "`reskd serve`, or give its address with --url or RESKD_URL",
+            ) from exc
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail")
@@ -184,7 +189,13 @@ def load_json_or_yaml(path: Path) -> dict[str, Any]:
 
     if not path.is_file():
         raise ValueError(f"config: no file at {path}")
-    raw = yaml.safe_load(path.read_text())
+    try:
+        raw = yaml.safe_load(path.read_text())  # JSON is YAML
+    except yaml.YAMLError as exc:  # one line: where and what, not PyYAML's traceback
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"config: {path} is not valid YAML or JSON{at}: {problem}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"config: {path} must hold a mapping of fields")
     return raw

@@ -10,11 +10,13 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator
 from sqlalchemy.orm import Session
 
 from api.runtime.settings import Settings
 from api.runtime.store import JobQueue
 from db.session import Database
+from distill.catalog import DATASETS
 
 bearer = HTTPBearer(auto_error=False)
 # The three getters below only read app.state: ``async`` keeps them on the event loop (FastAPI runs
@@ -73,6 +75,22 @@ MAX_ID = 2**63 - 1
 JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="a job's id")]
 SweepId = Annotated[int, Path(ge=1, le=MAX_ID, description="a sweep's id")]
 Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="rows to skip")]
+
+
+def _known_dataset(name: str | None) -> str | None:
+    if name is not None and name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+    return name
+
+
+# A dataset filter: an unknown name is a 422 naming it, not an empty answer.
+DatasetFilter = Annotated[
+    str | None,
+    AfterValidator(_known_dataset),
+    Query(
+        max_length=64, description="a dataset's name", json_schema_extra={"enum": list(DATASETS)}
+    ),
+]
 
 
 def _problem(description: str) -> dict[str, Any]:

@@ -20,12 +20,14 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from api.runtime.kinds import (  # noqa: F401  (re-exported: the names store users import)
+    TERMINAL,
+    JobKind,
+    JobState,
+    SweepState,
+)
 from db.session import Database
 
-JobKind = Literal["reskd", "search", "finetune", "distill"]
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-TERMINAL: tuple[JobState, ...] = ("succeeded", "failed", "cancelled")
-SweepState = Literal["running", "succeeded", "failed", "cancelled"]
 # A stage row's state; ``interrupted``: its attempt's worker died or handed the job back (the
 # next attempt records the stage again, resumed from its checkpoint).
 StageState = Literal["running", "succeeded", "failed", "cancelled", "interrupted"]

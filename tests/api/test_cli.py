@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -95,3 +98,76 @@ def test_run_with_a_bad_config_names_the_field(tmp_path: Path, capsys) -> None:
     assert main(["run", str(config), "--out", str(tmp_path / "out")]) == 2
     assert "ratio: must be <= 1, got 2" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def _reskd(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli.main", *args], capture_output=True, text=True, **kw
+    )
+
+
+def test_help_and_client_commands_import_no_torch_and_answer_fast() -> None:
+    """`reskd --help` took 4.9 s and client commands imported torch; now neither does."""
+    started = time.perf_counter()
+    done = _reskd("--help")
+    seconds = time.perf_counter() - started
+    assert done.returncode == 0 and "submit" in done.stdout
+    assert seconds < 2.0, f"reskd --help took {seconds:.2f} s"
+    probe = (
+        "import sys; from api.cli.main import main; "
+        "code = main(['jobs', '--url', 'http://127.0.0.1:9']); "
+        "print(code, 'torch' in sys.modules, 'sqlalchemy' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.stdout.split() == ["2", "False", "False"], out.stderr
+    # no service: one line that says how to start one, at once (no 8 s wait)
+    assert "is it running? Start one with `reskd serve`" in out.stderr
+    assert "HTTP 0" not in out.stderr and "Traceback" not in out.stderr
+
+
+def test_version() -> None:
+    done = _reskd("--version")
+    assert done.returncode == 0 and done.stdout.strip() == "reskd 0.1.0"
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`reskd show 3 --json | head` ended in a BrokenPipeError traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api.cli.main", "datasets"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the command writes
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141 and err == ""
+
+
+def test_malformed_yaml_is_one_line_naming_where(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: digits\nteacher: [resnet8\nstudent: x\n")
+    for argv in (["submit", str(bad), "--url", "http://127.0.0.1:9"], ["run", str(bad)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "Traceback" not in err
+        assert err.endswith(
+            f"config: {bad} is not valid YAML or JSON at line 3, column 8: "
+            "expected ',' or ']', but got ':'"
+        )
+
+
+def test_models_are_counted_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`reskd models` took 31 s: thop profiled all 12 models on every call."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert main(["models", "--dataset", "digits", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    started = time.perf_counter()
+    assert main(["models", "--dataset", "digits", "--json"]) == 0
+    assert time.perf_counter() - started < 0.5
+    assert json.loads(capsys.readouterr().out) == first
+    assert len(list((tmp_path / "reskd").glob("counts-*.json"))) == 1

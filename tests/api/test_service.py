@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api.cli.main import main
 from search.pareto import dominated
 from tests.api.service import Service, backend_service, ray_cluster, tiny_config
 
@@ -29,7 +30,9 @@ def service(
         yield svc
 
 
-def test_job_runs_to_success_with_stages_metrics_pareto_and_artifacts(service: Service) -> None:
+def test_job_runs_to_success_with_stages_metrics_pareto_and_artifacts(
+    service: Service, capsys: pytest.CaptureFixture[str]
+) -> None:
     job = service.submit(tiny_config(), kind="reskd")
     assert job["state"] == "queued" and job["dataset"] == "digits"
     job = service.done(job["id"])
@@ -62,6 +65,16 @@ def test_job_runs_to_success_with_stages_metrics_pareto_and_artifacts(service: S
         "/v1/pareto", params={"dataset": "digits", "cost": "adaptive_mflops"}
     ).json()
     assert adaptive["cost"] == "adaptive_mflops" and adaptive["front"]
+    # what matches nothing is named, not answered with an empty front
+    unknown = service.http.get("/v1/pareto", params={"dataset": "mnist"})
+    assert unknown.status_code == 422 and "unknown dataset 'mnist'" in unknown.text
+    teacher = next(a["teacher"] for a in everything["architectures"] if a["stage"] == "T")
+    cli = ["pareto", "--dataset", "digits", "--url", service.url]
+    assert main([*cli, "--teacher", "resnet21"]) == 2
+    err = capsys.readouterr().err
+    assert f"teacher 'resnet21' on digits; teachers with results: {teacher}" in err
+    assert main([*cli, "--include-teacher", "--json"]) == 0
+    assert "T" in {a["stage"] for a in json.loads(capsys.readouterr().out)["front"]}
 
     names = {a["name"] for a in job["artifacts"]}
     assert {"report.json", "combined_student.pt", "log.txt"} <= names

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.http import queries, schemas
-from api.http.deps import AUTH, Offset, SessionDep, SettingsDep, responses
+from api.http.deps import AUTH, DatasetFilter, Offset, SessionDep, SettingsDep, responses
 
 router = APIRouter(prefix="/v1", tags=["architectures"])
 
@@ -30,7 +30,7 @@ def health(s: SessionDep, settings: SettingsDep) -> schemas.Health:
 )
 def architectures(
     s: SessionDep,
-    dataset: Annotated[str | None, Query(max_length=64)] = None,
+    dataset: DatasetFilter = None,
     teacher: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 100,
     offset: Offset = 0,
@@ -45,7 +45,7 @@ def architectures(
 )
 def pareto(
     s: SessionDep,
-    dataset: Annotated[str | None, Query(max_length=64)] = None,
+    dataset: DatasetFilter = None,
     teacher: Annotated[str | None, Query(max_length=200)] = None,
     cost: schemas.Cost = "mflops",
     include_teacher: bool = False,
