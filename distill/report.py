@@ -49,6 +49,33 @@ COLUMNS = (
     "gi_over_c1",
     "gi_fixed",
 )
+SUMMARY_COLUMNS = ("model", "arch", "accuracy", "mflops", "adaptive_mflops", "pct_of_T", "energy")
+# The table's headers (report.json keeps the field names, accuracy as a fraction).
+DISPLAY = {
+    "accuracy": "acc %",
+    "mflops": "MFLOPs",
+    "adaptive_mflops": "MFLOPs adaptive",
+    "pct_of_T": "% of T's MFLOPs",
+    "mparams": "M params",
+    "energy": "energy (test)",
+}
+
+
+def metrics_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """Report rows (as report.json holds them) as a person reads them: accuracy in percent and
+    each column's unit in its header."""
+    shown = [
+        {DISPLAY.get(k, k): 100 * v if k == "accuracy" else v for k, v in row.items()}
+        for row in rows
+    ]
+    return format_table(shown, [DISPLAY.get(c, c) for c in columns])
+
+
+ENERGY_NOTE = (
+    "energy: the mean over test samples of the sum of squared softmax probabilities (eq. 8-9; 1 "
+    "for a one-hot prediction, 1/classes for a uniform one); Algorithm 1 stops on Energy over "
+    "D_v (the log); MFLOPs adaptive: with sample-adaptive inference, the mean per test sample"
+)
 GI_NOTE = (
     "gi_over_c1: RMS of ||S - T||_2 over all test samples (eq. 21); gi_fixed: mean ||S - T||_2 "
     "over the {n} test samples S0 gets wrong and some S_i gets right (Table VIII's reading)"
@@ -119,7 +146,9 @@ class Report:
         return next((r for r in reversed(self.rows) if r.role == role), None)
 
     def table(self) -> str:
-        lines = [format_table([r.to_dict() for r in self.rows], COLUMNS)]
+        """The rows as a person reads them: accuracy in percent, each column's unit in its
+        header, and what Energy and the distances are (all on the test set) under the table."""
+        lines = [metrics_table([r.to_dict() for r in self.rows], COLUMNS), ENERGY_NOTE]
         for found in self.searches:
             if found.get("repair"):
                 lines.append(f"{found.get('network', '?')} search, {repair_text(found['repair'])}")

@@ -23,7 +23,7 @@ from typing import Any
 
 from api.client import Client
 from api.client.plots import plot_pareto, plot_sweep
-from distill.report import format_table, repair_text
+from distill.report import SUMMARY_COLUMNS, format_table, metrics_table, repair_text
 from search.cells import genotype_text
 from space.genotypes import Genotype
 
@@ -114,8 +114,7 @@ def run_demo(
                 f"\njob {job_id} ({name}) succeeded"
                 + (f"; reused: {', '.join(reused)}" if reused else "")
             )
-            cols = ["model", "arch", "accuracy", "mflops", "adaptive_mflops", "pct_of_T", "energy"]
-            print(format_table(job["metrics"], cols))
+            print(metrics_table(job["metrics"], SUMMARY_COLUMNS))
         front = client.pareto(dataset="digits", teacher="resnet20")
         print(f"\nPareto front, accuracy against MFLOPs ({front['considered']} architectures):")
         rows = [
@@ -123,8 +122,8 @@ def run_demo(
                 "job": a["job_id"],
                 "network": a["stage"],
                 "arch": a["arch"],
-                "accuracy": a["accuracy"],
-                "mflops": a["mflops"],
+                "acc %": 100 * a["accuracy"],
+                "MFLOPs": a["mflops"],
             }
             for a in front["front"]
         ]
@@ -137,10 +136,14 @@ def run_demo(
         )
         print(f"\nPareto plot: {plot}")
         search = finished["searched R1"]
+        totals = {m["model"]: m["mflops"] for m in search["metrics"]}
         for found in search["searches"]:
+            i = found["network"].removeprefix("R")
             print(
-                f"\nsearched {found['network']} ({found['channels']} channels, "
-                f"{found['mflops']:.4f} MFLOPs):\n"
+                f"\nsearched {found['network']} ({found['channels']} channels): "
+                f"{found['mflops']:.4f} MFLOPs of its own under the "
+                f"{found.get('budget_mflops') or BUDGET:g} MFLOPs budget; S{i} = S0 + ... + "
+                f"{found['network']} costs {totals.get(f'S{i}', float('nan')):.4f} MFLOPs in all:\n"
                 f"{genotype_text(Genotype.from_dict(found['genotype']))}\n"
                 f"{repair_text(found['repair'])}"
             )

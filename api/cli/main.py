@@ -16,7 +16,7 @@ from typing import Any, get_args
 from api.client import ServiceError
 from api.runtime.kinds import JobKind, JobState
 from distill.catalog import DATASETS, DatasetError, dataset_info
-from distill.report import format_table, repair_text
+from distill.report import SUMMARY_COLUMNS, format_table, metrics_table, repair_text
 from space.catalog import MODEL_NAMES
 
 
@@ -97,7 +97,6 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    del args
     rows = [
         {
             "dataset": i.name,
@@ -108,7 +107,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         }
         for i in DATASETS.values()
     ]
-    print(format_table(rows, list(rows[0])))
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows, list(rows[0])))
     return 0
 
 
@@ -124,11 +123,53 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def with_sets(raw: dict[str, Any], sets: Sequence[str]) -> dict[str, Any]:
+    """``--set train.epochs=1`` (repeatable): a YAML value at a dotted key of the config; list
+    items by index (``res_students.0.width=0.5``)."""
+    import copy
+
+    import yaml
+
+    raw = copy.deepcopy(raw)
+    for item in sets:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set: expected KEY=VALUE (e.g. train.epochs=1), got {item!r}")
+        *path, last = key.split(".")
+        node: Any = raw
+        for i, part in enumerate(path):
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ValueError(f"--set {key}: {'.'.join(path[:i])} has no item {part}")
+                node = node[int(part)]
+            else:
+                node = node.setdefault(part, {})
+            if not isinstance(node, dict | list):
+                raise ValueError(f"--set {key}: {'.'.join(path[: i + 1])} is not a mapping")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise ValueError(f"--set {key}: {'.'.join(path)} has no item {last}")
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return raw
+
+
+def _run_config(args: argparse.Namespace) -> Any:
+    from api.client import load_json_or_yaml
+    from search.config import RunConfig
+
+    return RunConfig.from_dict(with_sets(load_json_or_yaml(Path(args.config)), args.set))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from search.config import load_config
     from search.pipeline import run
 
-    config = load_config(Path(args.config))
+    config = _run_config(args)
     if args.dry_run:
         from search.dryrun import dry_run
 
@@ -141,10 +182,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from search.config import load_config
     from search.pipeline import search
 
-    config = load_config(Path(args.config))
+    config = _run_config(args)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     log = (
         (lambda line: print(line, file=sys.stderr)) if args.json else print
@@ -173,8 +213,8 @@ def _settings(args: argparse.Namespace) -> Any:
     overrides = {
         k: v
         for k, v in {
-            "host": args.host,
-            "port": args.port,
+            "host": getattr(args, "host", None),
+            "port": getattr(args, "port", None),
             "artifact_root": args.artifact_root,
             "database_url": args.database_url,
             "token": args.token,
@@ -213,6 +253,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
             dispatcher.shutdown()
         return 0
     pool = WorkerPool(settings, args.workers)
+
+    def stop(*_: object) -> None:  # SIGTERM as Ctrl-C: the workers stop with the pool
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     pool.start()
     print(f"{len(pool.processes)} worker(s) on {settings.url}; Ctrl-C stops them", flush=True)
     try:
@@ -233,7 +278,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from api.client import load_json_or_yaml
 
     client = _client(args)
-    job = client.submit(load_json_or_yaml(Path(args.config)), kind=args.kind, name=args.name)
+    config = with_sets(load_json_or_yaml(Path(args.config)), args.set)
+    job = client.submit(config, kind=args.kind, name=args.name)
     print(f"job {job['id']} ({job['kind']}) {job['state']}", flush=True)
     if not args.wait:
         return 0
@@ -248,13 +294,7 @@ def _print_job(job: dict[str, Any], base_url: str = "") -> None:
         print(f"error: {job['error']}")
     p = job["progress"]
     if job["state"] == "running" and p.get("stage"):
-        eta = p.get("eta_seconds")
-        print(
-            f"stage {p['stage']}: epoch {p.get('epoch')}/{p.get('epochs')}, loss "
-            f"{p.get('loss')}, ETA {eta:.0f}s"
-            if eta is not None
-            else f"stage {p['stage']}"
-        )
+        print(", ".join([f"stage {p['stage']}", *_progress_parts(p)]))
     if job["stages"]:
         rows = [
             {
@@ -262,15 +302,14 @@ def _print_job(job: dict[str, Any], base_url: str = "") -> None:
                 "kind": s["kind"],
                 "state": s["state"] + (" (reused)" if s["reused"] else ""),
                 "resumed_from": s["resumed_from_epoch"],
-                "epochs": f"{s['progress'].get('epoch', '-')}/{s['progress'].get('epochs', '-')}",
+                "progress": ", ".join(_progress_parts(s["progress"], eta=False)) or "-",
             }
             for s in job["stages"]
         ]
         print(format_table(rows, list(rows[0])))
     if job["metrics"]:
         print()
-        cols = ["model", "arch", "accuracy", "mflops", "adaptive_mflops", "pct_of_T", "energy"]
-        print(format_table(job["metrics"], cols))
+        print(metrics_table(job["metrics"], SUMMARY_COLUMNS))
     for found in job.get("searches") or []:
         line = f"\n{found['network']} searched: {found['mflops']:.4f} MFLOPs"
         if found.get("repair"):
@@ -280,8 +319,26 @@ def _print_job(job: dict[str, Any], base_url: str = "") -> None:
         print("\nartifacts: " + ", ".join(a["name"] for a in job["artifacts"]))
 
 
+def _progress_parts(p: dict[str, Any], *, eta: bool = True) -> list[str]:
+    """Epoch and, inside an epoch (a search's take minutes), batch; the loss rounded; an ETA
+    only while one is known (none between stages)."""
+    parts = []
+    if p.get("epochs"):
+        parts.append(f"epoch {p.get('epoch') or 0}/{p['epochs']}")
+    if p.get("batches") and p.get("batch") is not None and p.get("batch") != p.get("batches"):
+        parts.append(f"batch {p['batch']}/{p['batches']}")
+    if isinstance(p.get("loss"), int | float):
+        parts.append(f"loss {p['loss']:.4f}")
+    if eta and isinstance(p.get("eta_seconds"), int | float) and p["eta_seconds"] > 0:
+        parts.append(f"ETA {p['eta_seconds']:.0f} s")
+    return parts
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
     listing = _client(args).jobs(state=args.state, kind=args.kind, limit=args.limit)
+    if args.json:
+        print(json.dumps(listing, indent=2))
+        return 0
     rows = [
         {k: j[k] for k in ("id", "kind", "name", "dataset", "state", "attempts", "created_at")}
         for j in listing["jobs"]
@@ -358,8 +415,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from api.client.plots import plot_sweep
 
     client = _client(args)
-    if (args.config is None) == (args.id is None):
-        raise ValueError("sweep: give a sweep config (YAML or JSON) or --id of a running sweep")
+    if args.config is not None and args.id is not None:
+        raise ValueError("sweep: give a sweep config (YAML or JSON) or --id, not both")
+    if args.cancel and args.id is None:
+        raise ValueError("--cancel: needs --id of the sweep to cancel")
+    if args.config is None and args.id is None:  # `reskd sweep`: the sweeps there are
+        listing = client.sweeps(limit=args.limit)
+        if args.json:
+            print(json.dumps(listing, indent=2))
+            return 0
+        rows = [
+            {k: w[k] for k in ("id", "name", "state", "dataset", "trials", "sampler", "cost")}
+            | {"trial jobs": ", ".join(f"{k} {v}" for k, v in sorted(w["trial_states"].items()))}
+            for w in listing["sweeps"]
+        ]
+        print(format_table(rows, list(rows[0])) if rows else "no sweeps")
+        return 0
+    if args.cancel:
+        sweep = client.cancel_sweep(args.id)
+        print(f"sweep {sweep['id']}: {sweep['state']}")
+        return 0
     if args.config is not None:
         sweep = client.create_sweep(load_json_or_yaml(Path(args.config)))
         print(
@@ -411,6 +486,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Residual-guided knowledge distillation with searched res-students",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+
+    def overrides(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="change a config field (YAML value, dotted key; repeatable): --set "
+            "train.epochs=1 --set res_students.0.width=0.5",
+        )
+
     sub = parser.add_subparsers(dest="command", required=True)
     datasets = sorted(DATASETS)
 
@@ -430,12 +516,14 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=cmd_models)
 
     ds = sub.add_parser("datasets", help="the datasets known by name")
+    ds.add_argument("--json", action="store_true", help="print JSON")
     ds.set_defaults(func=cmd_datasets)
 
     run = sub.add_parser("run", help="run a ResKD pipeline locally from a YAML or JSON config")
     run.add_argument("config", help="path to the run config (YAML or JSON)")
     run.add_argument("--out", help="output directory (default runs/<config name>)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    overrides(run)
     run.add_argument(
         "--dry-run",
         action="store_true",
@@ -459,11 +547,13 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--out", help="output directory (default runs/<config name>)")
     search.add_argument("--quiet", action="store_true", help="no progress bars")
     search.add_argument("--json", action="store_true", help="print the result as JSON")
+    overrides(search)
     search.set_defaults(func=cmd_search)
 
-    def service_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--host", help="bind address (default 127.0.0.1; others need a token)")
-        p.add_argument("--port", type=int, help="port (default 8321)")
+    def service_options(p: argparse.ArgumentParser, *, http: bool = True) -> None:
+        if http:  # workers serve no HTTP
+            p.add_argument("--host", help="bind address (default 127.0.0.1; others need a token)")
+            p.add_argument("--port", type=int, help="port (default 8321)")
         p.add_argument("--artifact-root", help="files of jobs and stages (default runs/service)")
         p.add_argument("--database-url", help="SQLAlchemy URL (default SQLite in artifact root)")
         p.add_argument("--token", help="bearer token clients must send")
@@ -477,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     service_options(serve)
     serve.set_defaults(func=cmd_serve)
     worker = sub.add_parser("worker", help="workers alone, against the service's database")
-    service_options(worker)
+    service_options(worker, http=False)
     worker.set_defaults(func=cmd_worker)
 
     def client_options(p: argparse.ArgumentParser) -> None:
@@ -490,12 +580,14 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--name", help="a name for the job")
     submit.add_argument("--wait", action="store_true", help="wait, with progress bars")
     submit.add_argument("--quiet", action="store_true", help="no progress bars while waiting")
+    overrides(submit)
     client_options(submit)
     submit.set_defaults(func=cmd_submit)
     jobs = sub.add_parser("jobs", help="list jobs")
     jobs.add_argument("--state", choices=get_args(JobState))
     jobs.add_argument("--kind", choices=get_args(JobKind))
     jobs.add_argument("--limit", type=int, default=50)
+    jobs.add_argument("--json", action="store_true", help="print JSON")
     client_options(jobs)
     jobs.set_defaults(func=cmd_jobs)
     show = sub.add_parser("show", help="one job: stages, progress, metrics, artifacts")
@@ -521,10 +613,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = sub.add_parser(
         "sweep",
-        help="an Optuna sweep over budgets and KD settings on the service (trials are jobs)",
+        help="an Optuna sweep over budgets and KD settings on the service (trials are jobs); "
+        "without a config or --id, the list of sweeps",
     )
     sweep.add_argument("config", nargs="?", help="sweep config (YAML or JSON): base, space, ...")
-    sweep.add_argument("--id", type=int, help="show (or --wait for) an existing sweep")
+    sweep.add_argument("--id", type=int, help="show (or --wait for, or --cancel) a sweep")
+    sweep.add_argument("--cancel", action="store_true", help="cancel the sweep --id")
+    sweep.add_argument("--limit", type=int, default=50, help="sweeps listed (no config, no --id)")
     sweep.add_argument("--wait", action="store_true", help="wait, with a progress bar")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar while waiting")
     sweep.add_argument("--json", action="store_true", help="print the sweep and front as JSON")

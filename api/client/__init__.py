@@ -102,6 +102,9 @@ class Client:
     def create_sweep(self, spec: dict[str, Any]) -> dict[str, Any]:
         return dict(self._call("POST", "/v1/sweeps", json=spec))
 
+    def sweeps(self, limit: int = 50) -> dict[str, Any]:
+        return dict(self._call("GET", "/v1/sweeps", params={"limit": limit}))
+
     def sweep(self, sweep_id: int) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/sweeps/{sweep_id}"))
 

@@ -5,6 +5,7 @@ restarted. ``reskd worker`` runs workers alone against the same database."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -76,7 +77,7 @@ class WorkerPool:
                 "-m",
                 "api.runtime.worker",
                 "--name",
-                f"worker-{i}",
+                f"{socket.gethostname()}:{os.getpid()}/worker-{i}",  # unique across pools
                 "--parent",
                 str(os.getpid()),
             ],

@@ -171,3 +171,107 @@ def test_models_are_counted_once(
     assert time.perf_counter() - started < 0.5
     assert json.loads(capsys.readouterr().out) == first
     assert len(list((tmp_path / "reskd").glob("counts-*.json"))) == 1
+
+
+def test_set_changes_config_fields_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from api.cli.main import with_sets
+
+    raw = {"train": {"epochs": 8}, "res_students": [{"model": "resnet8", "width": 0.25}]}
+    changed = with_sets(
+        raw, ["train.epochs=1", "res_students.0.width=0.5", "kd.t=2", "baselines=[ensemble]"]
+    )
+    assert changed == {
+        "train": {"epochs": 1},
+        "res_students": [{"model": "resnet8", "width": 0.5}],
+        "kd": {"t": 2},
+        "baselines": ["ensemble"],
+    }
+    assert raw["train"]["epochs"] == 8  # the file's config is not changed
+    for bad, says in [
+        ("train.epochs", "expected KEY=VALUE"),
+        ("res_students.3.width=1", "res_students has no item 3"),
+        ("train.epochs.x=1", "train.epochs is not a mapping"),
+    ]:
+        with pytest.raises(ValueError, match=says):
+            with_sets(raw, [bad])
+    # through `reskd run --dry-run`: the field is changed before validation, and named if bad
+    config = tmp_path / "digits.yaml"
+    config.write_text(
+        "dataset: digits\nteacher: resnet8\nstudent: resnet8\nres_students: [resnet8]\n"
+        "max_stages: 1\npreset: cpu-tiny\n"
+    )
+    run = ["run", str(config), "--dry-run", "--timing-batch", "2"]
+    assert main([*run, "--set", "teacher_train.epochs=7"]) == 0
+    out = capsys.readouterr().out
+    teacher = next(line for line in out.splitlines() if line.startswith("teacher "))
+    assert teacher.split()[4] == "7"  # stage, network, mparams, mflops, epochs
+    assert main([*run, "--set", "train.epochs=0"]) == 2
+    assert "train.epochs: " in capsys.readouterr().err
+
+
+def test_worker_options_are_the_ones_it_uses() -> None:
+    done = _reskd("worker", "--help")
+    assert done.returncode == 0 and "--database-url" in done.stdout
+    assert "--host" not in done.stdout and "--port" not in done.stdout
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_sigterm_of_reskd_worker_stops_its_workers(tmp_path: Path) -> None:
+    """After SIGTERM of `reskd worker` its child kept running about 40 s."""
+    import signal
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api.cli.main", "worker", "--database-url", url,
+         "--artifact-root", str(tmp_path), "--workers", "1", "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (children := _children(proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert children, "no worker process started"
+        time.sleep(2.0)  # the worker is up and polling
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        started = time.monotonic()
+        while any(Path(f"/proc/{c}").exists() for c in children) and time.monotonic() - started < 5:
+            time.sleep(0.1)
+        assert not any(Path(f"/proc/{c}/stat").exists() for c in children)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_show_reads_progress_inside_an_epoch_with_rounded_figures(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`reskd show` read "-/-" until a search's first epoch ended, printed raw floats and
+    "ETA 0s" between stages."""
+    from api.cli.main import _print_job
+
+    running = {"stage": "search R1", "epoch": None, "epochs": 2, "batch": 12, "batches": 63,
+               "loss": 0.12462300017330907, "eta_seconds": 0.0}  # fmt: skip
+    job = {
+        "id": 3, "kind": "reskd", "dataset": "mnist5k", "state": "running", "error": None,
+        "progress": running, "metrics": [], "artifacts": [],
+        "stages": [{"name": "search R1", "kind": "search", "state": "running", "reused": False,
+                    "resumed_from_epoch": None, "progress": running}],
+    }  # fmt: skip
+    _print_job(job)
+    out = capsys.readouterr().out
+    assert "stage search R1, epoch 0/2, batch 12/63, loss 0.1246\n" in out
+    assert "-/-" not in out and "ETA" not in out and "0.12462300017330907" not in out

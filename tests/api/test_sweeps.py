@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,13 @@ def test_a_sweep_of_six_trials_runs_over_http_with_two_workers(
     out = capsys.readouterr().out
     assert "succeeded" in out and "Pareto front: trials" in out
     assert plot.stat().st_size > 10_000
+    # `reskd sweep` alone lists the sweeps (it was an error); --json on the listing
+    assert cli(["sweep", "--url", service.url]) == 0
+    listed = capsys.readouterr().out
+    assert f"\n{sweep['id']} " in listed and "succeeded" in listed and "trial jobs" in listed
+    assert cli(["sweep", "--url", service.url, "--json"]) == 0
+    ids = [w["id"] for w in json.loads(capsys.readouterr().out)["sweeps"]]
+    assert sweep["id"] in ids
 
 
 def test_bad_sweeps_are_422_naming_the_field(service: Service) -> None:
@@ -141,3 +149,14 @@ def test_bad_sweeps_are_422_naming_the_field(service: Service) -> None:
     assert "below the minimum" in r.json()["detail"][0]["msg"]
     assert service.http.get("/v1/sweeps").json()["sweeps"] == before  # nothing stored
     assert service.http.get("/v1/sweeps/999").status_code == 404
+
+
+def test_a_sweep_is_cancelled_from_the_command_line(
+    service: Service, capsys: pytest.CaptureFixture[str]
+) -> None:
+    created = service.http.post("/v1/sweeps", json=sweep_body(trials=2)).json()
+    assert cli(["sweep", "--id", str(created["id"]), "--cancel", "--url", service.url]) == 0
+    assert capsys.readouterr().out.strip() == f"sweep {created['id']}: cancelled"
+    assert service.http.get(f"/v1/sweeps/{created['id']}").json()["state"] == "cancelled"
+    assert cli(["sweep", "--cancel", "--url", service.url]) == 2
+    assert "--cancel: needs --id" in capsys.readouterr().err

@@ -47,7 +47,13 @@ def test_run_reports_every_model(finished) -> None:
     report = json.loads((out / "report.json").read_text())
     assert report["logits"] == "cached once per stage"
     assert report["threshold"] == pytest.approx(result.threshold)
-    assert "S2 adaptive" in (out / "report.txt").read_text()
+    text = (out / "report.txt").read_text()
+    assert "S2 adaptive" in text
+    # units in the headers, accuracy in percent (report.json keeps fractions), Energy explained
+    assert "acc %" in text.splitlines()[0] and "% of T's MFLOPs" in text.splitlines()[0]
+    assert f"{100 * t.accuracy:.2f}" in text.splitlines()[2]
+    assert report["rows"][0]["accuracy"] == pytest.approx(t.accuracy) and t.accuracy <= 1
+    assert "energy: the mean over test samples of the sum of squared softmax" in text
     # Table VIII's subset reading beside the RMS over all samples, both named in the report
     n = report["gi_fixed_samples"]
     if n:
