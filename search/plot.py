@@ -56,12 +56,18 @@ def plot_search(history: list[dict[str, Any]], *, budget_mflops: float, path: Pa
         ax.set_xticks(range(len(ops)), ops, rotation=45, ha="right", fontsize=7)
         labels = [f"n{j} <- {i}" for j, i in edge_inputs(len(final) and _steps(len(final)))]
         ax.set_yticks(range(len(final)), labels, fontsize=7)
-        ax.set_title(f"{kind} cell: final weights per edge")
+        ax.set_title(
+            f"{kind} cell: final weights per edge\n(blank: not a candidate of that edge "
+            "in the last stage)",
+            fontsize=9,
+        )
         fig.colorbar(image, ax=ax, fraction=0.04)
 
     ax = axes[0][2]
     ax.plot(x, [h["expected_mflops"] for h in history], marker="o", label="E[MFLOPs] (derived)")
-    ax.axhline(budget_mflops, color="red", linestyle="--", label=f"budget {budget_mflops:g}")
+    budgets = [h.get("budget_mflops", budget_mflops) for h in history]  # a shallower stage 1's
+    ax.step(x, budgets, where="mid", color="red", linestyle="--", label=f"budget {budget_mflops:g}"
+            + (" (stage 1 scaled to its depth)" if len(set(budgets)) > 1 else ""))  # fmt: skip
     for b in boundaries:
         ax.axvline(b, color="grey", linestyle="--", linewidth=1)
     ax.set_title("expected MFLOPs")
@@ -69,7 +75,7 @@ def plot_search(history: list[dict[str, Any]], *, budget_mflops: float, path: Pa
     ax.legend(fontsize=7)
     ax = axes[1][2]
     ax.plot(x, [h["loss"] for h in history], marker="o")
-    ax.set_title("search loss (KD on the residual + FLOPs term)")
+    ax.set_title("search loss\n(KD on the residual + FLOPs term)", fontsize=9)
     ax.set_xlabel("epoch")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -131,8 +131,12 @@ def run_demo(
         everything = client._call(
             "GET", "/v1/architectures", params={"dataset": "digits", "limit": 10000}
         )["architectures"]
+        teacher = next((a for a in everything if a["stage"] == "T"), None)
         plot = plot_pareto(
-            front, [a for a in everything if a["stage"] != "T"], out_dir / "pareto.png"
+            front,
+            [a for a in everything if a["stage"] != "T"],
+            out_dir / "pareto.png",
+            teacher=teacher,
         )
         print(f"\nPareto plot: {plot}")
         search = finished["searched R1"]

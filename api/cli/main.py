@@ -405,7 +405,13 @@ def cmd_pareto(args: argparse.Namespace) -> int:
                 if v is not None
             },
         )["architectures"]
-        plot_pareto(front, [a for a in everything if a["stage"] != "T"], Path(args.plot))
+        teachers = [a for a in everything if a["stage"] == "T"]
+        plot_pareto(
+            front,
+            [a for a in everything if a["stage"] != "T"],
+            Path(args.plot),
+            teacher=max(teachers, key=lambda a: a["accuracy"]) if teachers else None,
+        )
         print(f"plot: {args.plot}")
     return 0
 

@@ -5,8 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+COST_LABELS = {
+    "mflops": "MFLOPs",
+    "adaptive_mflops": "MFLOPs with sample-adaptive inference",
+    "params": "parameters",
+}
 
-def plot_pareto(front: dict[str, Any], everything: list[dict[str, Any]], path: Path) -> Path:
+
+def pareto_figure(
+    front: dict[str, Any], everything: list[dict[str, Any]], teacher: dict[str, Any] | None = None
+) -> Any:
+    """Every evaluated architecture (hollow, so coinciding points stay visible; a number where
+    several coincide), the front as a staircase (what is attainable at a cost is the best
+    accuracy at or below it), and the teacher as a reference line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -17,49 +28,71 @@ def plot_pareto(front: dict[str, Any], everything: list[dict[str, Any]], path: P
     ax.scatter(
         [a[cost] for a in everything],
         [100 * a["accuracy"] for a in everything],
-        s=18,
-        alpha=0.4,
-        label="evaluated",
+        s=30,
+        facecolors="none",
+        edgecolors="C0",
+        alpha=0.7,
+        label="evaluated architectures",
     )
-    pts = front["front"]
-    ax.plot(
-        [a[cost] for a in pts],
-        [100 * a["accuracy"] for a in pts],
-        "o-",
-        color="C3",
-        label="Pareto front",
-    )
+    stacked: dict[tuple[float, float], int] = {}
+    for a in everything:
+        key = (round(a[cost], 6), round(100 * a["accuracy"], 4))
+        stacked[key] = stacked.get(key, 0) + 1
+    for (x, y), n in stacked.items():
+        if n > 1:
+            ax.annotate(f"x{n}", (x, y), fontsize=7, color="C0", xytext=(-12, -10),
+                        textcoords="offset points")  # fmt: skip
+    pts = sorted(front["front"], key=lambda a: a[cost])
+    xs, ys = [a[cost] for a in pts], [100 * a["accuracy"] for a in pts]
+    if xs:
+        right = max([a[cost] for a in everything] + xs) * 1.05
+        ax.step([*xs, right], [*ys, ys[-1]], where="post", color="C3", label="Pareto front")
+        ax.plot(xs, ys, "o", color="C3")
     for a in pts:
-        ax.annotate(
-            a["stage"],
-            (a[cost], 100 * a["accuracy"]),
-            fontsize=7,
-            xytext=(3, 3),
-            textcoords="offset points",
-        )
-    ax.set_xlabel(
-        {
-            "mflops": "MFLOPs",
-            "adaptive_mflops": "MFLOPs with adaptive inference",
-            "params": "parameters",
-        }[cost]
-    )
+        ax.annotate(a["stage"], (a[cost], 100 * a["accuracy"]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")  # fmt: skip
+    if teacher is not None:
+        ax.axhline(100 * teacher["accuracy"], color="0.4", ls="--", lw=1,
+                   label=f"teacher {teacher['arch']}: {100 * teacher['accuracy']:.2f}% at "
+                   f"{teacher[cost]:,.4g} {COST_LABELS[cost]}")  # fmt: skip
+    ax.set_xlabel(COST_LABELS[cost])
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(
         f"Pareto front: {front.get('dataset') or 'all datasets'}"
         + (f", teacher {front['teacher']}" if front.get("teacher") else "")
     )
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def plot_pareto(
+    front: dict[str, Any],
+    everything: list[dict[str, Any]],
+    path: Path,
+    teacher: dict[str, Any] | None = None,
+) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig = pareto_figure(front, everything, teacher)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
 def plot_sweep(sweep: dict[str, Any], front: dict[str, Any], path: Path) -> Path:
-    """Every complete trial (accuracy of S_n against its cost), the Pareto front, failed trials
-    marked on the cost axis."""
+    import matplotlib.pyplot as plt
+
+    fig = sweep_figure(sweep, front)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def sweep_figure(sweep: dict[str, Any], front: dict[str, Any]) -> Any:
+    """Every complete trial (accuracy of S_n against its cost), numbered; the Pareto front as a
+    staircase with each trial's budget; failed trials counted in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -68,28 +101,27 @@ def plot_sweep(sweep: dict[str, Any], front: dict[str, Any], path: Path) -> Path
     cost = front["cost"]
     done = [t for t in sweep["trial_list"] if t["state"] == "complete"]
     fig, ax = plt.subplots(figsize=(7, 5))
-    sc = ax.scatter(
-        [t["cost"] for t in done],
-        [100 * t["accuracy"] for t in done],
-        c=[t["number"] for t in done],
-        cmap="viridis",
+    on_front = {t["number"] for t in front["front"]}
+    behind = [t for t in done if t["number"] not in on_front]
+    ax.scatter(
+        [t["cost"] for t in behind],
+        [100 * t["accuracy"] for t in behind],
         s=30,
-        label="trials (colour: trial number)",
+        color="C0",
+        label="dominated trials",
     )
-    fig.colorbar(sc, ax=ax, label="trial")
-    pts = front["front"]
-    ax.plot(
-        [t["cost"] for t in pts],
-        [100 * t["accuracy"] for t in pts],
-        "o-",
-        color="C3",
-        mfc="none",
-        ms=10,
-        label="Pareto front",
-    )
+    for t in behind:
+        ax.annotate(f"#{t['number']}", (t["cost"], 100 * t["accuracy"]), fontsize=7,
+                    xytext=(4, -9), textcoords="offset points", color="C0")  # fmt: skip
+    pts = sorted(front["front"], key=lambda t: t["cost"])
+    if pts:
+        xs, ys = [t["cost"] for t in pts], [100 * t["accuracy"] for t in pts]
+        right = max([t["cost"] for t in done] + xs) * 1.05
+        ax.step([*xs, right], [*ys, ys[-1]], where="post", color="C3")
+        ax.plot(xs, ys, "o", color="C3", label="Pareto front (non-dominated trials)")
     for t in pts:
         budget = t["params"].get("budget_mflops")
-        label = f"#{t['number']}" + (f" B={budget:.3g}" if budget is not None else "")
+        label = f"#{t['number']}" + (f", budget {budget:.3g} MFLOPs" if budget is not None else "")
         ax.annotate(
             label,
             (t["cost"], 100 * t["accuracy"]),
@@ -107,6 +139,4 @@ def plot_sweep(sweep: dict[str, Any], front: dict[str, Any], path: Path) -> Path
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return fig
