@@ -70,9 +70,10 @@ def time_per_image(
     device: torch.device,
     batch: int,
     steps: int = 2,
+    warmup: bool = True,
 ) -> float:
     """Seconds per training image: forward, cross-entropy, backward and an SGD step on random
-    inputs of the data's shape, after one untimed warm-up step."""
+    inputs of the data's shape, after one untimed warm-up step (``warmup``)."""
     model = model.to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     x = torch.randn(batch, *info.input_shape, device=device)
@@ -85,7 +86,8 @@ def time_per_image(
         nn.functional.cross_entropy(logits, y).backward()
         optimizer.step()
 
-    step()
+    if warmup:
+        step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     started = time.perf_counter()
@@ -102,6 +104,7 @@ def dry_run(
     *,
     timing_batch: int | None = None,
     steps: int = 2,
+    warmup: bool = True,
     log: Callable[[str], None] = print,
 ) -> list[Priced]:
     """Validate ``config`` against its data and price every stage; prints the plan."""
@@ -119,6 +122,7 @@ def dry_run(
             ("root",), f"a training image has shape {tuple(x.shape)}, not {info.input_shape}"
         )
     images = max(1, train_images - config.val_size)  # D_v is drawn from the training set
+    timing = {"steps": steps, "warmup": warmup}
     student_cfg, teacher_cfg = config.train_config(), config.train_config(teacher=True)
     nas_cfg = config.train_config(nas=True)
 
@@ -130,7 +134,9 @@ def dry_run(
     def price(stage: str, spec: NetSpec, epochs: int, batch: int) -> Priced:
         model = spec.build()
         cost = complexity(model, info)
-        seconds = time_per_image(model, info, device=device, batch=batch_of(batch), steps=steps)
+        seconds = time_per_image(
+            model, info, device=device, batch=batch_of(batch), steps=steps, warmup=warmup
+        )
         return Priced(stage, spec.label, cost.params / 1e6, cost.mflops, epochs, images, seconds)
 
     plan: list[Priced] = []
@@ -143,7 +149,7 @@ def dry_run(
                            cost.mflops, 0, images, 0.0))  # fmt: skip
     s0 = config.student
     if isinstance(s0, SearchedNet):
-        plan += _searched("S0", s0, info, images, nas_cfg.epochs, device, batch_of, steps)
+        plan += _searched("S0", s0, info, images, nas_cfg.epochs, device, batch_of, timing)
     else:
         s0_cfg = nas_cfg if s0.model == "genotype" else student_cfg
         stage = "student (S + A)" if config.method == "assistant" else "S0"
@@ -153,7 +159,7 @@ def dry_run(
     for i in range(1, config.stages + 1):
         net = config.res_student(i)
         if isinstance(net, SearchedNet):
-            plan += _searched(f"R{i}", net, info, images, nas_cfg.epochs, device, batch_of, steps)
+            plan += _searched(f"R{i}", net, info, images, nas_cfg.epochs, device, batch_of, timing)
         else:
             cfg = nas_cfg if net.model == "genotype" else student_cfg
             plan.append(price(f"R{i}", spec_of(net, info), cfg.epochs, cfg.batch_size))
@@ -198,7 +204,7 @@ def _searched(
     finetune_epochs: int,
     device: torch.device,
     batch_of: Callable[[int], int],
-    steps: int,
+    timing: dict[str, Any],
 ) -> list[Priced]:
     spec = net.search
     shape = shape_for(spec, info)
@@ -213,7 +219,7 @@ def _searched(
             partial=spec.partial_channels,
         )
         params = sum(p.numel() for p in model.parameters())  # its MFLOPs are no network's
-        seconds = time_per_image(model, info, device=device, batch=batch, steps=steps)
+        seconds = time_per_image(model, info, device=device, batch=batch, **timing)
         out.append(Priced(f"{name} search {stage}", f"supernet C{shape.channels}L{layers}",
                           params / 1e6, None, spec.epochs, images, bilevel * seconds))  # fmt: skip
 
@@ -228,7 +234,7 @@ def _searched(
     model = reference.build()
     cost = complexity(model, info)
     seconds = time_per_image(model, info, device=device, batch=batch_of(spec.batch_size),
-                             steps=steps)  # fmt: skip
+                             **timing)  # fmt: skip
     scale = spec.budget_mflops / cost.mflops
     out.append(Priced(f"{name} fine-tune", f"searched (<= {spec.budget_mflops:g} MFLOPs)", None,
                       spec.budget_mflops, finetune_epochs, images, seconds * scale))  # fmt: skip

@@ -85,7 +85,7 @@ def test_the_paper_experiments_are_shipped() -> None:
 def test_paper_config_passes_the_dry_run(path: Path, roots: dict[str, Path]) -> None:
     config = RunConfig.from_dict(_local(path, roots))
     lines: list[str] = []
-    plan = dry_run(config, timing_batch=1, steps=1, log=lines.append)
+    plan = dry_run(config, timing_batch=1, steps=1, warmup=False, log=lines.append)
     assert plan[0].stage == "teacher" and all(p.hours > 0 for p in plan)
     assert "nothing is trained" in lines[0] and lines[-1].startswith("estimated CPU hours")
     for p in plan:
