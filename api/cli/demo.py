@@ -184,10 +184,10 @@ def _sweep(
     rows = [
         {
             "trial": t["number"],
-            "budget": round(t["params"]["budget_mflops"], 3),
+            "budget (MFLOPs)": round(t["params"]["budget_mflops"], 3),
             "t": round(t["params"]["t"], 2),
-            "accuracy": t["accuracy"],
-            "mflops": None if t["cost"] is None else round(t["cost"], 4),
+            "acc %": None if t["accuracy"] is None else 100 * t["accuracy"],
+            "MFLOPs": None if t["cost"] is None else round(t["cost"], 4),
             "pareto": "*" if t["number"] in on_front else "",
         }
         for t in sweep["trial_list"]

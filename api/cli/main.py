@@ -475,7 +475,7 @@ def _print_sweep(sweep: dict[str, Any], front: dict[str, Any]) -> None:
             "state": t["state"],
             "job": t["job_id"],
             **{k: round(v, 4) if isinstance(v, float) else v for k, v in t["params"].items()},
-            "accuracy": t["accuracy"],
+            "acc %": None if t["accuracy"] is None else 100 * t["accuracy"],
             front["cost"]: None if t["cost"] is None else round(t["cost"], 4),
             "pareto": "*" if t["number"] in on_front else "",
         }

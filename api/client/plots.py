@@ -62,7 +62,8 @@ def pareto_figure(
         + (f", teacher {front['teacher']}" if front.get("teacher") else "")
     )
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.margins(x=0.08, y=0.12)
+    ax.legend(loc="best", fontsize=8, framealpha=0.9)
     fig.tight_layout()
     return fig
 
@@ -137,6 +138,7 @@ def sweep_figure(sweep: dict[str, Any], front: dict[str, Any]) -> Any:
         + (f", {failed} failed" if failed else "")
     )
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.margins(x=0.08, y=0.12)
+    ax.legend(loc="best", framealpha=0.9)
     fig.tight_layout()
     return fig
