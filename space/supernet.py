@@ -26,6 +26,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from space.fused import FusedSearchCell
 from space.genotypes import Edge, Genotype
 from space.network import (
     CellPlan,
@@ -77,6 +78,7 @@ class MixedOp(nn.Module):
         if c % partial:
             raise ValueError(f"partial: {partial} must divide the {c} channels")
         self.partial = partial
+        self.names = tuple(candidates)
         self.index = [k for k, name in enumerate(candidates) if name != "none"]
         ops = []
         for k in self.index:
@@ -199,7 +201,9 @@ class NetShape:
 class Supernet(nn.Module):
     """DARTS's search network with per-edge candidates; ``alphas`` holds the architecture
     parameters of both cell types (padded to the longest candidate list, absent entries masked
-    to -inf before the softmax)."""
+    to -inf before the softmax). ``fused`` (default) computes each cell per state
+    (``space.fused``); ``fused=False`` is the straightforward per-edge reference, with the same
+    outputs and gradients (``copy_from`` takes its weights)."""
 
     def __init__(
         self,
@@ -208,6 +212,7 @@ class Supernet(nn.Module):
         *,
         edge_strength: EdgeStrength = "max",
         partial: int = 1,
+        fused: bool = True,
     ) -> None:
         super().__init__()
         self.shape = shape
@@ -219,10 +224,9 @@ class Supernet(nn.Module):
                 raise ValueError(f"candidates.{kind}: one candidate list per edge ({n_edges})")
         plans, c_last, _ = shape.plans()
         self.stem0, self.stem1 = make_stem(shape.stem, shape.in_chans, shape.channels)
+        cell = FusedSearchCell if fused else SearchCell
         self.cells = nn.ModuleList(
-            SearchCell(
-                p, self.candidates["reduce" if p.reduction else "normal"], shape.steps, partial
-            )
+            cell(p, self.candidates["reduce" if p.reduction else "normal"], shape.steps, partial)
             for p in plans
         )
         self.reductions = [p.reduction for p in plans]
@@ -242,6 +246,19 @@ class Supernet(nn.Module):
         self._costs, self._real = self._cost_tensors()
         self._fixed_mflops = shape.fixed_macs() / 1e6  # once: expected_mflops runs every step
         self._edge_of = {pair: e for e, pair in enumerate(edge_inputs(shape.steps))}
+
+    def copy_from(self, reference: Supernet) -> None:
+        """Take every weight of a supernet of the same shape and candidates (fused or not)."""
+        own = self.state_dict()
+        self.load_state_dict(
+            {k: v for k, v in reference.state_dict().items() if k in own and ".edges." not in k},
+            strict=False,
+        )
+        for mine, theirs in zip(self.cells, reference.cells, strict=True):
+            if isinstance(mine, FusedSearchCell) and isinstance(theirs, SearchCell):
+                mine.copy_from(theirs)
+            elif type(mine) is not type(theirs):
+                raise TypeError("copy_from: a per-edge supernet cannot take a fused one's weights")
 
     # -- parameters -------------------------------------------------------------------------------
 

@@ -1,0 +1,225 @@
+"""A search cell that runs the candidates of the edges leaving one state together.
+
+An edge's operation depends only on its input state, so once a state exists every edge that leaves
+it (to all later nodes) can be computed at once. ``FusedSearchCell`` does, per state and per
+candidate operation:
+- parameter-free operations once for all of the state's edges: pooling (with its non-affine BN:
+  the same input gives the same batch statistics on every edge) and the identity; the edges
+  differ only by their architecture weight;
+- the learnable ones (separable, dilated convolutions, the factorized reduce of a strided skip)
+  as one grouped convolution over the m edges' stacked kernels instead of m convolutions, with
+  one BN over the m x C channels (per channel, so per edge as before);
+- the ReLU in front of every learnable operation once per state.
+
+Numerically it is ``space.supernet.SearchCell`` (the straightforward per-edge ``MixedOp``): the same
+candidates, the same initial weights (``copy_from``), the same outputs and gradients (a test
+compares both on random inputs). Candidate lists may differ per edge (STACNAS stage 2): an
+operation's bundle holds only the edges that have it, and ``none`` is never run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from space.network import CellPlan, preprocessing
+from space.operations import OPS, FactorizedReduce
+
+_KERNEL = {"sep_conv_3x3": 3, "sep_conv_5x5": 5, "dil_conv_3x3": 3, "dil_conv_5x5": 5}
+
+
+class OpBundle(nn.Module):
+    """One operation on the ``m`` edges leaving one state, at ``c`` channels and ``stride``.
+    ``forward(x, relu_x)`` gives ``(B, m, c, H', W')``, or ``(B, 1, c, H', W')`` for operations
+    whose output is the same on every edge (pooling, identity)."""
+
+    def __init__(self, name: str, c: int, stride: int, m: int) -> None:
+        super().__init__()
+        self.name, self.c, self.stride, self.m = name, c, stride, m
+        self.shared = "pool" in name or (name == "skip_connect" and stride == 1)
+        if "pool" in name:
+            self.pool = OPS[name](c, stride, False)
+            self.bn = nn.BatchNorm2d(c, affine=False)
+        elif name == "skip_connect" and stride == 2:
+            self.w1 = nn.Parameter(torch.empty(m * (c // 2), c, 1, 1))
+            self.w2 = nn.Parameter(torch.empty(m * (c // 2), c, 1, 1))
+            self.bn = nn.BatchNorm2d(m * c, affine=False)
+        elif name in _KERNEL:
+            k = _KERNEL[name]
+            self.kernel = k
+            self.dilation = 2 if name.startswith("dil") else 1
+            self.dw1 = nn.Parameter(torch.empty(m * c, 1, k, k))
+            self.pw1 = nn.Parameter(torch.empty(m * c, c, 1, 1))
+            self.bn1 = nn.BatchNorm2d(m * c, affine=False)
+            if name.startswith("sep"):
+                self.dw2 = nn.Parameter(torch.empty(m * c, 1, k, k))
+                self.pw2 = nn.Parameter(torch.empty(m * c, c, 1, 1))
+                self.bn2 = nn.BatchNorm2d(m * c, affine=False)
+        elif name != "skip_connect":
+            raise ValueError(f"operation: {name!r} cannot be fused")
+        if not self.shared:  # the per-edge modules' initialisation, stacked
+            self.copy_from([OPS[name](c, stride, False) for _ in range(m)])
+
+    @torch.no_grad()
+    def copy_from(self, ops: Sequence[nn.Module]) -> None:
+        """Take the weights of ``m`` per-edge operations (``OPS[name](c, stride, False)``, pooling
+        wrapped with its BN as ``MixedOp`` does)."""
+        if len(ops) != self.m:
+            raise ValueError(f"ops: expected {self.m} operations, got {len(ops)}")
+        if self.shared:
+            return
+        if isinstance(ops[0], FactorizedReduce):
+            self.w1.copy_(torch.cat([op.conv_1.weight for op in ops]))  # type: ignore[union-attr]
+            self.w2.copy_(torch.cat([op.conv_2.weight for op in ops]))  # type: ignore[union-attr]
+            return
+        stages = [list(op) for op in ops]  # SepConv: two DilConv; DilConv: its layers
+        if self.name.startswith("sep"):
+            first = [list(s[0]) for s in stages]
+            second = [list(s[1]) for s in stages]
+            self.dw2.copy_(torch.cat([s[1].weight for s in second]))
+            self.pw2.copy_(torch.cat([s[2].weight for s in second]))
+        else:
+            first = stages
+        self.dw1.copy_(torch.cat([s[1].weight for s in first]))
+        self.pw1.copy_(torch.cat([s[2].weight for s in first]))
+
+    def _dil(
+        self, x: Tensor, dw: Tensor, pw: Tensor, bn: nn.BatchNorm2d, stride: int, groups: int
+    ) -> Tensor:
+        """ReLU'd input -> depthwise (dilated) conv -> pointwise, per edge -> BN. A depthwise conv
+        followed by a pointwise one is one dense conv whose kernel is their product
+        ``pw[o, i] * dw[i]``: the parameters (and so their gradients and the optimisation) stay
+        those of the two convs, the work is one dense convolution, which runs several times faster
+        on CPUs than a depthwise and a pointwise one at these widths."""
+        m, c, k = self.m, self.c, self.kernel
+        pad = self.dilation * (k - 1) // 2
+        if groups > 1:
+            y = F.conv2d(x, dw, None, stride, pad, self.dilation, groups=x.shape[1])
+            return bn(F.conv2d(y, pw, None, 1, 0, 1, groups))
+        kernel = (pw.view(m, c, c, 1, 1) * dw.view(m, 1, c, k, k)).reshape(m * c, c, k, k)
+        return bn(F.conv2d(x, kernel, None, stride, pad, self.dilation, groups))
+
+    def forward(self, x: Tensor, relu_x: Tensor) -> Tensor:
+        b, c = x.shape[0], self.c
+        if self.shared:
+            y = x if "pool" not in self.name else self.bn(self.pool(x))
+            return y.unsqueeze(1)
+        if self.name == "skip_connect":  # FactorizedReduce on every edge
+            shifted = F.pad(relu_x, (0, relu_x.shape[3] % 2, 0, relu_x.shape[2] % 2))[:, :, 1:, 1:]
+            y1 = F.conv2d(relu_x, self.w1, stride=2)
+            y2 = F.conv2d(shifted, self.w2, stride=2)
+            h, w = y1.shape[-2:]
+            y = torch.cat([y1.view(b, self.m, c // 2, h, w), y2.view(b, self.m, c // 2, h, w)], 2)
+            return self.bn(y.view(b, self.m * c, h, w)).view(b, self.m, c, h, w)
+        y = self._dil(relu_x, self.dw1, self.pw1, self.bn1, self.stride, 1)
+        if self.name.startswith("sep"):  # the second stage: each edge on its own channels
+            y = self._dil(F.relu(y), self.dw2, self.pw2, self.bn2, 1, self.m)
+        return y.view(b, self.m, c, *y.shape[-2:])
+
+
+class FusedSearchCell(nn.Module):
+    """``SearchCell`` computed per state: see the module's docstring."""
+
+    def __init__(
+        self, plan: CellPlan, candidates: Sequence[Sequence[str]], steps: int, partial: int = 1
+    ) -> None:
+        super().__init__()
+        from space.supernet import edge_inputs  # the supernet imports this module
+
+        if plan.c % partial:
+            raise ValueError(f"partial: {partial} must divide the {plan.c} channels")
+        self.steps, self.partial, self.c = steps, partial, plan.c // partial
+        self.preprocess0, self.preprocess1 = preprocessing(plan, affine=False)
+        inputs = edge_inputs(steps)
+        width = max(len(c) for c in candidates)
+        # per state: its edges (in node order), and per operation the positions among them
+        self.out_edges: list[list[int]] = []
+        self.bundles = nn.ModuleList()
+        self.positions: list[dict[str, list[int]]] = []
+        for s in range(steps + 1):
+            edges = [e for e, (_, i) in enumerate(inputs) if i == s]
+            ops: dict[str, list[int]] = {}
+            for pos, e in enumerate(edges):
+                for name in candidates[e]:
+                    if name != "none":
+                        ops.setdefault(name, []).append(pos)
+            self.out_edges.append(edges)
+            self.positions.append(ops)
+            self.bundles.append(
+                nn.ModuleDict(
+                    {
+                        name: OpBundle(name, self.c, plan.stride(s), len(pos))
+                        for name, pos in ops.items()
+                    }
+                )
+            )
+            # where each (edge, operation) weight sits in the cell's flattened weights
+            for name, pos in ops.items():
+                flat = [edges[p] * width + list(candidates[edges[p]]).index(name) for p in pos]
+                self.register_buffer(f"w_{s}_{name}", torch.tensor(flat), persistent=False)
+                if len(pos) < len(edges):
+                    self.register_buffer(f"p_{s}_{name}", torch.tensor(pos), persistent=False)
+        self.bypass = nn.ModuleList(
+            nn.MaxPool2d(2, 2) if plan.stride(s) == 2 and partial > 1 else nn.Identity()
+            for s in range(steps + 1)
+        )
+
+    def copy_from(self, cell: nn.Module) -> None:
+        """Take the weights of a ``SearchCell`` with the same plan and candidates."""
+        self.preprocess0.load_state_dict(cell.preprocess0.state_dict())  # type: ignore[union-attr]
+        self.preprocess1.load_state_dict(cell.preprocess1.state_dict())  # type: ignore[union-attr]
+        for s, edges in enumerate(self.out_edges):
+            for name, bundle in self.bundles[s].items():  # type: ignore[union-attr]
+                ops = []
+                for p in self.positions[s][name]:
+                    mixed = cell.edges[edges[p]]  # type: ignore[index]
+                    ops.append(mixed.ops[[mixed.names[k] for k in mixed.index].index(name)])
+                bundle.copy_from(ops)
+
+    def _mixed(self, s: int, x: Tensor, flat: Tensor) -> Tensor:
+        """Weighted sums of every candidate on every edge leaving state ``s``: (B, m, c, H, W)."""
+        if self.partial > 1:
+            x = x[:, : self.c]
+        relu_x = F.relu(x)
+        total: Tensor | None = None
+        m = len(self.out_edges[s])
+        for name, bundle in self.bundles[s].items():  # type: ignore[union-attr]
+            w = flat[getattr(self, f"w_{s}_{name}")]
+            y = bundle(x, relu_x) * w.view(1, -1, 1, 1, 1)
+            pos = getattr(self, f"p_{s}_{name}", None)
+            if pos is None:
+                total = y if total is None else total + y
+            else:
+                if total is None:
+                    total = y.new_zeros((y.shape[0], m, *y.shape[2:]))
+                total = total.index_add(1, pos, y)
+        if total is None:  # every edge of this state is ``none`` only
+            raise ValueError(f"state {s}: no candidate besides none")
+        return total
+
+    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        flat = weights.reshape(-1)
+        mixed: list[Tensor] = []
+        bypass: list[Tensor] = []
+        for s in range(self.steps + 2):
+            if s >= 2:
+                j = s - 2  # node j reads states 0..j+1; its slot among state i's edges
+                node = sum(mixed[i][:, j - max(0, i - 1)] for i in range(j + 2))
+                if self.partial > 1:
+                    rest = sum(bypass[i] for i in range(j + 2))
+                    node = _shuffle(torch.cat([node, rest], dim=1), self.partial)
+                states.append(node)  # type: ignore[arg-type]
+            if s <= self.steps:
+                mixed.append(self._mixed(s, states[s], flat))
+                if self.partial > 1:
+                    bypass.append(self.bypass[s](states[s][:, self.c :]))
+        return torch.cat(states[2:], dim=1)
+
+
+def _shuffle(x: Tensor, groups: int) -> Tensor:
+    b, channels, h, w = x.shape
+    return x.view(b, groups, channels // groups, h, w).transpose(1, 2).reshape(b, channels, h, w)

@@ -1,0 +1,93 @@
+"""The fused supernet (per state, candidates sharing an input run together) computes what the
+straightforward per-edge one computes: same outputs, same gradients for every parameter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from space.operations import GROUPS, PRIMITIVES
+from space.supernet import NetShape, Supernet, edge_count, uniform_candidates
+
+STAGE1 = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3")
+
+
+def stage2_candidates(seed: int) -> dict[str, tuple[tuple[str, ...], ...]]:
+    """STACNAS stage 2: each edge holds its own winning group (lists differ between edges)."""
+    rng = torch.Generator().manual_seed(seed)
+    groups = [g for g in GROUPS if g != "zero"]
+    return {
+        kind: tuple(
+            ("none", *GROUPS[groups[int(torch.randint(len(groups), (1,), generator=rng))]])
+            for _ in range(edge_count(4))
+        )
+        for kind in ("normal", "reduce")
+    }
+
+
+CASES = {
+    "darts-all-ops": (uniform_candidates(PRIMITIVES), 4, 28, 1),
+    "stacnas-stage1": (uniform_candidates(STAGE1), 6, 15, 1),  # odd sizes: padded reduce
+    "stacnas-stage2": (stage2_candidates(0), 4, 16, 1),
+    "pc-darts-k2": (uniform_candidates(PRIMITIVES), 4, 16, 2),
+}
+
+
+def grads(net: Supernet) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fused_supernet_matches_the_per_edge_reference(case: str) -> None:
+    candidates, channels, size, partial = CASES[case]
+    shape = NetShape.of(channels=channels, layers=4, num_classes=5, in_chans=2, input_size=size)
+    torch.manual_seed(0)
+    reference = Supernet(shape, candidates, fused=False, partial=partial)
+    fused = Supernet(shape, candidates, partial=partial)
+    fused.copy_from(reference)
+    with torch.no_grad():  # architecture weights far from uniform, so every term matters
+        for a in reference.arch_parameters():
+            a.normal_()
+    fused.alphas.load_state_dict(reference.alphas.state_dict())
+    x = torch.randn(6, 2, size, size)
+    target = torch.randn(6, 5)
+    outs = []
+    for net in (reference, fused):
+        out = net(x)
+        (out - target).square().mean().backward()
+        outs.append(out.detach())
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+    g_ref, g_fused = grads(reference), grads(fused)
+    for kind in ("normal", "reduce"):  # the architecture gradient, what the search follows
+        torch.testing.assert_close(
+            g_fused[f"alphas.{kind}"], g_ref[f"alphas.{kind}"], rtol=1e-4, atol=1e-5
+        )
+    shared = [n for n in g_ref if ".edges." not in n and not n.startswith("alphas")]
+    assert shared, "stems, preprocessing and head take part"
+    for name in shared:
+        torch.testing.assert_close(g_fused[name], g_ref[name], rtol=1e-4, atol=1e-5)
+    # the operations' weights: the fused bundles hold the per-edge weights stacked in edge order
+    cell_ref, cell_fused = reference.cells[1], fused.cells[1]
+    for s, edges in enumerate(cell_fused.out_edges):
+        for name, bundle in cell_fused.bundles[s].items():
+            if bundle.shared:
+                continue
+            ops = []
+            for p in cell_fused.positions[s][name]:
+                mixed = cell_ref.edges[edges[p]]
+                ops.append(mixed.ops[[mixed.names[k] for k in mixed.index].index(name)])
+            convs = [[m for m in op.modules() if isinstance(m, torch.nn.Conv2d)] for op in ops]
+            mine = [p for n, p in bundle.named_parameters()]
+            for i, param in enumerate(mine):
+                expected = torch.cat([c[i].weight.grad for c in convs])
+                torch.testing.assert_close(param.grad, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_supernet_has_the_reference_parameter_count() -> None:
+    shape = NetShape.of(channels=4, layers=4, num_classes=10, in_chans=1, input_size=16)
+    for candidates in (uniform_candidates(PRIMITIVES), stage2_candidates(1)):
+        counts = [
+            sum(p.numel() for p in Supernet(shape, candidates, fused=f).parameters())
+            for f in (False, True)
+        ]
+        assert counts[0] == counts[1]
