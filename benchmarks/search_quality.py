@@ -56,7 +56,9 @@ def base_config(dataset: str, seed: int, epochs: int, teacher_epochs: int) -> di
         "ratio": 1.0,  # R1 is always trained: this measures R1, not the stopping rule
         "max_stages": 1,
         "preset": "cpu-small",
-        "train": {"epochs": epochs},
+        # every R1 trains the same way: searched and random genotypes train with nas_train's
+        # clipping at 5 (DARTS's), so the handcrafted one clips too
+        "train": {"epochs": epochs, "grad_clip": 5.0},
         "teacher_train": {"epochs": teacher_epochs},
         "seed": seed,
     }
@@ -82,6 +84,16 @@ def random_genotype(rng: random.Random, steps: int = 4) -> dict[str, list[dict[s
         kind: [{op: rng.random() for op in NON_ZERO} for _ in range(edge_count(steps))]
         for kind in CELL_KINDS
     }
+
+
+def share_teacher(directory: Path, out: Path) -> Path:
+    """The first seed's trained T as a plain state dict (what ``teacher_checkpoint`` loads)."""
+    import torch
+
+    (weights,) = directory.glob("teacher-*/weights.pt")
+    path = out / "teacher.pt"
+    torch.save(torch.load(weights, map_location="cpu", weights_only=True)["model"], path)
+    return path
 
 
 def normal_skips(genotype: dict[str, Any]) -> int:
@@ -124,6 +136,12 @@ def main() -> None:
     parser.add_argument("--teacher-epochs", type=int, default=8)
     parser.add_argument("--set", nargs="*", default=[], help="search fields, KEY=VALUE")
     parser.add_argument("--out", default="runs/bench-quality")
+    parser.add_argument(
+        "--teacher-per-seed",
+        action="store_true",
+        help="train T for every seed (default: the first seed's T serves every seed, so the "
+        "seeds vary what is measured, S0 and R1, and T's 8 epochs are paid once)",
+    )
     args = parser.parse_args()
 
     info = dataset_info(args.dataset)
@@ -132,8 +150,11 @@ def main() -> None:
     out = Path(args.out)
     print(f"ResNet-8x0.5 on {args.dataset}: {unit:.4f} MFLOPs; budgets x{args.budgets}", flush=True)
     records: list[dict[str, Any]] = []
+    shared_teacher: Path | None = None
     for seed in args.seeds:
         base = base_config(args.dataset, seed, args.epochs, args.teacher_epochs)
+        if shared_teacher is not None:
+            base["teacher_checkpoint"] = str(shared_teacher)
         directory = out / f"{args.dataset}-seed{seed}"
         for factor in args.budgets:
             budget = round(factor * unit, 4)
@@ -191,6 +212,8 @@ def main() -> None:
                     "seconds": time.perf_counter() - started,
                 }
                 records.append(record)
+                if shared_teacher is None and not args.teacher_per_seed:
+                    shared_teacher = share_teacher(directory, out)
                 print(
                     f"seed {seed} x{factor} {arm:11s} S1 {record['s1']:.4f} (S0 {record['s0']:.4f})"
                     f" R1 {record['r1_mflops']:.4f} MFLOPs"

@@ -106,6 +106,24 @@ class Stage(Base):
     job: Mapped[Job] = relationship(back_populates="stages")
 
 
+class EpochMetric(Base):
+    """One epoch of one stage: what a curve of the job is drawn from."""
+
+    __tablename__ = "epoch_metrics"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id", ondelete="CASCADE"), index=True)
+    epoch: Mapped[int] = mapped_column(Integer)  # 1-based, as the progress shows it
+    loss: Mapped[float] = mapped_column(Float)
+    train_accuracy: Mapped[float] = mapped_column(Float)
+    eval_accuracy: Mapped[float | None] = mapped_column(Float)
+    lr: Mapped[float] = mapped_column(Float)
+    seconds: Mapped[float] = mapped_column(Float)
+    expected_mflops: Mapped[float | None] = mapped_column(Float)  # searches: E[MFLOPs]
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class StageLock(Base):
     __tablename__ = "stage_locks"
 

@@ -30,8 +30,11 @@ class StageObserver(Protocol):
 
     def stage_finished(self, kind: str, key: str, seconds: float) -> None: ...
 
-    def epoch(self, record: Any, total: int, resumed_from: int) -> None:
-        """After each epoch of the running stage (an ``EpochRecord``)."""
+    def epoch(
+        self, record: Any, total: int, resumed_from: int, extra: dict[str, float] | None = None
+    ) -> None:
+        """After each epoch of the running stage (an ``EpochRecord``; ``extra``: the task's own
+        figures, such as a search's expected MFLOPs)."""
         ...
 
     def check(self) -> None:

@@ -223,6 +223,10 @@ class TrainTask(nn.Module):
     def end_epoch(self, record: EpochRecord) -> None:
         """After each epoch, before the checkpoint is written."""
 
+    def epoch_metrics(self) -> dict[str, float]:
+        """Figures of the epoch that just ended beyond the record's (stored per epoch)."""
+        return {}
+
     def extra_state(self) -> dict[str, Any]:
         """State beyond the trained networks that a resumed run needs (saved per epoch)."""
         return {}
@@ -480,7 +484,7 @@ def fit(
         if on_epoch is not None:
             on_epoch(record, config.epochs)
         if observer is not None:
-            observer.epoch(record, config.epochs, history.resumed_from)
+            observer.epoch(record, config.epochs, history.resumed_from, task.epoch_metrics())
         if progress:
             shown = f", eval acc {eval_acc:.4f}" if eval_acc is not None else ""
             shown += "".join(f", {k} {v}" for k, v in task.status().items())

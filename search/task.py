@@ -143,6 +143,9 @@ class SearchTask(TrainTask):
             }
         )
 
+    def epoch_metrics(self) -> dict[str, float]:
+        return {"expected_mflops": self.history[-1]["expected_mflops"]} if self.history else {}
+
     def extra_state(self) -> dict[str, Any]:
         return {"arch_optimizer": self.arch_optimizer.state_dict(), "history": self.history}
 

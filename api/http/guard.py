@@ -24,7 +24,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-PUBLIC = ("/v1/health", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect")
+# what holds no data: the health probe, the docs, the dashboard's page and its static files
+PUBLIC = ("/", "/v1/health", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect")
+PUBLIC_PREFIXES = ("/docs/", "/static/")
 LOCAL_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
@@ -78,7 +80,7 @@ class Guard:
                 await _answer(send, 421, "unknown Host header; the service answers as its own name")
                 return
         path: str = scope.get("path", "")
-        if self.token is not None and not (path in PUBLIC or path.startswith("/docs/")):
+        if self.token is not None and not (path in PUBLIC or path.startswith(PUBLIC_PREFIXES)):
             auth: bytes = headers.get("authorization", b"")
             scheme, _, given = auth.partition(b" ")
             if scheme.lower() != b"bearer" or not given.strip():

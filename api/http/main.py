@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.http import queries
+from api.http import dashboard, queries
 from api.http.guard import Guard, host_names
 from api.http.routes import architectures, checkpoints, jobs, sweeps
 from api.http.streams import Streams
@@ -124,6 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     db = Database(settings.url)
     db.migrate()
     app = FastAPI(
+        docs_url=None,  # served below from the package's own copies: they work offline
+        redoc_url=None,
         title="ResKD architecture-search service",
         version="1",
         description="Submit ResKD, search, fine-tune and distillation jobs; watch them; query the "
@@ -143,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (architectures.router, jobs.router, sweeps.router):
         app.include_router(router)
     app.include_router(checkpoints.router())
+    dashboard.mount(app)
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     hosts = host_names(settings.host, settings.allowed_hosts)
     limits = {"/v1/checkpoints": settings.max_checkpoint_bytes}

@@ -15,7 +15,7 @@ from api.runtime.runner import config_for_job, searches_of
 from api.runtime.settings import Settings
 from api.runtime.store import JobQueue
 from api.runtime.sweeps import study_storage
-from db.models import Architecture, Artifact, Job, Sweep
+from db.models import Architecture, Artifact, EpochMetric, Job, Stage, Sweep
 from distill.config import ConfigError
 from search.config import RunConfig
 from search.pareto import pareto_front
@@ -106,9 +106,56 @@ def list_jobs(
     if dataset:
         query = query.where(Job.dataset == dataset)
     total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
-    jobs = s.scalars(query.order_by(Job.id.desc()).limit(limit).offset(offset)).all()
+    jobs = s.scalars(
+        query.order_by(Job.id.desc())
+        .limit(limit)
+        .offset(offset)
+        .options(selectinload(Job.stages))
+    ).all()
     return schemas.JobList(
-        jobs=[schemas.JobSummary.model_validate(j) for j in jobs], total=int(total)
+        jobs=[
+            schemas.JobRow(
+                **schemas.JobSummary.model_validate(j).model_dump(),
+                progress=_progress([schemas.StagePublic.model_validate(st) for st in j.stages]),
+                best=_best(j),
+            )
+            for j in jobs
+        ],
+        total=int(total),
+    )
+
+
+def _best(job: Job) -> schemas.Best | None:
+    rows = [r for r in (job.result or {}).get("rows", []) if r.get("role") not in ("teacher", "baseline")]
+    if not rows:
+        return None
+    row = max(rows, key=lambda r: r.get("accuracy", 0.0))
+    adaptive = row.get("role") == "adaptive"
+    return schemas.Best(
+        model=row["model"],
+        accuracy=row["accuracy"],
+        mflops=row["adaptive_mflops"] if adaptive else row["mflops"],
+    )
+
+
+def _progress(stages: list[schemas.StagePublic]) -> schemas.Progress:
+    """The running stage's progress (the last stage's once none runs)."""
+    current = next((st for st in reversed(stages) if st.state == "running"), None)
+    shown = current or (stages[-1] if stages else None)
+    done = sum(st.state == "succeeded" for st in stages)
+    if shown is None:
+        return schemas.Progress(stages_done=done)
+    p = shown.progress
+    return schemas.Progress(
+        stage=shown.name,
+        epoch=p.get("epoch"),
+        epochs=p.get("epochs"),
+        batch=p.get("batch"),
+        batches=p.get("batches"),
+        loss=p.get("loss"),
+        accuracy=p.get("accuracy"),
+        eta_seconds=p.get("eta_seconds"),
+        stages_done=done,
     )
 
 
@@ -126,26 +173,10 @@ def get_job(s: Session, job_id: int) -> schemas.JobPublic:
     if job is None:
         raise NotFound(f"job {job_id} not found")
     stages = [schemas.StagePublic.model_validate(st) for st in job.stages]
-    current = next((st for st in reversed(stages) if st.state == "running"), None)
-    shown = current or (stages[-1] if stages else None)
-    progress = schemas.Progress(stages_done=sum(st.state == "succeeded" for st in stages))
-    if shown is not None:
-        p = shown.progress
-        progress = schemas.Progress(
-            stage=shown.name,
-            epoch=p.get("epoch"),
-            epochs=p.get("epochs"),
-            batch=p.get("batch"),
-            batches=p.get("batches"),
-            loss=p.get("loss"),
-            accuracy=p.get("accuracy"),
-            eta_seconds=p.get("eta_seconds"),
-            stages_done=progress.stages_done,
-        )
     return schemas.JobPublic(
         **schemas.JobSummary.model_validate(job).model_dump(),
         config=job.config,
-        progress=progress,
+        progress=_progress(stages),
         stages=stages,
         metrics=list((job.result or {}).get("rows", [])),
         searches=_searches(job),
@@ -160,6 +191,26 @@ def get_job(s: Session, job_id: int) -> schemas.JobPublic:
             for a in job.artifacts
         ],
     )
+
+
+def job_metrics(s: Session, job_id: int) -> schemas.JobMetrics:
+    """Every stored epoch of the job, per stage (attempts of one stage key merged in order)."""
+    job_exists(s, job_id)
+    rows = s.execute(
+        select(Stage.position, Stage.kind, Stage.key, Stage.name, EpochMetric)
+        .join(EpochMetric, EpochMetric.stage_id == Stage.id)
+        .where(Stage.job_id == job_id)
+        .order_by(Stage.position, EpochMetric.epoch)
+    ).all()
+    stages: dict[tuple[str, str], schemas.StageMetrics] = {}
+    for position, kind, key, name, m in rows:
+        stage = stages.setdefault(
+            (kind, key),
+            schemas.StageMetrics(position=position, kind=kind, key=key, name=name, epochs=[]),
+        )
+        epoch = schemas.EpochPublic.model_validate(m)
+        stage.epochs = [e for e in stage.epochs if e.epoch != epoch.epoch] + [epoch]
+    return schemas.JobMetrics(job_id=job_id, stages=list(stages.values()))
 
 
 def _searches(job: Job) -> list[schemas.SearchPublic]:

@@ -132,8 +132,48 @@ class JobPublic(JobSummary):
     artifacts: list[ArtifactPublic]
 
 
+class EpochPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    epoch: int = Field(description="1-based, within the stage")
+    loss: float
+    train_accuracy: float
+    eval_accuracy: float | None
+    lr: float
+    seconds: float
+    expected_mflops: float | None = Field(description="searches: the derived network's E[MFLOPs]")
+
+
+class StageMetrics(BaseModel):
+    position: int
+    kind: str
+    key: str
+    name: str
+    epochs: list[EpochPublic] = Field(
+        description="in order; a stage resumed after a crash continues its earlier attempt's"
+    )
+
+
+class JobMetrics(BaseModel):
+    job_id: int
+    stages: list[StageMetrics]
+
+
+class Best(BaseModel):
+    model: str = Field(description="the report's row, e.g. S2 or S2 adaptive")
+    accuracy: float
+    mflops: float = Field(description="its MFLOPs (mean per sample for an adaptive row)")
+
+
+class JobRow(JobSummary):
+    """A job in a listing: where it is and the best it reached."""
+
+    progress: Progress
+    best: Best | None = Field(None, description="the most accurate student once it succeeded")
+
+
 class JobList(BaseModel):
-    jobs: list[JobSummary]
+    jobs: list[JobRow]
     total: int
 
 

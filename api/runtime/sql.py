@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from api.runtime.store import TERMINAL, Beat, Claim, JobQueue
-from db.models import Architecture, Artifact, Job, Stage, StageLock
+from db.models import Architecture, Artifact, EpochMetric, Job, Stage, StageLock
 from db.session import Database
 
 
@@ -222,6 +222,16 @@ class SqlQueue(JobQueue):
                 .where(Stage.id == stage_id)
                 .values(progress=progress, resumed_from_epoch=resumed_from)
             )
+
+    def add_epoch(self, *, job_id: int, stage_id: int, metrics: dict[str, Any]) -> None:
+        with self.db.session() as s:
+            # a resumed stage repeats no epoch, but a stage retried after a crash may: keep one
+            s.execute(
+                delete(EpochMetric).where(
+                    EpochMetric.stage_id == stage_id, EpochMetric.epoch == metrics["epoch"]
+                )
+            )
+            s.add(EpochMetric(job_id=job_id, stage_id=stage_id, **metrics))
 
     def stage_finished(self, *, stage_id: int, state: str, error: str | None = None) -> None:
         with self.db.session() as s:

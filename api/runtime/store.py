@@ -113,6 +113,10 @@ class JobQueue(ABC):
     def stage_finished(self, *, stage_id: int, state: str, error: str | None = None) -> None: ...
 
     @abstractmethod
+    def add_epoch(self, *, job_id: int, stage_id: int, metrics: dict[str, Any]) -> None:
+        """One finished epoch of a running stage (``EpochMetric``'s fields)."""
+
+    @abstractmethod
     def add_results(
         self,
         *,

@@ -87,9 +87,24 @@ class _Observer:
             self.queue.stage_finished(stage_id=self.stage_id, state="succeeded")
         self.stage_id = None
 
-    def epoch(self, record: Any, total: int, resumed_from: int) -> None:
+    def epoch(
+        self, record: Any, total: int, resumed_from: int, extra: dict[str, float] | None = None
+    ) -> None:
         if self.stage_id is None:
             return
+        self.queue.add_epoch(
+            job_id=self.job_id,
+            stage_id=self.stage_id,
+            metrics={
+                "epoch": record.epoch,
+                "loss": record.loss,
+                "train_accuracy": record.train_accuracy,
+                "eval_accuracy": record.eval_accuracy,
+                "lr": record.lr,
+                "seconds": record.seconds,
+                "expected_mflops": (extra or {}).get("expected_mflops"),
+            },
+        )
         done = record.epoch - resumed_from
         per_epoch = (time.time() - self.stage_t0) / max(done, 1)
         self.resumed_from = resumed_from

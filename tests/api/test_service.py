@@ -40,6 +40,15 @@ def test_job_runs_to_success_with_stages_metrics_pareto_and_artifacts(
     assert [s["kind"] for s in job["stages"]] == ["teacher", "student", "residual"]
     assert [m["model"] for m in job["metrics"]] == ["T", "S0", "S1", "S1 adaptive"]
     assert job["progress"]["stages_done"] == 3
+    # every epoch of every trained stage is stored: the curves are drawn from it
+    metrics = service.http.get(f"/v1/jobs/{job['id']}/metrics").json()
+    assert [s["kind"] for s in metrics["stages"]] == ["teacher", "student", "residual"]
+    for stage in metrics["stages"]:
+        assert [e["epoch"] for e in stage["epochs"]] == [1]
+        first = stage["epochs"][0]
+        assert first["loss"] > 0 and 0 <= first["train_accuracy"] <= 1 and first["lr"] > 0
+        assert first["seconds"] > 0 and first["expected_mflops"] is None
+    assert service.http.get("/v1/jobs/999999/metrics").status_code == 404
 
     # A second job with the same teacher and S0 reuses them (trained once).
     second = service.done(

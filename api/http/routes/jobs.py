@@ -68,6 +68,13 @@ def get_job(job_id: JobId, s: SessionDep) -> schemas.JobPublic:
     return queries.get_job(s, job_id)
 
 
+@router.get("/{job_id}/metrics", response_model=schemas.JobMetrics, responses=responses(404, 422))
+def get_metrics(job_id: JobId, s: SessionDep) -> schemas.JobMetrics:
+    """Per-epoch loss, accuracy, learning rate, seconds (and E[MFLOPs] of searches) of every
+    stage the job trained: what its curves are drawn from."""
+    return queries.job_metrics(s, job_id)
+
+
 @router.post("/{job_id}/cancel", response_model=schemas.JobPublic, responses=responses(404, 422))
 def cancel(job_id: JobId, q: QueueDep, db: DatabaseDep) -> schemas.JobPublic:
     if q.cancel(job_id=job_id) is None:

@@ -1,0 +1,479 @@
+// The ResKD dashboard: one page, hash routes (#/jobs, #/job/ID, #/pareto, #/sweeps,
+// #/sweep/ID, #/submit), reading only the service's own /v1 API. With a token configured the
+// page asks for it once per tab and sends it as the Authorization header (never in a URL), so
+// event streams, images and downloads are fetched, not linked.
+"use strict";
+
+const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+const $main = () => document.getElementById("main");
+let cleanup = []; // what the current page must stop (streams, timers, charts) when it is left
+
+// -- the API -----------------------------------------------------------------------------------
+
+function token() { return sessionStorage.getItem("reskd-token"); }
+
+function headers(extra = {}) {
+  const t = token();
+  return t ? { ...extra, Authorization: `Bearer ${t}` } : extra;
+}
+
+let asking = null; // one token prompt at a time, every request waits on it
+function askToken(message) {
+  if (asking) return asking;
+  const dialog = document.getElementById("token-dialog");
+  document.getElementById("token-error").textContent = message || "";
+  asking = new Promise((resolve) => {
+    document.getElementById("token-form").onsubmit = () => {
+      sessionStorage.setItem("reskd-token", document.getElementById("token-input").value.trim());
+      asking = null;
+      resolve();
+    };
+  });
+  dialog.showModal();
+  return asking;
+}
+
+async function api(path, options = {}) {
+  for (;;) {
+    const r = await fetch(path, { ...options, headers: headers(options.headers || {}) });
+    if (r.status === 401 || r.status === 403) {
+      await askToken(r.status === 403 ? "That token was refused." : "");
+      continue;
+    }
+    return r;
+  }
+}
+
+async function json(path, options) {
+  const r = await api(path, options);
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw Object.assign(new Error(body.detail || r.statusText), { status: r.status, body });
+  return body;
+}
+
+// Server-Sent Events over fetch (EventSource cannot send a header); calls onEvent(name, data).
+function stream(path, onEvent) {
+  const ctrl = new AbortController();
+  (async () => {
+    const r = await api(path, { signal: ctrl.signal });
+    if (!r.ok || !r.body) return;
+    const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buf += value;
+      let cut;
+      while ((cut = buf.indexOf("\n\n")) >= 0) {
+        const block = buf.slice(0, cut);
+        buf = buf.slice(cut + 2);
+        let name = "message", data = "";
+        for (const line of block.split("\n")) {
+          if (line.startsWith("event: ")) name = line.slice(7);
+          else if (line.startsWith("data: ")) data += line.slice(6);
+        }
+        if (data) onEvent(name, JSON.parse(data));
+      }
+    }
+  })().catch(() => {});
+  return () => ctrl.abort();
+}
+
+async function blobUrl(path) {
+  const r = await api(path);
+  if (!r.ok) throw new Error(`${path}: ${r.status}`);
+  const url = URL.createObjectURL(await r.blob());
+  cleanup.push(() => URL.revokeObjectURL(url));
+  return url;
+}
+
+// -- formatting --------------------------------------------------------------------------------
+
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g,
+  (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+const pct = (x) => (x == null ? "" : `${(100 * x).toFixed(2)}%`);
+const num = (x, d = 3) => (x == null ? "" : Number(x).toFixed(d));
+function duration(s) {
+  if (s == null || !isFinite(s)) return "";
+  s = Math.round(s);
+  return s >= 3600 ? `${Math.floor(s / 3600)}h${String(Math.floor(s / 60) % 60).padStart(2, "0")}`
+    : s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s` : `${s}s`;
+}
+const badge = (state) => `<span class="badge ${esc(state)}">${esc(state)}</span>`;
+function epochText(p) {
+  if (!p || p.epochs == null) return "";
+  let t = `${p.epoch ?? 0}/${p.epochs}`;
+  if (p.batch != null && p.batches) t += ` (batch ${p.batch}/${p.batches})`;
+  if (p.eta_seconds) t += `, ETA ${duration(p.eta_seconds)}`;
+  return t;
+}
+
+function chart(canvas, config) {
+  const c = new Chart(canvas, { ...config,
+    options: { animation: false, responsive: true, maintainAspectRatio: false, ...config.options } });
+  cleanup.push(() => c.destroy());
+  return c;
+}
+
+// -- jobs --------------------------------------------------------------------------------------
+
+function jobRow(j) {
+  const p = j.progress || {};
+  const live = !TERMINAL.has(j.state);
+  return `<tr id="job-${j.id}" data-state="${esc(j.state)}">
+    <td><a href="#/job/${j.id}">${j.id}</a></td><td>${esc(j.name)}</td><td>${esc(j.kind)}</td>
+    <td>${esc(j.dataset)}</td><td class="state">${badge(j.state)}</td>
+    <td>${esc(live ? p.stage : "")}</td><td>${esc(live ? epochText(p) : "")}</td>
+    <td class="num">${j.best ? `${pct(j.best.accuracy)} <span class="muted">${esc(j.best.model)}</span>` : ""}</td>
+    <td class="num">${j.best ? num(j.best.mflops) : ""}</td>
+    <td>${live ? `<button data-cancel="${j.id}">Cancel</button>` : ""}</td></tr>`;
+}
+
+async function jobsPage(params) {
+  const q = new URLSearchParams(params);
+  const sel = (name, values) => `<label>${name} <select name="${name}"><option value="">any</option>${
+    values.map((v) => `<option ${q.get(name) === v ? "selected" : ""}>${v}</option>`).join("")}</select></label>`;
+  $main().innerHTML = `<h2>Jobs</h2><form class="filters" id="filters">
+      ${sel("state", ["queued", "running", "succeeded", "failed", "cancelled"])}
+      ${sel("kind", ["reskd", "search", "finetune", "distill"])}
+      <label>dataset <input name="dataset" size="12" value="${esc(q.get("dataset") || "")}"></label>
+    </form>
+    <table id="jobs"><thead><tr><th>id</th><th>name</th><th>kind</th><th>dataset</th><th>state</th>
+      <th>stage</th><th>epoch / ETA</th><th class="num">best accuracy</th><th class="num">MFLOPs</th><th></th>
+    </tr></thead><tbody></tbody></table><p id="jobs-total" class="muted"></p>`;
+  const form = document.getElementById("filters");
+  form.onchange = () => {
+    const f = new URLSearchParams([...new FormData(form)].filter(([, v]) => v));
+    location.hash = `#/jobs${f.toString() ? "?" + f : ""}`;
+  };
+  const tbody = $main().querySelector("tbody");
+  tbody.onclick = async (e) => {
+    const id = e.target.dataset && e.target.dataset.cancel;
+    if (!id) return;
+    e.target.disabled = true;
+    await json(`/v1/jobs/${id}/cancel`, { method: "POST" }).catch(() => {});
+  };
+  const watched = new Map();
+  const watch = (j) => {
+    if (TERMINAL.has(j.state) || watched.has(j.id) || watched.size >= 6) return;
+    watched.set(j.id, stream(`/v1/jobs/${j.id}/events`, (name, job) => {
+      if (name !== "job") return;
+      const row = document.getElementById(`job-${job.id}`);
+      if (row) row.outerHTML = jobRow({ ...job, best: bestOf(job) });
+      if (TERMINAL.has(job.state)) { watched.get(job.id)?.(); watched.delete(job.id); }
+    }));
+  };
+  cleanup.push(() => watched.forEach((stop) => stop()));
+  const load = async () => {
+    const f = new URLSearchParams([...q].filter(([k, v]) => v && ["state", "kind", "dataset"].includes(k)));
+    f.set("limit", "1000");
+    const list = await json(`/v1/jobs?${f}`);
+    tbody.innerHTML = list.jobs.map(jobRow).join("");
+    document.getElementById("jobs-total").textContent =
+      `${list.jobs.length} of ${list.total} jobs` + (list.total ? "" : " — submit one on the Submit page");
+    list.jobs.forEach(watch);
+  };
+  await load();
+  const timer = setInterval(() => { if (!document.hidden) load().catch(() => {}); }, 5000);
+  cleanup.push(() => clearInterval(timer));
+}
+
+function bestOf(job) {
+  const rows = (job.metrics || []).filter((r) => !["teacher", "baseline"].includes(r.role));
+  if (!rows.length) return null;
+  const r = rows.reduce((a, b) => (b.accuracy > a.accuracy ? b : a));
+  return { model: r.model, accuracy: r.accuracy, mflops: r.role === "adaptive" ? r.adaptive_mflops : r.mflops };
+}
+
+// -- one job -----------------------------------------------------------------------------------
+
+function timeline(job) {
+  const secs = job.stages.map((s) => s.finished_at ? (new Date(s.finished_at) - new Date(s.started_at)) / 1000
+    : (Date.now() - new Date(s.started_at)) / 1000);
+  const longest = Math.max(1, ...secs);
+  return job.stages.map((s, i) => {
+    const how = s.reused ? "reused" : s.resumed_from_epoch ? `resumed from epoch ${s.resumed_from_epoch}`
+      : s.state === "running" ? "training" : "trained";
+    const cls = s.reused ? "reused" : s.resumed_from_epoch ? "resumed" : s.state === "failed" ? "failed" : "";
+    return `<div class="bar"><span class="label">${esc(s.name)}</span>
+      <span class="fill ${cls}" style="width:${Math.max(0.5, 40 * secs[i] / longest)}%"></span>
+      <span>${badge(s.state)} ${how}, ${duration(secs[i])}${s.state === "running" ? " · " + esc(epochText(s.progress)) : ""}</span></div>`;
+  }).join("") || `<p class="muted">No stage has started.</p>`;
+}
+
+function reportTable(rows) {
+  if (!rows.length) return `<p class="muted">The report appears when the job has succeeded.</p>`;
+  return `<table id="report"><thead><tr><th>model</th><th>arch</th><th class="num">accuracy</th>
+    <th class="num">MFLOPs</th><th class="num">adaptive MFLOPs</th><th class="num">% of T</th>
+    <th class="num">Energy</th><th class="num">params (M)</th></tr></thead><tbody>${rows.map((r) => `<tr>
+    <td>${esc(r.model)}</td><td>${esc(r.arch)}</td><td class="num">${pct(r.accuracy)}</td>
+    <td class="num">${num(r.mflops)}</td><td class="num">${num(r.adaptive_mflops)}</td>
+    <td class="num">${num(r.pct_of_T, 1)}</td><td class="num">${num(r.energy, 2)}</td>
+    <td class="num">${num(r.mparams, 4)}</td></tr>`).join("")}</tbody></table>`;
+}
+
+async function jobPage(id) {
+  $main().innerHTML = `<h2>Job ${esc(id)}</h2><div id="job-head"></div>
+    <h3>Stages</h3><div class="timeline card" id="timeline"></div>
+    <h3>Training curves</h3><div class="grid2"><div class="card chart"><canvas id="loss"></canvas></div>
+      <div class="card chart"><canvas id="acc"></canvas></div></div>
+    <h3>Report</h3><div id="report-box"></div>
+    <h3>Searched cells and architecture weights</h3><div id="images" class="images grid2"></div>
+    <h3>Artifacts</h3><ul id="artifacts"></ul>`;
+  const loss = chart(document.getElementById("loss"), { type: "line", data: { datasets: [] },
+    options: { parsing: false, plugins: { title: { display: true, text: "loss per epoch" } },
+      scales: { x: { type: "linear", title: { display: true, text: "epoch (stages in order)" } } } } });
+  const acc = chart(document.getElementById("acc"), { type: "line", data: { datasets: [] },
+    options: { parsing: false, plugins: { title: { display: true, text: "accuracy per epoch" } },
+      scales: { x: { type: "linear", title: { display: true, text: "epoch (stages in order)" } },
+        y: { ticks: { callback: (v) => `${(100 * v).toFixed(0)}%` } } } } });
+  let lastEpochs = -1, imagesShown = false;
+  const drawCurves = async () => {
+    const m = await json(`/v1/jobs/${id}/metrics`);
+    let offset = 0;
+    const L = [], A = [];
+    for (const s of m.stages) {
+      const pts = (f) => s.epochs.filter((e) => e[f] != null).map((e) => ({ x: offset + e.epoch, y: e[f] }));
+      L.push({ label: s.name, data: pts("loss"), pointRadius: 2 });
+      A.push({ label: `${s.name} train`, data: pts("train_accuracy"), pointRadius: 2 });
+      const ev = pts("eval_accuracy");
+      if (ev.length) A.push({ label: `${s.name} eval`, data: ev, borderDash: [4, 3], pointRadius: 2 });
+      offset += s.epochs.length ? s.epochs[s.epochs.length - 1].epoch : 0;
+    }
+    loss.data.datasets = L; acc.data.datasets = A;
+    loss.update(); acc.update();
+  };
+  const render = async (job) => {
+    document.getElementById("job-head").innerHTML = `<p>${badge(job.state)} ${esc(job.kind)} on
+      <b>${esc(job.dataset)}</b>${job.name ? ` · ${esc(job.name)}` : ""} · attempts ${job.attempts}
+      ${TERMINAL.has(job.state) ? "" : `<button id="cancel">Cancel</button>`}</p>
+      ${job.error ? `<p class="error">${esc(job.error)}</p>` : ""}`;
+    const cancel = document.getElementById("cancel");
+    if (cancel) cancel.onclick = () => json(`/v1/jobs/${id}/cancel`, { method: "POST" }).then(render);
+    document.getElementById("timeline").innerHTML = timeline(job);
+    document.getElementById("report-box").innerHTML = reportTable(job.metrics || []);
+    const done = job.stages.reduce((n, s) => n + (s.progress?.epoch || 0), 0);
+    if (done !== lastEpochs) { lastEpochs = done; await drawCurves(); }
+    const list = document.getElementById("artifacts");
+    list.innerHTML = job.artifacts.map((a) =>
+      `<li><a href="#" data-url="${esc(a.url)}" data-name="${esc(a.name)}">${esc(a.name)}</a>
+       <span class="muted">${(a.size / 1024).toFixed(1)} KiB</span></li>`).join("")
+      || `<li class="muted">none yet</li>`;
+    list.onclick = async (e) => {
+      const a = e.target.closest("a[data-url]");
+      if (!a) return;
+      e.preventDefault();
+      const link = Object.assign(document.createElement("a"), { href: await blobUrl(a.dataset.url), download: a.dataset.name });
+      link.click();
+    };
+    const pngs = job.artifacts.filter((a) => /(cells|alphas)\.png$/.test(a.name));
+    if (!imagesShown && pngs.length) {
+      imagesShown = true;
+      const box = document.getElementById("images");
+      for (const a of pngs) {
+        const fig = document.createElement("figure");
+        fig.innerHTML = `<figcaption>${esc(a.name)}</figcaption>`;
+        const img = document.createElement("img");
+        img.alt = a.name; img.src = await blobUrl(a.url);
+        fig.prepend(img); box.append(fig);
+      }
+    } else if (!pngs.length) {
+      document.getElementById("images").innerHTML = `<p class="muted">No search in this job${TERMINAL.has(job.state) ? "" : " yet"}.</p>`;
+    }
+  };
+  const job = await json(`/v1/jobs/${id}`);
+  await render(job);
+  if (!TERMINAL.has(job.state)) {
+    cleanup.push(stream(`/v1/jobs/${id}/events`, (name, j) => { if (name === "job") render(j); }));
+  }
+}
+
+// -- Pareto ------------------------------------------------------------------------------------
+
+const COSTS = { mflops: "MFLOPs", adaptive_mflops: "adaptive MFLOPs (mean per sample)", params: "parameters" };
+
+async function paretoPage(params) {
+  const q = new URLSearchParams(params);
+  const cost = q.get("cost") || "mflops";
+  $main().innerHTML = `<h2>Pareto front: accuracy against cost</h2>
+    <form class="filters" id="pf"><label>dataset <input name="dataset" size="12" value="${esc(q.get("dataset") || "")}"></label>
+      <label>teacher <input name="teacher" size="18" value="${esc(q.get("teacher") || "")}"></label>
+      <label>cost <select name="cost">${Object.entries(COSTS).map(([k, v]) =>
+        `<option value="${k}" ${k === cost ? "selected" : ""}>${v}</option>`).join("")}</select></label>
+      <button type="submit">Show</button></form>
+    <p id="pareto-info" class="muted"></p><div class="card chart tall"><canvas id="pareto"></canvas></div>
+    <p class="muted">Every evaluated architecture is a point; hover for its job and architecture, click to open the job.</p>`;
+  document.getElementById("pf").onsubmit = (e) => {
+    e.preventDefault();
+    const f = new URLSearchParams([...new FormData(e.target)].filter(([, v]) => v));
+    location.hash = `#/pareto?${f}`;
+  };
+  const f = new URLSearchParams([...q].filter(([k, v]) => v && ["dataset", "teacher"].includes(k)));
+  const [all, front] = await Promise.all([
+    json(`/v1/architectures?${f}&limit=10000`),
+    json(`/v1/pareto?${f}&cost=${cost}`),
+  ]);
+  const x = (a) => (cost === "params" ? a.params : a[cost]);
+  const points = all.architectures.filter((a) => a.stage !== "T").map((a) => ({ x: x(a), y: 100 * a.accuracy, a }));
+  const frontPts = front.front.map((a) => ({ x: x(a), y: 100 * a.accuracy, a })).sort((p, r) => p.x - r.x);
+  document.getElementById("pareto-info").textContent =
+    `${points.length} architectures shown (${all.total} stored), ${frontPts.length} on the front`;
+  chart(document.getElementById("pareto"), {
+    type: "scatter",
+    data: { datasets: [
+      { label: "front", data: frontPts, showLine: true, stepped: "before", borderColor: "#dc2626",
+        backgroundColor: "#dc2626", pointRadius: 4 },
+      { label: "architectures", data: points, backgroundColor: "rgba(37,99,235,.45)", pointRadius: 2.5 },
+    ] },
+    options: {
+      scales: { x: { title: { display: true, text: COSTS[cost] } }, y: { title: { display: true, text: "test accuracy (%)" } } },
+      plugins: { tooltip: { callbacks: { label: (c) => {
+        const a = c.raw.a;
+        return `job ${a.job_id ?? "-"} · ${a.stage} · ${a.arch}: ${c.raw.y.toFixed(2)}% at ${num(c.raw.x)}`;
+      } } } },
+      onClick: (_, els, ch) => {
+        if (!els.length) return;
+        const a = ch.data.datasets[els[0].datasetIndex].data[els[0].index].a;
+        if (a.job_id != null) location.hash = `#/job/${a.job_id}`;
+      },
+    },
+  });
+}
+
+// -- sweeps ------------------------------------------------------------------------------------
+
+async function sweepsPage() {
+  const list = await json("/v1/sweeps");
+  $main().innerHTML = `<h2>Sweeps</h2>${list.sweeps.length ? `<table id="sweeps"><thead><tr><th>id</th><th>name</th>
+    <th>state</th><th>dataset</th><th>cost</th><th>sampler</th><th class="num">trials</th><th>trial states</th></tr></thead><tbody>
+    ${list.sweeps.map((s) => `<tr><td><a href="#/sweep/${s.id}">${s.id}</a></td><td>${esc(s.name)}</td><td>${badge(s.state)}</td>
+      <td>${esc(s.dataset)}</td><td>${esc(s.cost)}</td><td>${esc(s.sampler)}</td><td class="num">${s.trials}</td>
+      <td>${esc(Object.entries(s.trial_states).map(([k, v]) => `${k} ${v}`).join(", "))}</td></tr>`).join("")}
+    </tbody></table>` : `<p class="muted">No sweep yet: <code>reskd sweep configs/digits-sweep.yaml</code> starts one.</p>`}`;
+}
+
+async function sweepPage(id) {
+  const [s, front] = await Promise.all([json(`/v1/sweeps/${id}`), json(`/v1/sweeps/${id}/pareto`)]);
+  const params = [...new Set(s.trial_list.flatMap((t) => Object.keys(t.params)))];
+  $main().innerHTML = `<h2>Sweep ${s.id}${s.name ? ` · ${esc(s.name)}` : ""}</h2>
+    <p>${badge(s.state)} ${esc(s.dataset)}, ${s.trials} trials, ${esc(s.sampler)}, cost ${esc(s.cost)}.
+      Optuna study <code>${esc(s.study_name)}</code>: <code>optuna-dashboard &lt;the service's database URL&gt;</code>
+      opens it in optuna-dashboard.</p>
+    <div class="grid2"><div class="card chart"><canvas id="sweep-front"></canvas></div>
+    <div><table id="trials"><thead><tr><th>#</th><th>state</th>${params.map((p) => `<th>${esc(p)}</th>`).join("")}
+      <th class="num">accuracy</th><th class="num">${esc(s.cost)}</th><th>job</th></tr></thead><tbody>
+      ${s.trial_list.map((t) => `<tr><td>${t.number}</td><td>${badge(t.state)}</td>${params.map((p) =>
+        `<td>${esc(typeof t.params[p] === "number" ? +t.params[p].toPrecision(4) : t.params[p])}</td>`).join("")}
+        <td class="num">${t.accuracy == null ? "" : t.accuracy.toFixed(2) + "%"}</td><td class="num">${num(t.cost)}</td>
+        <td>${t.job_id ? `<a href="#/job/${t.job_id}">${t.job_id}</a> ${esc(t.job_state)}` : ""}</td></tr>`).join("")}
+      </tbody></table></div></div>`;
+  const pts = (ts) => ts.filter((t) => t.accuracy != null).map((t) => ({ x: t.cost, y: t.accuracy, t }));
+  chart(document.getElementById("sweep-front"), { type: "scatter", data: { datasets: [
+    { label: "front", data: pts(front.front).sort((a, b) => a.x - b.x), showLine: true, stepped: "before",
+      borderColor: "#dc2626", backgroundColor: "#dc2626", pointRadius: 4 },
+    { label: "trials", data: pts(s.trial_list), backgroundColor: "rgba(37,99,235,.5)", pointRadius: 3 },
+  ] }, options: { parsing: false, scales: { x: { title: { display: true, text: s.cost } },
+      y: { title: { display: true, text: "accuracy (%)" } } },
+    plugins: { tooltip: { callbacks: { label: (c) => `trial ${c.raw.t.number}: ${c.raw.y.toFixed(2)}% at ${num(c.raw.x)}` } } } } });
+}
+
+// -- submit ------------------------------------------------------------------------------------
+
+function lineOf(text, loc) {
+  // the line of a field given as a path of keys (list indices skipped): each key searched
+  // after the previous one's line
+  const lines = text.split("\n");
+  let at = 0;
+  for (const key of loc.filter((k) => typeof k === "string")) {
+    const i = lines.findIndex((l, n) => n >= at && l.includes(`"${key}"`));
+    if (i < 0) break;
+    at = i;
+  }
+  return at;
+}
+
+async function submitPage() {
+  const examples = await json("/v1/examples").catch(() => ({ examples: [] }));
+  $main().innerHTML = `<h2>Submit a job</h2>
+    <div class="filters"><label>start from <select id="example">${examples.examples.map((e, i) =>
+      `<option value="${i}">${esc(e.name)}</option>`).join("")}<option value="-1">empty</option></select></label>
+      <label>kind <select id="kind"><option>reskd</option><option>search</option><option>finetune</option><option>distill</option></select></label>
+      <label>name <input id="job-name" size="24"></label>
+      <button class="primary" id="submit">Submit</button></div>
+    <div class="grid2"><div class="editor"><div class="gutter" id="gutter"></div><textarea id="config" spellcheck="false"></textarea></div>
+      <div><p class="muted">The run config as JSON (the fields of <code>reskd run</code>'s YAML).
+        Errors appear here and against their line.</p><ul class="field-errors" id="errors"></ul></div></div>`;
+  const area = document.getElementById("config"), gutter = document.getElementById("gutter");
+  const errors = document.getElementById("errors");
+  let bad = new Map();
+  const drawGutter = () => {
+    const n = area.value.split("\n").length;
+    area.rows = n + 1;
+    gutter.innerHTML = Array.from({ length: n }, (_, i) =>
+      `<div class="${bad.has(i) ? "bad" : ""}" title="${esc(bad.get(i) || "")}">${i + 1}</div>`).join("");
+  };
+  const pick = () => {
+    const i = +document.getElementById("example").value;
+    area.value = i >= 0 ? JSON.stringify(examples.examples[i].config, null, 2) : "{\n}";
+    bad = new Map(); errors.innerHTML = ""; drawGutter();
+  };
+  document.getElementById("example").onchange = pick;
+  area.oninput = drawGutter;
+  pick();
+  document.getElementById("submit").onclick = async () => {
+    bad = new Map(); errors.innerHTML = "";
+    let config;
+    try { config = JSON.parse(area.value); } catch (e) {
+      errors.innerHTML = `<li class="error">Not JSON: ${esc(e.message)}</li>`; drawGutter(); return;
+    }
+    const body = { kind: document.getElementById("kind").value, config };
+    const name = document.getElementById("job-name").value.trim();
+    if (name) body.name = name;
+    const r = await api("/v1/jobs", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const out = await r.json().catch(() => ({}));
+    if (r.ok) { location.hash = `#/job/${out.id}`; return; }
+    const list = Array.isArray(out.detail) ? out.detail : [{ loc: [], msg: out.detail || r.statusText }];
+    errors.innerHTML = list.map((e) => {
+      const loc = (e.loc || []).filter((k) => k !== "body");
+      const inConfig = loc[0] === "config" ? loc.slice(1) : loc;
+      const line = loc[0] === "config" ? lineOf(area.value, inConfig) : null;
+      if (line != null) bad.set(line, e.msg);
+      return `<li class="error" data-line="${line ?? ""}"><code>${esc(loc.join("."))}</code>${line != null ? ` (line ${line + 1})` : ""}: ${esc(e.msg)}</li>`;
+    }).join("");
+    drawGutter();
+  };
+}
+
+// -- routing -----------------------------------------------------------------------------------
+
+async function route() {
+  cleanup.forEach((f) => f());
+  cleanup = [];
+  const [path, query] = (location.hash.slice(1) || "/jobs").split("?");
+  const parts = path.split("/").filter(Boolean);
+  document.querySelectorAll("header nav a[data-page]").forEach((a) =>
+    a.classList.toggle("active", a.dataset.page === parts[0] || (parts[0] === "job" && a.dataset.page === "jobs")
+      || (parts[0] === "sweep" && a.dataset.page === "sweeps")));
+  const params = Object.fromEntries(new URLSearchParams(query || ""));
+  try {
+    if (parts[0] === "job" && parts[1]) await jobPage(parts[1]);
+    else if (parts[0] === "pareto") await paretoPage(params);
+    else if (parts[0] === "sweeps") await sweepsPage();
+    else if (parts[0] === "sweep" && parts[1]) await sweepPage(parts[1]);
+    else if (parts[0] === "submit") await submitPage();
+    else await jobsPage(params);
+  } catch (e) {
+    $main().innerHTML = `<p class="error">${esc(e.message)}</p>`;
+  }
+  // first paint of the page with its data (the tests read it: performance.getEntriesByName)
+  performance.mark("reskd-painted");
+  document.body.dataset.painted = parts[0] || "jobs";
+}
+
+async function health() {
+  const h = await fetch("/v1/health").then((r) => r.json()).catch(() => null);
+  document.getElementById("health").textContent = h ? `${h.database} · ${h.queued} queued · ${h.running} running` : "service unreachable";
+}
+
+window.addEventListener("hashchange", route);
+window.addEventListener("DOMContentLoaded", () => { route(); health(); setInterval(health, 10000); });
