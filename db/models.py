@@ -121,6 +121,7 @@ class EpochMetric(Base):
     lr: Mapped[float] = mapped_column(Float)
     seconds: Mapped[float] = mapped_column(Float)
     expected_mflops: Mapped[float | None] = mapped_column(Float)  # searches: E[MFLOPs]
+    phase: Mapped[str | None] = mapped_column(String(64))  # a stage's trainings, e.g. stage1
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

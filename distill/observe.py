@@ -31,10 +31,11 @@ class StageObserver(Protocol):
     def stage_finished(self, kind: str, key: str, seconds: float) -> None: ...
 
     def epoch(
-        self, record: Any, total: int, resumed_from: int, extra: dict[str, float] | None = None
+        self, record: Any, total: int, resumed_from: int, extra: dict[str, Any] | None = None
     ) -> None:
-        """After each epoch of the running stage (an ``EpochRecord``; ``extra``: the task's own
-        figures, such as a search's expected MFLOPs)."""
+        """After each epoch of the running stage (an ``EpochRecord``; ``extra``: ``phase``, the
+        training's name within the stage, and the task's own figures, such as a search's
+        ``expected_mflops``)."""
         ...
 
     def check(self) -> None:

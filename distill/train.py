@@ -223,7 +223,7 @@ class TrainTask(nn.Module):
     def end_epoch(self, record: EpochRecord) -> None:
         """After each epoch, before the checkpoint is written."""
 
-    def epoch_metrics(self) -> dict[str, float]:
+    def epoch_metrics(self) -> dict[str, Any]:
         """Figures of the epoch that just ended beyond the record's (stored per epoch)."""
         return {}
 
@@ -484,7 +484,8 @@ def fit(
         if on_epoch is not None:
             on_epoch(record, config.epochs)
         if observer is not None:
-            observer.epoch(record, config.epochs, history.resumed_from, task.epoch_metrics())
+            extra = {"phase": desc, **task.epoch_metrics()}
+            observer.epoch(record, config.epochs, history.resumed_from, extra)
         if progress:
             shown = f", eval acc {eval_acc:.4f}" if eval_acc is not None else ""
             shown += "".join(f", {k} {v}" for k, v in task.status().items())

@@ -143,7 +143,7 @@ class SearchTask(TrainTask):
             }
         )
 
-    def epoch_metrics(self) -> dict[str, float]:
+    def epoch_metrics(self) -> dict[str, Any]:
         return {"expected_mflops": self.history[-1]["expected_mflops"]} if self.history else {}
 
     def extra_state(self) -> dict[str, Any]:

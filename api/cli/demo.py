@@ -79,8 +79,15 @@ def demo_sweep(epochs: int, trials: int) -> dict[str, Any]:
 
 
 def run_demo(
-    *, out_dir: Path, epochs: int = 8, progress: bool = True, sweep_trials: int = 4
+    *,
+    out_dir: Path,
+    epochs: int = 8,
+    progress: bool = True,
+    sweep_trials: int = 4,
+    keep_serving: bool = False,
 ) -> dict[str, Any]:
+    """The demo; with ``keep_serving`` the service (and its dashboard) stays up afterwards until
+    Ctrl-C or SIGTERM."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if threading.current_thread() is threading.main_thread():  # SIGTERM still stops the service
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -98,6 +105,10 @@ def run_demo(
         client = Client(f"http://127.0.0.1:{port}")
         _wait_for(client, server, out_dir)
         print(f"service up at {client.url} (SQLite and artifacts in {out_dir / 'service'})")
+        print(
+            f"dashboard: {client.url}/ (jobs live, curves, Pareto front, sweeps); API docs: "
+            f"{client.url}/docs"
+        )
         jobs = {}
         for name, config in demo_configs(epochs).items():
             job = client.submit(config, kind="reskd", name=name)
@@ -158,6 +169,13 @@ def run_demo(
         result: dict[str, Any] = {"jobs": finished, "pareto": front, "plot": str(plot)}
         if sweep_trials:
             result["sweep"] = _sweep(client, epochs, sweep_trials, out_dir, progress)
+        if keep_serving:
+            print(f"\nthe dashboard stays up at {client.url}/ : Ctrl-C stops it", flush=True)
+            try:
+                while server.poll() is None:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                print("stopping the service")
         return result
     finally:
         os.killpg(server.pid, signal.SIGTERM)

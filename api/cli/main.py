@@ -119,6 +119,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         progress=not args.quiet,
         sweep_trials=args.sweep_trials,
+        keep_serving=not args.exit,
     )
     return 0
 
@@ -643,6 +644,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.add_argument(
         "--sweep-trials", type=int, default=4, help="trials of the demo's Optuna sweep (0: none)"
+    )
+    demo.add_argument(
+        "--exit",
+        action="store_true",
+        help="stop the service at the end (default: the dashboard stays up until Ctrl-C)",
     )
     demo.set_defaults(func=cmd_demo)
     return parser

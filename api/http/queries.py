@@ -107,10 +107,7 @@ def list_jobs(
         query = query.where(Job.dataset == dataset)
     total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
     jobs = s.scalars(
-        query.order_by(Job.id.desc())
-        .limit(limit)
-        .offset(offset)
-        .options(selectinload(Job.stages))
+        query.order_by(Job.id.desc()).limit(limit).offset(offset).options(selectinload(Job.stages))
     ).all()
     return schemas.JobList(
         jobs=[
@@ -126,7 +123,11 @@ def list_jobs(
 
 
 def _best(job: Job) -> schemas.Best | None:
-    rows = [r for r in (job.result or {}).get("rows", []) if r.get("role") not in ("teacher", "baseline")]
+    rows = [
+        r
+        for r in (job.result or {}).get("rows", [])
+        if r.get("role") not in ("teacher", "baseline")
+    ]
     if not rows:
         return None
     row = max(rows, key=lambda r: r.get("accuracy", 0.0))
@@ -200,13 +201,15 @@ def job_metrics(s: Session, job_id: int) -> schemas.JobMetrics:
         select(Stage.position, Stage.kind, Stage.key, Stage.name, EpochMetric)
         .join(EpochMetric, EpochMetric.stage_id == Stage.id)
         .where(Stage.job_id == job_id)
-        .order_by(Stage.position, EpochMetric.epoch)
+        .order_by(Stage.position, EpochMetric.id)
     ).all()
-    stages: dict[tuple[str, str], schemas.StageMetrics] = {}
+    stages: dict[tuple[str, str, str | None], schemas.StageMetrics] = {}
     for position, kind, key, name, m in rows:
         stage = stages.setdefault(
-            (kind, key),
-            schemas.StageMetrics(position=position, kind=kind, key=key, name=name, epochs=[]),
+            (kind, key, m.phase),
+            schemas.StageMetrics(
+                position=position, kind=kind, key=key, name=name, phase=m.phase, epochs=[]
+            ),
         )
         epoch = schemas.EpochPublic.model_validate(m)
         stage.epochs = [e for e in stage.epochs if e.epoch != epoch.epoch] + [epoch]
@@ -272,6 +275,33 @@ def list_architectures(
     return schemas.ArchitectureList(
         architectures=[schemas.ArchitecturePublic.model_validate(r) for r in rows],
         total=int(total),
+    )
+
+
+def architecture_points(
+    s: Session, *, dataset: str | None, teacher: str | None, cost: schemas.Cost, limit: int
+) -> schemas.ArchitecturePoints:
+    column = getattr(Architecture, cost)
+    query = _filtered(dataset, teacher, include_teacher=False).with_only_columns(
+        Architecture.id,
+        Architecture.job_id,
+        Architecture.stage,
+        Architecture.arch,
+        Architecture.accuracy,
+        column,
+    )
+    rows = s.execute(query.order_by(Architecture.id).limit(limit)).all()
+    ids, jobs, stages, archs, accs, costs = (
+        (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [], [], [], [])
+    )
+    return schemas.ArchitecturePoints(
+        total=len(rows),
+        id=ids,
+        job_id=jobs,
+        stage=stages,
+        arch=archs,
+        accuracy=accs,
+        cost=[float(c) for c in costs],
     )
 
 

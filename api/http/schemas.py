@@ -149,6 +149,9 @@ class StageMetrics(BaseModel):
     kind: str
     key: str
     name: str
+    phase: str | None = Field(
+        description="the training within the stage (a STACNAS search trains two supernets)"
+    )
     epochs: list[EpochPublic] = Field(
         description="in order; a stage resumed after a crash continues its earlier attempt's"
     )
@@ -193,6 +196,19 @@ class ArchitecturePublic(BaseModel):
     params: int
     energy: float | None
     seed: int
+
+
+class ArchitecturePoints(BaseModel):
+    """Every architecture (the teacher left out) as columns: what a chart of all of them needs,
+    without one object per point."""
+
+    total: int
+    id: list[int]
+    job_id: list[int | None]
+    stage: list[str]
+    arch: list[str]
+    accuracy: list[float]
+    cost: list[float] = Field(description="the requested cost of each architecture")
 
 
 class ArchitectureList(BaseModel):

@@ -228,7 +228,9 @@ class SqlQueue(JobQueue):
             # a resumed stage repeats no epoch, but a stage retried after a crash may: keep one
             s.execute(
                 delete(EpochMetric).where(
-                    EpochMetric.stage_id == stage_id, EpochMetric.epoch == metrics["epoch"]
+                    EpochMetric.stage_id == stage_id,
+                    EpochMetric.epoch == metrics["epoch"],
+                    EpochMetric.phase == metrics.get("phase"),
                 )
             )
             s.add(EpochMetric(job_id=job_id, stage_id=stage_id, **metrics))

@@ -88,7 +88,7 @@ class _Observer:
         self.stage_id = None
 
     def epoch(
-        self, record: Any, total: int, resumed_from: int, extra: dict[str, float] | None = None
+        self, record: Any, total: int, resumed_from: int, extra: dict[str, Any] | None = None
     ) -> None:
         if self.stage_id is None:
             return
@@ -103,6 +103,7 @@ class _Observer:
                 "lr": record.lr,
                 "seconds": record.seconds,
                 "expected_mflops": (extra or {}).get("expected_mflops"),
+                "phase": (extra or {}).get("phase"),
             },
         )
         done = record.epoch - resumed_from

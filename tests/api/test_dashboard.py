@@ -153,6 +153,13 @@ def test_sweep_page_lists_trials_and_front_and_searched_cells_are_drawn(
     trial_job = service.http.get(f"/v1/sweeps/{created['id']}").json()["trial_list"][0]["job_id"]
     page.goto(f"{service.url}/#/job/{trial_job}")
     painted(page, "job")
+    metrics = service.http.get(f"/v1/jobs/{trial_job}/metrics").json()["stages"]
+    search = [m for m in metrics if m["kind"] == "search"]
+    assert [m["phase"] for m in search] == ["search stage1", "search stage2"]
+    assert all(e["expected_mflops"] > 0 for m in search for e in m["epochs"])
+    labels = page.evaluate("Chart.getChart('loss').data.datasets.map(d => d.label)")
+    assert any(lb.endswith(": stage1") for lb in labels), labels
+    assert any(lb.endswith(": stage2") for lb in labels), labels
     page.wait_for_selector("#images img")
     names = page.locator("#images figcaption").all_inner_texts()
     assert any(n.endswith("cells.png") for n in names), names

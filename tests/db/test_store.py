@@ -90,8 +90,10 @@ def test_upgrading_a_database_of_the_first_schema_keeps_its_data(database_url: s
     engine.dispose()
     db, _ = open_store(database_url)  # migrate(): moves the version table, upgrades to head
     with db.engine.connect() as c:
-        assert c.execute(text("SELECT version_num FROM reskd_alembic_version")).scalar() == "0002"
+        # head: 0003 (per-epoch metrics) on top of 0002 (sweeps)
+        assert c.execute(text("SELECT version_num FROM reskd_alembic_version")).scalar() == "0003"
         assert "alembic_version" not in inspect(c).get_table_names()
+        assert "epoch_metrics" in inspect(c).get_table_names()
         for table in ("stages", "artifacts", "architectures"):
             linked = c.execute(text(f"SELECT job_id FROM {table}")).scalars().all()
             assert linked == [job_id], table

@@ -41,6 +41,24 @@ def architectures(
 
 
 @router.get(
+    "/architectures/points",
+    response_model=schemas.ArchitecturePoints,
+    dependencies=AUTH,
+    responses=responses(422),
+)
+def architecture_points(
+    s: SessionDep,
+    dataset: DatasetFilter = None,
+    teacher: Annotated[str | None, Query(max_length=200)] = None,
+    cost: schemas.Cost = "mflops",
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 100_000,
+) -> schemas.ArchitecturePoints:
+    """Every student architecture's accuracy and cost as columns (the dashboard's Pareto chart
+    draws all of them)."""
+    return queries.architecture_points(s, dataset=dataset, teacher=teacher, cost=cost, limit=limit)
+
+
+@router.get(
     "/pareto", response_model=schemas.ParetoPublic, dependencies=AUTH, responses=responses(422)
 )
 def pareto(

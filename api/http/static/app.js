@@ -234,10 +234,11 @@ async function jobPage(id) {
     const L = [], A = [];
     for (const s of m.stages) {
       const pts = (f) => s.epochs.filter((e) => e[f] != null).map((e) => ({ x: offset + e.epoch, y: e[f] }));
-      L.push({ label: s.name, data: pts("loss"), pointRadius: 2 });
-      A.push({ label: `${s.name} train`, data: pts("train_accuracy"), pointRadius: 2 });
+      const name = s.phase && s.phase.startsWith("search") ? `${s.name}: ${s.phase.slice(7)}` : s.name;
+      L.push({ label: name, data: pts("loss"), pointRadius: 2 });
+      A.push({ label: `${name} train`, data: pts("train_accuracy"), pointRadius: 2 });
       const ev = pts("eval_accuracy");
-      if (ev.length) A.push({ label: `${s.name} eval`, data: ev, borderDash: [4, 3], pointRadius: 2 });
+      if (ev.length) A.push({ label: `${name} eval`, data: ev, borderDash: [4, 3], pointRadius: 2 });
       offset += s.epochs.length ? s.epochs[s.epochs.length - 1].epoch : 0;
     }
     loss.data.datasets = L; acc.data.datasets = A;
@@ -310,14 +311,14 @@ async function paretoPage(params) {
   };
   const f = new URLSearchParams([...q].filter(([k, v]) => v && ["dataset", "teacher"].includes(k)));
   const [all, front] = await Promise.all([
-    json(`/v1/architectures?${f}&limit=10000`),
+    json(`/v1/architectures/points?${f}&cost=${cost}`),
     json(`/v1/pareto?${f}&cost=${cost}`),
   ]);
-  const x = (a) => (cost === "params" ? a.params : a[cost]);
-  const points = all.architectures.filter((a) => a.stage !== "T").map((a) => ({ x: x(a), y: 100 * a.accuracy, a }));
-  const frontPts = front.front.map((a) => ({ x: x(a), y: 100 * a.accuracy, a })).sort((p, r) => p.x - r.x);
+  const points = all.id.map((id, i) => ({ x: all.cost[i], y: 100 * all.accuracy[i],
+    a: { job_id: all.job_id[i], stage: all.stage[i], arch: all.arch[i] } }));
+  const frontPts = front.front.map((a) => ({ x: a[cost], y: 100 * a.accuracy, a })).sort((p, r) => p.x - r.x);
   document.getElementById("pareto-info").textContent =
-    `${points.length} architectures shown (${all.total} stored), ${frontPts.length} on the front`;
+    `${points.length} architectures (the teacher left out), ${frontPts.length} on the front`;
   chart(document.getElementById("pareto"), {
     type: "scatter",
     data: { datasets: [

@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("lr", sa.Float(), nullable=False),
         sa.Column("seconds", sa.Float(), nullable=False),
         sa.Column("expected_mflops", sa.Float(), nullable=True),
+        sa.Column("phase", sa.String(length=64), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["stage_id"], ["stages.id"], ondelete="CASCADE"),
