@@ -255,7 +255,7 @@ class TrialPublic(BaseModel):
     number: int
     state: str = Field(description="Optuna's: running, complete, fail")
     params: dict[str, Any]
-    accuracy: float | None = Field(description="accuracy of S_n (%)")
+    accuracy: float | None = Field(description="test accuracy of S_n (a fraction, 0 to 1)")
     cost: float | None = Field(description="the sweep's cost of S_n")
     job_id: int | None
     job_state: str | None

@@ -123,8 +123,9 @@ def test_a_job_appears_changes_state_live_and_shows_curves_report_and_cells(
 def test_sweep_page_lists_trials_and_front_and_searched_cells_are_drawn(
     service: Service, browser: Browser
 ) -> None:
-    base = tiny_config(
-        res_students=[{"search": {"budget_mflops": 0.1, "epochs": 1, "channels": 4, "layers": 3}}]
+    base = tiny_config(  # T and S0 as the first test's job trained them: reused
+        train={"epochs": 2, "batch_size": 128},
+        res_students=[{"search": {"budget_mflops": 0.1, "epochs": 1, "channels": 4, "layers": 3}}],
     )
     body = {
         "base": base,

@@ -365,10 +365,10 @@ async function sweepPage(id) {
       <th class="num">accuracy</th><th class="num">${esc(s.cost)}</th><th>job</th></tr></thead><tbody>
       ${s.trial_list.map((t) => `<tr><td>${t.number}</td><td>${badge(t.state)}</td>${params.map((p) =>
         `<td>${esc(typeof t.params[p] === "number" ? +t.params[p].toPrecision(4) : t.params[p])}</td>`).join("")}
-        <td class="num">${t.accuracy == null ? "" : t.accuracy.toFixed(2) + "%"}</td><td class="num">${num(t.cost)}</td>
+        <td class="num">${pct(t.accuracy)}</td><td class="num">${num(t.cost)}</td>
         <td>${t.job_id ? `<a href="#/job/${t.job_id}">${t.job_id}</a> ${esc(t.job_state)}` : ""}</td></tr>`).join("")}
       </tbody></table></div></div>`;
-  const pts = (ts) => ts.filter((t) => t.accuracy != null).map((t) => ({ x: t.cost, y: t.accuracy, t }));
+  const pts = (ts) => ts.filter((t) => t.accuracy != null).map((t) => ({ x: t.cost, y: 100 * t.accuracy, t }));
   chart(document.getElementById("sweep-front"), { type: "scatter", data: { datasets: [
     { label: "front", data: pts(front.front).sort((a, b) => a.x - b.x), showLine: true, stepped: "before",
       borderColor: "#dc2626", backgroundColor: "#dc2626", pointRadius: 4 },
