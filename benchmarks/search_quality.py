@@ -4,8 +4,10 @@ random R1 at three FLOPs budgets over several seeds, every R1 trained the same w
     python benchmarks/search_quality.py [--dataset mnist5k] [--seeds 0 1 2]
         [--budgets 0.5 1 2] [--random 3] [--set epochs=4 ...] [--out runs/bench-quality]
 
-Per seed, one output directory holds every run, so T (ResNet-20) and S0 (ResNet-14x0.25 by KD, as
-in ``benchmarks/reskd_seeds.py``) are trained once and shared. Budgets are multiples of
+Per seed, one output directory holds every run, so S0 (ResNet-14x0.25 by KD, as in
+``benchmarks/reskd_seeds.py``) is trained once and shared by the arms; T (ResNet-20) is trained
+with the first seed and serves every seed (``--teacher-per-seed`` trains one per seed). Every R1
+trains with its gradients clipped at 5 (searched and random genotypes do under ``nas_train``). Budgets are multiples of
 ResNet-8x0.5's counted MFLOPs on the dataset. At each budget and seed, R1 is
 - searched: the default search (``SearchSpec`` defaults, overridden by ``--set``) on the residual;
 - handcrafted: the zoo's ResNet-8 at the widest width (a multiple of 1/32) that fits the budget;

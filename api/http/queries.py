@@ -406,12 +406,22 @@ def trials(s: Session, db_url: str, sweep_id: int) -> list[schemas.TrialPublic]:
     return out
 
 
-def get_sweep(s: Session, db_url: str, sweep_id: int) -> schemas.SweepPublic:
+def get_sweep(
+    s: Session, db_url: str, sweep_id: int, dashboard_url: str | None = None
+) -> schemas.SweepPublic:
     sweep = _sweep_row(s, sweep_id)
+    link = None
+    if dashboard_url:  # optuna-dashboard's address of a study is its storage id
+        try:
+            study_id = study_storage(db_url).get_study_id_from_name(sweep.study_name)
+            link = f"{dashboard_url.rstrip('/')}/dashboard/studies/{study_id}"
+        except KeyError:
+            link = None
     return schemas.SweepPublic(
         **sweep_summary(s, sweep).model_dump(),
         spec=sweep.spec,
         trial_list=trials(s, db_url, sweep_id),
+        optuna_dashboard=link,
     )
 
 

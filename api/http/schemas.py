@@ -265,6 +265,9 @@ class TrialPublic(BaseModel):
 class SweepPublic(SweepSummary):
     spec: dict[str, Any]
     trial_list: list[TrialPublic]
+    optuna_dashboard: str | None = Field(
+        None, description="the study in optuna-dashboard, when RESKD_OPTUNA_DASHBOARD_URL is set"
+    )
 
 
 class SweepList(BaseModel):

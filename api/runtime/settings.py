@@ -16,6 +16,11 @@ class Settings(BaseSettings):
         None, description="any SQLAlchemy URL; default SQLite at <artifact_root>/reskd.db"
     )
     token: str | None = Field(None, description="bearer token; without one, 127.0.0.1 only")
+    optuna_dashboard_url: str | None = Field(
+        None,
+        description="where `optuna-dashboard <database URL>` serves this service's database "
+        "(e.g. http://127.0.0.1:8080): a sweep then links its study there",
+    )
     host: str = "127.0.0.1"
     port: int = 8321
     allowed_hosts: list[str] = Field(

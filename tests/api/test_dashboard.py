@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 
 from tests.api.service import Service, tiny_config
@@ -74,7 +75,9 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = Service(tmp_path_factory.mktemp("dashboard"), workers=2)
+    # where optuna-dashboard would serve this database: sweeps link their study there
+    env = {"RESKD_OPTUNA_DASHBOARD_URL": "http://127.0.0.1:8080"}
+    svc = Service(tmp_path_factory.mktemp("dashboard"), workers=2, extra_env=env)
     yield svc
     svc.stop()
 
@@ -147,6 +150,11 @@ def test_sweep_page_lists_trials_and_front_and_searched_cells_are_drawn(
     page.click(f"#sweeps a[href='#/sweep/{created['id']}']")
     painted(page, "sweep")
     assert page.locator("#trials tbody tr").count() == 2
+    study = optuna.storages.RDBStorage(service.database_url).get_study_id_from_name(
+        created["study_name"]
+    )
+    link = page.get_attribute("#optuna-link", "href")
+    assert link == f"http://127.0.0.1:8080/dashboard/studies/{study}"
     points = page.evaluate("Chart.getChart('sweep-front').data.datasets[1].data.length")
     assert points == 2
     browser.shot(page, "sweep")

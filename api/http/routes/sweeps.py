@@ -7,7 +7,17 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.http import queries, schemas
-from api.http.deps import AUTH, OWNER, DatabaseDep, Offset, QueueDep, SessionDep, SweepId, responses
+from api.http.deps import (
+    AUTH,
+    OWNER,
+    DatabaseDep,
+    Offset,
+    QueueDep,
+    SessionDep,
+    SettingsDep,
+    SweepId,
+    responses,
+)
 from api.runtime import sweeps
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], dependencies=AUTH)
@@ -37,8 +47,10 @@ def list_sweeps(
 
 
 @router.get("/{sweep_id}", response_model=schemas.SweepPublic, responses=responses(404, 422))
-def get_sweep(sweep_id: SweepId, s: SessionDep, db: DatabaseDep) -> schemas.SweepPublic:
-    return queries.get_sweep(s, db.url, sweep_id)
+def get_sweep(
+    sweep_id: SweepId, s: SessionDep, db: DatabaseDep, settings: SettingsDep
+) -> schemas.SweepPublic:
+    return queries.get_sweep(s, db.url, sweep_id, settings.optuna_dashboard_url)
 
 
 @router.get(

@@ -358,8 +358,10 @@ async function sweepPage(id) {
   const params = [...new Set(s.trial_list.flatMap((t) => Object.keys(t.params)))];
   $main().innerHTML = `<h2>Sweep ${s.id}${s.name ? ` · ${esc(s.name)}` : ""}</h2>
     <p>${badge(s.state)} ${esc(s.dataset)}, ${s.trials} trials, ${esc(s.sampler)}, cost ${esc(s.cost)}.
-      Optuna study <code>${esc(s.study_name)}</code>: <code>optuna-dashboard &lt;the service's database URL&gt;</code>
-      opens it in optuna-dashboard.</p>
+      Optuna study <code>${esc(s.study_name)}</code>: ${s.optuna_dashboard
+        ? `<a id="optuna-link" href="${esc(s.optuna_dashboard)}" target="_blank" rel="noopener">open it in optuna-dashboard</a>`
+        : `<code>optuna-dashboard &lt;the service's database URL&gt;</code> opens it in optuna-dashboard
+           (with <code>RESKD_OPTUNA_DASHBOARD_URL</code> set, this is a link)`}.</p>
     <div class="grid2"><div class="card chart"><canvas id="sweep-front"></canvas></div>
     <div><table id="trials"><thead><tr><th>#</th><th>state</th>${params.map((p) => `<th>${esc(p)}</th>`).join("")}
       <th class="num">accuracy</th><th class="num">${esc(s.cost)}</th><th>job</th></tr></thead><tbody>
