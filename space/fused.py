@@ -20,6 +20,7 @@ operation's bundle holds only the edges that have it, and ``none`` is never run.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -64,7 +65,7 @@ class OpBundle(nn.Module):
             self.copy_from([OPS[name](c, stride, False) for _ in range(m)])
 
     @torch.no_grad()
-    def copy_from(self, ops: Sequence[nn.Module]) -> None:
+    def copy_from(self, ops: Sequence[Any]) -> None:
         """Take the weights of ``m`` per-edge operations (``OPS[name](c, stride, False)``, pooling
         wrapped with its BN as ``MixedOp`` does)."""
         if len(ops) != self.m:
@@ -72,8 +73,8 @@ class OpBundle(nn.Module):
         if self.shared:
             return
         if isinstance(ops[0], FactorizedReduce):
-            self.w1.copy_(torch.cat([op.conv_1.weight for op in ops]))  # type: ignore[union-attr]
-            self.w2.copy_(torch.cat([op.conv_2.weight for op in ops]))  # type: ignore[union-attr]
+            self.w1.copy_(torch.cat([op.conv_1.weight for op in ops]))
+            self.w2.copy_(torch.cat([op.conv_2.weight for op in ops]))
             return
         stages = [list(op) for op in ops]  # SepConv: two DilConv; DilConv: its layers
         if self.name.startswith("sep"):
@@ -141,7 +142,7 @@ class FusedSearchCell(nn.Module):
         self.positions: list[dict[str, list[int]]] = []
         for s in range(steps + 1):
             edges = [e for e, (_, i) in enumerate(inputs) if i == s]
-            ops: dict[str, list[int]] = {}
+            ops: dict[str, list[int]] = {}  # operation -> positions among the state's edges
             for pos, e in enumerate(edges):
                 for name in candidates[e]:
                     if name != "none":
@@ -157,25 +158,30 @@ class FusedSearchCell(nn.Module):
                 )
             )
             # where each (edge, operation) weight sits in the cell's flattened weights
-            for name, pos in ops.items():
-                flat = [edges[p] * width + list(candidates[edges[p]]).index(name) for p in pos]
+            for name, positions in ops.items():
+                flat = [
+                    edges[p] * width + list(candidates[edges[p]]).index(name) for p in positions
+                ]
                 self.register_buffer(f"w_{s}_{name}", torch.tensor(flat), persistent=False)
-                if len(pos) < len(edges):
-                    self.register_buffer(f"p_{s}_{name}", torch.tensor(pos), persistent=False)
+                if len(positions) < len(edges):
+                    self.register_buffer(
+                        f"p_{s}_{name}", torch.tensor(positions), persistent=False
+                    )
         self.bypass = nn.ModuleList(
             nn.MaxPool2d(2, 2) if plan.stride(s) == 2 and partial > 1 else nn.Identity()
             for s in range(steps + 1)
         )
 
-    def copy_from(self, cell: nn.Module) -> None:
+    def copy_from(self, cell: Any) -> None:
         """Take the weights of a ``SearchCell`` with the same plan and candidates."""
-        self.preprocess0.load_state_dict(cell.preprocess0.state_dict())  # type: ignore[union-attr]
-        self.preprocess1.load_state_dict(cell.preprocess1.state_dict())  # type: ignore[union-attr]
+        self.preprocess0.load_state_dict(cell.preprocess0.state_dict())
+        self.preprocess1.load_state_dict(cell.preprocess1.state_dict())
         for s, edges in enumerate(self.out_edges):
-            for name, bundle in self.bundles[s].items():  # type: ignore[union-attr]
+            bundles: Any = self.bundles[s]
+            for name, bundle in bundles.items():
                 ops = []
                 for p in self.positions[s][name]:
-                    mixed = cell.edges[edges[p]]  # type: ignore[index]
+                    mixed = cell.edges[edges[p]]
                     ops.append(mixed.ops[[mixed.names[k] for k in mixed.index].index(name)])
                 bundle.copy_from(ops)
 
@@ -186,7 +192,8 @@ class FusedSearchCell(nn.Module):
         relu_x = F.relu(x)
         total: Tensor | None = None
         m = len(self.out_edges[s])
-        for name, bundle in self.bundles[s].items():  # type: ignore[union-attr]
+        bundles: Any = self.bundles[s]
+        for name, bundle in bundles.items():
             w = flat[getattr(self, f"w_{s}_{name}")]
             y = bundle(x, relu_x) * w.view(1, -1, 1, 1, 1)
             pos = getattr(self, f"p_{s}_{name}", None)
@@ -208,11 +215,11 @@ class FusedSearchCell(nn.Module):
         for s in range(self.steps + 2):
             if s >= 2:
                 j = s - 2  # node j reads states 0..j+1; its slot among state i's edges
-                node = sum(mixed[i][:, j - max(0, i - 1)] for i in range(j + 2))
+                node: Any = sum(mixed[i][:, j - max(0, i - 1)] for i in range(j + 2))
                 if self.partial > 1:
-                    rest = sum(bypass[i] for i in range(j + 2))
+                    rest: Any = sum(bypass[i] for i in range(j + 2))
                     node = _shuffle(torch.cat([node, rest], dim=1), self.partial)
-                states.append(node)  # type: ignore[arg-type]
+                states.append(node)
             if s <= self.steps:
                 mixed.append(self._mixed(s, states[s], flat))
                 if self.partial > 1:

@@ -219,7 +219,7 @@ def test_a_bad_config_shows_its_error_at_the_field_and_cancel_works(
     page.click("#submit")
     error = page.locator("#errors li").first
     error.wait_for()
-    line = [i for i, ln in enumerate(text.split("\n")) if '"epochs": 0' in ln][0]
+    line = next(i for i, ln in enumerate(text.split("\n")) if '"epochs": 0' in ln)
     assert "train.epochs" in error.inner_text() and f"(line {line + 1})" in error.inner_text()
     bad = page.locator("#gutter div.bad")
     assert bad.count() == 1 and bad.inner_text() == str(line + 1)
@@ -342,10 +342,7 @@ def test_token_prompt_guards_every_page_and_first_paint_is_under_a_second(
         # first paint with the token already given (a tab that has it): 1,000 jobs, 10,000
         # architectures; the median of 3 loads
         timings = {}
-        for path, name, ready in (
-            ("/", "jobs", "#jobs tbody tr"),
-            ("/#/pareto?dataset=cifar10", "pareto", "#pareto"),
-        ):
+        for path, name in (("/", "jobs"), ("/#/pareto?dataset=cifar10", "pareto")):
             runs = []
             for _ in range(3):
                 page = browser.page(service)
