@@ -8,7 +8,8 @@ Per seed, one output directory holds every run, so S0 (ResNet-14x0.25 by KD, as 
 ``benchmarks/reskd_seeds.py``) is trained once and shared by the arms; T (ResNet-20) is trained
 with the first seed and serves every seed (``--teacher-per-seed`` trains one per seed). Every R1
 trains with its gradients clipped at 5 (searched and random genotypes do under ``nas_train``).
-Budgets are multiples of ResNet-8x0.5's counted MFLOPs on the dataset. At each budget and seed, R1 is
+Budgets are multiples of ResNet-8x0.5's counted MFLOPs on the dataset. At each budget and seed,
+R1 is
 - searched: the default search (``SearchSpec`` defaults, overridden by ``--set``) on the residual;
 - handcrafted: the zoo's ResNet-8 at the widest width (a multiple of 1/32) that fits the budget;
 - random: ``--random`` genotypes drawn uniformly from the same space (every edge's operation and

@@ -164,9 +164,7 @@ class FusedSearchCell(nn.Module):
                 ]
                 self.register_buffer(f"w_{s}_{name}", torch.tensor(flat), persistent=False)
                 if len(positions) < len(edges):
-                    self.register_buffer(
-                        f"p_{s}_{name}", torch.tensor(positions), persistent=False
-                    )
+                    self.register_buffer(f"p_{s}_{name}", torch.tensor(positions), persistent=False)
         self.bypass = nn.ModuleList(
             nn.MaxPool2d(2, 2) if plan.stride(s) == 2 and partial > 1 else nn.Identity()
             for s in range(steps + 1)
