@@ -45,7 +45,12 @@ def synthetic(n: int, classes: int = 10) -> tuple[TensorDataset, torch.Tensor]:
 
 
 def ours(
-    name: str, ops: tuple[str, ...], optimization: str, args: argparse.Namespace, shape: NetShape
+    name: str,
+    ops: tuple[str, ...],
+    optimization: str,
+    args: argparse.Namespace,
+    shape: NetShape,
+    fused: bool = True,
 ) -> Row:
     data, target = synthetic(args.batch * 2)
     method = MethodConfig(distance="kl")
@@ -54,7 +59,7 @@ def ours(
     )
     torch.manual_seed(0)
     device = torch.device(args.device)
-    net = Supernet(shape, uniform_candidates(ops)).to(device)
+    net = Supernet(shape, uniform_candidates(ops), fused=fused).to(device)
     held = factory(net, None) if optimization == "bilevel" else None
     x = torch.stack([data[i][0] for i in range(args.batch)]).to(device)
     y = torch.stack([data[i][1] for i in range(args.batch)]).to(device)
@@ -135,6 +140,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--skip-nni", action="store_true", help="ours only (no .venv-nni needed)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     shape = NetShape.of(
@@ -150,13 +156,26 @@ def main() -> None:
         ours("ours: STACNAS stage 1", StacNAS.stage1_ops, "one-level", args, shape),
         ours("ours: DARTS, 8 operations", PRIMITIVES, "one-level", args, shape),
         ours("ours: DARTS, 8 operations", PRIMITIVES, "bilevel", args, shape),
+        ours(
+            "ours: DARTS, 8 operations, per-edge cells (reference)",
+            PRIMITIVES,
+            "bilevel",
+            args,
+            shape,
+            fused=False,
+        ),
     ]
     for row in rows:
         print(row, flush=True)
-    nni_row = nni(args, shape)
-    rows.append(nni_row)
     from distill.report import format_table
 
+    print(f"fused cells / per-edge cells: {rows[2]['images/s'] / rows[3]['images/s']:.2f}x")
+    if args.skip_nni:
+        print()
+        print(format_table(rows, list(rows[0])))
+        return
+    nni_row = nni(args, shape)
+    rows.append(nni_row)
     print()
     print(format_table(rows, list(rows[0])))
     print()
