@@ -103,6 +103,13 @@ def normal_skips(genotype: dict[str, Any]) -> int:
     return sum(1 for op, _ in Genotype.from_dict(genotype).normal if op == "skip_connect")
 
 
+def normal_parameter_free(genotype: dict[str, Any]) -> int:
+    """Skips and poolings in the normal cell: a collapse to pooling is a collapse too."""
+    return sum(
+        1 for op, _ in Genotype.from_dict(genotype).normal if op == "skip_connect" or "pool" in op
+    )
+
+
 def hypervolume(points: list[tuple[float, float]], ref_mflops: float, ref_acc: float) -> float:
     """Area dominated by ``(mflops, accuracy)`` points (fewer MFLOPs, more accuracy) up to the
     reference point, in accuracy x MFLOPs."""
@@ -211,6 +218,11 @@ def main() -> None:
                     if arm == "random"
                     else (normal_skips(found["genotype"]) if found else None),
                     "argmax_skips": normal_skips(found["argmax_genotype"]) if found else None,
+                    "normal_parameter_free": normal_parameter_free(
+                        r1["genotype"] if arm == "random" else found["genotype"]
+                    )
+                    if (arm == "random" or found)
+                    else None,
                     "repair": found.get("derivation", {}).get("repair"),
                     "seconds": time.perf_counter() - started,
                 }
@@ -223,6 +235,7 @@ def main() -> None:
                     + (f", search {record['search_seconds'] / 60:.1f} min" if found else "")
                     + (
                         f", normal skips {record['normal_skips']} (argmax {record['argmax_skips']})"
+                        f", parameter-free {record['normal_parameter_free']} of 8"
                         if found
                         else ""
                     ),
