@@ -181,11 +181,7 @@ class FusedSearchCell(nn.Module):
         for s, edges in enumerate(self.out_edges):
             bundles: Any = self.bundles[s]
             for name, bundle in bundles.items():
-                ops = []
-                for p in self.positions[s][name]:
-                    mixed = cell.edges[edges[p]]
-                    ops.append(mixed.ops[[mixed.names[k] for k in mixed.index].index(name)])
-                bundle.copy_from(ops)
+                bundle.copy_from([cell.edges[edges[p]].op(name) for p in self.positions[s][name]])
 
     def _mixed(self, s: int, x: Tensor, flat: Tensor) -> Tensor:
         """Weighted sums of every candidate on every edge leaving state ``s``: (B, m, c, H, W)."""

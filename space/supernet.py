@@ -89,6 +89,10 @@ class MixedOp(nn.Module):
         self.ops = nn.ModuleList(ops)
         self.bypass = nn.MaxPool2d(2, 2) if stride == 2 and partial > 1 else nn.Identity()
 
+    def op(self, name: str) -> nn.Module:
+        """The module of candidate ``name`` (not ``none``, which has none)."""
+        return self.ops[[self.names[k] for k in self.index].index(name)]
+
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
         if self.partial == 1:
             return sum(weights[k] * op(x) for k, op in zip(self.index, self.ops, strict=True))

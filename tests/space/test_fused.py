@@ -72,10 +72,7 @@ def test_fused_supernet_matches_the_per_edge_reference(case: str) -> None:
         for name, bundle in cell_fused.bundles[s].items():
             if bundle.shared:
                 continue
-            ops = []
-            for p in cell_fused.positions[s][name]:
-                mixed = cell_ref.edges[edges[p]]
-                ops.append(mixed.ops[[mixed.names[k] for k in mixed.index].index(name)])
+            ops = [cell_ref.edges[edges[p]].op(name) for p in cell_fused.positions[s][name]]
             convs = [[m for m in op.modules() if isinstance(m, torch.nn.Conv2d)] for op in ops]
             mine = [p for n, p in bundle.named_parameters()]
             for i, param in enumerate(mine):
