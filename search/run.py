@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ class SearchResult:
     seconds: float
     plot: Path | None
     directory: Path
+    selection: dict[str, Any] = field(default_factory=lambda: {"method": "argmax"})
 
     @property
     def genotype(self) -> Genotype:
@@ -69,6 +70,7 @@ class SearchResult:
             "params": self.complexity.params,
             "derivation": self.derivation.to_dict(),
             "seconds": self.seconds,
+            "selection": self.selection,
             "history": self.history,
         }
 
@@ -191,6 +193,7 @@ def run_search(
         time.perf_counter() - started,
         None,
         out_dir,
+        found.selection,
     )
     if found.history:
         result.plot = plot_search(

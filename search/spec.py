@@ -64,6 +64,15 @@ class SearchSpec(ConfigModel):
         1,
         description="PC-DARTS: 1/K of the channels go through an edge's candidates (1: all)",
     )
+    selection: Literal["argmax", "perturbation"] = Field(
+        "argmax",
+        description="how the operations and edges are chosen from the trained supernet: argmax "
+        "(the largest architecture weights, DARTS) or perturbation (DARTS-PT: what removing "
+        "each one costs the objective); nni-darts always uses argmax",
+    )
+    selection_samples: int = Field(
+        256, ge=8, le=1_000_000, description="perturbation: training images it scores on"
+    )
     grad_clip: float = Field(5.0, gt=0, le=1e4)
     min_channels: int = Field(
         2, ge=2, multiple_of=2, description="the narrowest the budget may make the network"
@@ -106,6 +115,13 @@ class SearchSpec(ConfigModel):
             raise ValueError(f"must be an integer in [3, layers={layers}]")
         return value
 
+    @field_validator("selection")
+    @classmethod
+    def _nni_selects_by_argmax(cls, value: str, info: ValidationInfo) -> str:
+        if value == "perturbation" and info.data.get("strategy") == "nni-darts":
+            raise ValueError("nni-darts derives by argmax (NNI's own export): use argmax")
+        return value
+
     @field_validator("min_channels")
     @classmethod
     def _at_most_channels(cls, value: int, info: ValidationInfo) -> int:
@@ -142,6 +158,12 @@ class SearchSpec(ConfigModel):
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field, as stage keys hash it (``stage1_layers`` only when set, so searches stored
-        before it existed keep their keys)."""
-        return self.model_dump(exclude={"stage1_layers"} if self.stage1_layers is None else None)
+        """Every field, as stage keys hash it (``stage1_layers`` only when set, the selection's
+        fields only when it is not the argmax, so searches stored before they existed keep their
+        keys)."""
+        left_out = set()
+        if self.stage1_layers is None:
+            left_out.add("stage1_layers")
+        if self.selection == "argmax":
+            left_out |= {"selection", "selection_samples"}
+        return self.model_dump(exclude=left_out)

@@ -13,6 +13,7 @@ derivation trades by) and the per-epoch history.
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,8 +24,9 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
 from distill.residual import ResidualDistillation
-from distill.train import Indexed, fit, loader
+from distill.train import Indexed, fit, loader, resolve_device
 from search.budget import NON_ZERO, Scores, learnable_mflops
+from search.perturb import Batch, Importance, importance
 from search.spec import SearchSpec
 from search.task import SearchTask
 from space.genotypes import Genotype
@@ -63,6 +65,7 @@ class StrategyResult:
     scores: Scores
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds_per_stage: list[float] = field(default_factory=list)
+    selection: dict[str, Any] = field(default_factory=lambda: {"method": "argmax"})
 
 
 class Strategy(Protocol):
@@ -145,18 +148,56 @@ def train_supernet(
     return supernet.cpu().eval(), task.history, seconds
 
 
+def selection_batches(ctx: SearchContext) -> list[Batch]:
+    """The fixed sample of the training set that perturbation-based selection scores on."""
+    n = len(ctx.train_data)  # type: ignore[arg-type]
+    generator = torch.Generator().manual_seed(ctx.spec.seed + 2)
+    chosen = torch.randperm(n, generator=generator)[: ctx.spec.selection_samples].tolist()
+    data = Subset(Indexed(ctx.train_data), chosen)
+    return list(loader(data, batch_size=ctx.spec.batch_size))
+
+
+def perturbation(
+    ctx: SearchContext, supernet: Supernet, stage: str, *, edges: bool = True
+) -> Importance:
+    """DARTS-PT's scores of ``supernet`` on the search objective (``search.perturb``)."""
+    device = resolve_device(ctx.device)
+    supernet.to(device)
+    objective = ctx.objective(supernet, None).to(device)
+    started = time.perf_counter()
+    scores = importance(
+        supernet,
+        lambda x, y, i: objective.loss(x, y, i)[0],
+        selection_batches(ctx),
+        edges=edges,
+    )
+    supernet.cpu()
+    ctx.log(
+        f"{stage}: perturbation-based selection, {scores.evaluations} evaluations on "
+        f"{ctx.spec.selection_samples} images in {time.perf_counter() - started:.1f}s"
+    )
+    return scores
+
+
 class StacNAS:
     name = "stacnas"
     stage1_ops: tuple[str, ...] = ("none", *(REPRESENTATIVES[g] for g in GROUPS if g != "zero"))
 
     def search(self, ctx: SearchContext) -> StrategyResult:
+        pt = ctx.spec.selection == "perturbation"
         stage1, history1, t1 = train_supernet(
             ctx,
             uniform_candidates(self.stage1_ops, ctx.shape.steps),
             "stage1",
             layers=ctx.spec.stage1_layers,
         )
-        p1 = stage1.probabilities()
+        # stage 1 decides each edge's group; stage 2 its member and the node's inputs
+        selection: dict[str, Any] = {"method": ctx.spec.selection}
+        if pt:
+            found1 = perturbation(ctx, stage1, "stage1", edges=False)
+            p1, selection["stage1"] = found1.ops, found1.to_dict()
+        else:
+            p1 = stage1.probabilities()
         winners = {kind: [self._winner(edge) for edge in p1[kind]] for kind in CELL_KINDS}
         ctx.log(
             "STACNAS stage 1 groups: "
@@ -166,11 +207,32 @@ class StacNAS:
             kind: tuple(("none", *GROUPS[g]) for g in winners[kind]) for kind in CELL_KINDS
         }
         stage2, history2, t2 = train_supernet(ctx, candidates, "stage2", edge_strength="non_zero")
-        p2 = stage2.probabilities()
-        genotype = stage2.genotype()
-        return StrategyResult(
-            genotype, self._scores(p1, p2, winners), history1 + history2, [t1, t2]
-        )
+        if pt:
+            found = perturbation(ctx, stage2, "stage2")
+            genotype = found.genotype(ctx.shape.steps)
+            scores = self._pt_scores(p1, found.ops, winners)
+            selection["stage2"] = found.to_dict()
+        else:
+            genotype = stage2.genotype()
+            scores = self._scores(p1, stage2.probabilities(), winners)
+        return StrategyResult(genotype, scores, history1 + history2, [t1, t2], selection)
+
+    @staticmethod
+    def _pt_scores(s1: Probabilities, s2: Probabilities, winners: dict[str, list[str]]) -> Scores:
+        """Perturbation scores (the objective's rise when an operation is removed) of every
+        operation on every edge: its group's stage-1 score, plus, inside the winning group, its
+        own stage-2 score (the members of the other groups were not searched in stage 2)."""
+        return {
+            kind: [
+                {
+                    op: s1[kind][e][REPRESENTATIVES[GROUP_OF[op]]]
+                    + (s2[kind][e][op] if GROUP_OF[op] == winners[kind][e] else 0.0)
+                    for op in NON_ZERO
+                }
+                for e in range(len(s1[kind]))
+            ]
+            for kind in CELL_KINDS
+        }
 
     @staticmethod
     def _winner(edge: dict[str, float]) -> str:
@@ -210,6 +272,12 @@ class Darts:
         supernet, history, seconds = train_supernet(
             ctx, uniform_candidates(PRIMITIVES, ctx.shape.steps), "darts"
         )
+        if ctx.spec.selection == "perturbation":
+            found = perturbation(ctx, supernet, "darts")
+            selection = {"method": "perturbation", "darts": found.to_dict()}
+            return StrategyResult(
+                found.genotype(ctx.shape.steps), found.ops, history, [seconds], selection
+            )
         p = supernet.probabilities()
         scores = {kind: [{op: e[op] for op in NON_ZERO} for e in p[kind]] for kind in CELL_KINDS}
         return StrategyResult(argmax_genotype(p, ctx.shape.steps), scores, history, [seconds])

@@ -19,7 +19,8 @@ figures for the budget-aware derivation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -250,6 +251,7 @@ class Supernet(nn.Module):
         self._costs, self._real = self._cost_tensors()
         self._fixed_mflops = shape.fixed_macs() / 1e6  # once: expected_mflops runs every step
         self._edge_of = {pair: e for e, pair in enumerate(edge_inputs(shape.steps))}
+        self._override: dict[str, Tensor] | None = None
 
     def copy_from(self, reference: Supernet) -> None:
         """Take every weight of a supernet of the same shape and candidates (fused or not)."""
@@ -293,8 +295,18 @@ class Supernet(nn.Module):
 
     # -- forward ----------------------------------------------------------------------------------
 
+    @contextmanager
+    def using(self, weights: Mapping[str, Tensor]) -> Iterator[None]:
+        """Run forward passes with these per-kind (edges x candidates) weights instead of the
+        softmax of ``alphas`` (e.g. with one operation's weight zeroed, to measure what it adds)."""
+        self._override = dict(weights)
+        try:
+            yield
+        finally:
+            self._override = None
+
     def forward_features(self, x: Tensor) -> Tensor:
-        weights = self.weights()
+        weights = self.weights() if self._override is None else self._override
         s0 = self.stem0(x)
         s1 = self.stem1(s0) if self.stem1 is not None else s0
         for cell, reduction in zip(self.cells, self.reductions, strict=True):

@@ -87,6 +87,54 @@ def test_search_derives_a_genotype_within_budget_with_plot_and_records(
         assert stage2_ops <= set(PRIMITIVES)
 
 
+@pytest.mark.parametrize("strategy", ["stacnas", "darts"])
+def test_perturbation_selection_derives_what_removing_each_operation_costs(
+    strategy: str, digits_subset: tuple, tmp_path: Path
+) -> None:
+    """DARTS-PT's selection: each kept operation is the one whose removal raised the objective
+    most on its edge, each node keeps the two edges whose removal hurt most; search.json holds
+    the scores."""
+    info, train, teacher, student = digits_subset
+    spec = parse(
+        SearchSpec,
+        {
+            "budget_mflops": 0.3,  # the most this space reaches: no repair
+            "strategy": strategy,
+            "epochs": 1,
+            "channels": 4,
+            "layers": 3,
+            "batch_size": 32,
+            "selection": "perturbation",
+            "selection_samples": 32,
+        },
+    )
+    assert spec.to_dict()["selection"] == "perturbation"  # its own stage key
+    result = run_search(
+        spec,
+        info=info,
+        train_data=train,
+        objective_factory=_factory(teacher, student),
+        out_dir=tmp_path,
+        progress=False,
+        log=lambda _: None,
+    )
+    record = json.loads((tmp_path / "search.json").read_text())
+    scored = record["selection"]["stage2" if strategy == "stacnas" else "darts"]
+    assert record["selection"]["method"] == "perturbation" and scored["evaluations"] > 28
+    steps = [(j, i) for j in range(4) for i in range(2 + j)]
+    for kind in ("normal", "reduce"):
+        for k, (op, i) in enumerate(record["argmax_genotype"][kind]):
+            e = steps.index((k // 2, i))
+            assert op == max(scored["ops"][kind][e], key=scored["ops"][kind][e].get)
+            rivals = [scored["edges"][kind][f] for f, (j, _) in enumerate(steps) if j == k // 2]
+            assert scored["edges"][kind][e] >= sorted(rivals)[-2]
+    assert result.complexity.mflops <= 0.3
+    with pytest.raises(ValueError, match="selection: nni-darts derives by argmax"):
+        parse(
+            SearchSpec, {"budget_mflops": 1, "strategy": "nni-darts", "selection": "perturbation"}
+        )
+
+
 def test_the_search_objective_is_the_kd_loss_against_the_residual(digits_subset: tuple) -> None:
     """With S0's logits as the base, the search loss of a candidate is eq. 3 between its logits
     and T - S0 (plus the FLOPs term, zero within budget)."""
