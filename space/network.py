@@ -180,19 +180,20 @@ class Cell(nn.Module):
         self.inputs = [i for _, i in edges]
         self.ops = nn.ModuleList(OPS[op](plan.c, plan.stride(i), True) for op, i in edges)
         self.drop_prob = 0.0
+        self.droppable = [not isinstance(op, nn.Identity) for op in self.ops]
 
     def forward(self, s0: Tensor, s1: Tensor) -> Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        for node in range(len(self.ops) // 2):
-            total = None
-            for k in (2 * node, 2 * node + 1):
-                op = self.ops[k]
-                h = op(states[self.inputs[k]])
-                if self.training and self.drop_prob > 0 and not isinstance(op, nn.Identity):
-                    h = drop_path(h, self.drop_prob)
-                total = h if total is None else total + h
-            assert total is not None
-            states.append(total)
+        first: Tensor | None = None  # a node's first input, waiting for its second
+        for k, edge in enumerate(self.ops):  # scriptable: a ModuleList is iterated, not indexed
+            h = edge(states[self.inputs[k]])
+            if self.training and self.drop_prob > 0 and self.droppable[k]:
+                h = drop_path(h, self.drop_prob)
+            if k % 2 == 0:
+                first = h
+            else:
+                assert first is not None
+                states.append(first + h)
         return torch.cat([states[i] for i in self.concat], dim=1)
 
 

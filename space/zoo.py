@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,9 @@ Stem = Literal["auto", "cifar", "imagenet"]
 
 class Backbone(nn.Module):
     """stem -> named stages -> global average pool -> linear classifier."""
+
+    # Python-side helpers TorchScript need not compile (``torch.jit.script`` of a zoo model)
+    __jit_unused_properties__: ClassVar[list[str]] = ["stage_names"]
 
     def __init__(
         self,

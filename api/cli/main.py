@@ -182,6 +182,69 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+STUDENT_FILES = ("combined_student.pt", "assisted_student.pt")
+
+
+def _student_source(args: argparse.Namespace) -> tuple[Path, str | None, str]:
+    """The student file, its dataset (``--dataset``, else the run's config.json or the job's
+    record) and a default output name, from a file, a run directory or a job id."""
+    target = Path(args.source)
+    dataset = args.dataset
+    if target.is_dir():
+        found = [target / n for n in STUDENT_FILES if (target / n).is_file()]
+        if not found:
+            raise ValueError(f"JOB_OR_FILE: {target} holds no {' or '.join(STUDENT_FILES)}")
+        target = found[0]
+    if target.is_file():
+        config = target.parent / "config.json"
+        if dataset is None and config.is_file():
+            dataset = json.loads(config.read_text()).get("dataset")
+        return target, dataset, str(target.parent / f"{target.stem}-{args.format}")
+    if not args.source.isdigit():
+        raise ValueError(f"JOB_OR_FILE: {args.source!r} is no file, run directory or job id")
+    client = _client(args)
+    job = client.job(int(args.source))
+    names = {a["name"] for a in job["artifacts"]}
+    name = next((n for n in STUDENT_FILES if n in names), None)
+    if name is None:
+        raise ValueError(
+            f"JOB_OR_FILE: job {job['id']} ({job['state']}) has no deployable student yet"
+        )
+    dest = Path(args.out or f"job{job['id']}-{args.format}")
+    path = client.download(job["id"], name, dest / "source" / name)
+    return path, dataset or job.get("dataset"), str(dest)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from distill.data import load_dataset
+    from distill.export import export, load_student
+
+    path, dataset, default_out = _student_source(args)
+    if dataset is None:
+        raise ValueError(
+            "dataset: the export is checked on real test images; name their dataset with "
+            f"--dataset (one of {', '.join(DATASETS)})"
+        )
+    import torch
+
+    test = load_dataset(dataset, augment=False).test
+    n = min(args.samples, len(test))  # type: ignore[arg-type]
+    images = torch.stack([test[k][0] for k in range(n)])
+    model = load_student(path)
+    out = Path(args.out or default_out)
+    manifest, agreement = export(model, out, args.format, images)
+    parts = json.loads(manifest.read_text())["parts"]
+    print(f"{args.format}: {', '.join(p['file'] for p in parts)} in {out}")
+    print(
+        f"checked on {agreement.samples} {dataset} test images: max |logit difference| "
+        f"{agreement.max_abs_full:.1e} (all networks), {agreement.max_abs_adaptive:.1e} "
+        f"(adaptive); res-students used: same on {agreement.used_equal} of {agreement.samples}"
+        f" (mean {agreement.mean_used:.2f})"
+    )
+    print(f"run it: python {out / 'run_adaptive.py'} {manifest} images.npy")
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from search.pipeline import search
 
@@ -633,6 +696,30 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--plot", help="write a PNG of the trials and their Pareto front")
     client_options(sweep)
     sweep.set_defaults(func=cmd_sweep)
+
+    export = sub.add_parser(
+        "export",
+        help="the deployable student (combined_student.pt with adaptive inference, or "
+        "assisted_student.pt) as ONNX, TorchScript or a torch.export program, checked against "
+        "PyTorch",
+    )
+    export.add_argument(
+        "source",
+        metavar="JOB_OR_FILE",
+        help="a job id, a run directory, or a combined_student.pt / assisted_student.pt",
+    )
+    export.add_argument(
+        "--format", required=True, choices=["onnx", "torchscript", "exported-program"]
+    )
+    export.add_argument("--out", help="output directory (default: beside the file)")
+    export.add_argument(
+        "--dataset", choices=datasets, help="test images to check on (default: the run's)"
+    )
+    export.add_argument(
+        "--samples", type=int, default=512, help="test images the export is checked on"
+    )
+    client_options(export)
+    export.set_defaults(func=cmd_export)
 
     demo = sub.add_parser(
         "demo",

@@ -94,3 +94,21 @@ def test_bad_arguments_name_the_field(kwargs: dict, field: str) -> None:
         create_model(args.pop("name"), **args)
     if field == "model":
         assert "resnet20" in str(info.value) and "resnet110" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["resnet8", "resnet18", "darts_v2"])
+def test_zoo_models_compile_with_torch_jit_script(name: str) -> None:
+    """TorchScript compiles them (it once failed on a ``tuple[str, ...]`` property and on a
+    genotype cell indexing its ModuleList) and computes what eager PyTorch computes."""
+    import warnings
+
+    from distill.catalog import dataset_info
+    from distill.models import build_model
+
+    model = build_model(name, dataset_info("cifar10"), width=0.25).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        scripted = torch.jit.script(model)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model(x))

@@ -1,0 +1,214 @@
+"""``reskd export``: the deployable students in ONNX, TorchScript or ``torch.export`` form.
+
+Algorithm 2 (a sample stops adding res-students once its Energy passes the threshold) is
+data-dependent control flow on a data-dependent subset of the batch. Tracing it records one
+path (the exported model was S0 alone), and ``torch.export`` cannot guard on it. Rather than
+flatten it into masks (every res-student would then run on every sample, and the saving would
+be gone), each network is exported on its own, with a dynamic batch dimension, next to a
+``manifest.json`` (order, threshold, MFLOPs) and ``run_adaptive.py``
+(``distill.adaptive_runner``), which runs Algorithm 2 over the parts with NumPy and the format's
+runtime, skipping for real. The assistant's S + A is one feed-forward network: one part.
+
+Every export is checked before it is kept: the exported parts, run by the runner on sample
+inputs, must give PyTorch's logits (adaptive and full) within ``ATOL`` and the same number of
+res-students per sample; otherwise the output is removed and :class:`ExportError` says why.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from distill import adaptive_runner
+from distill.assistant import AssistedStudent
+from distill.combined import CombinedStudent
+from distill.losses import energy
+
+Format = Literal["onnx", "torchscript", "exported-program"]
+FORMATS: tuple[str, ...] = get_args(Format)
+SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
+ATOL = 1e-4  # logits; float32 kernels of two runtimes differ in the last digits
+NEAR = 1e-5  # an Energy this close to the threshold may fall on either side in another runtime
+
+
+class ExportError(ValueError):
+    pass
+
+
+@dataclass
+class Agreement:
+    """How the exported model compares with PyTorch on the check inputs."""
+
+    samples: int
+    max_abs_full: float
+    max_abs_adaptive: float
+    used_equal: int  # samples that used the same number of res-students
+    near_threshold: int  # samples whose Energy was within NEAR of the threshold
+    mean_used: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _export_part(net: nn.Module, example: Tensor, path: Path, fmt: Format) -> None:
+    net = net.eval()
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    if fmt == "onnx":
+        torch.onnx.export(
+            net,
+            (example,),
+            str(path),
+            input_names=["x"],
+            output_names=["logits"],
+            dynamic_shapes={"x": {0: batch}},
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+    elif fmt == "torchscript":
+        with warnings.catch_warnings():  # TorchScript is deprecated upstream, asked for here
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.jit.save(torch.jit.script(net), str(path))
+    else:
+        program = torch.export.export(net, (example,), dynamic_shapes={"x": {0: batch}})
+        torch.export.save(program, str(path))
+
+
+def _parts(model: CombinedStudent | AssistedStudent) -> list[tuple[str, nn.Module]]:
+    if isinstance(model, AssistedStudent):
+        return [("assisted", model)]
+    return [("S0", model.s0)] + [(f"R{i}", r) for i, r in enumerate(model.residuals, 1)]
+
+
+Student = CombinedStudent | AssistedStudent
+
+
+def _reference(model: Student, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """PyTorch's adaptive logits, res-students used, and full logits."""
+    with torch.no_grad():
+        if isinstance(model, AssistedStudent):
+            out = model(x)
+            return out, torch.zeros(len(x), dtype=torch.long), out
+        result = model.adaptive(x)
+        return result.logits, result.used, model.full(x)
+
+
+def _near_threshold(model: CombinedStudent | AssistedStudent, x: Tensor) -> Tensor:
+    """Samples whose Energy after some S_i lies within NEAR of the threshold."""
+    near = torch.zeros(len(x), dtype=torch.bool)
+    if isinstance(model, AssistedStudent) or not model.residuals:
+        return near
+    with torch.no_grad():
+        logits = model.s0(x)
+        for residual in model.residuals:
+            near |= (energy(logits) - model.threshold).abs() <= NEAR
+            logits = logits + residual(x)
+    return near
+
+
+def check(model: CombinedStudent | AssistedStudent, manifest: Path, x: Tensor) -> Agreement:
+    """Run the export on ``x`` with the runner and compare with PyTorch."""
+    exported = adaptive_runner.ExportedStudent(manifest)
+    logits, used, full = _reference(model, x)
+    e_logits, e_used = exported.adaptive(x.numpy())
+    e_full = exported.full(x.numpy())
+    near = _near_threshold(model, x).numpy()
+    same = e_used == used.numpy()
+    return Agreement(
+        samples=len(x),
+        max_abs_full=float(np.abs(e_full - full.numpy()).max()),
+        max_abs_adaptive=float(np.abs(e_logits - logits.numpy())[same].max(initial=0.0)),
+        used_equal=int(same.sum()),
+        near_threshold=int(near.sum()),
+        mean_used=float(e_used.mean()),
+    )
+
+
+def export(
+    model: CombinedStudent | AssistedStudent,
+    out_dir: Path,
+    fmt: Format,
+    check_inputs: Tensor,
+) -> tuple[Path, Agreement]:
+    """Write the parts, ``manifest.json`` and ``run_adaptive.py`` to ``out_dir``; check them on
+    ``check_inputs`` (a batch of real inputs); remove everything and raise if they disagree."""
+    if fmt not in FORMATS:
+        raise ExportError(f"format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    model = model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    try:
+        parts = []
+        for name, net in _parts(model):
+            path = out_dir / f"{name}{SUFFIX[fmt]}"
+            written.append(path)
+            try:
+                _export_part(net, check_inputs[:2], path, fmt)
+            except Exception as exc:  # the exporter's own message, with the part's name
+                raise ExportError(f"{name}: cannot be exported to {fmt}: {exc}") from exc
+            parts.append({"name": name, "file": path.name})
+        combined = isinstance(model, CombinedStudent)
+        manifest: dict[str, Any] = {
+            "format": adaptive_runner.MANIFEST,
+            "kind": "combined" if combined else "assisted",
+            "model_format": fmt,
+            "parts": parts,
+            "input_shape": list(check_inputs.shape[1:]),
+            "energy": "sum(softmax(logits) ** 2) per sample (eq. 8)",
+        }
+        if combined:
+            manifest |= {
+                "threshold": model.threshold,
+                "rule": "start with S0's logits; add R_1, R_2, ... while the sample's Energy "
+                "is <= threshold (Algorithm 2)",
+                "mflops": model.mflops,
+            }
+        path = out_dir / "manifest.json"
+        written.append(path)
+        path.write_text(json.dumps(manifest, indent=2))
+        runner = out_dir / "run_adaptive.py"
+        written.append(runner)
+        shutil.copyfile(adaptive_runner.__file__, runner)
+        agreement = check(model, path, check_inputs)
+        disagree = agreement.samples - agreement.used_equal - agreement.near_threshold
+        if agreement.max_abs_full > ATOL or agreement.max_abs_adaptive > ATOL or disagree > 0:
+            raise ExportError(
+                f"the {fmt} export disagrees with PyTorch on {agreement.samples} inputs: max "
+                f"|logit difference| {agreement.max_abs_full:.2e} (full), "
+                f"{agreement.max_abs_adaptive:.2e} (adaptive), res-students used differ on "
+                f"{agreement.samples - agreement.used_equal}; nothing was kept"
+            )
+        manifest["check"] = agreement.to_dict()
+        path.write_text(json.dumps(manifest, indent=2))
+        return path, agreement
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+
+
+def load_student(path: Path) -> CombinedStudent | AssistedStudent:
+    """A ``combined_student.pt`` or ``assisted_student.pt`` (told apart by their format field)."""
+    from distill.assistant import ASSISTED_FORMAT, load_assisted
+    from distill.combined import FORMAT
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ExportError(f"{path}: not a student file torch can read ({exc})") from exc
+    kind = payload.get("format") if isinstance(payload, dict) else None
+    if kind == FORMAT:
+        return CombinedStudent.load(path)
+    if kind == ASSISTED_FORMAT:
+        return load_assisted(path)
+    raise ExportError(
+        f"{path}: not a combined_student.pt ({FORMAT}) or assisted_student.pt ({ASSISTED_FORMAT})"
+    )
