@@ -14,7 +14,7 @@ from distill.residual import MethodConfig
 from search.budget import BudgetError
 from search.config import RunConfig
 from search.pipeline import run, search
-from search.run import residual_objective, run_search
+from search.run import SearchResult, residual_objective, run_search
 from search.spec import SearchSpec
 from space.genotypes import Genotype
 from space.operations import PRIMITIVES
@@ -45,23 +45,27 @@ def _factory(teacher: torch.Tensor, student: torch.Tensor | None):
     )
 
 
-@pytest.mark.parametrize("strategy", ["stacnas", "darts"])
-def test_search_derives_a_genotype_within_budget_with_plot_and_records(
-    strategy: str, digits_subset: tuple, tmp_path: Path
-) -> None:
+def _quiet_search(spec: SearchSpec, digits_subset: tuple, out: Path) -> SearchResult:
     info, train, teacher, student = digits_subset
-    spec = SearchSpec(
-        budget_mflops=0.12, strategy=strategy, epochs=1, channels=4, layers=3, batch_size=32
-    )
-    result = run_search(
+    return run_search(
         spec,
         info=info,
         train_data=train,
         objective_factory=_factory(teacher, student),
-        out_dir=tmp_path,
+        out_dir=out,
         progress=False,
         log=lambda _: None,
     )
+
+
+@pytest.mark.parametrize("strategy", ["stacnas", "darts"])
+def test_search_derives_a_genotype_within_budget_with_plot_and_records(
+    strategy: str, digits_subset: tuple, tmp_path: Path
+) -> None:
+    spec = SearchSpec(
+        budget_mflops=0.12, strategy=strategy, epochs=1, channels=4, layers=3, batch_size=32
+    )
+    result = _quiet_search(spec, digits_subset, tmp_path)
     assert result.complexity.mflops <= 0.12
     assert result.complexity.mflops >= 0.85 * 0.12  # reachable: the maximum here is 0.31
     stored = json.loads((tmp_path / "genotype.json").read_text())
@@ -94,7 +98,6 @@ def test_perturbation_selection_derives_what_removing_each_operation_costs(
     """DARTS-PT's selection: each kept operation is the one whose removal raised the objective
     most on its edge, each node keeps the two edges whose removal hurt most; search.json holds
     the scores."""
-    info, train, teacher, student = digits_subset
     spec = parse(
         SearchSpec,
         {
@@ -109,15 +112,7 @@ def test_perturbation_selection_derives_what_removing_each_operation_costs(
         },
     )
     assert spec.to_dict()["selection"] == "perturbation"  # its own stage key
-    result = run_search(
-        spec,
-        info=info,
-        train_data=train,
-        objective_factory=_factory(teacher, student),
-        out_dir=tmp_path,
-        progress=False,
-        log=lambda _: None,
-    )
+    result = _quiet_search(spec, digits_subset, tmp_path)
     record = json.loads((tmp_path / "search.json").read_text())
     scored = record["selection"]["stage2" if strategy == "stacnas" else "darts"]
     assert record["selection"]["method"] == "perturbation" and scored["evaluations"] > 28
