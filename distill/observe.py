@@ -42,9 +42,18 @@ class StageObserver(Protocol):
         """Between batches: raise :class:`Cancelled` to stop."""
         ...
 
-    def batch(self, epoch: int, batch: int, batches: int, loss: float, epochs: int) -> None:
-        """Between batches: ``batch`` of ``batches`` done in 0-based ``epoch`` (a long epoch,
-        such as a search's, shows progress before it ends; observers throttle their writes)."""
+    def batch(
+        self,
+        epoch: int,
+        batch: int,
+        batches: int,
+        loss: float,
+        epochs: int,
+        phase: str | None = None,
+    ) -> None:
+        """Between batches: ``batch`` of ``batches`` done in 0-based ``epoch`` of ``phase`` (the
+        training's name within the stage; a long epoch, such as a search's, shows progress
+        before it ends; observers throttle their writes)."""
         ...
 
 

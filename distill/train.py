@@ -432,7 +432,7 @@ def fit(
             if observer is not None:
                 observer.check()  # a cancelled job stops here, between batches
                 if seen:
-                    observer.batch(epoch, b, len(batches), total_loss / seen, config.epochs)
+                    observer.batch(epoch, b, len(batches), total_loss / seen, config.epochs, desc)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss, logits = task.step(x, y, index, optimizer)
             if not torch.isfinite(loss):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from api.client import ServiceError
+from api.client.progress import phase_name, status_text
 from api.runtime.kinds import JobKind, JobState
 from distill.catalog import DATASETS, DatasetError, dataset_info
 from distill.report import SUMMARY_COLUMNS, format_table, metrics_table, repair_text
@@ -358,7 +359,7 @@ def _print_job(job: dict[str, Any], base_url: str = "") -> None:
         print(f"error: {job['error']}")
     p = job["progress"]
     if job["state"] == "running" and p.get("stage"):
-        print(", ".join([f"stage {p['stage']}", *_progress_parts(p)]))
+        print(", ".join(x for x in (f"stage {phase_name(p)}", status_text(p)) if x))
     if job["stages"]:
         rows = [
             {
@@ -366,7 +367,7 @@ def _print_job(job: dict[str, Any], base_url: str = "") -> None:
                 "kind": s["kind"],
                 "state": s["state"] + (" (reused)" if s["reused"] else ""),
                 "resumed_from": s["resumed_from_epoch"],
-                "progress": ", ".join(_progress_parts(s["progress"], eta=False)) or "-",
+                "progress": status_text(s["progress"], live=False) or "-",
             }
             for s in job["stages"]
         ]
@@ -381,21 +382,6 @@ def _print_job(job: dict[str, Any], base_url: str = "") -> None:
         print(line + (f"\ncells: {base_url}{found['cells']}" if found.get("cells") else ""))
     if job["artifacts"]:
         print("\nartifacts: " + ", ".join(a["name"] for a in job["artifacts"]))
-
-
-def _progress_parts(p: dict[str, Any], *, eta: bool = True) -> list[str]:
-    """Epoch and, inside an epoch (a search's take minutes), batch; the loss rounded; an ETA
-    only while one is known (none between stages)."""
-    parts = []
-    if p.get("epochs"):
-        parts.append(f"epoch {p.get('epoch') or 0}/{p['epochs']}")
-    if p.get("batches") and p.get("batch") is not None and p.get("batch") != p.get("batches"):
-        parts.append(f"batch {p['batch']}/{p['batches']}")
-    if isinstance(p.get("loss"), int | float):
-        parts.append(f"loss {p['loss']:.4f}")
-    if eta and isinstance(p.get("eta_seconds"), int | float) and p["eta_seconds"] > 0:
-        parts.append(f"ETA {p['eta_seconds']:.0f} s")
-    return parts
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:

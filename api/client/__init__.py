@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8321"
+TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 class ServiceError(RuntimeError):
@@ -115,38 +118,29 @@ class Client:
         return dict(self._call("POST", f"/v1/sweeps/{sweep_id}/cancel"))
 
     def wait_sweep(
-        self, sweep_id: int, *, progress: bool = True, poll: float = 2.0
+        self,
+        sweep_id: int,
+        *,
+        progress: bool = True,
+        poll: float = 2.0,
+        out: TextIO | None = None,
     ) -> dict[str, Any]:
-        """Poll until the sweep ends, with a progress bar over its trials."""
-        from tqdm import tqdm
+        """Poll until the sweep ends, with a bar over its trials on a terminal and a few plain
+        lines a minute elsewhere (on ``out``, stderr)."""
+        from api.client.progress import SweepView
 
-        sweep = self.sweep(sweep_id)
-        bar = (
-            tqdm(total=sweep["trials"], desc=f"sweep {sweep_id}", unit="trial")
-            if progress
-            else None
-        )
-        while True:
-            states = sweep["trial_states"]
-            ended = sum(states.get(k, 0) for k in ("succeeded", "failed", "cancelled"))
-            if bar is not None:
-                bar.n = ended
-                best = max(
-                    (t["accuracy"] for t in sweep["trial_list"] if t["accuracy"] is not None),
-                    default=None,
-                )
-                bar.set_postfix(
-                    running=states.get("running", 0),
-                    failed=states.get("failed", 0),
-                    best_acc="-" if best is None else f"{100 * best:.2f}%",
-                )
-                bar.refresh()
-            if sweep["state"] != "running":
-                if bar is not None:
-                    bar.close()
-                return sweep
-            time.sleep(poll)
-            sweep = self.sweep(sweep_id)
+        view = SweepView(sweep_id, file=out) if progress else None
+        try:
+            while True:
+                sweep = self.sweep(sweep_id)
+                if view is not None:
+                    view.update(sweep)
+                if sweep["state"] != "running":
+                    return sweep
+                time.sleep(poll)
+        finally:
+            if view is not None:
+                view.close()
 
     def download(self, job_id: int, name: str, dest: Path) -> Path:
         with self.http.stream("GET", f"/v1/jobs/{job_id}/artifacts/{name}") as response:
@@ -158,33 +152,91 @@ class Client:
                     f.write(chunk)
         return dest
 
-    def wait(self, job_id: int, *, progress: bool = True, poll: float = 1.0) -> dict[str, Any]:
-        """Poll until the job ends, with a progress bar per stage (epochs) on a terminal."""
-        from tqdm import tqdm
-
-        bar = None
-        shown = None
+    def events(self, job_id: int, *, retry: float = 1.0) -> Iterator[dict[str, Any]]:
+        """The job each time it changes, from the service's event stream
+        (``/v1/jobs/{id}/events``), until it has ended. A dropped stream (a restarted service)
+        is reopened; while the service refuses a stream (429, 503: it holds its most) the job is
+        polled instead. Raises ServiceError when the service stays unreachable for a minute."""
+        unreachable_since: float | None = None
         while True:
+            try:
+                ended = yield from self._stream(job_id)
+                unreachable_since = None
+            except _Refused:
+                job = self.job(job_id)
+                yield job
+                ended = job["state"] in TERMINAL
+            except httpx.TransportError as exc:
+                now = time.monotonic()
+                unreachable_since = unreachable_since or now
+                if now - unreachable_since > 60:
+                    raise ServiceError(
+                        0, f"lost the service at {self.url} for a minute ({exc})"
+                    ) from exc
+                ended = False
+            if ended:
+                return
+            time.sleep(retry)
+
+    def _stream(self, job_id: int) -> Generator[dict[str, Any], None, bool]:
+        """One connection to the job's event stream: its jobs; True once it sent ``end``."""
+        timeout = httpx.Timeout(10.0, read=120.0)  # the service sends a keep-alive every 15 s
+        with self.http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=timeout) as response:
+            if response.status_code in (429, 503):
+                raise _Refused
+            if response.status_code >= 400:
+                response.read()
+                try:
+                    detail = response.json().get("detail")
+                except ValueError:
+                    detail = response.text
+                raise ServiceError(response.status_code, detail)
+            event, data = "message", []
+            for line in response.iter_lines():
+                if line.startswith(":"):  # keep-alive
+                    continue
+                if line:
+                    field, _, value = line.partition(":")
+                    value = value[1:] if value.startswith(" ") else value
+                    if field == "event":
+                        event = value
+                    elif field == "data":
+                        data.append(value)
+                    continue
+                if event == "end":
+                    return True
+                if event == "job" and data:
+                    job = json.loads("\n".join(data))
+                    if "id" not in job:  # the service lost its database: reopen in a while
+                        return False
+                    yield job
+                event, data = "message", []
+        return False
+
+    def wait(
+        self, job_id: int, *, progress: bool = True, out: TextIO | None = None
+    ) -> dict[str, Any]:
+        """Follow the job over its event stream until it ends, showing its progress on ``out``
+        (stderr): on a terminal a bar per phase of each stage, elsewhere a few plain lines a
+        minute (``api.client.progress``)."""
+        from api.client.progress import JobView
+
+        view = JobView(job_id, file=out) if progress else None
+        try:
+            for job in self.events(job_id):
+                if view is not None:
+                    view.update(job)
             job = self.job(job_id)
-            p = job["progress"]
-            if progress and p.get("stage") and p.get("epochs"):
-                if p["stage"] != shown:
-                    if bar is not None:
-                        bar.close()
-                    bar = tqdm(total=p["epochs"], desc=f"job {job_id} {p['stage']}", unit="epoch")
-                    shown = p["stage"]
-                assert bar is not None
-                bar.n = p.get("epoch") or 0
-                bar.set_postfix(
-                    loss=f"{p['loss']:.4f}" if p.get("loss") is not None else "-",
-                    eta=f"{p['eta_seconds']:.0f}s" if p.get("eta_seconds") is not None else "-",
-                )
-                bar.refresh()
-            if job["state"] in ("succeeded", "failed", "cancelled"):
-                if bar is not None:
-                    bar.close()
-                return job
-            time.sleep(poll)
+            if view is not None:
+                view.update(job)
+            return job
+        finally:
+            if view is not None:
+                view.close()
+
+
+class _Refused(Exception):
+    """The service holds its most event streams."""
 
 
 def load_json_or_yaml(path: Path) -> dict[str, Any]:

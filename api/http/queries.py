@@ -149,6 +149,7 @@ def _progress(stages: list[schemas.StagePublic]) -> schemas.Progress:
     p = shown.progress
     return schemas.Progress(
         stage=shown.name,
+        phase=p.get("phase"),
         epoch=p.get("epoch"),
         epochs=p.get("epochs"),
         batch=p.get("batch"),
@@ -156,6 +157,8 @@ def _progress(stages: list[schemas.StagePublic]) -> schemas.Progress:
         loss=p.get("loss"),
         accuracy=p.get("accuracy"),
         eta_seconds=p.get("eta_seconds"),
+        rate=p.get("rate"),
+        unit=p.get("unit"),
         stages_done=done,
     )
 

@@ -93,13 +93,18 @@ class JobSummary(BaseModel):
 
 class Progress(BaseModel):
     stage: str | None = None
+    phase: str | None = Field(
+        None, description="the training running within the stage (a STACNAS search has two)"
+    )
     epoch: int | None = Field(None, description="epochs completed")
     epochs: int | None = None
     batch: int | None = Field(None, description="batches done in the running epoch")
     batches: int | None = None
     loss: float | None = None
     accuracy: float | None = None
-    eta_seconds: float | None = None
+    eta_seconds: float | None = Field(None, description="until the running phase ends")
+    rate: float | None = Field(None, description="units per second over the phase so far")
+    unit: str | None = Field(None, description="what `rate` counts: batch or epoch")
     stages_done: int = 0
 
 

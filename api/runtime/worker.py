@@ -48,10 +48,13 @@ class _Observer:
         self.cancel = threading.Event()
         self.lost = threading.Event()
         self.stage_id: int | None = None
-        self.stage_t0 = 0.0
         self.last_write = 0.0  # the last progress written (batches write a few per minute)
         self.resumed_from = 0
-        self.batch_start: tuple[int, float] | None = None  # the stage's first batch seen, when
+        # The running phase (a training within the stage: a STACNAS search has two) and its
+        # pace: the first position seen in it (batches done since the phase began) and when.
+        self.phase: str | None = None
+        self.pace: tuple[int, float] | None = None
+        self.batches: int | None = None
 
     def check(self) -> None:
         if self.lost.is_set():
@@ -74,8 +77,7 @@ class _Observer:
 
     def stage_started(self, kind: str, key: str, name: str) -> None:
         self.stage_id = self.queue.stage_started(job_id=self.job_id, kind=kind, key=key, name=name)
-        self.stage_t0 = time.time()
-        self.batch_start = None
+        self.phase, self.pace, self.batches = None, None, None
 
     def stage_reused(self, kind: str, key: str, name: str) -> None:
         self.queue.stage_started(
@@ -106,49 +108,88 @@ class _Observer:
                 "phase": (extra or {}).get("phase"),
             },
         )
-        done = record.epoch - resumed_from
-        per_epoch = (time.time() - self.stage_t0) / max(done, 1)
+        phase = (extra or {}).get("phase")
+        self._enter(phase, record.epoch - 1, resumed_from, time.time() - record.seconds)
         self.resumed_from = resumed_from
         self.last_write = time.time()
+        eta, rate, unit = self._pace(record.epoch, 0, total)
         self.queue.stage_progress(
             stage_id=self.stage_id,
             progress={
+                "phase": phase,
                 "epoch": record.epoch,
                 "epochs": total,
+                "batch": None,
+                "batches": self.batches,
                 "loss": record.loss,
                 "accuracy": record.train_accuracy,
                 "eval_accuracy": record.eval_accuracy,
-                "seconds_per_epoch": per_epoch,
-                "eta_seconds": per_epoch * (total - record.epoch),
+                "seconds_per_epoch": record.seconds,
+                "eta_seconds": eta,
+                "rate": rate,
+                "unit": unit,
             },
             resumed_from=resumed_from,
         )
 
-    def batch(self, epoch: int, batch: int, batches: int, loss: float, epochs: int) -> None:
+    def batch(
+        self,
+        epoch: int,
+        batch: int,
+        batches: int,
+        loss: float,
+        epochs: int,
+        phase: str | None = None,
+    ) -> None:
         """Progress inside an epoch, written at most once per heartbeat period."""
         now = time.time()
-        if self.stage_id is None or now - self.last_write < self.settings.heartbeat_seconds:
+        if self.stage_id is None:
             return
-        position = epoch * batches + batch  # batches done in the whole stage
-        if self.batch_start is None:  # the stage's first write (resumed runs start mid-way)
-            self.resumed_from = epoch
-            self.batch_start = (position, now)
+        self.batches = batches
+        self._enter(phase, epoch, epoch, now, batch)
+        if now - self.last_write < self.settings.heartbeat_seconds:
+            return
         self.last_write = now
-        first, t0 = self.batch_start
-        rate = (position - first) / (now - t0) if position > first else 0.0
-        left = epochs * batches - position
+        eta, rate, unit = self._pace(epoch, batch, epochs)
         self.queue.stage_progress(
             stage_id=self.stage_id,
             progress={
+                "phase": phase,
                 "epoch": epoch,  # epochs completed
                 "epochs": epochs,
                 "batch": batch,
                 "batches": batches,
                 "loss": loss,
-                "eta_seconds": left / rate if rate > 0 else None,
+                "eta_seconds": eta,
+                "rate": rate,
+                "unit": unit,
             },
             resumed_from=self.resumed_from,
         )
+
+    def _enter(
+        self, phase: str | None, epoch: int, resumed_from: int, t0: float, batch: int = 0
+    ) -> None:
+        """Start timing a phase the first time it is seen (a resumed one starts mid-way)."""
+        if self.pace is not None and phase == self.phase:
+            return
+        self.phase, self.resumed_from = phase, resumed_from
+        self.pace = (epoch * (self.batches or 1) + batch, t0)
+
+    def _pace(self, epoch: int, batch: int, epochs: int) -> tuple[float | None, float | None, str]:
+        """ETA, rate and its unit of the running phase: batches per second once its batches are
+        known, else epochs per second; measured over the phase so far (not the stage: a search's
+        second supernet does not inherit its first's pace)."""
+        per = self.batches or 1
+        unit = "batch" if self.batches else "epoch"
+        position = epoch * per + batch
+        assert self.pace is not None
+        first, t0 = self.pace
+        elapsed = time.time() - t0
+        if position <= first or elapsed <= 0:
+            return None, None, unit
+        rate = (position - first) / elapsed
+        return (epochs * per - position) / rate, rate, unit
 
     def fail_stage(self, state: str, error: str) -> None:
         if self.stage_id is not None:

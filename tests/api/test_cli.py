@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -275,3 +276,46 @@ def test_show_reads_progress_inside_an_epoch_with_rounded_figures(
     out = capsys.readouterr().out
     assert "stage search R1, epoch 0/2, batch 12/63, loss 0.1246\n" in out
     assert "-/-" not in out and "ETA" not in out and "0.12462300017330907" not in out
+
+
+def test_submit_wait_follows_the_event_stream_with_a_line_per_search_phase(
+    tmp_path: Path,
+) -> None:
+    """`reskd submit --wait` polled the job every second and, off a terminal, drew bars; STACNAS's
+    two stages shared one. Now it follows `/v1/jobs/{id}/events` and prints plain lines."""
+    from api.client import Client
+    from tests.api.service import Service, tiny_config
+
+    config = tiny_config(
+        res_students=[{"search": {"budget_mflops": 0.1, "epochs": 2, "channels": 4,
+                                  "layers": 3, "batch_size": 16}}],
+    )  # fmt: skip
+    (tmp_path / "job.json").write_text(json.dumps(config))
+    svc = Service(tmp_path / "svc", workers=1)
+    try:
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "api.cli.main", "submit", str(tmp_path / "job.json"),
+             "--wait", "--url", svc.url],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert cli.stdout is not None
+        job_id = int(cli.stdout.readline().split()[1])  # "job N (reskd) queued"
+        requests: list[str] = []
+        client = Client(svc.url)
+        client.http.event_hooks["request"].append(lambda r: requests.append(r.url.path))
+        seen = io.StringIO()
+        job = client.wait(job_id, out=seen)  # the same job, followed in this process too
+        out, err = cli.communicate(timeout=300)
+    finally:
+        svc.stop()
+    assert cli.returncode == 0 and job["state"] == "succeeded", err
+    # one stream for the whole job, and one read at its end: no polling
+    assert requests.count(f"/v1/jobs/{job_id}/events") == 1
+    assert requests.count(f"/v1/jobs/{job_id}") == 1
+    for text in (err, seen.getvalue()):
+        assert "\r" not in text and "%|" not in text  # off a terminal: lines, no bars
+        lines = text.splitlines()
+        assert any("R1 search (stacnas) / search stage1: epoch" in x for x in lines), text
+        assert any("R1 search (stacnas) / search stage2: epoch" in x for x in lines), text
+        assert lines[-1] == f"job {job_id} succeeded" and len(lines) <= 12, text
+    assert f"job {job_id} (reskd, digits): succeeded" in out

@@ -102,7 +102,8 @@ function duration(s) {
 const badge = (state) => `<span class="badge ${esc(state)}">${esc(state)}</span>`;
 function epochText(p) {
   if (!p || p.epochs == null) return "";
-  let t = `${p.epoch ?? 0}/${p.epochs}`;
+  let t = p.phase && !(p.stage || "").includes(p.phase) ? `${p.phase} ` : "";
+  t += `${p.epoch ?? 0}/${p.epochs}`;
   if (p.batch != null && p.batches) t += ` (batch ${p.batch}/${p.batches})`;
   if (p.eta_seconds) t += `, ETA ${duration(p.eta_seconds)}`;
   return t;
