@@ -1,12 +1,14 @@
 """Latency of the service under load: p50 and p99 of job submission, job status and Pareto
-queries, with 10,000 evaluated architectures stored, in one run.
+queries, with 10,000 (or ``--architectures``) evaluated architectures stored, in one run.
 
     .venv/bin/python benchmarks/api_load.py [--architectures 10000] [--requests 300]
         [--concurrency 8] [--database-url URL]
 
 Starts a real ``reskd serve`` (no workers) on 127.0.0.1 with a fresh SQLite database (or the URL
 given), stores the architectures directly in the database (as finished jobs would), then times
-requests from ``--concurrency`` client threads. Goal: Pareto p99 under 100 ms on 2 CPU cores.
+requests from ``--concurrency`` client threads. Goal (issue 17): Pareto p99 at most 20 ms on 2 CPU
+cores, at 10,000 and at 1,000,000 architectures, on SQLite and on PostgreSQL: the query reads the
+stored fronts (``api.runtime.fronts``), not the archive.
 """
 
 from __future__ import annotations
@@ -53,28 +55,41 @@ def serve(root: Path, url: str) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError(f"service did not start:\n{(root / 'serve.log').read_text()}")
 
 
-def seed_architectures(url: str, n: int) -> None:
+def seed_architectures(url: str, n: int) -> float:
+    """``n`` architectures stored in bulk (as finished jobs would leave them), then their Pareto
+    fronts built once (``api.runtime.fronts.rebuild``); returns the seconds the fronts took."""
+    from sqlalchemy import insert
+
+    from api.runtime import fronts
+
     db = Database(url)
     db.migrate()
     rng = random.Random(0)
     datasets, teachers = ["digits", "mnist5k", "cifar10", "cifar100"], ["resnet20", "resnet110"]
+    chunk = 50_000
     with db.session() as s:
-        s.add_all(
-            Architecture(
-                dataset=datasets[i % len(datasets)],
-                teacher=teachers[i % len(teachers)],
-                stage=rng.choice(["S0", "S1", "S1 adaptive", "S2"]),
-                arch=f"resnet20-nas[C{rng.choice([4, 6, 8])}L5]",
-                accuracy=rng.uniform(0.6, 0.99),
-                mflops=rng.uniform(1, 300),
-                adaptive_mflops=rng.uniform(1, 300),
-                params=rng.randint(10_000, 2_000_000),
-                energy=rng.uniform(0.5, 1.0),
-                seed=i % 3,
-            )
-            for i in range(n)
-        )
+        for first in range(0, n, chunk):
+            s.execute(
+                insert(Architecture),
+                [
+                    {
+                        "dataset": rng.choice(datasets), "teacher": rng.choice(teachers),
+                        "stage": rng.choice(["T", "S0", "S1", "S1 adaptive", "S2"]),
+                        "arch": f"resnet20-nas[C{rng.choice([4, 6, 8])}L5]",
+                        "accuracy": rng.uniform(0.6, 0.99), "mflops": rng.uniform(1, 300),
+                        "adaptive_mflops": rng.uniform(1, 300),
+                        "params": rng.randint(10_000, 2_000_000),
+                        "energy": rng.uniform(0.5, 1.0), "seed": i % 3,
+                    }
+                    for i in range(first, min(n, first + chunk))
+                ],
+            )  # fmt: skip
+    started = time.perf_counter()
+    with db.session() as s:
+        fronts.rebuild(s)
+    seconds = time.perf_counter() - started
     db.dispose()
+    return seconds
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -105,15 +120,24 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="reskd-api-load-"))
     url = args.database_url or f"sqlite:///{root / 'reskd.db'}"
-    seed_architectures(url, args.architectures)
+    started = time.perf_counter()
+    built = seed_architectures(url, args.architectures)
+    print(
+        f"stored {args.architectures} architectures in {time.perf_counter() - started:.0f} s "
+        f"(their fronts built in {built:.1f} s)",
+        flush=True,
+    )
     process, base = serve(root, url)
     try:
         config = demo_configs(1)["handcrafted R1"]
         submits = [("POST", "/v1/jobs", {"json": {"kind": "reskd", "config": config}})]
         status = [("GET", "/v1/jobs/1", {})]
         pareto = [("GET", "/v1/pareto", {"params": {"dataset": "cifar10", "teacher": "resnet110"}})]
+        across = [("GET", "/v1/pareto", {"params": {"cost": "adaptive_mflops"}})]  # every group
         results = {}
-        for name, call in (("submit", submits), ("job status", status), ("pareto", pareto)):
+        kinds = (("submit", submits), ("job status", status), ("pareto", pareto),
+                 ("pareto all", across))  # fmt: skip
+        for name, call in kinds:
             timed(base, call * 10, args.concurrency)  # warm up
             results[name] = timed(base, call * args.requests, args.concurrency)
         front = httpx.get(f"{base}/v1/pareto", params={"dataset": "cifar10"}).json()
@@ -129,8 +153,8 @@ def main() -> None:
         print(
             f"{name:>10}: p50 {statistics.median(ms):7.1f} ms   p99 {percentile(ms, 0.99):7.1f} ms"
         )
-    p99 = percentile(results["pareto"], 0.99)
-    print(f"goal: Pareto p99 < 100 ms -> {'met' if p99 < 100 else 'NOT met'} ({p99:.1f} ms)")
+    p99 = max(percentile(results["pareto"], 0.99), percentile(results["pareto all"], 0.99))
+    print(f"goal: Pareto p99 <= 20 ms -> {'met' if p99 <= 20 else 'NOT met'} ({p99:.1f} ms)")
 
 
 if __name__ == "__main__":

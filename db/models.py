@@ -9,6 +9,8 @@ never leave ``db`` and ``api``'s services: the HTTP layer has its own pydantic s
   once; a lock whose lease expired belongs to a dead worker and is taken over.
 - ``artifacts``: files under the artifact root (relative paths), per job.
 - ``architectures``: evaluated networks with their metrics, for Pareto queries.
+- ``pareto_groups`` and ``pareto_members``: per (dataset, teacher) its row counts and, per cost,
+  its Pareto front, maintained with the architectures (``db.fronts``).
 - ``sweeps``: Optuna budget sweeps (the spec, state, and the name of the Optuna study, which lives
   in the same database in Optuna's own tables); their trials are jobs with ``sweep_id`` and
   ``trial`` (the Optuna trial number) set.
@@ -166,6 +168,41 @@ class Architecture(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     __table_args__ = (Index("ix_architectures_dataset_teacher", "dataset", "teacher"),)
+
+
+COSTS = ("mflops", "adaptive_mflops", "params")  # what a Pareto front trades accuracy against
+
+
+class ParetoGroup(Base):
+    """One (dataset, teacher) of the stored architectures: how many there are (with and without
+    the teachers' own rows), and the row a writer locks while it updates the group's fronts."""
+
+    __tablename__ = "pareto_groups"
+
+    dataset: Mapped[str] = mapped_column(String(64), primary_key=True)
+    teacher: Mapped[str] = mapped_column(String(200), primary_key=True)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    rows_without_teacher: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ParetoMember(Base):
+    """An architecture on its group's front for one cost, with or without the teacher's rows;
+    kept up to date in the transaction that stores or replaces architectures
+    (``db.fronts``), so a Pareto query reads the fronts, not every row."""
+
+    __tablename__ = "pareto_members"
+
+    dataset: Mapped[str] = mapped_column(String(64), primary_key=True)
+    teacher: Mapped[str] = mapped_column(String(200), primary_key=True)
+    cost: Mapped[str] = mapped_column(String(32), primary_key=True)
+    with_teacher: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    architecture_id: Mapped[int] = mapped_column(
+        ForeignKey("architectures.id", ondelete="CASCADE"), primary_key=True
+    )
+
+    __table_args__ = (
+        Index("ix_pareto_members_lookup", "cost", "with_teacher", "dataset", "teacher"),
+    )
 
 
 class Sweep(Base):

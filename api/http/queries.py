@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from api.http import schemas
+from api.runtime import fronts
 from api.runtime.runner import config_for_job, searches_of
 from api.runtime.settings import Settings
 from api.runtime.store import JobQueue
@@ -316,20 +317,18 @@ def pareto(
     cost: schemas.Cost,
     include_teacher: bool,
 ) -> schemas.ParetoPublic:
-    """Reads only (id, accuracy, cost) of every candidate, then the front's full rows."""
-    column = getattr(Architecture, cost)
-    query = _filtered(dataset, teacher, include_teacher).with_only_columns(
-        Architecture.id, Architecture.accuracy, column
+    """Reads the stored fronts of the matching (dataset, teacher) groups and their counts
+    (``api.runtime.fronts``), not every row: its cost does not grow with the archive."""
+    front, considered = fronts.query(
+        s, dataset=dataset, teacher=teacher, cost=cost, include_teacher=include_teacher
     )
-    points = s.execute(query).all()
-    front = pareto_front(points, accuracy=lambda p: p[1], cost=lambda p: p[2])
     ids = [p[0] for p in front]
     rows = {r.id: r for r in s.scalars(select(Architecture).where(Architecture.id.in_(ids)))}
     return schemas.ParetoPublic(
         dataset=dataset,
         teacher=teacher,
         cost=cost,
-        considered=len(points),
+        considered=considered,
         front=[schemas.ArchitecturePublic.model_validate(rows[i]) for i in ids],
     )
 

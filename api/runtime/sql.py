@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from api.runtime import fronts
 from api.runtime.store import TERMINAL, Beat, Claim, JobQueue
 from db.models import Architecture, Artifact, EpochMetric, Job, Stage, StageLock
 from db.session import Database
@@ -250,8 +251,15 @@ class SqlQueue(JobQueue):
         artifacts: list[dict[str, Any]],
         architectures: list[dict[str, Any]],
     ) -> None:
-        with self.db.session() as s:
+        with self.db.session() as s:  # one transaction: the rows and their Pareto fronts
             s.execute(delete(Artifact).where(Artifact.job_id == job_id))
+            old = s.scalars(select(Architecture.id).where(Architecture.job_id == job_id)).all()
+            replaced = fronts.removing(s, old)
             s.execute(delete(Architecture).where(Architecture.job_id == job_id))
             s.add_all(Artifact(job_id=job_id, **a) for a in artifacts)
-            s.add_all(Architecture(job_id=job_id, **a) for a in architectures)
+            rows = [Architecture(job_id=job_id, **a) for a in architectures]
+            s.add_all(rows)
+            s.flush()
+            fresh = [r.id for r in rows if (r.dataset, r.teacher) not in replaced]
+            fronts.added(s, fresh)
+            fronts.rebuild(s, replaced)

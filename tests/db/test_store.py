@@ -90,8 +90,12 @@ def test_upgrading_a_database_of_the_first_schema_keeps_its_data(database_url: s
     engine.dispose()
     db, _ = open_store(database_url)  # migrate(): moves the version table, upgrades to head
     with db.engine.connect() as c:
-        # head: 0003 (per-epoch metrics) on top of 0002 (sweeps)
-        assert c.execute(text("SELECT version_num FROM reskd_alembic_version")).scalar() == "0003"
+        # head: 0004 (stored Pareto fronts) on 0003 (per-epoch metrics) on 0002 (sweeps)
+        assert c.execute(text("SELECT version_num FROM reskd_alembic_version")).scalar() == "0004"
+        # the existing architecture is on its group's fronts, built by the migration
+        members = c.execute(text("SELECT architecture_id FROM pareto_members")).scalars().all()
+        assert len(members) == 6 and set(members) == {1}  # 3 costs, with and without T
+        assert c.execute(text("SELECT rows FROM pareto_groups")).scalars().all() == [1]
         assert "alembic_version" not in inspect(c).get_table_names()
         assert "epoch_metrics" in inspect(c).get_table_names()
         for table in ("stages", "artifacts", "architectures"):
@@ -223,6 +227,71 @@ def test_cancel_results_and_pareto_queries(database_url: str) -> None:
         (0.97, 4.0),
     ]
     assert [a.name for a in shown.artifacts] == ["report.json"]
+    db.dispose()
+
+
+def test_stored_fronts_equal_the_fronts_of_all_rows_after_random_inserts_and_replacements(
+    database_url: str,
+) -> None:
+    """The fronts kept with the rows (``api.runtime.fronts``) equal the fronts computed from
+    every row, for every filter, cost and teacher option, after random stores and replacements
+    of jobs' results (with ties on both axes)."""
+    import random
+
+    from api.runtime import fronts
+    from db.models import COSTS, Architecture
+    from search.pareto import pareto_front
+
+    db, queue = open_store(database_url)
+    rng = random.Random(0)
+    jobs = [queue.submit(kind="reskd", config={}, dataset="digits", name=None) for _ in range(12)]
+    datasets, teachers = ["digits", "mnist5k"], ["resnet20", "resnet8"]
+
+    def rows() -> list[dict[str, Any]]:
+        return [
+            {
+                "dataset": rng.choice(datasets), "teacher": rng.choice(teachers),
+                "stage": rng.choice(["T", "S0", "S1", "S1 adaptive"]), "arch": "a",
+                "genotypes": None, "accuracy": rng.choice([0.5, 0.6, 0.7, 0.8, rng.random()]),
+                "mflops": rng.choice([1.0, 2.0, 3.0, 10 * rng.random()]),
+                "adaptive_mflops": 10 * rng.random(), "params": rng.randint(1, 5), "energy": None,
+                "seed": 0,
+            }
+            for _ in range(rng.randint(0, 6))
+        ]  # fmt: skip
+
+    def check() -> None:
+        with db.session(readonly=True) as s:
+            everything = s.execute(select(Architecture)).scalars().all()
+            for dataset in (None, *datasets):
+                for teacher in (None, *teachers):
+                    for cost in COSTS:
+                        for include_teacher in (True, False):
+                            chosen = [
+                                (a.id, a.accuracy, float(getattr(a, cost))) for a in everything
+                                if (dataset is None or a.dataset == dataset)
+                                and (teacher is None or a.teacher == teacher)
+                                and (include_teacher or a.stage != "T")
+                            ]  # fmt: skip
+                            expected = pareto_front(
+                                sorted(chosen), accuracy=lambda p: p[1], cost=lambda p: p[2]
+                            )
+                            got = queries.pareto(
+                                s, dataset=dataset, teacher=teacher, cost=cost,
+                                include_teacher=include_teacher,
+                            )  # fmt: skip
+                            assert [a.id for a in got.front] == [p[0] for p in expected]
+                            assert got.considered == len(chosen)
+
+    for step in range(40):  # a job's results stored for the first time or replaced
+        queue.add_results(job_id=rng.choice(jobs), artifacts=[], architectures=rows())
+        if step % 8 == 7:
+            check()
+    with db.session() as s:  # a rebuild from scratch finds the same fronts
+        before = s.execute(select(fronts.M)).all()
+        fronts.rebuild(s)
+        assert sorted(s.execute(select(fronts.M)).all()) == sorted(before)
+    check()
     db.dispose()
 
 

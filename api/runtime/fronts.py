@@ -1,0 +1,198 @@
+"""Stored Pareto fronts: a Pareto query reads the fronts, not the archive.
+
+For every (dataset, teacher) the store keeps, per cost (MFLOPs, adaptive MFLOPs, parameters) and
+with or without the teachers' own rows, the architectures on that group's front
+(``pareto_members``), and the group's row counts (``pareto_groups``). They change in the
+transaction that stores architectures:
+
+- new rows are merged into their group's current front (the front of the front and the new
+  points is the front of all points: anything the old front dominated stays dominated);
+- when rows are replaced (a job's results stored again) the fronts of their groups are rebuilt
+  from the group's rows, the only case that reads a whole group.
+
+A writer locks its group's row first (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite writes one
+transaction at a time), so two workers finishing jobs of one group take turns. A query over
+several groups (no dataset or no teacher given) takes the front of the union of their fronts,
+which is the front of the union of their rows. Ties (equal cost and accuracy) keep the lowest id,
+in the stored fronts and in the query alike.
+
+Functions take a SQLAlchemy ``Connection`` or ``Session`` (Core statements only), so the
+migration that creates the tables builds the fronts of an existing archive with them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from db.models import COSTS, Architecture, ParetoGroup, ParetoMember
+from search.pareto import pareto_front
+
+A = cast(Table, Architecture.__table__)
+G = cast(Table, ParetoGroup.__table__)
+M = cast(Table, ParetoMember.__table__)
+VARIANTS = [(cost, with_teacher) for cost in COSTS for with_teacher in (True, False)]
+TEACHER_STAGE = "T"
+
+Group = tuple[str, str]  # (dataset, teacher)
+Point = tuple[int, float, float]  # (id, accuracy, cost)
+
+
+def front_of(points: Iterable[Point]) -> list[Point]:
+    """The non-dominated points by increasing cost; of equal points the lowest id."""
+    return pareto_front(
+        sorted(points, key=lambda p: p[0]), accuracy=lambda p: p[1], cost=lambda p: p[2]
+    )
+
+
+def _lock(conn: Any, groups: Iterable[Group]) -> None:
+    """Each group's row, created when new, locked until the transaction ends (in a fixed order:
+    two writers never wait on each other crosswise)."""
+    name = (conn.get_bind() if isinstance(conn, Session) else conn).dialect.name
+    for dataset, teacher in sorted(set(groups)):
+        values = {"dataset": dataset, "teacher": teacher, "rows": 0, "rows_without_teacher": 0}
+        if name == "postgresql":
+            conn.execute(postgresql.insert(G).values(**values).on_conflict_do_nothing())
+        elif name == "sqlite":
+            conn.execute(sqlite.insert(G).values(**values).on_conflict_do_nothing())
+        else:  # pragma: no cover - the service runs on SQLite or PostgreSQL
+            if conn.execute(select(G.c.rows).where(_is(G, dataset, teacher))).first() is None:
+                conn.execute(insert(G).values(**values))
+        conn.execute(select(G.c.rows).where(_is(G, dataset, teacher)).with_for_update())
+
+
+def _is(table: Any, dataset: str, teacher: str) -> Any:
+    return and_(table.c.dataset == dataset, table.c.teacher == teacher)
+
+
+def _members(conn: Any, group: Group, cost: str, with_teacher: bool) -> list[Point]:
+    query = (
+        select(A.c.id, A.c.accuracy, A.c[cost])
+        .join(M, M.c.architecture_id == A.c.id)
+        .where(_is(M, *group), M.c.cost == cost, M.c.with_teacher == with_teacher)
+    )
+    return [(int(i), float(a), float(c)) for i, a, c in conn.execute(query)]
+
+
+def _replace(
+    conn: Any, group: Group, cost: str, with_teacher: bool, old: set[int], new: set[int]
+) -> None:
+    gone, joined = old - new, new - old
+    if gone:
+        conn.execute(
+            delete(M).where(
+                _is(M, *group),
+                M.c.cost == cost,
+                M.c.with_teacher == with_teacher,
+                M.c.architecture_id.in_(gone),
+            )
+        )
+    if joined:
+        conn.execute(
+            insert(M),
+            [
+                {"dataset": group[0], "teacher": group[1], "cost": cost,
+                 "with_teacher": with_teacher, "architecture_id": i}
+                for i in sorted(joined)
+            ],
+        )  # fmt: skip
+
+
+def added(conn: Any, ids: Sequence[int]) -> None:
+    """Merge the stored rows ``ids`` (just inserted) into their groups' fronts and counts."""
+    if not ids:
+        return
+    rows = conn.execute(
+        select(A.c.id, A.c.dataset, A.c.teacher, A.c.stage, A.c.accuracy, *(A.c[c] for c in COSTS))
+        .where(A.c.id.in_(list(ids)))
+    ).all()  # fmt: skip
+    by_group: dict[Group, list[Any]] = defaultdict(list)
+    for row in rows:
+        by_group[(row.dataset, row.teacher)].append(row)
+    _lock(conn, by_group)
+    for group, new in by_group.items():
+        without = [r for r in new if r.stage != TEACHER_STAGE]
+        conn.execute(
+            update(G)
+            .where(_is(G, *group))
+            .values(rows=G.c.rows + len(new), rows_without_teacher=G.c.rows_without_teacher
+                    + len(without))
+        )  # fmt: skip
+        for cost, with_teacher in VARIANTS:
+            current = _members(conn, group, cost, with_teacher)
+            points = [(int(r.id), float(r.accuracy), float(getattr(r, cost))) for r in
+                      (new if with_teacher else without)]  # fmt: skip
+            front = front_of([*current, *points])
+            _replace(conn, group, cost, with_teacher, {p[0] for p in current},
+                     {p[0] for p in front})  # fmt: skip
+
+
+def removing(conn: Any, ids: Sequence[int]) -> set[Group]:
+    """Before the rows ``ids`` are deleted: take them off the fronts; returns their groups,
+    whose fronts :func:`rebuild` must then recompute."""
+    if not ids:
+        return set()
+    groups = {
+        (d, t)
+        for d, t in conn.execute(
+            select(A.c.dataset, A.c.teacher).where(A.c.id.in_(list(ids))).distinct()
+        )
+    }
+    _lock(conn, groups)
+    conn.execute(delete(M).where(M.c.architecture_id.in_(list(ids))))
+    return groups
+
+
+def rebuild(conn: Any, groups: Iterable[Group] | None = None) -> None:
+    """Recompute the counts and fronts of ``groups`` (all of them: None) from their rows."""
+    if groups is None:  # everything: groups without rows left go too
+        conn.execute(delete(M))
+        conn.execute(delete(G))
+        groups = {(d, t) for d, t in conn.execute(select(A.c.dataset, A.c.teacher).distinct())}
+    groups = sorted(set(groups))
+    _lock(conn, groups)
+    for group in groups:
+        rows = conn.execute(
+            select(A.c.id, A.c.stage, A.c.accuracy, *(A.c[c] for c in COSTS)).where(_is(A, *group))
+        ).all()
+        without = [r for r in rows if r.stage != TEACHER_STAGE]
+        conn.execute(
+            update(G)
+            .where(_is(G, *group))
+            .values(rows=len(rows), rows_without_teacher=len(without))
+        )
+        conn.execute(delete(M).where(_is(M, *group)))
+        for cost, with_teacher in VARIANTS:
+            front = front_of(
+                (int(r.id), float(r.accuracy), float(getattr(r, cost)))
+                for r in (rows if with_teacher else without)
+            )
+            _replace(conn, group, cost, with_teacher, set(), {p[0] for p in front})
+
+
+def query(
+    conn: Any, *, dataset: str | None, teacher: str | None, cost: str, include_teacher: bool
+) -> tuple[list[Point], int]:
+    """The front of the architectures matching the filters, and how many of them there are:
+    reads the groups' stored fronts and counts only."""
+    where = [M.c.cost == cost, M.c.with_teacher == include_teacher]
+    counted = [G.c.rows if include_teacher else G.c.rows_without_teacher]
+    group_where = []
+    if dataset:
+        where.append(M.c.dataset == dataset)
+        group_where.append(G.c.dataset == dataset)
+    if teacher:
+        where.append(M.c.teacher == teacher)
+        group_where.append(G.c.teacher == teacher)
+    points = conn.execute(
+        select(A.c.id, A.c.accuracy, A.c[cost])
+        .join(M, M.c.architecture_id == A.c.id)
+        .where(*where)
+    ).all()  # fmt: skip
+    considered = conn.execute(select(func.coalesce(func.sum(counted[0]), 0)).where(*group_where))
+    return front_of((int(i), float(a), float(c)) for i, a, c in points), int(considered.scalar())
