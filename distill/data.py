@@ -93,7 +93,12 @@ def test_transform(info: DatasetInfo, *, image_size: int) -> Transform:
 
 
 class TensorImages(Dataset[tuple[Tensor, int]]):
-    """uint8 images (N, C, H, W) and integer labels, with a transform on each image."""
+    """uint8 images (N, C, H, W) and integer labels, with a transform on each image.
+
+    Without random augmentation the transform is the same on every pass, so ``batch_of`` serves
+    batches from the whole set transformed once (``distill.train.loader`` uses it): no
+    per-sample Python work, no collation; each batch equals stacking the samples one by one.
+    """
 
     def __init__(self, images: Tensor, targets: Tensor, transform: Transform) -> None:
         if len(images) != len(targets):
@@ -101,12 +106,23 @@ class TensorImages(Dataset[tuple[Tensor, int]]):
         self.images = images
         self.targets = targets
         self.transform = transform
+        steps = getattr(transform, "transforms", [transform])
+        self.batchable = not any(type(t).__name__.startswith("Random") for t in steps)
+        self._prepared: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         return self.transform(self.images[index]), int(self.targets[index])
+
+    def batch_of(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """The samples at ``index`` as one batch (``batchable`` sets only)."""
+        if not self.batchable:
+            raise ValueError("batch_of: this set's transform is random; index it per sample")
+        if self._prepared is None:
+            self._prepared = torch.as_tensor(self.transform(self.images)).as_subclass(Tensor)
+        return self._prepared[index], self.targets[index]
 
 
 def _shipped_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -143,3 +143,36 @@ def test_empty_training_set_fails_before_training(digits) -> None:
     empty = torch.utils.data.Subset(digits.train, [])
     with pytest.raises(ValueError, match="empty"):
         fit(Supervised(model), empty, config=_config(), progress=False)
+
+
+def test_in_memory_sets_are_batched_as_tensors_in_the_dataloaders_order() -> None:
+    """Digits and MNIST 5k without augmentation are served as tensors gathered by index (no
+    per-sample ``__getitem__`` and collation): the same batches, in the same order, leaving the
+    generators where a DataLoader leaves them; augmented sets keep the per-sample path."""
+    from torch.utils.data import DataLoader, Subset
+
+    from distill.data import load_dataset
+    from distill.train import Indexed, TensorBatches, loader
+
+    plain = load_dataset("digits", augment=False)
+    nested = Indexed(Subset(Subset(plain.train, list(range(7, 900))), list(range(3, 800, 3))))
+    for shuffle in (True, False):
+        for seeded in (True, False):
+            g1 = torch.Generator().manual_seed(5) if seeded else None
+            g2 = torch.Generator().manual_seed(5) if seeded else None
+            torch.manual_seed(1)
+            expected = list(DataLoader(nested, batch_size=32, shuffle=shuffle, generator=g1))
+            after_expected = torch.rand(3)
+            torch.manual_seed(1)
+            batches = loader(nested, batch_size=32, shuffle=shuffle, generator=g2)
+            assert isinstance(batches, TensorBatches) and len(batches) == len(expected)
+            got = list(batches)
+            assert torch.equal(torch.rand(3), after_expected)  # the global RNG as after it
+            if g1 is not None and g2 is not None:
+                assert torch.equal(g1.get_state(), g2.get_state())
+            assert len(got) == len(expected)
+            for (x1, y1, i1), (x2, y2, i2) in zip(expected, got, strict=True):
+                assert torch.equal(x1, x2) and torch.equal(y1, y2) and torch.equal(i1, i2)
+    augmented = load_dataset("digits", augment=True)
+    assert isinstance(loader(augmented.train, batch_size=32), DataLoader)
+    assert isinstance(loader(plain.test, batch_size=32), TensorBatches)
