@@ -31,6 +31,7 @@ from search.budget import (
 )
 from search.cells import draw_cells, genotype_text
 from search.plot import plot_search
+from search.rank import candidates, rank
 from search.spec import SearchSpec
 from search.strategies import STRATEGIES, ObjectiveFactory, SearchContext
 from space.flops import Complexity, count
@@ -167,6 +168,20 @@ def run_search(
         budget_mflops=spec.budget_mflops,
         min_channels=spec.min_channels,
     )
+    ranking: list[dict[str, Any]] = []
+    if spec.rank_candidates > 1:
+        options = candidates(
+            derivation, found.scores, shape=shape, budget_mflops=spec.budget_mflops,
+            min_channels=spec.min_channels, count=spec.rank_candidates, seed=spec.seed,
+        )  # fmt: skip
+        ranked = rank(
+            options, shape=shape, train_data=train_data, objective=objective_factory,
+            epochs=spec.rank_epochs, batch_size=spec.batch_size, seed=spec.seed,
+            device=device, progress=progress, log=log,
+        )  # fmt: skip
+        ranking = [r.to_dict() for r in ranked]
+        derivation = ranked[0].derivation
+        log(f"rank: kept the {ranked[0].source} network of {len(ranked)}")
     net = GenotypeNetwork(
         derivation.genotype,
         channels=derivation.channels,
@@ -193,7 +208,7 @@ def run_search(
         time.perf_counter() - started,
         None,
         out_dir,
-        found.selection,
+        found.selection | ({"ranking": ranking} if ranking else {}),
     )
     if found.history:
         result.plot = plot_search(

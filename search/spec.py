@@ -73,6 +73,15 @@ class SearchSpec(ConfigModel):
     selection_samples: int = Field(
         256, ge=8, le=1_000_000, description="perturbation: training images it scores on"
     )
+    rank_candidates: int = Field(
+        1,
+        ge=1,
+        le=32,
+        description="train this many of the search's best networks briefly and keep the one "
+        "with the lowest held-out objective (DARTS's selection by short training; 1: the "
+        "derivation alone)",
+    )
+    rank_epochs: int = Field(1, ge=1, le=100, description="rank_candidates: epochs of each")
     grad_clip: float = Field(5.0, gt=0, le=1e4)
     min_channels: int = Field(
         2, ge=2, multiple_of=2, description="the narrowest the budget may make the network"
@@ -159,11 +168,13 @@ class SearchSpec(ConfigModel):
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, as stage keys hash it (``stage1_layers`` only when set, the selection's
-        fields only when it is not the argmax, so searches stored before they existed keep their
-        keys)."""
+        fields only when it is not the argmax, the ranking's only when it ranks, so searches
+        stored before they existed keep their keys)."""
         left_out = set()
         if self.stage1_layers is None:
             left_out.add("stage1_layers")
         if self.selection == "argmax":
             left_out |= {"selection", "selection_samples"}
+        if self.rank_candidates == 1:
+            left_out |= {"rank_candidates", "rank_epochs"}
         return self.model_dump(exclude=left_out)
