@@ -27,7 +27,6 @@ from torch.utils.data import Dataset, Subset
 from distill.train import Indexed, TrainConfig, fit, loader, resolve_device
 from search.budget import NON_ZERO, Derivation, Scores, derive_within_budget
 from space.genotypes import Genotype
-from space.network import GenotypeNetwork
 from space.supernet import CELL_KINDS, NetShape, argmax_genotype
 
 HELD_OUT = 0.2  # share of the search's training set a candidate is judged on
@@ -139,15 +138,7 @@ def rank(
     for i, (d, source) in enumerate(options):
         started = time.perf_counter()
         torch.manual_seed(seed)
-        net = GenotypeNetwork(
-            d.genotype,
-            channels=d.channels,
-            layers=shape.layers,
-            num_classes=shape.num_classes,
-            in_chans=shape.in_chans,
-            input_size=shape.input_size,
-            stem=shape.stem,
-        )
+        net = shape.derived(d.genotype, d.channels)
         task = objective(net, train_idx)
         fit(
             task,

@@ -36,7 +36,6 @@ from search.spec import SearchSpec
 from search.strategies import STRATEGIES, ObjectiveFactory, SearchContext
 from space.flops import Complexity, count
 from space.genotypes import Genotype
-from space.network import GenotypeNetwork
 from space.supernet import NetShape
 
 
@@ -182,15 +181,7 @@ def run_search(
         ranking = [r.to_dict() for r in ranked]
         derivation = ranked[0].derivation
         log(f"rank: kept the {ranked[0].source} network of {len(ranked)}")
-    net = GenotypeNetwork(
-        derivation.genotype,
-        channels=derivation.channels,
-        layers=spec.layers,
-        num_classes=info.num_classes,
-        in_chans=info.in_chans,
-        input_size=info.image_size,
-        stem=shape.stem,
-    )
+    net = shape.derived(derivation.genotype, derivation.channels)
     counted = count(net, input_shape=info.input_shape)
     if counted.macs != derivation.macs or counted.mflops > spec.budget_mflops:
         raise AssertionError(  # the layout's cost and the counter disagree: a bug, never ignored

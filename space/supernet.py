@@ -31,6 +31,7 @@ from space.fused import FusedSearchCell
 from space.genotypes import Edge, Genotype
 from space.network import (
     CellPlan,
+    GenotypeNetwork,
     StemKind,
     head_macs,
     layout,
@@ -166,6 +167,18 @@ class NetShape:
             self.input_size,
             self.stem,
             self.steps,
+        )
+
+    def derived(self, genotype: Genotype, channels: int | None = None) -> GenotypeNetwork:
+        """The network a genotype derives at this shape (at ``channels`` when given)."""
+        return GenotypeNetwork(
+            genotype,
+            channels=self.channels if channels is None else channels,
+            layers=self.layers,
+            num_classes=self.num_classes,
+            in_chans=self.in_chans,
+            input_size=self.input_size,
+            stem=self.stem,
         )
 
     def plans(self) -> tuple[list[CellPlan], int, int]:
