@@ -37,7 +37,7 @@ class Derivation:
     minimum_mflops: float
     maximum_mflops: float  # the most this space reaches at the search's channel count
     moves: list[str] = field(default_factory=list)
-    start: Genotype | None = None  # what the search chose (argmax, after any skip cap)
+    start: Genotype | None = None  # what the search chose (argmax after any skip cap, or ranked)
     start_channels: int = 0
     start_macs: int = 0  # the start's counted MACs at the search's channel count
 
@@ -81,6 +81,7 @@ class Derivation:
     def to_dict(self) -> dict[str, Any]:
         return {
             "genotype": self.genotype.to_dict(),
+            "start_genotype": self.start.to_dict() if self.start is not None else None,
             "channels": self.channels,
             "mflops": self.mflops,
             "budget_mflops": self.budget_mflops,
