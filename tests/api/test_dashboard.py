@@ -97,8 +97,10 @@ def test_a_job_appears_changes_state_live_and_shows_curves_report_and_cells(
     assert (
         "No" not in page.inner_text("#jobs tbody") and page.locator("#jobs tbody tr").count() == 0
     )
-    # submitted after the page loaded: it appears, then changes state, with no reload
-    job = service.submit(tiny_config(train={"epochs": 2, "batch_size": 128}))
+    # submitted after the page loaded: it appears, then changes state, with no reload. Batches of
+    # 2 keep it running for several seconds (with batch 128 the tiny job, served from in-memory
+    # tensors, ends about a second after it starts: sooner than a new row is listed)
+    job = service.submit(tiny_config(train={"epochs": 2, "batch_size": 2}))
     row = page.locator(f"#job-{job['id']}")
     row.wait_for()
     page.wait_for_selector(f"#job-{job['id']}[data-state=running]")
@@ -126,7 +128,7 @@ def test_a_job_appears_changes_state_live_and_shows_curves_report_and_cells(
 def test_sweep_page_lists_trials_and_front_and_searched_cells_are_drawn(
     service: Service, browser: Browser
 ) -> None:
-    base = tiny_config(  # T and S0 as the first test's job trained them: reused
+    base = tiny_config(  # T and S0 trained once, reused by the second trial
         train={"epochs": 2, "batch_size": 128},
         res_students=[{"search": {"budget_mflops": 0.1, "epochs": 1, "channels": 4, "layers": 3}}],
     )
