@@ -29,7 +29,7 @@ class SearchSpec(ConfigModel):
         gt=0, le=1e6, allow_inf_nan=False, description="the derived network's MFLOPs cap"
     )
     strategy: Strategy = "stacnas"
-    epochs: int = Field(2, ge=1, le=1000, description="per search stage")
+    epochs: int = Field(4, ge=1, le=1000, description="per search stage")
     channels: int | Literal["auto"] = Field(
         "auto",
         description="an even integer, or auto: the widest at which learnable operations on "
