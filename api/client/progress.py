@@ -96,14 +96,25 @@ class _Lines:
             self.last_at, self.last_text = t, text
 
 
-def _interactive(file: TextIO, interactive: bool | None) -> bool:
-    if interactive is not None:
-        return interactive
-    isatty = getattr(file, "isatty", None)
-    return bool(isatty and isatty())
+class _View:
+    """Where progress goes (``file``, stderr by default), and how: bars when it is a terminal
+    (or ``interactive``), rate-limited lines otherwise."""
+
+    def __init__(
+        self,
+        file: TextIO | None,
+        interactive: bool | None,
+        every: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.file = file or sys.stderr
+        isatty = getattr(self.file, "isatty", None)
+        self.interactive = bool(isatty and isatty()) if interactive is None else interactive
+        self.lines = _Lines(self.file, every, clock)
+        self.bar: Any = None
 
 
-class JobView:
+class JobView(_View):
     """Shows one job's progress from the successive states of the job (``GET /v1/jobs/{id}``)."""
 
     def __init__(
@@ -115,13 +126,10 @@ class JobView:
         every: float = 20.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(file, interactive, every, clock)
         self.job_id = job_id
-        self.file = file or sys.stderr
-        self.interactive = _interactive(self.file, interactive)
-        self.lines = _Lines(self.file, every, clock)
         self.key: tuple[str | None, str | None] | None = None
         self.state: str | None = None
-        self.bar: Any = None
 
     def update(self, job: dict[str, Any]) -> None:
         p, state = job.get("progress") or {}, job.get("state")
@@ -185,7 +193,7 @@ class JobView:
         return text
 
 
-class SweepView:
+class SweepView(_View):
     """Shows a sweep's trials: a bar (tqdm's own rate: it sees every trial end) or lines."""
 
     def __init__(
@@ -198,12 +206,9 @@ class SweepView:
         heartbeat: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(file, interactive, every, clock)
         self.sweep_id = sweep_id
-        self.file = file or sys.stderr
-        self.interactive = _interactive(self.file, interactive)
-        self.lines = _Lines(self.file, every, clock)
         self.heartbeat = heartbeat
-        self.bar: Any = None
 
     def update(self, sweep: dict[str, Any]) -> None:
         states = sweep["trial_states"]
