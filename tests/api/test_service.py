@@ -156,9 +156,14 @@ def test_a_killed_worker_loses_at_most_its_current_epoch(tmp_path: Path) -> None
     job is claimed again and the stage resumes from its epoch checkpoint."""
     svc = Service(tmp_path / "crash", workers=1, lease=2.0)
     try:
-        config = tiny_config(teacher_train={"epochs": 6})
+        config = tiny_config(teacher_train={"epochs": 6, "batch_size": 2})  # seconds, not one
         job = svc.submit(config)
-        svc.wait(job["id"], lambda j: (j["progress"].get("epoch") or 0) >= 2, 180)
+        svc.wait(
+            job["id"],
+            lambda j: (j["progress"].get("stage") or "").startswith("teacher")
+            and (j["progress"].get("epoch") or 0) >= 2,
+            180,
+        )
         worker = _job_worker(svc, job["id"])
         os.kill(worker, signal.SIGKILL)
         done = svc.done(job["id"], timeout=300)
@@ -185,8 +190,15 @@ def test_a_killed_ray_worker_process_is_retried_and_the_job_completes(tmp_path: 
     with ray_cluster(tmp_path / "ray") as cluster:
         svc = Service(tmp_path / "svc", workers=1, ray_address=cluster.address)
         try:
-            job = svc.submit(tiny_config(teacher_train={"epochs": 6}))
-            svc.wait(job["id"], lambda j: (j["progress"].get("epoch") or 0) >= 2, 180)
+            # batches of 2: the teacher trains for seconds (from in-memory tensors with batches
+            # of 128 its 6 epochs took about a second, and could end before the kill)
+            job = svc.submit(tiny_config(teacher_train={"epochs": 6, "batch_size": 2}))
+            svc.wait(
+                job["id"],
+                lambda j: (j["progress"].get("stage") or "").startswith("teacher")
+                and (j["progress"].get("epoch") or 0) >= 2,
+                180,
+            )
             tries = svc.root / "jobs" / str(job["id"]) / "ray-executions.jsonl"
             first = json.loads(tries.read_text().splitlines()[0])
             os.kill(first["pid"], signal.SIGKILL)
