@@ -152,6 +152,13 @@ def main() -> None:
         help="train T for every seed (default: the first seed's T serves every seed, so the "
         "seeds vary what is measured, S0 and R1, and T's 8 epochs are paid once)",
     )
+    parser.add_argument(
+        "--teacher-seed",
+        type=int,
+        default=0,
+        help="the seed whose T serves the others: it trains it (a later run with other seeds "
+        "only reuses OUT/teacher.pt)",
+    )
     args = parser.parse_args()
 
     info = dataset_info(args.dataset)
@@ -162,6 +169,9 @@ def main() -> None:
     records: list[dict[str, Any]] = []
     shared_teacher: Path | None = None
     for seed in args.seeds:
+        if seed != args.teacher_seed and not args.teacher_per_seed and shared_teacher is None:
+            if (out / "teacher.pt").exists():  # an earlier run's (e.g. more seeds added later)
+                shared_teacher = out / "teacher.pt"
         base = base_config(args.dataset, seed, args.epochs, args.teacher_epochs)
         if shared_teacher is not None:
             base["teacher_checkpoint"] = str(shared_teacher)
@@ -229,6 +239,8 @@ def main() -> None:
                 records.append(record)
                 if shared_teacher is None and not args.teacher_per_seed:
                     shared_teacher = share_teacher(directory, out)
+                    if seed != args.teacher_seed:
+                        print(f"T of seed {seed} serves the others (--teacher-seed {seed})")
                 print(
                     f"seed {seed} x{factor} {arm:11s} S1 {record['s1']:.4f} (S0 {record['s0']:.4f})"
                     f" R1 {record['r1_mflops']:.4f} MFLOPs"

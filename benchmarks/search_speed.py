@@ -12,6 +12,15 @@ training images per second (batch / median step time). NNI's step is its DARTS t
 (first-order: an architecture step on a held-out batch, then a weight step). Ours is shown for
 STACNAS stage 1 (the default, one-level, one representative per group), DARTS one-level over all
 eight operations, and DARTS first-order bilevel (the like-for-like algorithm).
+
+How far from the hardware: each row also gives the step's achieved GFLOP/s and its share of this
+machine's peak, measured in the same run as the best of a few large float32 matrix products
+(``--matmul 2048``) with the same threads. A step's FLOPs are counted as 2 x the supernet's
+forward multiply-accumulates (every candidate on every edge, in the product counter's convention:
+``NetShape.cost_table``, stem, preprocessing and head), times 3 for a forward and backward pass
+(the usual rule: the backward costs twice the forward), twice for a bilevel step (an architecture
+pass on a held-out batch, then a weight pass). The same figure serves NNI's step, which runs the
+same operations.
 """
 
 from __future__ import annotations
@@ -131,6 +140,42 @@ def _row(name: str, optimization: str, seconds: list[float], batch: int) -> Row:
     }
 
 
+def forward_macs(shape: NetShape, ops: tuple[str, ...]) -> int:
+    """Multiply-accumulates of one image through a supernet running every candidate (not
+    ``none``) on every edge: the cells' operations plus stem, preprocessing and head."""
+    table = shape.cost_table([op for op in ops if op != "none"])
+    return shape.fixed_macs() + sum(
+        sum(edge.values()) for edges in table.values() for edge in edges
+    )
+
+
+def step_gflop(shape: NetShape, ops: tuple[str, ...], optimization: str, batch: int) -> float:
+    passes = 2 if optimization.startswith("bilevel") else 1
+    return 2 * forward_macs(shape, ops) * 3 * passes * batch / 1e9
+
+
+def matmul_peak(n: int, device: str, repeats: int = 5) -> float:
+    """GFLOP/s of the best of ``repeats`` float32 ``n x n`` matrix products."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(device)
+    b = torch.randn(n, n, generator=g).to(device)
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first one warms up
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        a @ b
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - started)
+    return 2 * n**3 / best / 1e9
+
+
+def with_gflops(row: Row, gflop: float, peak: float) -> Row:
+    achieved = gflop / (row["ms/step"] / 1000)
+    return row | {"GFLOP/s": round(achieved, 2), "of matmul peak": f"{achieved / peak:.1%}"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--channels", type=int, default=16)
@@ -141,6 +186,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-nni", action="store_true", help="ours only (no .venv-nni needed)")
+    parser.add_argument("--matmul", type=int, default=2048, help="size of the peak's matrices")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     shape = NetShape.of(
@@ -152,6 +198,8 @@ def main() -> None:
         f"median of {args.steps} steps",
         flush=True,
     )
+    peak = matmul_peak(args.matmul, args.device)
+    print(f"peak: {args.matmul}x{args.matmul} float32 matmul, {peak:.1f} GFLOP/s", flush=True)
     rows = [
         ours("ours: STACNAS stage 1", StacNAS.stage1_ops, "one-level", args, shape),
         ours("ours: DARTS, 8 operations", PRIMITIVES, "one-level", args, shape),
@@ -165,6 +213,11 @@ def main() -> None:
             fused=False,
         ),
     ]
+    ops_of = [StacNAS.stage1_ops, PRIMITIVES, PRIMITIVES, PRIMITIVES]
+    rows = [
+        with_gflops(row, step_gflop(shape, ops, row["optimization"], args.batch), peak)
+        for row, ops in zip(rows, ops_of, strict=True)
+    ]
     for row in rows:
         print(row, flush=True)
     from distill.report import format_table
@@ -174,7 +227,9 @@ def main() -> None:
         print()
         print(format_table(rows, list(rows[0])))
         return
-    nni_row = nni(args, shape)
+    nni_row = with_gflops(
+        nni(args, shape), step_gflop(shape, PRIMITIVES, "bilevel", args.batch), peak
+    )
     rows.append(nni_row)
     print()
     print(format_table(rows, list(rows[0])))

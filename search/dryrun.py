@@ -214,13 +214,13 @@ def _searched(
 
     def supernet(stage: str, ops: tuple[str, ...], layers: int) -> None:
         model = Supernet(
-            replace(shape, layers=layers),
+            replace(shape, layers=layers, channels=spec.supernet_channels(shape.channels)),
             uniform_candidates(ops, shape.steps),
             partial=spec.partial_channels,
         )
         params = sum(p.numel() for p in model.parameters())  # its MFLOPs are no network's
         seconds = time_per_image(model, info, device=device, batch=batch, **timing)
-        out.append(Priced(f"{name} search {stage}", f"supernet C{shape.channels}L{layers}",
+        out.append(Priced(f"{name} search {stage}", f"supernet C{model.shape.channels}L{layers}",
                           params / 1e6, None, spec.epochs, images, bilevel * seconds))  # fmt: skip
 
     if spec.strategy == "stacnas":

@@ -146,8 +146,13 @@ def run_search(
     out_dir.mkdir(parents=True, exist_ok=True)
     strategy = STRATEGIES[spec.strategy]
     log(
-        f"search ({spec.strategy}, {spec.resolved_optimization}): {shape.channels} channels, "
-        f"{spec.layers} cells"
+        f"search ({spec.strategy}, {spec.resolved_optimization}): {shape.channels} channels"
+        + (
+            f" (supernet {spec.supernet_channels(shape.channels)})"
+            if spec.search_width != 1
+            else ""
+        )
+        + f", {spec.layers} cells"
         + (f" ({spec.stage1_layers} in stage 1)" if spec.stage1_layers is not None else "")
         + f", budget {spec.budget_mflops:g} MFLOPs, {spec.epochs} epoch(s)"
         + (" per stage" if spec.strategy == "stacnas" else "")

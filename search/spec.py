@@ -36,6 +36,15 @@ class SearchSpec(ConfigModel):
         "every edge fit the budget",
     )
     layers: int = Field(5, ge=3, le=64, description="cells")
+    search_width: float = Field(
+        1.0,
+        ge=1,
+        le=8,
+        allow_inf_nan=False,
+        description="the supernet's channels as a multiple of the derived network's (rounded "
+        "to an even count): room for the convolutions to learn during the search; the FLOPs "
+        "term is still counted at the derived network's channels",
+    )
     stage1_layers: int | None = Field(
         None,
         ge=3,
@@ -56,6 +65,14 @@ class SearchSpec(ConfigModel):
         ge=0,
         le=1000,
         description="per search stage: train the weights only, then the architecture too",
+    )
+    beta_decay: float = Field(
+        0.0,
+        ge=0,
+        le=1e4,
+        allow_inf_nan=False,
+        description="beta-DARTS: weight of the Beta-Decay regularisation (mean log-sum-exp of "
+        "each edge's architecture parameters), ramped linearly from 0 over each stage; 0: off",
     )
     max_skips: int | None = Field(
         None, ge=0, le=8, description="P-DARTS: at most this many skip_connect in the normal cell"
@@ -131,6 +148,13 @@ class SearchSpec(ConfigModel):
             raise ValueError("nni-darts derives by argmax (NNI's own export): use argmax")
         return value
 
+    @field_validator("search_width")
+    @classmethod
+    def _not_nni(cls, value: float, info: ValidationInfo) -> float:
+        if value != 1 and info.data.get("strategy") == "nni-darts":
+            raise ValueError("nni-darts searches NNI's own space at the derived width: use 1")
+        return value
+
     @field_validator("min_channels")
     @classmethod
     def _at_most_channels(cls, value: int, info: ValidationInfo) -> int:
@@ -146,6 +170,12 @@ class SearchSpec(ConfigModel):
         if channels != "auto" and channels % value:
             raise ValueError(f"must divide channels={channels}: one of 1, 2, 4")
         return value
+
+    def supernet_channels(self, channels: int) -> int:
+        """The supernet's channels for a derived network of ``channels``: ``search_width`` times
+        as many, rounded to a multiple of 2 and of ``partial_channels``."""
+        step = max(2, self.partial_channels)
+        return max(channels, step * round(channels * self.search_width / step))
 
     @property
     def resolved_optimization(self) -> Literal["one-level", "bilevel"]:
@@ -177,4 +207,8 @@ class SearchSpec(ConfigModel):
             left_out |= {"selection", "selection_samples"}
         if self.rank_candidates == 1:
             left_out |= {"rank_candidates", "rank_epochs"}
+        if self.search_width == 1:
+            left_out.add("search_width")
+        if self.beta_decay == 0:
+            left_out.add("beta_decay")
         return self.model_dump(exclude=left_out)

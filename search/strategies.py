@@ -90,7 +90,8 @@ def train_supernet(
     """Train one supernet on the objective with the spec's optimisation; resumable per epoch.
     With ``layers`` (a shallower proxy than the derived network) the budget is scaled by the
     ratio of the two depths' costs of a cell of learnable operations, so the penalty still asks
-    for the derived network's share of the budget."""
+    for the derived network's share of the budget. The supernet is ``search_width`` times wider
+    than the derived network; its MFLOPs are counted at the derived network's channels."""
     spec = ctx.spec
     torch.manual_seed(spec.seed)
     shape, budget = ctx.shape, spec.budget_mflops
@@ -98,7 +99,11 @@ def train_supernet(
         shape = replace(shape, layers=layers)
         budget *= learnable_mflops(shape) / learnable_mflops(ctx.shape)
     supernet = Supernet(
-        shape, candidates, edge_strength=edge_strength, partial=spec.partial_channels
+        shape.with_channels(spec.supernet_channels(shape.channels)),
+        candidates,
+        edge_strength=edge_strength,
+        partial=spec.partial_channels,
+        cost_shape=shape,
     )
     n = len(ctx.train_data)  # type: ignore[arg-type]
     optimization = spec.resolved_optimization
@@ -131,6 +136,7 @@ def train_supernet(
         optimization=optimization,
         grad_clip=spec.grad_clip,
         warmup_epochs=spec.warmup_epochs,
+        beta_decay=spec.beta_decay,
         held_out=held_out,
         held_out_batches=held_batches,
     )

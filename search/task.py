@@ -23,6 +23,20 @@ from space.supernet import Supernet
 Optimization = Literal["one-level", "bilevel"]
 
 
+def beta_decay(supernet: Supernet) -> Tensor:
+    """beta-DARTS's Beta-Decay regularisation (Ye et al. 2022): the mean over edges of the
+    log-sum-exp of the architecture parameters (present candidates only). Its gradient is each
+    edge's softmax, so it pulls down the parameters of the operations that already dominate and
+    keeps the weights from saturating early, while their differences still decide."""
+    total, edges = None, 0
+    for kind, alphas in supernet.alphas.items():
+        lse = torch.logsumexp(alphas + getattr(supernet, f"mask_{kind}"), dim=-1)
+        total = lse.sum() if total is None else total + lse.sum()
+        edges += lse.numel()
+    assert total is not None
+    return total / edges
+
+
 def flops_penalty(expected_mflops: Tensor, budget_mflops: float, weight: float) -> Tensor:
     """``weight * max(0, E[MFLOPs] / budget - 1)``: no pull while the expected derived network is
     within budget (accuracy alone decides), a pull proportional to the overshoot beyond it."""
@@ -46,6 +60,7 @@ class SearchTask(TrainTask):
         optimization: Optimization,
         grad_clip: float = 5.0,
         warmup_epochs: int = 0,
+        beta_decay: float = 0.0,
         held_out: ResidualDistillation | None = None,
         held_out_batches: Iterator[tuple[Tensor, Tensor, Tensor]] | None = None,
     ) -> None:
@@ -62,6 +77,8 @@ class SearchTask(TrainTask):
         self.weight_clip = grad_clip
         self.warmup_epochs = warmup_epochs
         self.arch_active = warmup_epochs == 0
+        self.beta_decay = beta_decay
+        self.beta_weight = 0.0  # this epoch's, ramped linearly from 0 (start_epoch)
         self.arch_optimizer = torch.optim.Adam(
             supernet.arch_parameters(),
             lr=arch_lr,
@@ -79,7 +96,10 @@ class SearchTask(TrainTask):
         expected = self.supernet.expected_mflops()
         self._expected = float(expected.detach())
         self._logits = logits
-        return loss + flops_penalty(expected, self.budget, self.flops_weight)
+        loss = loss + flops_penalty(expected, self.budget, self.flops_weight)
+        if self.beta_weight:
+            loss = loss + self.beta_weight * beta_decay(self.supernet)
+        return loss
 
     def loss(self, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
         loss = self._loss(self.objective, x, y, index)
@@ -122,6 +142,8 @@ class SearchTask(TrainTask):
         operations otherwise win early, while the convolutions are still untrained)."""
         super().start_epoch(epoch, epochs)
         self.arch_active = epoch >= self.warmup_epochs
+        # beta-DARTS ramps its weight linearly over the search, from 0 at the first epoch
+        self.beta_weight = self.beta_decay * epoch / max(1, epochs - 1)
 
     def predict(self, x: Tensor) -> Tensor:
         return self.objective.predict(x)

@@ -221,7 +221,11 @@ class Supernet(nn.Module):
     parameters of both cell types (padded to the longest candidate list, absent entries masked
     to -inf before the softmax). ``fused`` (default) computes each cell per state
     (``space.fused``); ``fused=False`` is the straightforward per-edge reference, with the same
-    outputs and gradients (``copy_from`` takes its weights)."""
+    outputs and gradients (``copy_from`` takes its weights).
+
+    ``cost_shape`` (default: ``shape``) is the shape of the network derivation gives, at which
+    every MFLOPs figure is counted: a supernet wider than the derived network (``search_width``)
+    still asks for the derived network's budget. It must have the same cells and input."""
 
     def __init__(
         self,
@@ -231,9 +235,14 @@ class Supernet(nn.Module):
         edge_strength: EdgeStrength = "max",
         partial: int = 1,
         fused: bool = True,
+        cost_shape: NetShape | None = None,
     ) -> None:
         super().__init__()
         self.shape = shape
+        cost = shape if cost_shape is None else cost_shape
+        if cost.with_channels(shape.channels) != shape:
+            raise ValueError("cost_shape: must differ from the supernet's shape in channels only")
+        self.cost_shape = cost
         self.edge_strength: EdgeStrength = edge_strength
         self.candidates = {kind: tuple(tuple(c) for c in candidates[kind]) for kind in CELL_KINDS}
         n_edges = edge_count(shape.steps)
@@ -260,9 +269,9 @@ class Supernet(nn.Module):
                 mask[e, : len(cands)] = 0.0
             self.register_buffer(f"mask_{kind}", mask)
         ops = sorted({op for kind in CELL_KINDS for c in self.candidates[kind] for op in c})
-        self._table = shape.cost_table(ops)  # MACs of each operation on each edge, per kind
+        self._table = cost.cost_table(ops)  # MACs of each operation on each edge, per kind
         self._costs, self._real = self._cost_tensors()
-        self._fixed_mflops = shape.fixed_macs() / 1e6  # once: expected_mflops runs every step
+        self._fixed_mflops = cost.fixed_macs() / 1e6  # once: expected_mflops runs every step
         self._edge_of = {pair: e for e, pair in enumerate(edge_inputs(shape.steps))}
         self._override: dict[str, Tensor] | None = None
 
@@ -379,8 +388,8 @@ class Supernet(nn.Module):
         )
 
     def mflops_of(self, genotype: Genotype) -> float:
-        """Counted MFLOPs of ``genotype``'s network at this supernet's shape."""
-        macs = self.shape.fixed_macs()
+        """Counted MFLOPs of ``genotype``'s network at the derived shape (``cost_shape``)."""
+        macs = self.cost_shape.fixed_macs()
         for kind, edges in (("normal", genotype.normal), ("reduce", genotype.reduce)):
             for k, (op, i) in enumerate(edges):
                 macs += self._table[kind][self._edge_of[(k // 2, i)]][op]

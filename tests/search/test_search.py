@@ -442,3 +442,103 @@ def test_stacnas_stage1_on_a_shallower_proxy_closes_the_depth_gap_in_stage2(
 
 def replace_spec(spec: SearchSpec, **changes: object) -> SearchSpec:
     return SearchSpec.model_validate(spec.model_dump() | changes)
+
+
+def test_a_wider_supernet_counts_its_cost_at_the_derived_width(
+    digits_subset: tuple, tmp_path: Path
+) -> None:
+    """``search_width``: the supernet has more channels than the derived network, but every
+    MFLOPs figure of the search (the penalty's, the derivation's, the budget's) is the derived
+    network's: with the same architecture weights the wide and the narrow supernet agree."""
+    from search.run import shape_for
+    from space.supernet import NetShape, Supernet, uniform_candidates
+
+    shape = NetShape.of(channels=4, layers=3, num_classes=10, in_chans=1, input_size=8)
+    narrow = Supernet(shape, uniform_candidates(PRIMITIVES))
+    wide = Supernet(shape.with_channels(8), uniform_candidates(PRIMITIVES), cost_shape=shape)
+    torch.manual_seed(3)
+    for kind in narrow.alphas:
+        wide.alphas[kind].data = narrow.alphas[kind].data = torch.randn(14, 8)
+    assert wide.shape.channels == 8 and wide.cost_shape == shape
+    assert float(wide.expected_mflops().detach()) == pytest.approx(
+        float(narrow.expected_mflops().detach())
+    )
+    assert float(wide.smooth_mflops().detach()) == pytest.approx(
+        float(narrow.smooth_mflops().detach())
+    )
+    assert wide.mflops_of(wide.genotype()) == narrow.mflops_of(narrow.genotype())
+    with pytest.raises(ValueError, match="cost_shape: must differ .* in channels only"):
+        Supernet(shape, uniform_candidates(PRIMITIVES), cost_shape=replace_shape(shape, 4))
+
+    info, train, teacher, student = digits_subset
+    spec = SearchSpec(budget_mflops=0.16, epochs=1, channels=4, layers=3, search_width=2)
+    assert spec.supernet_channels(4) == 8 and spec.supernet_channels(3) == 6
+    assert SearchSpec(budget_mflops=1, search_width=1.4).supernet_channels(4) == 6
+    result = run_search(
+        spec, info=info, train_data=train, objective_factory=_factory(teacher, student),
+        out_dir=tmp_path, progress=False, log=lambda _: None,
+    )  # fmt: skip
+    assert result.channels == shape_for(spec, info).channels == 4
+    assert result.complexity.mflops <= 0.16
+    weights = torch.load(tmp_path / "checkpoints" / "stage1" / "last.pt", weights_only=False)
+    assert weights["trained"]["model.stem0.0.weight"].shape[0] == 8 * 3  # 3x C, as DARTS
+    # a spec that does not widen keeps the stage key it always had; NNI's space is its own
+    assert "search_width" in spec.to_dict()
+    assert "search_width" not in SearchSpec(budget_mflops=1).to_dict()
+    with pytest.raises(ValueError, match="search_width: nni-darts searches NNI's own space"):
+        parse(SearchSpec, {"budget_mflops": 1, "strategy": "nni-darts", "search_width": 2})
+
+
+def replace_shape(shape, layers: int):  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    return replace(shape, layers=layers)
+
+
+def test_beta_decay_regularises_the_architecture_weights(digits_subset: tuple) -> None:
+    """beta-DARTS: the term is the mean over edges of log-sum-exp of the architecture parameters
+    (its gradient is each edge's softmax over its present candidates); its weight ramps linearly
+    from 0 at the first epoch to ``beta_decay`` at the last; with it the parameters of a few
+    steps stay smaller (their log-sum-exp lower) than without it."""
+    from search.strategies import _cycle
+    from search.task import SearchTask, beta_decay
+    from space.supernet import NetShape, Supernet, uniform_candidates
+
+    shape = NetShape.of(channels=4, layers=3, num_classes=10, in_chans=1, input_size=8)
+    net = Supernet(shape, uniform_candidates(("none", "max_pool_3x3", "sep_conv_3x3")))
+    torch.manual_seed(1)
+    for a in net.arch_parameters():
+        a.data = torch.randn_like(a)
+    value = beta_decay(net)
+    value.backward()
+    weights = net.weights()
+    for kind, a in net.alphas.items():
+        assert torch.allclose(a.grad, weights[kind] / 28, atol=1e-7)  # 14 edges x 2 kinds
+        assert torch.equal(a.grad[:, 3:], torch.zeros_like(a.grad[:, 3:]))  # absent candidates
+    expected = sum(
+        torch.logsumexp(a[:, :3], dim=-1).sum() for a in net.alphas.values()
+    ) / 28  # fmt: skip
+    assert float(value) == pytest.approx(float(expected))
+
+    _, train, teacher, student = digits_subset
+    x = torch.stack([train[i][0] for i in range(16)])
+    y = torch.tensor([train[i][1] for i in range(16)])
+    index = torch.arange(16)
+    factory = _factory(teacher, student)
+    lse = {}
+    for beta in (0.0, 50.0):
+        torch.manual_seed(0)
+        net = Supernet(shape, uniform_candidates(PRIMITIVES))
+        task = SearchTask(
+            net, objective=factory(net, None), budget_mflops=100.0, flops_weight=1.0,
+            arch_lr=0.05, arch_weight_decay=0.0, optimization="one-level", beta_decay=beta,
+        )  # fmt: skip
+        task.start_epoch(0, 3)
+        assert task.beta_weight == 0
+        task.start_epoch(2, 3)
+        assert task.beta_weight == beta
+        optimizer = torch.optim.SGD(net.weight_parameters(), lr=0.05)
+        for _ in range(5):
+            task.step(x, y, index, optimizer)
+        lse[beta] = float(beta_decay(net))
+    assert lse[50.0] < lse[0.0] - 0.1
