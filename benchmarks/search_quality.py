@@ -138,7 +138,16 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", default="mnist5k", choices=["mnist5k", "digits"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--seeds", type=int, nargs="*", default=[0, 1, 2], help="none: only summarize --include"
+    )
+    parser.add_argument(
+        "--include",
+        nargs="*",
+        default=[],
+        help="quality.json files of earlier runs (e.g. other seeds) summarized with this one's; "
+        "this run's record wins for the same seed, budget and arm",
+    )
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.5, 1.0, 2.0])
     parser.add_argument("--random", type=int, default=3, help="random genotypes per budget/seed")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
@@ -169,9 +178,9 @@ def main() -> None:
     records: list[dict[str, Any]] = []
     shared_teacher: Path | None = None
     for seed in args.seeds:
-        if seed != args.teacher_seed and not args.teacher_per_seed and shared_teacher is None:
-            if (out / "teacher.pt").exists():  # an earlier run's (e.g. more seeds added later)
-                shared_teacher = out / "teacher.pt"
+        later = seed != args.teacher_seed and not args.teacher_per_seed
+        if later and shared_teacher is None and (out / "teacher.pt").exists():
+            shared_teacher = out / "teacher.pt"  # an earlier run's (e.g. more seeds added later)
         base = base_config(args.dataset, seed, args.epochs, args.teacher_epochs)
         if shared_teacher is not None:
             base["teacher_checkpoint"] = str(shared_teacher)
@@ -253,6 +262,10 @@ def main() -> None:
                     ),
                     flush=True,
                 )
+    ran = {(r["seed"], r["factor"], r["arm"]) for r in records}
+    for path in args.include:
+        earlier = json.loads(Path(path).read_text())["records"]
+        records += [r for r in earlier if (r["seed"], r["factor"], r["arm"]) not in ran]
     summarize(records, args.budgets, unit, out)
 
 
@@ -289,8 +302,9 @@ def summarize(records: list[dict[str, Any]], factors: list[float], unit: float, 
                     "normal skips": f"{statistics.mean(skips):.1f}" if skips else "-",
                 }
             )
+            # the standard error is over seeds (random: its per-seed means), whose S0 it shares
             fronts.setdefault(arm, []).append(
-                (factor, mflops, statistics.mean(every), _se(every), accs)
+                (factor, mflops, statistics.mean(every), _se(accs), accs)
             )
     print()
     print(format_table(rows, list(rows[0])))

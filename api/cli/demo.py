@@ -1,12 +1,13 @@
 """The main job (``make demo``): the service end to end on one machine.
 
-Starts ``reskd serve`` (SQLite, one embedded worker) on 127.0.0.1, submits two ResKD jobs over
-HTTP on scikit-learn's real 8x8 digits — R1 searched by STACNAS under a FLOPs budget, and R1
-handcrafted with the same budget (ResNet-8 at half width) — shows their progress, prints each
-result table and the Pareto front of accuracy against MFLOPs, writes the front as a PNG, then runs
-a small Optuna sweep over R1's budget and KD temperature (NSGA-II; each trial a job; T and S0
-reused from the first jobs), prints its trials and front, plots it, and stops the service. The
-second job reuses the first one's teacher and S0 (stored stages).
+Starts ``reskd serve`` (SQLite; two worker processes on two or more cores) on 127.0.0.1, submits
+two ResKD jobs over HTTP on scikit-learn's real 8x8 digits — R1 searched by STACNAS under a FLOPs
+budget, and R1 handcrafted with the same budget (ResNet-8 at half width) — shows their progress,
+prints each result table and the Pareto front of accuracy against MFLOPs, writes the front as a
+PNG, then runs a small Optuna sweep over R1's budget and KD temperature (NSGA-II; each trial a job;
+T and S0 reused from the first jobs; trials in pairs with two workers), prints its trials and
+front, plots it, and stops the service. The second job waits for the first one's teacher and S0
+(a stage is computed once, under a lock) and reuses them, then trains its R1 beside the search.
 """
 
 from __future__ import annotations
@@ -63,7 +64,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def demo_sweep(epochs: int, trials: int) -> dict[str, Any]:
+def default_workers() -> int:
+    """Two workers on two or more cores (each gets half the cores' threads): the handcrafted
+    job's R1 trains while the searched job searches, and sweep trials run in pairs."""
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+def demo_sweep(epochs: int, trials: int, parallel: int = 1) -> dict[str, Any]:
     """Around the searched job: R1's budget and KD temperature (T and S0 as in the jobs)."""
     base = demo_configs(epochs)["searched R1"]
     search = dict(base["res_students"][0]["search"]) | {"epochs": max(1, epochs // 4)}
@@ -72,7 +79,7 @@ def demo_sweep(epochs: int, trials: int) -> dict[str, Any]:
         "base": base | {"res_students": [{"search": search}]},
         "space": {"budget_mflops": [0.1, 0.3], "t": [2.0, 6.0]},
         "trials": trials,
-        "parallel": 1,
+        "parallel": parallel,
         "sampler": "nsga2",
         "seed": 0,
     }
@@ -85,9 +92,13 @@ def run_demo(
     progress: bool = True,
     sweep_trials: int = 4,
     keep_serving: bool = False,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """The demo; with ``keep_serving`` the service (and its dashboard) stays up afterwards until
-    Ctrl-C or SIGTERM."""
+    Ctrl-C or SIGTERM. ``workers``: the service's worker processes (default: 2 on two or more
+    cores); the second job waits for the first one's T and S0 (a stage is computed once) and
+    then trains its R1 beside the search."""
+    workers = workers or default_workers()
     out_dir.mkdir(parents=True, exist_ok=True)
     if threading.current_thread() is threading.main_thread():  # SIGTERM still stops the service
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -95,7 +106,16 @@ def run_demo(
     env = dict(os.environ) | {"RESKD_ARTIFACT_ROOT": str(out_dir / "service")}
     log = (out_dir / "serve.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "api.cli.main", "serve", "--port", str(port), "--workers", "1"],
+        [
+            sys.executable,
+            "-m",
+            "api.cli.main",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -168,7 +188,7 @@ def run_demo(
                 print(f"searched R1 {name.split('-')[1]} (downloaded over HTTP): {path}")
         result: dict[str, Any] = {"jobs": finished, "pareto": front, "plot": str(plot)}
         if sweep_trials:
-            result["sweep"] = _sweep(client, epochs, sweep_trials, out_dir, progress)
+            result["sweep"] = _sweep(client, epochs, sweep_trials, out_dir, progress, workers)
         if keep_serving:
             print(f"\nthe dashboard stays up at {client.url}/ : Ctrl-C stops it", flush=True)
             try:
@@ -187,9 +207,9 @@ def run_demo(
 
 
 def _sweep(
-    client: Client, epochs: int, trials: int, out_dir: Path, progress: bool
+    client: Client, epochs: int, trials: int, out_dir: Path, progress: bool, parallel: int
 ) -> dict[str, Any]:
-    sweep = client.create_sweep(demo_sweep(epochs, trials))
+    sweep = client.create_sweep(demo_sweep(epochs, trials, parallel))
     print(
         f"\nsweep {sweep['id']}: {trials} trials of R1's budget and KD temperature (NSGA-II), "
         f"Optuna study {sweep['study_name']!r} in the service's database"

@@ -121,6 +121,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         sweep_trials=args.sweep_trials,
         keep_serving=not args.exit,
+        workers=args.workers,
     )
     return 0
 
@@ -717,6 +718,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.add_argument(
         "--sweep-trials", type=int, default=4, help="trials of the demo's Optuna sweep (0: none)"
+    )
+    demo.add_argument(
+        "--workers",
+        type=int,
+        choices=range(1, 65),
+        metavar="N",
+        help="worker processes of the demo's service (default: 2 on two or more cores)",
     )
     demo.add_argument(
         "--exit",

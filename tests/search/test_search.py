@@ -500,7 +500,6 @@ def test_beta_decay_regularises_the_architecture_weights(digits_subset: tuple) -
     (its gradient is each edge's softmax over its present candidates); its weight ramps linearly
     from 0 at the first epoch to ``beta_decay`` at the last; with it the parameters of a few
     steps stay smaller (their log-sum-exp lower) than without it."""
-    from search.strategies import _cycle
     from search.task import SearchTask, beta_decay
     from space.supernet import NetShape, Supernet, uniform_candidates
 
