@@ -3,7 +3,9 @@ DARTS strategy, on the same cells (4 nodes, 14 edges, DARTS's operations), width
 threads, in one run.
 
     make nni-venv && .venv-nni/bin/python benchmarks/search_speed.py [--channels 16] [--layers 8]
-        [--batch 64] [--steps 20] [--threads 2] [--device cpu]
+        [--batch 64] [--steps 20] [--threads 2] [--device cpu] [--in-chans 3 --size 32]
+        [--channels-last]
+    # the demo's search: --channels 4 --layers 5 --in-chans 1 --size 8
 
 Both sides optimise the same objective (KD on a residual target held in a cache) on CIFAR-shaped
 inputs (3x32x32, 10 classes; random tensors: speed does not depend on the pixels). A step is timed
@@ -46,9 +48,11 @@ from space.supernet import NetShape, Supernet, uniform_candidates
 Row = dict[str, Any]
 
 
-def synthetic(n: int, classes: int = 10) -> tuple[TensorDataset, torch.Tensor]:
+def synthetic(
+    n: int, classes: int = 10, chans: int = 3, size: int = 32
+) -> tuple[TensorDataset, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, 3, 32, 32, generator=g)
+    x = torch.randn(n, chans, size, size, generator=g)
     y = torch.randint(0, classes, (n,), generator=g)
     return TensorDataset(x, y), torch.randn(n, classes, generator=g) * 3
 
@@ -61,7 +65,7 @@ def ours(
     shape: NetShape,
     fused: bool = True,
 ) -> Row:
-    data, target = synthetic(args.batch * 2)
+    data, target = synthetic(args.batch * 2, chans=args.in_chans, size=args.size)
     method = MethodConfig(distance="kl")
     factory = residual_objective(
         method=method, objective=method.objective(), teacher=None, base=None, cache=(target, None)
@@ -69,9 +73,13 @@ def ours(
     torch.manual_seed(0)
     device = torch.device(args.device)
     net = Supernet(shape, uniform_candidates(ops), fused=fused).to(device)
+    if args.channels_last:
+        net = net.to(memory_format=torch.channels_last)
     held = factory(net, None) if optimization == "bilevel" else None
     x = torch.stack([data[i][0] for i in range(args.batch)]).to(device)
     y = torch.stack([data[i][1] for i in range(args.batch)]).to(device)
+    if args.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     index = torch.arange(args.batch)
     held_batches = _cycle([(x, y, index)]) if held is not None else None
     task = SearchTask(
@@ -103,13 +111,15 @@ def ours(
 def nni(args: argparse.Namespace, shape: NetShape) -> Row:
     from search import nni_adapter  # needs the [nni] extra
 
-    data, target = synthetic(args.batch * 2 * (args.warmup + args.steps))
+    data, target = synthetic(
+        args.batch * 2 * (args.warmup + args.steps), chans=args.in_chans, size=args.size
+    )
     method = MethodConfig(distance="kl")
     factory = residual_objective(
         method=method, objective=method.objective(), teacher=None, base=None, cache=(target, None)
     )
     spec = SearchSpec(
-        budget_mflops=1e9,
+        budget_mflops=1e6,  # no budget: the spec's largest
         strategy="nni-darts",
         epochs=1,
         channels=shape.channels,
@@ -186,15 +196,28 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-nni", action="store_true", help="ours only (no .venv-nni needed)")
+    parser.add_argument(
+        "--channels-last", action="store_true", help="ours in channels-last memory format"
+    )
+    parser.add_argument(
+        "--skip-reference", action="store_true", help="without the per-edge reference cells"
+    )
+    parser.add_argument("--in-chans", type=int, default=3, help="input channels (digits: 1)")
+    parser.add_argument("--size", type=int, default=32, help="input height and width (digits: 8)")
     parser.add_argument("--matmul", type=int, default=2048, help="size of the peak's matrices")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     shape = NetShape.of(
-        channels=args.channels, layers=args.layers, num_classes=10, in_chans=3, input_size=32
+        channels=args.channels,
+        layers=args.layers,
+        num_classes=10,
+        in_chans=args.in_chans,
+        input_size=args.size,
     )
     print(
         f"cells: 4 nodes, 14 edges; {args.channels} channels, {args.layers} cells, batch "
-        f"{args.batch}, {args.threads} threads, {args.device}, 3x32x32; "
+        f"{args.batch}, {args.threads} threads, {args.device}, "
+        f"{args.in_chans}x{args.size}x{args.size}; "
         f"median of {args.steps} steps",
         flush=True,
     )
@@ -204,16 +227,11 @@ def main() -> None:
         ours("ours: STACNAS stage 1", StacNAS.stage1_ops, "one-level", args, shape),
         ours("ours: DARTS, 8 operations", PRIMITIVES, "one-level", args, shape),
         ours("ours: DARTS, 8 operations", PRIMITIVES, "bilevel", args, shape),
-        ours(
-            "ours: DARTS, 8 operations, per-edge cells (reference)",
-            PRIMITIVES,
-            "bilevel",
-            args,
-            shape,
-            fused=False,
-        ),
     ]
-    ops_of = [StacNAS.stage1_ops, PRIMITIVES, PRIMITIVES, PRIMITIVES]
+    if not args.skip_reference:
+        reference = "ours: DARTS, 8 operations, per-edge cells (reference)"
+        rows.append(ours(reference, PRIMITIVES, "bilevel", args, shape, fused=False))
+    ops_of = [StacNAS.stage1_ops, PRIMITIVES, PRIMITIVES, PRIMITIVES][: len(rows)]
     rows = [
         with_gflops(row, step_gflop(shape, ops, row["optimization"], args.batch), peak)
         for row, ops in zip(rows, ops_of, strict=True)
@@ -222,7 +240,8 @@ def main() -> None:
         print(row, flush=True)
     from distill.report import format_table
 
-    print(f"fused cells / per-edge cells: {rows[2]['images/s'] / rows[3]['images/s']:.2f}x")
+    if not args.skip_reference:
+        print(f"fused cells / per-edge cells: {rows[2]['images/s'] / rows[3]['images/s']:.2f}x")
     if args.skip_nni:
         print()
         print(format_table(rows, list(rows[0])))
