@@ -48,6 +48,15 @@ def visible_gpus() -> list[int]:
         return []
 
 
+def worker_specs(
+    settings: Settings, n: int, gpus: list[int], cores: int
+) -> list[tuple[int | None, int]]:
+    """(GPU, CPU threads) of each of ``n`` local workers: GPUs round robin; the cores shared
+    among the workers unless ``worker_threads`` says how many each gets."""
+    threads = settings.worker_threads or max(1, cores // n)
+    return [(gpus[i % len(gpus)] if gpus else None, threads) for i in range(n)]
+
+
 @dataclass
 class WorkerPool:
     """Worker processes, restarted when they die (a crashed or killed worker's job is reclaimed
@@ -62,10 +71,7 @@ class WorkerPool:
     def start(self) -> None:
         gpus = visible_gpus() if self.settings.device in ("auto", "cuda") else []
         n = self.count or self.settings.workers or max(len(gpus), 1)
-        cores = os.cpu_count() or 1
-        self._specs = [
-            (gpus[i % len(gpus)] if gpus else None, max(1, cores // n)) for i in range(n)
-        ]
+        self._specs = worker_specs(self.settings, n, gpus, os.cpu_count() or 1)
         self.processes = [self._spawn(i) for i in range(n)]
         threading.Thread(target=self._supervise, daemon=True).start()
 

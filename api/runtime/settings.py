@@ -44,6 +44,13 @@ class Settings(BaseSettings):
     stream_poll_seconds: float = Field(0.5, gt=0, description="how often a stream looks")
     keepalive_seconds: float = Field(15.0, gt=0, description="an event stream's keep-alive")
     workers: int | None = Field(None, description="default: one per visible GPU, else 1 CPU")
+    worker_threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="CPU threads of each local worker; default: the cores shared among the "
+        "workers (a worker's float sums, and so its results, follow its thread count)",
+    )
     device: str = "auto"
     lease_seconds: float = Field(20.0, description="a worker silent this long is presumed dead")
     heartbeat_seconds: float = Field(1.0, description="lease renewal and cancel polling period")

@@ -160,8 +160,10 @@ def test_a_killed_worker_loses_at_most_its_current_epoch(tmp_path: Path) -> None
         job = svc.submit(config)
         svc.wait(
             job["id"],
-            lambda j: (j["progress"].get("stage") or "").startswith("teacher")
-            and (j["progress"].get("epoch") or 0) >= 2,
+            lambda j: (
+                (j["progress"].get("stage") or "").startswith("teacher")
+                and (j["progress"].get("epoch") or 0) >= 2
+            ),
             180,
         )
         worker = _job_worker(svc, job["id"])
@@ -195,8 +197,10 @@ def test_a_killed_ray_worker_process_is_retried_and_the_job_completes(tmp_path: 
             job = svc.submit(tiny_config(teacher_train={"epochs": 6, "batch_size": 2}))
             svc.wait(
                 job["id"],
-                lambda j: (j["progress"].get("stage") or "").startswith("teacher")
-                and (j["progress"].get("epoch") or 0) >= 2,
+                lambda j: (
+                    (j["progress"].get("stage") or "").startswith("teacher")
+                    and (j["progress"].get("epoch") or 0) >= 2
+                ),
                 180,
             )
             tries = svc.root / "jobs" / str(job["id"]) / "ray-executions.jsonl"
