@@ -340,12 +340,30 @@ def summarize(records: list[dict[str, Any]], factors: list[float], unit: float, 
             f"searched above both means at {wins}/{len(factors)} budgets, "
             f"by more than the pooled standard error at {strong}/{len(factors)}"
         )
+        print("paired by seed (the arms of a seed share its S0): searched - other, mean ± SE")
+        for factor in factors:
+            print(f"x{factor}: " + "; ".join(paired(records, factor, a) for a in ARMS[1:]))
     out.mkdir(parents=True, exist_ok=True)
     (out / "quality.json").write_text(
         json.dumps({"records": records, "hypervolume": volumes, "rows": rows}, indent=2)
     )
     plot(fronts, s0, volumes, out / "quality.png")
     print(f"\nwrote {out / 'quality.json'} and {out / 'quality.png'}")
+
+
+def paired(records: list[dict[str, Any]], factor: float, other: str) -> str:
+    """Searched minus ``other`` (its per-seed mean) over the seeds that have both."""
+    by_seed: dict[str, dict[int, list[float]]] = {"searched": {}, other: {}}
+    for r in records:
+        if r["factor"] == factor and r["arm"] in by_seed:
+            by_seed[r["arm"]].setdefault(r["seed"], []).append(r["s1"])
+    seeds = sorted(set(by_seed["searched"]) & set(by_seed[other]))
+    diffs = [
+        statistics.mean(by_seed["searched"][s]) - statistics.mean(by_seed[other][s]) for s in seeds
+    ]
+    if not diffs:
+        return f"{other}: no common seed"
+    return f"{other} {statistics.mean(diffs):+.4f} ± {_se(diffs):.4f} ({len(diffs)} seeds)"
 
 
 def _se(values: list[float]) -> float:
