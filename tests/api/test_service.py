@@ -6,9 +6,10 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -151,6 +152,18 @@ def test_cancel_stops_a_running_stage_within_seconds(service: Service) -> None:
     assert service.done(queued["id"], timeout=30)["state"] == "cancelled"
 
 
+def _teacher_past_epoch(epoch: int) -> Callable[[dict[str, Any]], bool]:
+    """A job's own teacher stage has reached ``epoch`` (not merely some stage's epoch)."""
+
+    def reached(job: dict[str, Any]) -> bool:
+        progress = job["progress"]
+        return (progress.get("stage") or "").startswith("teacher") and (
+            progress.get("epoch") or 0
+        ) >= epoch
+
+    return reached
+
+
 def test_a_killed_worker_loses_at_most_its_current_epoch(tmp_path: Path) -> None:
     """SIGKILL the worker in the middle of a stage: the pool restarts it, the lease expires, the
     job is claimed again and the stage resumes from its epoch checkpoint."""
@@ -158,14 +171,7 @@ def test_a_killed_worker_loses_at_most_its_current_epoch(tmp_path: Path) -> None
     try:
         config = tiny_config(teacher_train={"epochs": 6, "batch_size": 2})  # seconds, not one
         job = svc.submit(config)
-        svc.wait(
-            job["id"],
-            lambda j: (
-                (j["progress"].get("stage") or "").startswith("teacher")
-                and (j["progress"].get("epoch") or 0) >= 2
-            ),
-            180,
-        )
+        svc.wait(job["id"], _teacher_past_epoch(2), 180)
         worker = _job_worker(svc, job["id"])
         os.kill(worker, signal.SIGKILL)
         done = svc.done(job["id"], timeout=300)
@@ -195,14 +201,7 @@ def test_a_killed_ray_worker_process_is_retried_and_the_job_completes(tmp_path: 
             # batches of 2: the teacher trains for seconds (from in-memory tensors with batches
             # of 128 its 6 epochs took about a second, and could end before the kill)
             job = svc.submit(tiny_config(teacher_train={"epochs": 6, "batch_size": 2}))
-            svc.wait(
-                job["id"],
-                lambda j: (
-                    (j["progress"].get("stage") or "").startswith("teacher")
-                    and (j["progress"].get("epoch") or 0) >= 2
-                ),
-                180,
-            )
+            svc.wait(job["id"], _teacher_past_epoch(2), 180)
             tries = svc.root / "jobs" / str(job["id"]) / "ray-executions.jsonl"
             first = json.loads(tries.read_text().splitlines()[0])
             os.kill(first["pid"], signal.SIGKILL)
