@@ -310,7 +310,7 @@ def architecture_points(
 
 
 def pareto(
-    s: Session,
+    conn: Any,
     *,
     dataset: str | None,
     teacher: str | None,
@@ -319,17 +319,15 @@ def pareto(
 ) -> schemas.ParetoPublic:
     """Reads the stored fronts of the matching (dataset, teacher) groups and their counts
     (``api.runtime.fronts``), not every row: its cost does not grow with the archive."""
-    front, considered = fronts.query(
-        s, dataset=dataset, teacher=teacher, cost=cost, include_teacher=include_teacher
+    rows, considered = fronts.front_rows(
+        conn, dataset=dataset, teacher=teacher, cost=cost, include_teacher=include_teacher
     )
-    ids = [p[0] for p in front]
-    rows = {r.id: r for r in s.scalars(select(Architecture).where(Architecture.id.in_(ids)))}
     return schemas.ParetoPublic(
         dataset=dataset,
         teacher=teacher,
         cost=cost,
         considered=considered,
-        front=[schemas.ArchitecturePublic.model_validate(rows[i]) for i in ids],
+        front=[schemas.ArchitecturePublic.model_validate(r._mapping) for r in rows],
     )
 
 

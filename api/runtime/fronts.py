@@ -24,9 +24,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, func, insert, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -175,24 +176,49 @@ def rebuild(conn: Any, groups: Iterable[Group] | None = None) -> None:
             _replace(conn, group, cost, with_teacher, set(), {p[0] for p in front})
 
 
+@cache
+def _front_statements(cost: str, include_teacher: bool, by_dataset: bool, by_teacher: bool) -> Any:
+    """The two statements of a front query, built once per shape (their SQL is compiled and
+    cached by SQLAlchemy once, not rebuilt per request); the dataset and teacher are bound."""
+    where = [M.c.cost == cost, M.c.with_teacher == include_teacher]
+    group_where = []
+    if by_dataset:
+        where.append(M.c.dataset == bindparam("dataset"))
+        group_where.append(G.c.dataset == bindparam("dataset"))
+    if by_teacher:
+        where.append(M.c.teacher == bindparam("teacher"))
+        group_where.append(G.c.teacher == bindparam("teacher"))
+    counted = G.c.rows if include_teacher else G.c.rows_without_teacher
+    considered = select(func.coalesce(func.sum(counted), 0)).where(*group_where)
+    # the count rides along with the members (one round trip); an empty front asks it alone
+    members = (
+        select(A, considered.scalar_subquery().label("considered"))
+        .join(M, M.c.architecture_id == A.c.id)
+        .where(*where)
+    )
+    return members, considered
+
+
+def front_rows(
+    conn: Any, *, dataset: str | None, teacher: str | None, cost: str, include_teacher: bool
+) -> tuple[list[Any], int]:
+    """The architectures (whole rows, by increasing cost) on the front of those matching the
+    filters, and how many match: reads the groups' stored fronts and counts only."""
+    members, considered = _front_statements(cost, include_teacher, bool(dataset), bool(teacher))
+    params = {k: v for k, v in (("dataset", dataset), ("teacher", teacher)) if v}
+    rows = {int(r.id): r for r in conn.execute(members, params).all()}
+    if not rows:
+        return [], int(conn.execute(considered, params).scalar())
+    front = front_of((i, float(r.accuracy), float(r._mapping[cost])) for i, r in rows.items())
+    return [rows[p[0]] for p in front], int(next(iter(rows.values())).considered)
+
+
 def query(
     conn: Any, *, dataset: str | None, teacher: str | None, cost: str, include_teacher: bool
 ) -> tuple[list[Point], int]:
-    """The front of the architectures matching the filters, and how many of them there are:
-    reads the groups' stored fronts and counts only."""
-    where = [M.c.cost == cost, M.c.with_teacher == include_teacher]
-    counted = [G.c.rows if include_teacher else G.c.rows_without_teacher]
-    group_where = []
-    if dataset:
-        where.append(M.c.dataset == dataset)
-        group_where.append(G.c.dataset == dataset)
-    if teacher:
-        where.append(M.c.teacher == teacher)
-        group_where.append(G.c.teacher == teacher)
-    points = conn.execute(
-        select(A.c.id, A.c.accuracy, A.c[cost])
-        .join(M, M.c.architecture_id == A.c.id)
-        .where(*where)
-    ).all()  # fmt: skip
-    considered = conn.execute(select(func.coalesce(func.sum(counted[0]), 0)).where(*group_where))
-    return front_of((int(i), float(a), float(c)) for i, a, c in points), int(considered.scalar())
+    """The front of the architectures matching the filters as (id, accuracy, cost), and how
+    many of them there are."""
+    rows, considered = front_rows(
+        conn, dataset=dataset, teacher=teacher, cost=cost, include_teacher=include_teacher
+    )
+    return [(int(r.id), float(r.accuracy), float(r._mapping[cost])) for r in rows], considered

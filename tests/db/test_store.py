@@ -9,7 +9,7 @@ from typing import Any
 
 import optuna
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import func, inspect, select
 
 from api.http import queries
 from api.runtime import sweeps
@@ -227,6 +227,35 @@ def test_cancel_results_and_pareto_queries(database_url: str) -> None:
         (0.97, 4.0),
     ]
     assert [a.name for a in shown.artifacts] == ["report.json"]
+    db.dispose()
+
+
+def test_loop_reads_never_wait_for_the_shared_pool_and_survive_a_dropped_connection(
+    database_url: str,
+) -> None:
+    """The API's event-loop reads (``Database.loop_read``: the Pareto route) have a connection of
+    their own: with every connection of the shared pool held by other threads they still answer
+    at once (a wait there would freeze the loop, every stream with it); and a connection the
+    server dropped is replaced on the next read without an error."""
+    db, queue = open_store(database_url)
+    queue.submit(kind="reskd", config={}, dataset="digits", name=None)
+    pool: Any = db.engine.pool
+    held = [db.engine.connect() for _ in range(pool.size() + max(0, pool._max_overflow))]
+    try:
+        started = time.perf_counter()
+        count = db.loop_read(lambda c: c.execute(select(func.count()).select_from(Job)).scalar())
+        assert count == 1
+        assert time.perf_counter() - started < 2  # the shared pool's timeout is 30 s
+    finally:
+        for connection in held:
+            connection.close()
+    if not db.is_sqlite:  # the server ends the loop's session (a restart, an idle timeout)
+        pid = db.loop_read(lambda c: c.exec_driver_sql("SELECT pg_backend_pid()").scalar())
+        with db.engine.connect() as admin:
+            admin.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+            admin.commit()
+        again = db.loop_read(lambda c: c.exec_driver_sql("SELECT pg_backend_pid()").scalar())
+        assert again != pid
     db.dispose()
 
 

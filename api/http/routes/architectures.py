@@ -7,7 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.http import queries, schemas
-from api.http.deps import AUTH, DatasetFilter, Offset, SessionDep, SettingsDep, responses
+from api.http.deps import (
+    AUTH,
+    DatabaseDep,
+    DatasetFilter,
+    Offset,
+    SessionDep,
+    SettingsDep,
+    responses,
+)
 
 router = APIRouter(prefix="/v1", tags=["architectures"])
 
@@ -61,14 +69,18 @@ def architecture_points(
 @router.get(
     "/pareto", response_model=schemas.ParetoPublic, dependencies=AUTH, responses=responses(422)
 )
-def pareto(
-    s: SessionDep,
+async def pareto(
+    db: DatabaseDep,
     dataset: DatasetFilter = None,
     teacher: Annotated[str | None, Query(max_length=200)] = None,
     cost: schemas.Cost = "mflops",
     include_teacher: bool = False,
 ) -> schemas.ParetoPublic:
     """The non-dominated architectures: accuracy (higher) against ``cost`` (lower)."""
-    return queries.pareto(
-        s, dataset=dataset, teacher=teacher, cost=cost, include_teacher=include_teacher
+    # On the event loop, on its own connection: the stored front is a short, bounded read, and a
+    # hop to the thread pool (and back) cost more than the query under load (issue 17).
+    return db.loop_read(
+        lambda conn: queries.pareto(
+            conn, dataset=dataset, teacher=teacher, cost=cost, include_teacher=include_teacher
+        )
     )
