@@ -64,6 +64,7 @@ def ours(
     args: argparse.Namespace,
     shape: NetShape,
     fused: bool = True,
+    compiled: bool = False,
 ) -> Row:
     data, target = synthetic(args.batch * 2, chans=args.in_chans, size=args.size)
     method = MethodConfig(distance="kl")
@@ -75,6 +76,8 @@ def ours(
     net = Supernet(shape, uniform_candidates(ops), fused=fused).to(device)
     if args.channels_last:
         net = net.to(memory_format=torch.channels_last)
+    if compiled:  # inductor's kernels for the supernet's forward (and its backward graph)
+        net.forward = torch.compile(net.forward, dynamic=False)  # type: ignore[method-assign]
     held = factory(net, None) if optimization == "bilevel" else None
     x = torch.stack([data[i][0] for i in range(args.batch)]).to(device)
     y = torch.stack([data[i][1] for i in range(args.batch)]).to(device)
@@ -105,6 +108,8 @@ def ours(
             torch.cuda.synchronize()
         if step >= args.warmup:
             seconds.append(time.perf_counter() - started)
+        elif step == 0 and compiled:
+            print(f"{name}: first step (compiling) {time.perf_counter() - started:.1f} s")
     return _row(name, optimization, seconds, args.batch)
 
 
@@ -205,6 +210,11 @@ def main() -> None:
     parser.add_argument("--in-chans", type=int, default=3, help="input channels (digits: 1)")
     parser.add_argument("--size", type=int, default=32, help="input height and width (digits: 8)")
     parser.add_argument("--matmul", type=int, default=2048, help="size of the peak's matrices")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also the bilevel step with the supernet's forward under torch.compile (inductor)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     shape = NetShape.of(
@@ -231,7 +241,13 @@ def main() -> None:
     if not args.skip_reference:
         reference = "ours: DARTS, 8 operations, per-edge cells (reference)"
         rows.append(ours(reference, PRIMITIVES, "bilevel", args, shape, fused=False))
-    ops_of = [StacNAS.stage1_ops, PRIMITIVES, PRIMITIVES, PRIMITIVES][: len(rows)]
+    ops_of = [StacNAS.stage1_ops, PRIMITIVES, PRIMITIVES]
+    if not args.skip_reference:
+        ops_of.append(PRIMITIVES)
+    if args.compile:
+        name = "ours: DARTS, 8 operations, torch.compile"
+        rows.append(ours(name, PRIMITIVES, "bilevel", args, shape, compiled=True))
+        ops_of.append(PRIMITIVES)
     rows = [
         with_gflops(row, step_gflop(shape, ops, row["optimization"], args.batch), peak)
         for row, ops in zip(rows, ops_of, strict=True)
