@@ -27,10 +27,16 @@ def stage2_candidates(seed: int) -> dict[str, tuple[tuple[str, ...], ...]]:
 
 CASES = {
     "darts-all-ops": (uniform_candidates(PRIMITIVES), 4, 28, 1),
+    # 32x32 maps: the separable convs' pointwise stage as a batched matrix product on CPUs
+    "darts-all-ops-32x32": (uniform_candidates(PRIMITIVES), 4, 32, 1),
     "stacnas-stage1": (uniform_candidates(STAGE1), 6, 15, 1),  # odd sizes: padded reduce
     "stacnas-stage2": (stage2_candidates(0), 4, 16, 1),
     "pc-darts-k2": (uniform_candidates(PRIMITIVES), 4, 16, 2),
 }
+# A weight's gradient sums over every position of every image: at 32x32 four times the terms of
+# 16x16, summed in another order by the fused convs, so float32 rounding reaches 2.6e-5 there
+# (with the grouped 1x1 convs as well as with the products; a wrong result is off by O(1)).
+ATOL = {"darts-all-ops-32x32": 5e-5}
 
 
 def grads(net: Supernet) -> dict[str, torch.Tensor]:
@@ -40,6 +46,7 @@ def grads(net: Supernet) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("case", list(CASES))
 def test_fused_supernet_matches_the_per_edge_reference(case: str) -> None:
     candidates, channels, size, partial = CASES[case]
+    atol = ATOL.get(case, 1e-5)
     shape = NetShape.of(channels=channels, layers=4, num_classes=5, in_chans=2, input_size=size)
     torch.manual_seed(0)
     reference = Supernet(shape, candidates, fused=False, partial=partial)
@@ -56,16 +63,16 @@ def test_fused_supernet_matches_the_per_edge_reference(case: str) -> None:
         out = net(x)
         (out - target).square().mean().backward()
         outs.append(out.detach())
-    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=atol)
     g_ref, g_fused = grads(reference), grads(fused)
     for kind in ("normal", "reduce"):  # the architecture gradient, what the search follows
         torch.testing.assert_close(
-            g_fused[f"alphas.{kind}"], g_ref[f"alphas.{kind}"], rtol=1e-4, atol=1e-5
+            g_fused[f"alphas.{kind}"], g_ref[f"alphas.{kind}"], rtol=1e-4, atol=atol
         )
     shared = [n for n in g_ref if ".edges." not in n and not n.startswith("alphas")]
     assert shared, "stems, preprocessing and head take part"
     for name in shared:
-        torch.testing.assert_close(g_fused[name], g_ref[name], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(g_fused[name], g_ref[name], rtol=1e-4, atol=atol)
     # the operations' weights: the fused bundles hold the per-edge weights stacked in edge order
     cell_ref, cell_fused = reference.cells[1], fused.cells[1]
     for s, edges in enumerate(cell_fused.out_edges):
@@ -77,7 +84,7 @@ def test_fused_supernet_matches_the_per_edge_reference(case: str) -> None:
             mine = [p for n, p in bundle.named_parameters()]
             for i, param in enumerate(mine):
                 expected = torch.cat([c[i].weight.grad for c in convs])
-                torch.testing.assert_close(param.grad, expected, rtol=1e-4, atol=1e-5)
+                torch.testing.assert_close(param.grad, expected, rtol=1e-4, atol=atol)
 
 
 def test_fused_supernet_has_the_reference_parameter_count() -> None:
