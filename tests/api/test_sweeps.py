@@ -155,7 +155,8 @@ def test_bad_sweeps_are_422_naming_the_field(service: Service) -> None:
 def test_a_sweep_is_cancelled_from_the_command_line(
     service: Service, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    created = service.http.post("/v1/sweeps", json=sweep_body(trials=2)).json()
+    # Many trials: two tiny ones could both finish (T and S0 reused) before the cancel arrives.
+    created = service.http.post("/v1/sweeps", json=sweep_body(trials=500)).json()
     assert cli(["sweep", "--id", str(created["id"]), "--cancel", "--url", service.url]) == 0
     assert capsys.readouterr().out.strip() == f"sweep {created['id']}: cancelled"
     assert service.http.get(f"/v1/sweeps/{created['id']}").json()["state"] == "cancelled"
