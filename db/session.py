@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
+SQLITE_CONNECT_ARGS = {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
 T = TypeVar("T")
 
 
@@ -39,7 +40,7 @@ class Database:
             if path and path != ":memory:" and not url.startswith("sqlite:///:memory"):
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 self.file = Path(path)
-            kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+            kwargs["connect_args"] = SQLITE_CONNECT_ARGS
         else:
             kwargs |= {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
         self.engine: Engine = create_engine(url, **kwargs)
@@ -81,10 +82,9 @@ class Database:
         self.check_file()
         if self._loop_engine is None:
             self._loop_engine = self._reserved_engine()
-        engine = self._loop_engine.execution_options(reskd_readonly=True)
         for attempt in (1, 2):
             try:
-                with engine.connect() as connection, connection.begin():
+                with self._loop_engine.connect() as connection, connection.begin():
                     return read(connection)
             except DBAPIError as exc:
                 if attempt == 2 or not exc.connection_invalidated:
@@ -92,17 +92,18 @@ class Database:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _reserved_engine(self) -> Engine:
+        """The loop's engine, read-only (see ``loop_read``)."""
         if self.is_sqlite and self.file is None:  # in memory: one database per engine
-            return self.engine
+            return self.engine.execution_options(reskd_readonly=True)
         kwargs: dict[str, Any] = {"pool_size": 1, "max_overflow": 0}
         if self.is_sqlite:
-            kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+            kwargs["connect_args"] = SQLITE_CONNECT_ARGS
         else:  # a read of one statement needs no BEGIN and COMMIT (two more round trips)
             kwargs["isolation_level"] = "AUTOCOMMIT"
         engine = create_engine(self.url, **kwargs)
         if self.is_sqlite:
             serialize_sqlite_writers(engine)
-        return engine
+        return engine.execution_options(reskd_readonly=True)
 
     def check_file(self) -> None:
         """Raise :class:`DatabaseGone` if the SQLite file this process opened is gone."""

@@ -98,8 +98,8 @@ class OpBundle(nn.Module):
         stay those of the two convs, and on CPUs the dense conv runs 1.3-4x faster than the pair
         at these widths. Otherwise (a separable conv's second stage) ``x`` holds each edge's own
         m x c channels and the pair runs as it is, grouped per edge (the composed kernel, a
-        grouped dense conv, was no faster there); its pointwise part runs as a batched matrix
-        product (``_pointwise``)."""
+        grouped dense conv, was no faster there); its pointwise part goes through ``_pointwise``
+        (a batched matrix product on large maps)."""
         m, c, k = self.m, self.c, self.kernel
         pad = self.dilation * (k - 1) // 2
         if not shared:

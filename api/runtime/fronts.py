@@ -211,14 +211,3 @@ def front_rows(
         return [], int(conn.execute(considered, params).scalar())
     front = front_of((i, float(r.accuracy), float(r._mapping[cost])) for i, r in rows.items())
     return [rows[p[0]] for p in front], int(next(iter(rows.values())).considered)
-
-
-def query(
-    conn: Any, *, dataset: str | None, teacher: str | None, cost: str, include_teacher: bool
-) -> tuple[list[Point], int]:
-    """The front of the architectures matching the filters as (id, accuracy, cost), and how
-    many of them there are."""
-    rows, considered = front_rows(
-        conn, dataset=dataset, teacher=teacher, cost=cost, include_teacher=include_teacher
-    )
-    return [(int(r.id), float(r.accuracy), float(r._mapping[cost])) for r in rows], considered
