@@ -74,6 +74,15 @@ class SearchSpec(ConfigModel):
         description="beta-DARTS: weight of the Beta-Decay regularisation (mean log-sum-exp of "
         "each edge's architecture parameters), ramped linearly from 0 over each stage; 0: off",
     )
+    random_smoothing: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="SDARTS-RS: the weights train at the softmax weights plus uniform noise in "
+        "[-epsilon, epsilon] (clipped, renormalised), epsilon ramped linearly from 0.03 to this "
+        "value over each stage (SDARTS: 0.3); 0: off",
+    )
     max_skips: int | None = Field(
         None, ge=0, le=8, description="P-DARTS: at most this many skip_connect in the normal cell"
     )
@@ -211,4 +220,6 @@ class SearchSpec(ConfigModel):
             left_out.add("search_width")
         if self.beta_decay == 0:
             left_out.add("beta_decay")
+        if self.random_smoothing == 0:
+            left_out.add("random_smoothing")
         return self.model_dump(exclude=left_out)

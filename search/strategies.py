@@ -137,6 +137,8 @@ def train_supernet(
         grad_clip=spec.grad_clip,
         warmup_epochs=spec.warmup_epochs,
         beta_decay=spec.beta_decay,
+        random_smoothing=spec.random_smoothing,
+        seed=spec.seed,
         held_out=held_out,
         held_out_batches=held_batches,
     )

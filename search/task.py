@@ -37,6 +37,26 @@ def beta_decay(supernet: Supernet) -> Tensor:
     return total / edges
 
 
+def smoothed_weights(
+    supernet: Supernet, epsilon: float, generator: torch.Generator
+) -> dict[str, Tensor]:
+    """SDARTS-RS's random smoothing (Chen and Hsieh 2020): each edge's softmax weights plus noise
+    drawn uniformly from [-epsilon, epsilon], clipped to [0, 1] and renormalised (masked candidates
+    stay at 0). The noise is a constant, so gradients still reach the architecture parameters
+    through the softmax; the weights learn to serve a neighbourhood of the architecture, not one
+    point of it, which flattens the loss around the argmax that derivation keeps."""
+    out = {}
+    for kind, weights in supernet.weights().items():
+        present = (getattr(supernet, f"mask_{kind}") == 0).to(weights.dtype)
+        noise = torch.rand(weights.shape, generator=generator, dtype=weights.dtype)
+        noise = noise.to(weights.device).mul_(2 * epsilon).sub_(epsilon)
+        noisy = (weights + noise * present).clamp(0, 1) * present
+        total = noisy.sum(dim=-1, keepdim=True)
+        noisy = torch.where(total > 0, noisy / total.clamp_min(1e-12), weights)
+        out[kind] = noisy
+    return out
+
+
 def flops_penalty(expected_mflops: Tensor, budget_mflops: float, weight: float) -> Tensor:
     """``weight * max(0, E[MFLOPs] / budget - 1)``: no pull while the expected derived network is
     within budget (accuracy alone decides), a pull proportional to the overshoot beyond it."""
@@ -61,6 +81,8 @@ class SearchTask(TrainTask):
         grad_clip: float = 5.0,
         warmup_epochs: int = 0,
         beta_decay: float = 0.0,
+        random_smoothing: float = 0.0,
+        seed: int = 0,
         held_out: ResidualDistillation | None = None,
         held_out_batches: Iterator[tuple[Tensor, Tensor, Tensor]] | None = None,
     ) -> None:
@@ -79,6 +101,9 @@ class SearchTask(TrainTask):
         self.arch_active = warmup_epochs == 0
         self.beta_decay = beta_decay
         self.beta_weight = 0.0  # this epoch's, ramped linearly from 0 (start_epoch)
+        self.random_smoothing = random_smoothing
+        self.epsilon = 0.0  # this epoch's, ramped linearly (start_epoch)
+        self.noise = torch.Generator().manual_seed(seed)
         self.arch_optimizer = torch.optim.Adam(
             supernet.arch_parameters(),
             lr=arch_lr,
@@ -123,7 +148,11 @@ class SearchTask(TrainTask):
         for p in arch:  # no gradient for the architecture unless this step updates it
             p.requires_grad_(one_level)
         try:
-            loss, logits = self.loss(x, y, index)
+            if self.epsilon > 0:  # SDARTS-RS: the weights step at a perturbed architecture
+                with self.supernet.using(smoothed_weights(self.supernet, self.epsilon, self.noise)):
+                    loss, logits = self.loss(x, y, index)
+            else:
+                loss, logits = self.loss(x, y, index)
             if torch.isfinite(loss):
                 optimizer.zero_grad(set_to_none=True)
                 self.arch_optimizer.zero_grad(set_to_none=True)
@@ -144,6 +173,10 @@ class SearchTask(TrainTask):
         self.arch_active = epoch >= self.warmup_epochs
         # beta-DARTS ramps its weight linearly over the search, from 0 at the first epoch
         self.beta_weight = self.beta_decay * epoch / max(1, epochs - 1)
+        # SDARTS-RS ramps epsilon linearly from 0.03 (its paper's start) to the set value
+        if self.random_smoothing:
+            start = min(0.03, self.random_smoothing)
+            self.epsilon = start + (self.random_smoothing - start) * epoch / max(1, epochs - 1)
 
     def predict(self, x: Tensor) -> Tensor:
         return self.objective.predict(x)

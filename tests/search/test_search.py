@@ -541,3 +541,52 @@ def test_beta_decay_regularises_the_architecture_weights(digits_subset: tuple) -
             task.step(x, y, index, optimizer)
         lse[beta] = float(beta_decay(net))
     assert lse[50.0] < lse[0.0] - 0.1
+
+
+def test_random_smoothing_perturbs_the_weights_step_only(digits_subset: tuple) -> None:
+    """SDARTS-RS: the smoothed weights stay a distribution over each edge's present candidates
+    (masked ones at 0) within epsilon of the softmax before renormalising; epsilon ramps from 0.03
+    to the set value; a step trains at perturbed weights (other weights than without it) while
+    the reported loss of the unperturbed supernet is untouched, and the architecture still gets a
+    gradient through the softmax."""
+    from search.task import SearchTask, smoothed_weights
+    from space.supernet import NetShape, Supernet, uniform_candidates
+
+    shape = NetShape.of(channels=4, layers=3, num_classes=10, in_chans=1, input_size=8)
+    net = Supernet(shape, uniform_candidates(("none", "max_pool_3x3", "sep_conv_3x3")))
+    generator = torch.Generator().manual_seed(0)
+    smooth = smoothed_weights(net, 0.3, generator)
+    for kind, weights in net.weights().items():
+        assert torch.equal(smooth[kind][:, 3:], torch.zeros_like(smooth[kind][:, 3:]))
+        assert torch.allclose(smooth[kind].sum(dim=-1), torch.ones(len(weights)))
+        assert not torch.allclose(smooth[kind], weights)
+        assert (smooth[kind] >= 0).all()
+    assert smoothed_weights(net, 0.3, generator)["normal"].requires_grad
+
+    _, train, teacher, student = digits_subset
+    x = torch.stack([train[i][0] for i in range(16)])
+    y = torch.tensor([train[i][1] for i in range(16)])
+    index = torch.arange(16)
+    factory = _factory(teacher, student)
+    alphas = {}
+    for epsilon in (0.0, 0.3):
+        torch.manual_seed(0)
+        net = Supernet(shape, uniform_candidates(PRIMITIVES))
+        task = SearchTask(
+            net, objective=factory(net, None), budget_mflops=100.0, flops_weight=1.0,
+            arch_lr=0.05, arch_weight_decay=0.0, optimization="one-level",
+            random_smoothing=epsilon,
+        )  # fmt: skip
+        task.start_epoch(0, 3)
+        assert task.epsilon == (0.03 if epsilon else 0.0)
+        task.start_epoch(2, 3)
+        assert task.epsilon == pytest.approx(epsilon)
+        before = [a.detach().clone() for a in net.arch_parameters()]
+        optimizer = torch.optim.SGD(net.weight_parameters(), lr=0.05)
+        task.step(x, y, index, optimizer)
+        assert all(
+            not torch.equal(a, b) for a, b in zip(net.arch_parameters(), before, strict=True)
+        )
+        alphas[epsilon] = torch.cat([a.detach().flatten() for a in net.arch_parameters()])
+        assert net._override is None  # the perturbation ends with the step
+    assert not torch.allclose(alphas[0.0], alphas[0.3])
