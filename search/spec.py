@@ -83,6 +83,19 @@ class SearchSpec(ConfigModel):
         "[-epsilon, epsilon] (clipped, renormalised), epsilon ramped linearly from 0.03 to this "
         "value over each stage (SDARTS: 0.3); 0: off",
     )
+    weighting: Literal["softmax", "sigmoid"] = Field(
+        "softmax",
+        description="how an edge's architecture parameters weight its candidates: softmax "
+        "(DARTS: they compete for one unit) or sigmoid (FairDARTS: each on its own)",
+    )
+    zero_one_loss: float = Field(
+        0.0,
+        ge=0,
+        le=1e4,
+        allow_inf_nan=False,
+        description="FairDARTS: weight of the zero-one loss that pushes each sigmoid weight to 0 "
+        "or 1 (FairDARTS: 10); needs weighting: sigmoid; 0: off",
+    )
     max_skips: int | None = Field(
         None, ge=0, le=8, description="P-DARTS: at most this many skip_connect in the normal cell"
     )
@@ -157,6 +170,20 @@ class SearchSpec(ConfigModel):
             raise ValueError("nni-darts derives by argmax (NNI's own export): use argmax")
         return value
 
+    @field_validator("weighting")
+    @classmethod
+    def _nni_weights_by_softmax(cls, value: str, info: ValidationInfo) -> str:
+        if value == "sigmoid" and info.data.get("strategy") == "nni-darts":
+            raise ValueError("nni-darts uses NNI's own softmax weights: use softmax")
+        return value
+
+    @field_validator("zero_one_loss")
+    @classmethod
+    def _sigmoid_only(cls, value: float, info: ValidationInfo) -> float:
+        if value and info.data.get("weighting", "softmax") != "sigmoid":
+            raise ValueError("needs weighting: sigmoid (softmax weights already sum to 1); use 0")
+        return value
+
     @field_validator("search_width")
     @classmethod
     def _not_nni(cls, value: float, info: ValidationInfo) -> float:
@@ -222,4 +249,8 @@ class SearchSpec(ConfigModel):
             left_out.add("beta_decay")
         if self.random_smoothing == 0:
             left_out.add("random_smoothing")
+        if self.weighting == "softmax":
+            left_out.add("weighting")
+        if self.zero_one_loss == 0:
+            left_out.add("zero_one_loss")
         return self.model_dump(exclude=left_out)

@@ -104,6 +104,7 @@ def train_supernet(
         edge_strength=edge_strength,
         partial=spec.partial_channels,
         cost_shape=shape,
+        weighting=spec.weighting,
     )
     n = len(ctx.train_data)  # type: ignore[arg-type]
     optimization = spec.resolved_optimization
@@ -138,6 +139,7 @@ def train_supernet(
         warmup_epochs=spec.warmup_epochs,
         beta_decay=spec.beta_decay,
         random_smoothing=spec.random_smoothing,
+        zero_one=spec.zero_one_loss,
         seed=spec.seed,
         held_out=held_out,
         held_out_batches=held_batches,

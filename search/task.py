@@ -42,19 +42,38 @@ def smoothed_weights(
 ) -> dict[str, Tensor]:
     """SDARTS-RS's random smoothing (Chen and Hsieh 2020): each edge's softmax weights plus noise
     drawn uniformly from [-epsilon, epsilon], clipped to [0, 1] and renormalised (masked candidates
-    stay at 0). The noise is a constant, so gradients still reach the architecture parameters
-    through the softmax; the weights learn to serve a neighbourhood of the architecture, not one
-    point of it, which flattens the loss around the argmax that derivation keeps."""
+    stay at 0; sigmoid weights, which need not sum to 1, are clipped only). The noise is a
+    constant, so gradients still reach the architecture parameters through the weights; the
+    network weights learn to serve a neighbourhood of the architecture, not one point of it, which
+    flattens the loss around the argmax that derivation keeps."""
     out = {}
     for kind, weights in supernet.weights().items():
         present = (getattr(supernet, f"mask_{kind}") == 0).to(weights.dtype)
         noise = torch.rand(weights.shape, generator=generator, dtype=weights.dtype)
         noise = noise.to(weights.device).mul_(2 * epsilon).sub_(epsilon)
         noisy = (weights + noise * present).clamp(0, 1) * present
+        if supernet.weighting == "sigmoid":
+            out[kind] = noisy
+            continue
         total = noisy.sum(dim=-1, keepdim=True)
         noisy = torch.where(total > 0, noisy / total.clamp_min(1e-12), weights)
         out[kind] = noisy
     return out
+
+
+def zero_one_loss(supernet: Supernet) -> Tensor:
+    """FairDARTS's zero-one loss (Chu et al. 2020): minus the mean squared distance of each present
+    candidate's sigmoid weight from 0.5. Minimising it pushes every weight towards 0 or 1, so that
+    what derivation keeps (weights near 1) and drops (near 0) is what the supernet computed with,
+    rather than a mixture whose argmax reads a few hundredths' difference."""
+    total, count = None, 0
+    for kind, weights in supernet.weights().items():
+        present = getattr(supernet, f"mask_{kind}") == 0
+        term = (weights[present] - 0.5).square().sum()
+        total = term if total is None else total + term
+        count += int(present.sum())
+    assert total is not None
+    return -total / count
 
 
 def flops_penalty(expected_mflops: Tensor, budget_mflops: float, weight: float) -> Tensor:
@@ -82,6 +101,7 @@ class SearchTask(TrainTask):
         warmup_epochs: int = 0,
         beta_decay: float = 0.0,
         random_smoothing: float = 0.0,
+        zero_one: float = 0.0,
         seed: int = 0,
         held_out: ResidualDistillation | None = None,
         held_out_batches: Iterator[tuple[Tensor, Tensor, Tensor]] | None = None,
@@ -102,6 +122,7 @@ class SearchTask(TrainTask):
         self.beta_decay = beta_decay
         self.beta_weight = 0.0  # this epoch's, ramped linearly from 0 (start_epoch)
         self.random_smoothing = random_smoothing
+        self.zero_one = zero_one
         self.epsilon = 0.0  # this epoch's, ramped linearly (start_epoch)
         self.noise = torch.Generator().manual_seed(seed)
         self.arch_optimizer = torch.optim.Adam(
@@ -124,6 +145,8 @@ class SearchTask(TrainTask):
         loss = loss + flops_penalty(expected, self.budget, self.flops_weight)
         if self.beta_weight:
             loss = loss + self.beta_weight * beta_decay(self.supernet)
+        if self.zero_one:
+            loss = loss + self.zero_one * zero_one_loss(self.supernet)
         return loss
 
     def loss(self, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:

@@ -45,6 +45,7 @@ from space.operations import OPS, op_macs
 
 CELL_KINDS = ("normal", "reduce")
 EdgeStrength = Literal["max", "non_zero"]
+Weighting = Literal["softmax", "sigmoid"]
 # Edge strengths are softmax weights (differences of a few hundredths to tenths between the inputs
 # of a node while a search runs): at 0.05, a difference of 0.1 is a 7:1 odds of being kept.
 EDGE_TEMPERATURE = 0.05
@@ -236,9 +237,11 @@ class Supernet(nn.Module):
         partial: int = 1,
         fused: bool = True,
         cost_shape: NetShape | None = None,
+        weighting: Weighting = "softmax",
     ) -> None:
         super().__init__()
         self.shape = shape
+        self.weighting: Weighting = weighting
         cost = shape if cost_shape is None else cost_shape
         if cost.with_channels(shape.channels) != shape:
             raise ValueError("cost_shape: must differ from the supernet's shape in channels only")
@@ -298,14 +301,18 @@ class Supernet(nn.Module):
         return [p for p in self.parameters() if id(p) not in arch]
 
     def weights(self) -> dict[str, Tensor]:
-        """Softmax over each edge's candidates (masked entries get weight 0)."""
-        return {
-            kind: torch.softmax(self.alphas[kind] + getattr(self, f"mask_{kind}"), dim=-1)
-            for kind in CELL_KINDS
-        }
+        """Softmax over each edge's candidates (DARTS), or each candidate's own sigmoid
+        (``weighting: sigmoid``, FairDARTS: the candidates do not compete for one unit of weight);
+        masked entries get weight 0 either way."""
+        out = {}
+        for kind in CELL_KINDS:
+            logits = self.alphas[kind] + getattr(self, f"mask_{kind}")
+            sigmoid = self.weighting == "sigmoid"
+            out[kind] = torch.sigmoid(logits) if sigmoid else torch.softmax(logits, dim=-1)
+        return out
 
     def probabilities(self) -> dict[str, list[dict[str, float]]]:
-        """Each edge's softmax weights by operation name (for derivation, logs and plots)."""
+        """Each edge's weights by operation name (for derivation, logs and plots)."""
         weights = {k: w.detach().cpu() for k, w in self.weights().items()}
         return {
             kind: [

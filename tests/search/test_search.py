@@ -590,3 +590,59 @@ def test_random_smoothing_perturbs_the_weights_step_only(digits_subset: tuple) -
         alphas[epsilon] = torch.cat([a.detach().flatten() for a in net.arch_parameters()])
         assert net._override is None  # the perturbation ends with the step
     assert not torch.allclose(alphas[0.0], alphas[0.3])
+
+
+def test_sigmoid_weighting_and_zero_one_loss(digits_subset: tuple) -> None:
+    """FairDARTS: with ``weighting: sigmoid`` each candidate's weight is its own sigmoid (masked
+    ones at 0, an edge's weights need not sum to 1); the zero-one loss is minus the mean squared
+    distance from 0.5 over present candidates, and a few steps with it push the weights away from
+    0.5 more than the same steps without it. The spec refuses the loss without sigmoid weights,
+    and leaves both fields out of its hashed form at their defaults."""
+    from search.spec import SearchSpec
+    from search.task import SearchTask, zero_one_loss
+    from space.supernet import NetShape, Supernet, uniform_candidates
+
+    shape = NetShape.of(channels=4, layers=3, num_classes=10, in_chans=1, input_size=8)
+    net = Supernet(shape, uniform_candidates(("none", "max_pool_3x3")), weighting="sigmoid")
+    with torch.no_grad():
+        for alphas in net.arch_parameters():
+            alphas.normal_(0, 2)
+    for kind, weights in net.weights().items():
+        assert torch.allclose(weights[:, :2], torch.sigmoid(net.alphas[kind][:, :2]))
+        assert torch.equal(weights[:, 2:], torch.zeros_like(weights[:, 2:]))
+    present = torch.cat([w[:, :2].flatten() for w in net.weights().values()])
+    assert not torch.allclose(present.view(-1, 2).sum(-1), torch.ones(len(present) // 2))
+    expected = -float((present - 0.5).square().mean())
+    assert float(zero_one_loss(net).detach()) == pytest.approx(expected)
+
+    _, train, teacher, student = digits_subset
+    x = torch.stack([train[i][0] for i in range(32)])
+    y = torch.tensor([train[i][1] for i in range(32)])
+    index = torch.arange(32)
+    factory = _factory(teacher, student)
+    spread = {}
+    for weight in (0.0, 10.0):
+        torch.manual_seed(0)
+        net = Supernet(shape, uniform_candidates(PRIMITIVES), weighting="sigmoid")
+        with torch.no_grad():  # away from 0.5, where the loss's gradient vanishes
+            for alphas in net.arch_parameters():
+                alphas.normal_(0, 0.5)
+        task = SearchTask(
+            net, objective=factory(net, None), budget_mflops=100.0, flops_weight=1.0,
+            arch_lr=0.05, arch_weight_decay=0.0, optimization="one-level", zero_one=weight,
+        )  # fmt: skip
+        optimizer = torch.optim.SGD(net.weight_parameters(), lr=0.05)
+        start = float(-zero_one_loss(net).detach())
+        for _ in range(5):
+            task.step(x, y, index, optimizer)
+        spread[weight] = float(-zero_one_loss(net).detach()) - start
+    assert spread[10.0] > 0 and spread[10.0] > 2 * abs(spread[0.0])
+
+    with pytest.raises(ValueError, match="zero_one_loss"):
+        SearchSpec(budget_mflops=1.0, zero_one_loss=10.0)
+    with pytest.raises(ValueError, match="weighting"):
+        SearchSpec(budget_mflops=1.0, strategy="nni-darts", weighting="sigmoid")
+    plain = SearchSpec(budget_mflops=1.0).to_dict()
+    assert "weighting" not in plain and "zero_one_loss" not in plain
+    fair = SearchSpec(budget_mflops=1.0, weighting="sigmoid", zero_one_loss=10.0).to_dict()
+    assert fair["weighting"] == "sigmoid" and fair["zero_one_loss"] == 10.0
