@@ -1,6 +1,7 @@
-"""How the architecture weights moved during a search, as a PNG: per cell type, the mean softmax
-weight of each operation over the edges by epoch (STACNAS's two stages side by side), the final
-weights edge by edge, and the expected MFLOPs against the budget."""
+"""How the architecture weights moved during a search, as a PNG: per cell type, the mean weight
+(softmax, or sigmoid with FairDARTS's weighting) of each operation over the edges by epoch
+(STACNAS's two stages side by side), the final weights edge by edge, and the expected MFLOPs
+against the budget."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def plot_search(history: list[dict[str, Any]], *, budget_mflops: float, path: Pa
             ax.axvline(b, color="grey", linestyle="--", linewidth=1)
         ax.set_title(f"{kind} cell: mean weight per operation")
         ax.set_xlabel("epoch" + (" (dashed: next search stage)" if boundaries else ""))
-        ax.set_ylabel("softmax weight")
+        ax.set_ylabel("architecture weight")
         ax.legend(fontsize=7, loc="upper left")
 
         ax = axes[row][1]
