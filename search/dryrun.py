@@ -217,6 +217,7 @@ def _searched(
             replace(shape, layers=layers, channels=spec.supernet_channels(shape.channels)),
             uniform_candidates(ops, shape.steps),
             partial=spec.partial_channels,
+            aux_skip=spec.aux_skip > 0,
         )
         params = sum(p.numel() for p in model.parameters())  # its MFLOPs are no network's
         seconds = time_per_image(model, info, device=device, batch=batch, **timing)

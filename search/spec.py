@@ -96,6 +96,14 @@ class SearchSpec(ConfigModel):
         description="FairDARTS: weight of the zero-one loss that pushes each sigmoid weight to 0 "
         "or 1 (FairDARTS: 10); needs weighting: sigmoid; 0: off",
     )
+    aux_skip: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        allow_inf_nan=False,
+        description="DARTS-: the coefficient of an auxiliary skip connection added to every "
+        "edge outside the mixture, decayed linearly to 0 over each stage (DARTS-: 1); 0: off",
+    )
     max_skips: int | None = Field(
         None, ge=0, le=8, description="P-DARTS: at most this many skip_connect in the normal cell"
     )
@@ -177,6 +185,13 @@ class SearchSpec(ConfigModel):
             raise ValueError("nni-darts uses NNI's own softmax weights: use softmax")
         return value
 
+    @field_validator("aux_skip")
+    @classmethod
+    def _own_supernet(cls, value: float, info: ValidationInfo) -> float:
+        if value and info.data.get("strategy") == "nni-darts":
+            raise ValueError("nni-darts trains NNI's own supernet, which has none: use 0")
+        return value
+
     @field_validator("zero_one_loss")
     @classmethod
     def _sigmoid_only(cls, value: float, info: ValidationInfo) -> float:
@@ -253,4 +268,6 @@ class SearchSpec(ConfigModel):
             left_out.add("weighting")
         if self.zero_one_loss == 0:
             left_out.add("zero_one_loss")
+        if self.aux_skip == 0:
+            left_out.add("aux_skip")
         return self.model_dump(exclude=left_out)

@@ -105,6 +105,7 @@ def train_supernet(
         partial=spec.partial_channels,
         cost_shape=shape,
         weighting=spec.weighting,
+        aux_skip=spec.aux_skip > 0,
     )
     n = len(ctx.train_data)  # type: ignore[arg-type]
     optimization = spec.resolved_optimization
@@ -140,6 +141,7 @@ def train_supernet(
         beta_decay=spec.beta_decay,
         random_smoothing=spec.random_smoothing,
         zero_one=spec.zero_one_loss,
+        aux_skip=spec.aux_skip,
         seed=spec.seed,
         held_out=held_out,
         held_out_batches=held_batches,

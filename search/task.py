@@ -102,6 +102,7 @@ class SearchTask(TrainTask):
         beta_decay: float = 0.0,
         random_smoothing: float = 0.0,
         zero_one: float = 0.0,
+        aux_skip: float = 0.0,
         seed: int = 0,
         held_out: ResidualDistillation | None = None,
         held_out_batches: Iterator[tuple[Tensor, Tensor, Tensor]] | None = None,
@@ -123,6 +124,7 @@ class SearchTask(TrainTask):
         self.beta_weight = 0.0  # this epoch's, ramped linearly from 0 (start_epoch)
         self.random_smoothing = random_smoothing
         self.zero_one = zero_one
+        self.aux_skip = aux_skip
         self.epsilon = 0.0  # this epoch's, ramped linearly (start_epoch)
         self.noise = torch.Generator().manual_seed(seed)
         self.arch_optimizer = torch.optim.Adam(
@@ -200,6 +202,10 @@ class SearchTask(TrainTask):
         if self.random_smoothing:
             start = min(0.03, self.random_smoothing)
             self.epsilon = start + (self.random_smoothing - start) * epoch / max(1, epochs - 1)
+        # DARTS-: the auxiliary skip's coefficient decays linearly to 0 at the last epoch, so
+        # that the last epoch trains (and derivation reads) the supernet without it
+        if self.aux_skip:
+            self.supernet.aux_beta = self.aux_skip * (1 - epoch / max(1, epochs - 1))
 
     def predict(self, x: Tensor) -> Tensor:
         return self.objective.predict(x)

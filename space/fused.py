@@ -130,7 +130,12 @@ class FusedSearchCell(nn.Module):
     """``SearchCell`` computed per state: see the module's docstring."""
 
     def __init__(
-        self, plan: CellPlan, candidates: Sequence[Sequence[str]], steps: int, partial: int = 1
+        self,
+        plan: CellPlan,
+        candidates: Sequence[Sequence[str]],
+        steps: int,
+        partial: int = 1,
+        aux: bool = False,
     ) -> None:
         super().__init__()
         from space.supernet import edge_inputs  # the supernet imports this module
@@ -174,6 +179,16 @@ class FusedSearchCell(nn.Module):
             nn.MaxPool2d(2, 2) if plan.stride(s) == 2 and partial > 1 else nn.Identity()
             for s in range(steps + 1)
         )
+        # DARTS-'s auxiliary skip on every edge (``MixedOp``'s ``aux``): the identity, once per
+        # state, or on a strided state a factorized reduce per edge
+        self.aux = aux
+        self.aux_reduce = nn.ModuleDict(
+            {
+                str(s): OpBundle("skip_connect", self.c, 2, len(self.out_edges[s]))
+                for s in range(steps + 1)
+                if aux and plan.stride(s) == 2
+            }
+        )
 
     def copy_from(self, cell: Any) -> None:
         """Take the weights of a ``SearchCell`` with the same plan and candidates."""
@@ -183,9 +198,13 @@ class FusedSearchCell(nn.Module):
             bundles: Any = self.bundles[s]
             for name, bundle in bundles.items():
                 bundle.copy_from([cell.edges[edges[p]].op(name) for p in self.positions[s][name]])
+            if str(s) in self.aux_reduce:
+                aux: Any = self.aux_reduce[str(s)]
+                aux.copy_from([cell.edges[e].aux for e in edges])
 
-    def _mixed(self, s: int, x: Tensor, flat: Tensor) -> Tensor:
-        """Weighted sums of every candidate on every edge leaving state ``s``: (B, m, c, H, W)."""
+    def _mixed(self, s: int, x: Tensor, flat: Tensor, beta: float = 0.0) -> Tensor:
+        """Weighted sums of every candidate on every edge leaving state ``s``: (B, m, c, H, W),
+        plus ``beta`` times the auxiliary skip."""
         if self.partial > 1:
             x = x[:, : self.c]
         relu_x = F.relu(x)
@@ -204,9 +223,15 @@ class FusedSearchCell(nn.Module):
                 total = total.index_add(1, pos, y)
         if total is None:  # every edge of this state is ``none`` only
             raise ValueError(f"state {s}: no candidate besides none")
+        if self.aux and beta:
+            if str(s) in self.aux_reduce:
+                skip = self.aux_reduce[str(s)](x, relu_x)
+            else:
+                skip = x.unsqueeze(1)
+            total = total + beta * skip
         return total
 
-    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
+    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, beta: float = 0.0) -> Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         flat = weights.reshape(-1)
         mixed: list[Tensor] = []
@@ -220,7 +245,7 @@ class FusedSearchCell(nn.Module):
                     node = _shuffle(torch.cat([node, rest], dim=1), self.partial)
                 states.append(node)
             if s <= self.steps:
-                mixed.append(self._mixed(s, states[s], flat))
+                mixed.append(self._mixed(s, states[s], flat, beta))
                 if self.partial > 1:
                     bypass.append(self.bypass[s](states[s][:, self.c :]))
         return torch.cat(states[2:], dim=1)

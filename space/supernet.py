@@ -74,13 +74,21 @@ class MixedOp(nn.Module):
     ``partial`` = K > 1 is PC-DARTS's partial channel connection (Xu et al. 2020): only 1/K of
     the channels go through the candidates, the rest bypass the edge (max-pooled on a reduction
     edge), and the channels are shuffled so that the next cell sees a different subset: about K
-    times less work per step, and less room for parameter-free operations to win by default."""
+    times less work per step, and less room for parameter-free operations to win by default.
 
-    def __init__(self, c: int, stride: int, candidates: Sequence[str], partial: int = 1) -> None:
+    ``aux`` adds DARTS-'s auxiliary skip connection outside the mixture (Chu et al. 2021):
+    ``forward(x, weights, beta)`` adds ``beta * skip(x)`` (the identity, or a factorized reduce on
+    a strided edge), so that the residual path a deep supernet needs to train does not have to
+    come from the candidates' ``skip_connect``."""
+
+    def __init__(
+        self, c: int, stride: int, candidates: Sequence[str], partial: int = 1, aux: bool = False
+    ) -> None:
         super().__init__()
         if c % partial:
             raise ValueError(f"partial: {partial} must divide the {c} channels")
         self.partial = partial
+        self.aux = OPS["skip_connect"](c // partial, stride, False) if aux else None
         self.names = tuple(candidates)
         self.index = [k for k, name in enumerate(candidates) if name != "none"]
         ops = []
@@ -96,11 +104,16 @@ class MixedOp(nn.Module):
         """The module of candidate ``name`` (not ``none``, which has none)."""
         return self.ops[[self.names[k] for k in self.index].index(name)]
 
-    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
-        if self.partial == 1:
-            return sum(weights[k] * op(x) for k, op in zip(self.index, self.ops, strict=True))
+    def forward(self, x: Tensor, weights: Tensor, beta: float = 0.0) -> Tensor:
         c = x.shape[1] // self.partial
-        mixed = sum(weights[k] * op(x[:, :c]) for k, op in zip(self.index, self.ops, strict=True))
+        part = x if self.partial == 1 else x[:, :c]
+        mixed: Tensor = sum(
+            weights[k] * op(part) for k, op in zip(self.index, self.ops, strict=True)
+        )
+        if self.aux is not None and beta:
+            mixed = mixed + beta * self.aux(part)
+        if self.partial == 1:
+            return mixed
         out = torch.cat([mixed, self.bypass(x[:, c:])], dim=1)
         b, channels, h, w = out.shape  # channel shuffle with K groups
         return (
@@ -112,21 +125,28 @@ class MixedOp(nn.Module):
 
 class SearchCell(nn.Module):
     def __init__(
-        self, plan: CellPlan, candidates: Candidates, steps: int, partial: int = 1
+        self,
+        plan: CellPlan,
+        candidates: Candidates,
+        steps: int,
+        partial: int = 1,
+        aux: bool = False,
     ) -> None:
         super().__init__()
         self.steps = steps
         self.preprocess0, self.preprocess1 = preprocessing(plan, affine=False)
         self.edges = nn.ModuleList(
-            MixedOp(plan.c, plan.stride(i), candidates[e], partial)
+            MixedOp(plan.c, plan.stride(i), candidates[e], partial, aux)
             for e, (_, i) in enumerate(edge_inputs(steps))
         )
 
-    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
+    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, beta: float = 0.0) -> Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for _ in range(self.steps):
-            node = sum(self.edges[offset + i](h, weights[offset + i]) for i, h in enumerate(states))
+            node = sum(
+                self.edges[offset + i](h, weights[offset + i], beta) for i, h in enumerate(states)
+            )
             offset += len(states)
             states.append(node)
         return torch.cat(states[2:], dim=1)
@@ -226,7 +246,11 @@ class Supernet(nn.Module):
 
     ``cost_shape`` (default: ``shape``) is the shape of the network derivation gives, at which
     every MFLOPs figure is counted: a supernet wider than the derived network (``search_width``)
-    still asks for the derived network's budget. It must have the same cells and input."""
+    still asks for the derived network's budget. It must have the same cells and input.
+
+    ``aux_skip`` gives every edge DARTS-'s auxiliary skip connection, scaled by ``aux_beta``
+    (set by the search as it decays to 0; at 0 the supernet computes what it computes without
+    one, and derivation never sees it)."""
 
     def __init__(
         self,
@@ -238,9 +262,11 @@ class Supernet(nn.Module):
         fused: bool = True,
         cost_shape: NetShape | None = None,
         weighting: Weighting = "softmax",
+        aux_skip: bool = False,
     ) -> None:
         super().__init__()
         self.shape = shape
+        self.aux_beta = 0.0
         self.weighting: Weighting = weighting
         cost = shape if cost_shape is None else cost_shape
         if cost.with_channels(shape.channels) != shape:
@@ -256,7 +282,13 @@ class Supernet(nn.Module):
         self.stem0, self.stem1 = make_stem(shape.stem, shape.in_chans, shape.channels)
         cell = FusedSearchCell if fused else SearchCell
         self.cells = nn.ModuleList(
-            cell(p, self.candidates["reduce" if p.reduction else "normal"], shape.steps, partial)
+            cell(
+                p,
+                self.candidates["reduce" if p.reduction else "normal"],
+                shape.steps,
+                partial,
+                aux_skip,
+            )
             for p in plans
         )
         self.reductions = [p.reduction for p in plans]
@@ -339,7 +371,7 @@ class Supernet(nn.Module):
         s0 = self.stem0(x)
         s1 = self.stem1(s0) if self.stem1 is not None else s0
         for cell, reduction in zip(self.cells, self.reductions, strict=True):
-            s0, s1 = s1, cell(s0, s1, weights["reduce" if reduction else "normal"])
+            s0, s1 = s1, cell(s0, s1, weights["reduce" if reduction else "normal"], self.aux_beta)
         return s1
 
     def forward_head(self, features: Tensor) -> Tensor:

@@ -646,3 +646,40 @@ def test_sigmoid_weighting_and_zero_one_loss(digits_subset: tuple) -> None:
     assert "weighting" not in plain and "zero_one_loss" not in plain
     fair = SearchSpec(budget_mflops=1.0, weighting="sigmoid", zero_one_loss=10.0).to_dict()
     assert fair["weighting"] == "sigmoid" and fair["zero_one_loss"] == 10.0
+
+
+def test_auxiliary_skip_decays_to_zero_and_is_a_spec_option(digits_subset: tuple) -> None:
+    """DARTS-: the search sets the auxiliary skip's coefficient each epoch, from the set value at
+    the first epoch linearly to 0 at the last (the supernet derivation reads is the plain one),
+    and the weights step trains through it. The spec refuses it for nni-darts and leaves it out
+    of its hashed form at 0."""
+    from search.spec import SearchSpec
+    from search.task import SearchTask
+    from space.supernet import NetShape, Supernet, uniform_candidates
+
+    shape = NetShape.of(channels=4, layers=3, num_classes=10, in_chans=1, input_size=8)
+    _, train, teacher, student = digits_subset
+    x = torch.stack([train[i][0] for i in range(16)])
+    y = torch.tensor([train[i][1] for i in range(16)])
+    torch.manual_seed(0)
+    net = Supernet(shape, uniform_candidates(PRIMITIVES), aux_skip=True)
+    task = SearchTask(
+        net, objective=_factory(teacher, student)(net, None), budget_mflops=100.0,
+        flops_weight=1.0, arch_lr=0.01, arch_weight_decay=0.0, optimization="one-level",
+        aux_skip=1.0,
+    )  # fmt: skip
+    betas = []
+    for epoch in range(4):
+        task.start_epoch(epoch, 4)
+        betas.append(net.aux_beta)
+    assert betas == pytest.approx([1.0, 2 / 3, 1 / 3, 0.0])
+    task.start_epoch(0, 4)
+    reduce_aux = next(iter(net.cells[1].aux_reduce.values()))
+    before = reduce_aux.w1.detach().clone()
+    task.step(x, y, torch.arange(16), torch.optim.SGD(net.weight_parameters(), lr=0.1))
+    assert not torch.equal(reduce_aux.w1, before), "the strided auxiliary skip trains"
+
+    with pytest.raises(ValueError, match="aux_skip"):
+        SearchSpec(budget_mflops=1.0, strategy="nni-darts", aux_skip=1.0)
+    assert "aux_skip" not in SearchSpec(budget_mflops=1.0).to_dict()
+    assert SearchSpec(budget_mflops=1.0, aux_skip=1.0).to_dict()["aux_skip"] == 1.0

@@ -95,3 +95,52 @@ def test_fused_supernet_has_the_reference_parameter_count() -> None:
             for f in (False, True)
         ]
         assert counts[0] == counts[1]
+
+
+@pytest.mark.parametrize("partial", [1, 2])
+def test_auxiliary_skip_fused_matches_reference_and_vanishes_at_zero(partial: int) -> None:
+    """DARTS-'s auxiliary skip (identity, a factorized reduce on strided edges): the fused cells
+    give the per-edge reference's outputs and gradients with it on (the reduce's weights
+    included), have its parameter count, and at a coefficient of 0 compute exactly what the
+    supernet without it computes."""
+    shape = NetShape.of(channels=4, layers=4, num_classes=5, in_chans=2, input_size=8)
+    torch.manual_seed(0)
+    reference = Supernet(shape, uniform_candidates(PRIMITIVES), fused=False, partial=partial,
+                         aux_skip=True)  # fmt: skip
+    fused = Supernet(shape, uniform_candidates(PRIMITIVES), partial=partial, aux_skip=True)
+    fused.copy_from(reference)
+    counts = [sum(p.numel() for p in n.parameters()) for n in (reference, fused)]
+    assert counts[0] == counts[1]
+    with torch.no_grad():
+        for a in reference.arch_parameters():
+            a.normal_()
+    fused.alphas.load_state_dict(reference.alphas.state_dict())
+    x = torch.randn(4, 2, 8, 8)
+    target = torch.randn(4, 5)
+    outs = []
+    for net in (reference, fused):
+        net.aux_beta = 0.7
+        out = net(x)
+        (out - target).square().mean().backward()
+        outs.append(out.detach())
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+    g_ref, g_fused = grads(reference), grads(fused)
+    for kind in ("normal", "reduce"):
+        torch.testing.assert_close(g_fused[f"alphas.{kind}"], g_ref[f"alphas.{kind}"],
+                                   rtol=1e-4, atol=1e-5)  # fmt: skip
+    reduce_ref, reduce_fused = reference.cells[1], fused.cells[1]
+    assert reduce_fused.aux_reduce, "a reduction cell's first two states stride"
+    for s, bundle in reduce_fused.aux_reduce.items():
+        edges = reduce_fused.out_edges[int(s)]
+        for mine, conv in ((bundle.w1, "conv_1"), (bundle.w2, "conv_2")):
+            expected = torch.cat(
+                [getattr(reduce_ref.edges[e].aux, conv).weight.grad for e in edges]
+            )
+            torch.testing.assert_close(mine.grad, expected, rtol=1e-4, atol=1e-5)
+    with_aux = outs[1]
+    plain = Supernet(shape, uniform_candidates(PRIMITIVES), partial=partial)
+    plain.load_state_dict(fused.state_dict(), strict=False)
+    fused.aux_beta = 0.0
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), plain(x))
+        assert not torch.allclose(with_aux, plain(x), atol=1e-3)
