@@ -13,6 +13,16 @@ Strategy = Literal["stacnas", "darts", "nni-darts"]
 STRATEGY_NAMES: tuple[Strategy, ...] = ("stacnas", "darts", "nni-darts")
 
 
+# What nni-darts (NNI's own supernet, weights and export) cannot take: field -> (the value it
+# needs, why).
+NNI_FIXED: dict[str, tuple[Any, str]] = {
+    "selection": ("argmax", "nni-darts derives by argmax (NNI's own export): use argmax"),
+    "weighting": ("softmax", "nni-darts uses NNI's own softmax weights: use softmax"),
+    "aux_skip": (0.0, "nni-darts trains NNI's own supernet, which has none: use 0"),
+    "search_width": (1.0, "nni-darts searches NNI's own space at the derived width: use 1"),
+}
+
+
 class SearchSpec(ConfigModel):
     """One architecture search under a hard FLOPs budget.
 
@@ -171,25 +181,12 @@ class SearchSpec(ConfigModel):
             raise ValueError(f"must be an integer in [3, layers={layers}]")
         return value
 
-    @field_validator("selection")
+    @field_validator(*NNI_FIXED)
     @classmethod
-    def _nni_selects_by_argmax(cls, value: str, info: ValidationInfo) -> str:
-        if value == "perturbation" and info.data.get("strategy") == "nni-darts":
-            raise ValueError("nni-darts derives by argmax (NNI's own export): use argmax")
-        return value
-
-    @field_validator("weighting")
-    @classmethod
-    def _nni_weights_by_softmax(cls, value: str, info: ValidationInfo) -> str:
-        if value == "sigmoid" and info.data.get("strategy") == "nni-darts":
-            raise ValueError("nni-darts uses NNI's own softmax weights: use softmax")
-        return value
-
-    @field_validator("aux_skip")
-    @classmethod
-    def _own_supernet(cls, value: float, info: ValidationInfo) -> float:
-        if value and info.data.get("strategy") == "nni-darts":
-            raise ValueError("nni-darts trains NNI's own supernet, which has none: use 0")
+    def _nni_fixed(cls, value: Any, info: ValidationInfo) -> Any:
+        needed, why = NNI_FIXED[str(info.field_name)]
+        if value != needed and info.data.get("strategy") == "nni-darts":
+            raise ValueError(why)
         return value
 
     @field_validator("zero_one_loss")
@@ -197,13 +194,6 @@ class SearchSpec(ConfigModel):
     def _sigmoid_only(cls, value: float, info: ValidationInfo) -> float:
         if value and info.data.get("weighting", "softmax") != "sigmoid":
             raise ValueError("needs weighting: sigmoid (softmax weights already sum to 1); use 0")
-        return value
-
-    @field_validator("search_width")
-    @classmethod
-    def _not_nni(cls, value: float, info: ValidationInfo) -> float:
-        if value != 1 and info.data.get("strategy") == "nni-darts":
-            raise ValueError("nni-darts searches NNI's own space at the derived width: use 1")
         return value
 
     @field_validator("min_channels")

@@ -6,6 +6,7 @@ import torch
 
 from search.perturb import BatchLoss, Importance, importance
 from space.supernet import NetShape, Supernet, edge_count, uniform_candidates
+from tests.space.pairs import same_random_architecture
 
 OPS = ("none", "avg_pool_3x3", "sep_conv_3x3")
 
@@ -47,11 +48,7 @@ def test_a_heavy_operation_that_adds_nothing_is_not_chosen() -> None:
 
 def test_scores_match_the_per_edge_reference_and_leave_the_supernet_as_it_was() -> None:
     reference, fused = small(fused=False), small()
-    fused.copy_from(reference)
-    with torch.no_grad():
-        for a in reference.arch_parameters():
-            a.normal_()
-    fused.alphas.load_state_dict(reference.alphas.state_dict())
+    same_random_architecture(reference, fused)
     x = torch.randn(8, 1, 8, 8)
     target = torch.randn(8, 3)
     batches = [(x, torch.zeros(8), torch.arange(8))]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -42,6 +43,29 @@ def _factory(teacher: torch.Tensor, student: torch.Tensor | None):
         teacher=None,
         base=None,
         cache=(teacher, student),
+    )
+
+
+def _batch(train: Subset, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first ``n`` training images, their labels and their indices."""
+    x = torch.stack([train[i][0] for i in range(n)])
+    y = torch.tensor([train[i][1] for i in range(n)])
+    return x, y, torch.arange(n)
+
+
+def _one_level_task(net: Any, digits_subset: tuple, **options: Any) -> Any:
+    """A one-level ``SearchTask`` on the digits subset's logits, with no pull from the FLOPs term
+    (a 100 MFLOPs budget) and no weight decay on the architecture; ``options`` add to or replace
+    these (``arch_lr`` 0.05 unless given)."""
+    from search.task import SearchTask
+
+    _, _, teacher, student = digits_subset
+    settings: dict[str, Any] = {
+        "budget_mflops": 100.0, "flops_weight": 1.0, "arch_lr": 0.05, "arch_weight_decay": 0.0,
+        "optimization": "one-level",
+    }  # fmt: skip
+    return SearchTask(
+        net, objective=_factory(teacher, student)(net, None), **{**settings, **options}
     )
 
 
@@ -500,7 +524,7 @@ def test_beta_decay_regularises_the_architecture_weights(digits_subset: tuple) -
     (its gradient is each edge's softmax over its present candidates); its weight ramps linearly
     from 0 at the first epoch to ``beta_decay`` at the last; with it the parameters of a few
     steps stay smaller (their log-sum-exp lower) than without it."""
-    from search.task import SearchTask, beta_decay
+    from search.task import beta_decay
     from space.supernet import NetShape, Supernet, uniform_candidates
 
     shape = NetShape.of(channels=4, layers=3, num_classes=10, in_chans=1, input_size=8)
@@ -519,19 +543,12 @@ def test_beta_decay_regularises_the_architecture_weights(digits_subset: tuple) -
     ) / 28  # fmt: skip
     assert float(value) == pytest.approx(float(expected))
 
-    _, train, teacher, student = digits_subset
-    x = torch.stack([train[i][0] for i in range(16)])
-    y = torch.tensor([train[i][1] for i in range(16)])
-    index = torch.arange(16)
-    factory = _factory(teacher, student)
+    x, y, index = _batch(digits_subset[1], 16)
     lse = {}
     for beta in (0.0, 50.0):
         torch.manual_seed(0)
         net = Supernet(shape, uniform_candidates(PRIMITIVES))
-        task = SearchTask(
-            net, objective=factory(net, None), budget_mflops=100.0, flops_weight=1.0,
-            arch_lr=0.05, arch_weight_decay=0.0, optimization="one-level", beta_decay=beta,
-        )  # fmt: skip
+        task = _one_level_task(net, digits_subset, beta_decay=beta)
         task.start_epoch(0, 3)
         assert task.beta_weight == 0
         task.start_epoch(2, 3)
@@ -549,7 +566,7 @@ def test_random_smoothing_perturbs_the_weights_step_only(digits_subset: tuple) -
     to the set value; a step trains at perturbed weights (other weights than without it) while
     the reported loss of the unperturbed supernet is untouched, and the architecture still gets a
     gradient through the softmax."""
-    from search.task import SearchTask, smoothed_weights
+    from search.task import smoothed_weights
     from space.supernet import NetShape, Supernet, uniform_candidates
 
     shape = NetShape.of(channels=4, layers=3, num_classes=10, in_chans=1, input_size=8)
@@ -563,20 +580,12 @@ def test_random_smoothing_perturbs_the_weights_step_only(digits_subset: tuple) -
         assert (smooth[kind] >= 0).all()
     assert smoothed_weights(net, 0.3, generator)["normal"].requires_grad
 
-    _, train, teacher, student = digits_subset
-    x = torch.stack([train[i][0] for i in range(16)])
-    y = torch.tensor([train[i][1] for i in range(16)])
-    index = torch.arange(16)
-    factory = _factory(teacher, student)
+    x, y, index = _batch(digits_subset[1], 16)
     alphas = {}
     for epsilon in (0.0, 0.3):
         torch.manual_seed(0)
         net = Supernet(shape, uniform_candidates(PRIMITIVES))
-        task = SearchTask(
-            net, objective=factory(net, None), budget_mflops=100.0, flops_weight=1.0,
-            arch_lr=0.05, arch_weight_decay=0.0, optimization="one-level",
-            random_smoothing=epsilon,
-        )  # fmt: skip
+        task = _one_level_task(net, digits_subset, random_smoothing=epsilon)
         task.start_epoch(0, 3)
         assert task.epsilon == (0.03 if epsilon else 0.0)
         task.start_epoch(2, 3)
@@ -599,7 +608,7 @@ def test_sigmoid_weighting_and_zero_one_loss(digits_subset: tuple) -> None:
     0.5 more than the same steps without it. The spec refuses the loss without sigmoid weights,
     and leaves both fields out of its hashed form at their defaults."""
     from search.spec import SearchSpec
-    from search.task import SearchTask, zero_one_loss
+    from search.task import zero_one_loss
     from space.supernet import NetShape, Supernet, uniform_candidates
 
     shape = NetShape.of(channels=4, layers=3, num_classes=10, in_chans=1, input_size=8)
@@ -615,11 +624,7 @@ def test_sigmoid_weighting_and_zero_one_loss(digits_subset: tuple) -> None:
     expected = -float((present - 0.5).square().mean())
     assert float(zero_one_loss(net).detach()) == pytest.approx(expected)
 
-    _, train, teacher, student = digits_subset
-    x = torch.stack([train[i][0] for i in range(32)])
-    y = torch.tensor([train[i][1] for i in range(32)])
-    index = torch.arange(32)
-    factory = _factory(teacher, student)
+    x, y, index = _batch(digits_subset[1], 32)
     spread = {}
     for weight in (0.0, 10.0):
         torch.manual_seed(0)
@@ -627,10 +632,7 @@ def test_sigmoid_weighting_and_zero_one_loss(digits_subset: tuple) -> None:
         with torch.no_grad():  # away from 0.5, where the loss's gradient vanishes
             for alphas in net.arch_parameters():
                 alphas.normal_(0, 0.5)
-        task = SearchTask(
-            net, objective=factory(net, None), budget_mflops=100.0, flops_weight=1.0,
-            arch_lr=0.05, arch_weight_decay=0.0, optimization="one-level", zero_one=weight,
-        )  # fmt: skip
+        task = _one_level_task(net, digits_subset, zero_one=weight)
         optimizer = torch.optim.SGD(net.weight_parameters(), lr=0.05)
         start = float(-zero_one_loss(net).detach())
         for _ in range(5):
@@ -654,20 +656,13 @@ def test_auxiliary_skip_decays_to_zero_and_is_a_spec_option(digits_subset: tuple
     and the weights step trains through it. The spec refuses it for nni-darts and leaves it out
     of its hashed form at 0."""
     from search.spec import SearchSpec
-    from search.task import SearchTask
     from space.supernet import NetShape, Supernet, uniform_candidates
 
     shape = NetShape.of(channels=4, layers=3, num_classes=10, in_chans=1, input_size=8)
-    _, train, teacher, student = digits_subset
-    x = torch.stack([train[i][0] for i in range(16)])
-    y = torch.tensor([train[i][1] for i in range(16)])
+    x, y, index = _batch(digits_subset[1], 16)
     torch.manual_seed(0)
     net = Supernet(shape, uniform_candidates(PRIMITIVES), aux_skip=True)
-    task = SearchTask(
-        net, objective=_factory(teacher, student)(net, None), budget_mflops=100.0,
-        flops_weight=1.0, arch_lr=0.01, arch_weight_decay=0.0, optimization="one-level",
-        aux_skip=1.0,
-    )  # fmt: skip
+    task = _one_level_task(net, digits_subset, arch_lr=0.01, aux_skip=1.0)
     betas = []
     for epoch in range(4):
         task.start_epoch(epoch, 4)
@@ -676,7 +671,7 @@ def test_auxiliary_skip_decays_to_zero_and_is_a_spec_option(digits_subset: tuple
     task.start_epoch(0, 4)
     reduce_aux = next(iter(net.cells[1].aux_reduce.values()))
     before = reduce_aux.w1.detach().clone()
-    task.step(x, y, torch.arange(16), torch.optim.SGD(net.weight_parameters(), lr=0.1))
+    task.step(x, y, index, torch.optim.SGD(net.weight_parameters(), lr=0.1))
     assert not torch.equal(reduce_aux.w1, before), "the strided auxiliary skip trains"
 
     with pytest.raises(ValueError, match="aux_skip"):

@@ -8,6 +8,7 @@ import torch
 
 from space.operations import GROUPS, PRIMITIVES
 from space.supernet import NetShape, Supernet, edge_count, uniform_candidates
+from tests.space.pairs import same_random_architecture
 
 STAGE1 = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3")
 
@@ -51,11 +52,7 @@ def test_fused_supernet_matches_the_per_edge_reference(case: str) -> None:
     torch.manual_seed(0)
     reference = Supernet(shape, candidates, fused=False, partial=partial)
     fused = Supernet(shape, candidates, partial=partial)
-    fused.copy_from(reference)
-    with torch.no_grad():  # architecture weights far from uniform, so every term matters
-        for a in reference.arch_parameters():
-            a.normal_()
-    fused.alphas.load_state_dict(reference.alphas.state_dict())
+    same_random_architecture(reference, fused)
     x = torch.randn(6, 2, size, size)
     target = torch.randn(6, 5)
     outs = []
@@ -108,13 +105,9 @@ def test_auxiliary_skip_fused_matches_reference_and_vanishes_at_zero(partial: in
     reference = Supernet(shape, uniform_candidates(PRIMITIVES), fused=False, partial=partial,
                          aux_skip=True)  # fmt: skip
     fused = Supernet(shape, uniform_candidates(PRIMITIVES), partial=partial, aux_skip=True)
-    fused.copy_from(reference)
     counts = [sum(p.numel() for p in n.parameters()) for n in (reference, fused)]
     assert counts[0] == counts[1]
-    with torch.no_grad():
-        for a in reference.arch_parameters():
-            a.normal_()
-    fused.alphas.load_state_dict(reference.alphas.state_dict())
+    same_random_architecture(reference, fused)
     x = torch.randn(4, 2, 8, 8)
     target = torch.randn(4, 5)
     outs = []
