@@ -24,7 +24,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -183,6 +194,18 @@ class ParetoGroup(Base):
     teacher: Mapped[str] = mapped_column(String(200), primary_key=True)
     rows: Mapped[int] = mapped_column(Integer, default=0)
     rows_without_teacher: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ParetoRevision(Base):
+    """One row: a counter that every change of the stored fronts raises, in the same
+    transaction. A Pareto response is a function of it (and of the query), so the API keeps its
+    latest responses and answers a repeated query with one read of this row (and a client that
+    sends the response's ETag back with a 304)."""
+
+    __tablename__ = "pareto_revision"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    revision: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class ParetoMember(Base):

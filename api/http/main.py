@@ -134,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings, app.state.db, app.state.queue = settings, db, open_queue(db)
     app.state.streams = Streams(settings)
+    app.state.pareto = queries.ParetoResponses(settings.pareto_cache_entries)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(ConfigError, invalid_config)
     app.add_exception_handler(queries.NotFound, not_found)

@@ -3,6 +3,9 @@ architectures, Pareto fronts, sweeps."""
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -331,16 +334,75 @@ def pareto(
     )
 
 
-def health(s: Session, url: str) -> schemas.Health:
+# dataset, teacher, cost, include_teacher
+ParetoKey = tuple[str | None, str | None, schemas.Cost, bool]
+
+
+class ParetoResponses:
+    """The latest Pareto responses (their JSON bytes), per query, each under the fronts' revision
+    it was computed at (``api.runtime.fronts.revision``). A query repeated while no front changed
+    costs one read of that revision instead of the fronts' rows and their serialisation; any
+    stored result raises the revision, so nothing older is served (several API processes each
+    keep their own, checked against the same database). At most ``entries`` queries are kept
+    (the least recently used goes); 0 keeps none."""
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self._kept: OrderedDict[ParetoKey, tuple[int, bytes]] = OrderedDict()
+        self._lock = threading.Lock()  # the event loop's thread only today; cheap to keep safe
+
+    def read(self, conn: Any, key: ParetoKey, known: str | None) -> tuple[str, bytes | None]:
+        """The response's ETag and body for ``key``; the body is None when ``known`` (a client's
+        If-None-Match) names the current one (a 304)."""
+        revision = fronts.revision(conn)  # first: the fronts read below are at least this new
+        tag = etag(revision)
+        if known is not None:  # the weak comparison (RFC 9110): W/ aside, the same tag
+            given = {t.strip().removeprefix("W/") for t in known.split(",")}
+            if "*" in given or tag.removeprefix("W/") in given:
+                return tag, None
+        with self._lock:
+            kept = self._kept.get(key)
+            if kept is not None and kept[0] == revision:
+                self._kept.move_to_end(key)
+                return tag, kept[1]
+        dataset, teacher, cost, include_teacher = key
+        body = (
+            pareto(
+                conn, dataset=dataset, teacher=teacher, cost=cost, include_teacher=include_teacher
+            )
+            .model_dump_json()
+            .encode()
+        )
+        if self.entries:
+            with self._lock:
+                self._kept[key] = (revision, body)
+                self._kept.move_to_end(key)
+                while len(self._kept) > self.entries:
+                    self._kept.popitem(last=False)
+        return tag, body
+
+
+def etag(revision: int) -> str:
+    """A weak validator (the same fronts, the same JSON's meaning): the service's version and
+    the fronts' revision, so an upgraded service never revalidates an older body."""
+    return f'W/"{_version()}-{revision}"'
+
+
+@cache
+def _version() -> str:
     from importlib.metadata import version
 
+    return version("reskd")
+
+
+def health(s: Session, url: str) -> schemas.Health:
     counts = dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).all())
     return schemas.Health(
         status="ok",
         database=url.split(":", 1)[0],
         queued=int(counts.get("queued", 0)),
         running=int(counts.get("running", 0)),
-        version=version("reskd"),
+        version=_version(),
     )
 
 

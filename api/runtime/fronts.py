@@ -10,11 +10,15 @@ transaction that stores architectures:
 - when rows are replaced (a job's results stored again) the fronts of their groups are rebuilt
   from the group's rows, the only case that reads a whole group.
 
-A writer locks its group's row first (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite writes one
-transaction at a time), so two workers finishing jobs of one group take turns. A query over
-several groups (no dataset or no teacher given) takes the front of the union of their fronts,
-which is the front of the union of their rows. Ties (equal cost and accuracy) keep the lowest id,
-in the stored fronts and in the query alike.
+Every writer first raises the one row of ``pareto_revision`` (which also locks it until the
+transaction ends), then locks its groups' rows (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite
+writes one transaction at a time). So writers take turns, always in that order (no two wait on
+each other crosswise), and a reader that sees an unchanged revision knows every front is
+unchanged: the API answers a repeated query from its last response (``api.http.queries``).
+
+A query over several groups (no dataset or no teacher given) takes the front of the union of
+their fronts, which is the front of the union of their rows. Ties (equal cost and accuracy) keep
+the lowest id, in the stored fronts and in the query alike.
 
 Functions take a SQLAlchemy ``Connection`` or ``Session`` (Core statements only), so the
 migration that creates the tables builds the fronts of an existing archive with them.
@@ -31,12 +35,13 @@ from sqlalchemy import Table, and_, bindparam, delete, func, insert, select, upd
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from db.models import COSTS, Architecture, ParetoGroup, ParetoMember
+from db.models import COSTS, Architecture, ParetoGroup, ParetoMember, ParetoRevision
 from search.pareto import pareto_front
 
 A = cast(Table, Architecture.__table__)
 G = cast(Table, ParetoGroup.__table__)
 M = cast(Table, ParetoMember.__table__)
+R = cast(Table, ParetoRevision.__table__)
 VARIANTS = [(cost, with_teacher) for cost in COSTS for with_teacher in (True, False)]
 TEACHER_STAGE = "T"
 
@@ -51,9 +56,24 @@ def front_of(points: Iterable[Point]) -> list[Point]:
     )
 
 
-def _lock(conn: Any, groups: Iterable[Group]) -> None:
-    """Each group's row, created when new, locked until the transaction ends (in a fixed order:
-    two writers never wait on each other crosswise)."""
+REVISION = select(R.c.revision).where(R.c.id == 1)
+_RAISE = update(R).where(R.c.id == 1).values(revision=R.c.revision + 1)
+
+
+def revision(conn: Any) -> int:
+    """The fronts' revision: it changes whenever any stored front or count does. Read it before
+    the fronts: what is read next is then at least as new as the revision it is kept under, and a
+    kept response is never served once a later revision is committed."""
+    return int(conn.execute(REVISION).scalar_one())
+
+
+def _lock(conn: Any, groups: Iterable[Group], revise: bool = True) -> None:
+    """The revision raised (its row locked until the transaction ends), then each group's row,
+    created when new, locked too (in a fixed order: two writers never wait on each other
+    crosswise). ``revise=False``: only the migration that builds the first fronts, before the
+    revision's table exists."""
+    if revise:
+        conn.execute(_RAISE)
     name = (conn.get_bind() if isinstance(conn, Session) else conn).dialect.name
     for dataset, teacher in sorted(set(groups)):
         values = {"dataset": dataset, "teacher": teacher, "rows": 0, "rows_without_teacher": 0}
@@ -149,14 +169,15 @@ def removing(conn: Any, ids: Sequence[int]) -> set[Group]:
     return groups
 
 
-def rebuild(conn: Any, groups: Iterable[Group] | None = None) -> None:
-    """Recompute the counts and fronts of ``groups`` (all of them: None) from their rows."""
+def rebuild(conn: Any, groups: Iterable[Group] | None = None, *, revise: bool = True) -> None:
+    """Recompute the counts and fronts of ``groups`` (all of them: None) from their rows
+    (``revise``: see ``_lock``)."""
     if groups is None:  # everything: groups without rows left go too
         conn.execute(delete(M))
         conn.execute(delete(G))
         groups = {(d, t) for d, t in conn.execute(select(A.c.dataset, A.c.teacher).distinct())}
     groups = sorted(set(groups))
-    _lock(conn, groups)
+    _lock(conn, groups, revise)
     for group in groups:
         rows = conn.execute(
             select(A.c.id, A.c.stage, A.c.accuracy, *(A.c[c] for c in COSTS)).where(_is(A, *group))

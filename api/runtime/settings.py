@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     max_streams: int = Field(256, ge=1, description="open event streams in all (503 beyond)")
     stream_poll_seconds: float = Field(0.5, gt=0, description="how often a stream looks")
     keepalive_seconds: float = Field(15.0, gt=0, description="an event stream's keep-alive")
+    pareto_cache_entries: int = Field(
+        256,
+        ge=0,
+        le=1_000_000,
+        description="Pareto responses kept per API process, each valid while the stored fronts "
+        "do not change (0: every query reads the fronts)",
+    )
     workers: int | None = Field(None, description="default: one per visible GPU, else 1 CPU")
     worker_threads: int | None = Field(
         None,

@@ -50,6 +50,8 @@ def test_job_runs_to_success_with_stages_metrics_pareto_and_artifacts(
         assert first["loss"] > 0 and 0 <= first["train_accuracy"] <= 1 and first["lr"] > 0
         assert first["seconds"] > 0 and first["expected_mflops"] is None
     assert service.http.get("/v1/jobs/999999/metrics").status_code == 404
+    before = service.http.get("/v1/pareto", params={"dataset": "digits"})
+    assert before.headers["cache-control"] == "no-cache" and before.json()["considered"] == 3
 
     # A second job with the same teacher and S0 reuses them (trained once).
     second = service.done(
@@ -61,7 +63,18 @@ def test_job_runs_to_success_with_stages_metrics_pareto_and_artifacts(
         ("residual", False),
     ]
 
-    pareto = service.http.get("/v1/pareto", params={"dataset": "digits"}).json()
+    # the first front's ETag no longer matches once the second job stored its results
+    fresh = service.http.get(
+        "/v1/pareto",
+        params={"dataset": "digits"},
+        headers={"If-None-Match": before.headers["etag"]},
+    )
+    assert fresh.status_code == 200 and fresh.headers["etag"] != before.headers["etag"]
+    same = service.http.get(
+        "/v1/pareto", params={"dataset": "digits"}, headers={"If-None-Match": fresh.headers["etag"]}
+    )
+    assert same.status_code == 304 and same.content == b""
+    pareto = fresh.json()
     assert pareto["considered"] == 6  # S0, S1, S1 adaptive of both jobs (T left out)
     points = [(a["accuracy"], a["mflops"]) for a in pareto["front"]]
     everything = service.http.get("/v1/architectures", params={"dataset": "digits"}).json()

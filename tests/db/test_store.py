@@ -3,6 +3,7 @@ PostgreSQL server: every test runs on both backends."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -312,8 +313,23 @@ def test_stored_fronts_equal_the_fronts_of_all_rows_after_random_inserts_and_rep
                             assert [a.id for a in got.front] == [p[0] for p in expected]
                             assert got.considered == len(chosen)
 
+    # the API's kept responses (few: evictions too) answer as the fronts do after every write
+    kept = queries.ParetoResponses(entries=3)
+    keys = [(d, t, c, w) for d in (None, "digits") for t in (None, "resnet8") for c in COSTS
+            for w in (True, False)]  # fmt: skip
+
+    def check_kept() -> None:
+        for key in rng.sample(keys, 6):
+            _, body = db.loop_read(lambda c, key=key: kept.read(c, key, None))
+            with db.session(readonly=True) as s:
+                fresh = queries.pareto(
+                    s, dataset=key[0], teacher=key[1], cost=key[2], include_teacher=key[3]
+                )
+            assert body is not None and json.loads(body) == json.loads(fresh.model_dump_json())
+
     for step in range(40):  # a job's results stored for the first time or replaced
         queue.add_results(job_id=rng.choice(jobs), artifacts=[], architectures=rows())
+        check_kept()
         if step % 8 == 7:
             check()
     with db.session() as s:  # a rebuild from scratch finds the same fronts
@@ -322,6 +338,48 @@ def test_stored_fronts_equal_the_fronts_of_all_rows_after_random_inserts_and_rep
         assert sorted(s.execute(select(fronts.M)).all()) == sorted(before)
     check()
     db.dispose()
+
+
+def test_pareto_responses_are_kept_per_revision_and_revalidated_by_etag(
+    database_url: str,
+) -> None:
+    """A repeated query with no write between is the kept response (the same bytes); every
+    stored result raises the fronts' revision, so the next query reads the fronts again and the
+    old ETag no longer matches; the current one (weak or not, in a list, or ``*``) does."""
+    from api.runtime import fronts
+
+    db, queue = open_store(database_url)
+    job = queue.submit(kind="reskd", config={}, dataset="digits", name=None)
+    kept = queries.ParetoResponses(entries=4)
+    key = ("digits", None, "mflops", False)
+    start = db.loop_read(fronts.revision)
+    tag, empty = db.loop_read(lambda c: kept.read(c, key, None))
+    assert empty is not None and json.loads(empty)["front"] == []
+    queue.add_results(job_id=job, artifacts=[], architectures=[_row(0.9, 2.0)])
+    assert db.loop_read(fronts.revision) > start
+    new_tag, first = db.loop_read(lambda c: kept.read(c, key, tag))  # the old tag: a new body
+    assert new_tag != tag and first is not None
+    assert [a["accuracy"] for a in json.loads(first)["front"]] == [0.9]
+    _, again = db.loop_read(lambda c: kept.read(c, key, None))
+    assert again is first  # kept: not read nor serialised again
+    for known in (new_tag, new_tag.removeprefix("W/"), f'"x", {new_tag}', "*"):
+        assert db.loop_read(lambda c, known=known: kept.read(c, key, known)) == (new_tag, None)
+    queue.add_results(job_id=job, artifacts=[], architectures=[_row(0.95, 1.0)])  # replaced
+    _, replaced = db.loop_read(lambda c: kept.read(c, key, new_tag))
+    assert replaced is not None and [a["accuracy"] for a in json.loads(replaced)["front"]] == [0.95]
+    off = queries.ParetoResponses(entries=0)  # keeps nothing: every query reads the fronts
+    _, one = db.loop_read(lambda c: off.read(c, key, None))
+    _, two = db.loop_read(lambda c: off.read(c, key, None))
+    assert one == two and one is not two
+    db.dispose()
+
+
+def _row(accuracy: float, mflops: float) -> dict[str, Any]:
+    return {
+        "dataset": "digits", "teacher": "resnet20", "stage": "S1", "arch": "a", "genotypes": None,
+        "accuracy": accuracy, "mflops": mflops, "adaptive_mflops": mflops, "params": 1,
+        "energy": None, "seed": 0,
+    }  # fmt: skip
 
 
 def fake_result(accuracy: float, mflops: float) -> dict[str, Any]:

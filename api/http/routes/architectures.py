@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query, Request, Response
 
 from api.http import queries, schemas
 from api.http.deps import (
@@ -67,20 +67,35 @@ def architecture_points(
 
 
 @router.get(
-    "/pareto", response_model=schemas.ParetoPublic, dependencies=AUTH, responses=responses(422)
+    "/pareto",
+    response_model=schemas.ParetoPublic,
+    dependencies=AUTH,
+    responses={
+        **responses(422),
+        304: {"description": "the front named by If-None-Match is still the current one"},
+    },
 )
 async def pareto(
+    request: Request,
     db: DatabaseDep,
     dataset: DatasetFilter = None,
     teacher: Annotated[str | None, Query(max_length=200)] = None,
     cost: schemas.Cost = "mflops",
     include_teacher: bool = False,
-) -> schemas.ParetoPublic:
-    """The non-dominated architectures: accuracy (higher) against ``cost`` (lower)."""
-    # On the event loop, on its own connection: the stored front is a short, bounded read, and a
-    # hop to the thread pool (and back) cost more than the query under load (issue 17).
-    return db.loop_read(
-        lambda conn: queries.pareto(
-            conn, dataset=dataset, teacher=teacher, cost=cost, include_teacher=include_teacher
-        )
+    if_none_match: Annotated[str | None, Header(max_length=1000)] = None,
+) -> Response:
+    """The non-dominated architectures: accuracy (higher) against ``cost`` (lower).
+
+    The response carries an ETag that changes whenever any stored front does; sent back as
+    If-None-Match it gets a 304 while the front is unchanged. A query repeated between stored
+    results is answered from the API's last response after one read of the fronts' revision."""
+    kept: queries.ParetoResponses = request.app.state.pareto
+    # On the event loop, on its own connection: the revision and the stored front are short,
+    # bounded reads, and a hop to the thread pool (and back) cost more than them under load.
+    tag, body = db.loop_read(
+        lambda conn: kept.read(conn, (dataset, teacher, cost, include_teacher), if_none_match)
     )
+    headers = {"ETag": tag, "Cache-Control": "no-cache"}  # browsers revalidate, then reuse
+    if body is None:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)

@@ -44,7 +44,7 @@ def upgrade() -> None:
     )
     from api.runtime.fronts import rebuild
 
-    rebuild(op.get_bind())
+    rebuild(op.get_bind(), revise=False)  # the revision's table comes in 0005
 
 
 def downgrade() -> None:
