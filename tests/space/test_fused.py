@@ -30,6 +30,9 @@ CASES = {
     "darts-all-ops": (uniform_candidates(PRIMITIVES), 4, 28, 1),
     # 32x32 maps: the separable convs' pointwise stage as a batched matrix product on CPUs
     "darts-all-ops-32x32": (uniform_candidates(PRIMITIVES), 4, 32, 1),
+    # 8 channels, 4 cells: the last two at 32 (PAIR_FROM_CHANNELS), where the shared input's
+    # separable and dilated convs run as a grouped depthwise conv and a batched pointwise one
+    "darts-all-ops-32-channels": (uniform_candidates(PRIMITIVES), 8, 12, 1),
     "stacnas-stage1": (uniform_candidates(STAGE1), 6, 15, 1),  # odd sizes: padded reduce
     "stacnas-stage2": (stage2_candidates(0), 4, 16, 1),
     "pc-darts-k2": (uniform_candidates(PRIMITIVES), 4, 16, 2),
@@ -70,8 +73,14 @@ def test_fused_supernet_matches_the_per_edge_reference(case: str) -> None:
     assert shared, "stems, preprocessing and head take part"
     for name in shared:
         torch.testing.assert_close(g_fused[name], g_ref[name], rtol=1e-4, atol=atol)
-    # the operations' weights: the fused bundles hold the per-edge weights stacked in edge order
-    cell_ref, cell_fused = reference.cells[1], fused.cells[1]
+    for cell in (1, -1):  # the last cell: the widest, on the pair's path at 32 channels
+        check_operation_grads(reference.cells[cell], fused.cells[cell], atol)
+
+
+def check_operation_grads(
+    cell_ref: torch.nn.Module, cell_fused: torch.nn.Module, atol: float
+) -> None:
+    """The fused bundles hold the per-edge weights (and so their gradients) stacked in edge order."""
     for s, edges in enumerate(cell_fused.out_edges):
         for name, bundle in cell_fused.bundles[s].items():
             if bundle.shared:
