@@ -73,7 +73,7 @@ def test_fused_supernet_matches_the_per_edge_reference(case: str) -> None:
     assert shared, "stems, preprocessing and head take part"
     for name in shared:
         torch.testing.assert_close(g_fused[name], g_ref[name], rtol=1e-4, atol=atol)
-    for cell in (1, -1):  # the last cell: the widest, on the pair's path at 32 channels
+    for cell in (0, 1, -1):  # the first: the largest maps; the last: the widest (32 channels)
         check_operation_grads(reference.cells[cell], fused.cells[cell], atol)
 
 
