@@ -91,8 +91,10 @@ def test_upgrading_a_database_of_the_first_schema_keeps_its_data(database_url: s
     engine.dispose()
     db, _ = open_store(database_url)  # migrate(): moves the version table, upgrades to head
     with db.engine.connect() as c:
-        # head: 0004 (stored Pareto fronts) on 0003 (per-epoch metrics) on 0002 (sweeps)
-        assert c.execute(text("SELECT version_num FROM reskd_alembic_version")).scalar() == "0004"
+        # head: 0005 (the fronts' revision) on 0004 (stored Pareto fronts) on 0003 (per-epoch
+        # metrics) on 0002 (sweeps)
+        assert c.execute(text("SELECT version_num FROM reskd_alembic_version")).scalar() == "0005"
+        assert c.execute(text("SELECT id, revision FROM pareto_revision")).all() == [(1, 0)]
         # the existing architecture is on its group's fronts, built by the migration
         members = c.execute(text("SELECT architecture_id FROM pareto_members")).scalars().all()
         assert len(members) == 6 and set(members) == {1}  # 3 costs, with and without T
