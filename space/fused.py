@@ -100,10 +100,11 @@ class OpBundle(nn.Module):
         conv from c to m x c channels whose kernel is their product ``pw[o, i] * dw[i]``: the
         parameters (and so the gradients and the optimisation) stay those of the two convs, and
         on CPUs the dense conv runs 1.3-4x faster than the pair at up to 16 channels. It does c
-        times a depthwise conv's multiply-adds, so from 32 channels the pair is faster (forward
-        and backward, 2 threads, batch 64: 1.1-3.8x at 32 and 64 channels, 5x5 kernels gaining
-        most): every edge's depthwise conv as one grouped conv with m outputs per input channel,
-        then the pointwise convs as one batched matrix product.
+        times a depthwise conv's multiply-adds, so from 32 channels the pair is mostly faster
+        (forward and backward, 2 threads, batch 64, at 32 and 64 channels: 1.1-3.8x for 4 edges,
+        5x5 kernels gaining most; for 2 edges with 3x3 kernels at 32 channels 0.75-0.85x): every
+        edge's depthwise conv as one grouped conv with m outputs per input channel, then the
+        pointwise convs as one batched matrix product.
 
         Otherwise (a separable conv's second stage) ``x`` holds each edge's own m x c channels
         and the pair runs as it is, grouped per edge (the composed kernel, a grouped dense conv,
@@ -112,8 +113,12 @@ class OpBundle(nn.Module):
         m, c, k = self.m, self.c, self.kernel
         pad = self.dilation * (k - 1) // 2
         if not shared:
-            if _CL_WEIGHT_GRAD and k == 5 and x.device.type == "cpu" and stride == 1 and (
-                c >= PAIR_FROM_CHANNELS or x.shape[2] * x.shape[3] >= 1024
+            if (
+                _CL_WEIGHT_GRAD
+                and k == 5
+                and x.device.type == "cpu"
+                and stride == 1
+                and (c >= PAIR_FROM_CHANNELS or x.shape[2] * x.shape[3] >= 1024)
             ):
                 y = _Depthwise5x5.apply(x, dw, pad, self.dilation)
             else:
