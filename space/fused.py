@@ -114,8 +114,7 @@ class OpBundle(nn.Module):
         pad = self.dilation * (k - 1) // 2
         if not shared:
             if (
-                _CL_WEIGHT_GRAD
-                and k == 5
+                k == 5
                 and x.device.type == "cpu"
                 and stride == 1
                 and (c >= PAIR_FROM_CHANNELS or x.shape[2] * x.shape[3] >= 1024)
@@ -274,9 +273,6 @@ class FusedSearchCell(nn.Module):
                 if self.partial > 1:
                     bypass.append(self.bypass[s](states[s][:, self.c :]))
         return torch.cat(states[2:], dim=1)
-
-
-_CL_WEIGHT_GRAD = True  # the benchmark's side-by-side switch
 
 
 class _Depthwise5x5(torch.autograd.Function):

@@ -72,10 +72,13 @@ def _lock(conn: Any, groups: Iterable[Group], revise: bool = True) -> None:
     created when new, locked too (in a fixed order: two writers never wait on each other
     crosswise). ``revise=False``: only the migration that builds the first fronts, before the
     revision's table exists."""
+    groups = sorted(set(groups))
+    if not groups:  # nothing changes: no revision, no lock
+        return
     if revise:
         conn.execute(_RAISE)
     name = (conn.get_bind() if isinstance(conn, Session) else conn).dialect.name
-    for dataset, teacher in sorted(set(groups)):
+    for dataset, teacher in groups:
         values = {"dataset": dataset, "teacher": teacher, "rows": 0, "rows_without_teacher": 0}
         if name == "postgresql":
             conn.execute(postgresql.insert(G).values(**values).on_conflict_do_nothing())
@@ -173,6 +176,8 @@ def rebuild(conn: Any, groups: Iterable[Group] | None = None, *, revise: bool = 
     """Recompute the counts and fronts of ``groups`` (all of them: None) from their rows
     (``revise``: see ``_lock``)."""
     if groups is None:  # everything: groups without rows left go too
+        if revise:  # even when no group is left to lock below
+            conn.execute(_RAISE)
         conn.execute(delete(M))
         conn.execute(delete(G))
         groups = {(d, t) for d, t in conn.execute(select(A.c.dataset, A.c.teacher).distinct())}
