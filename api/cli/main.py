@@ -325,7 +325,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     pool.start()
-    print(f"{len(pool.processes)} worker(s) on {settings.url}; Ctrl-C stops them", flush=True)
+    print(
+        f"{len(pool.processes)} worker(s) on {settings.url}{pool.describe_allocator()}; "
+        "Ctrl-C stops them",
+        flush=True,
+    )
     try:
         while True:
             time.sleep(1)

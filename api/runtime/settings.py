@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -58,6 +58,13 @@ class Settings(BaseSettings):
         description="CPU threads of each local worker; default: the cores shared among the "
         "workers (a worker's float sums, and so its results, follow its thread count)",
     )
+    allocator: str = Field(
+        "auto",
+        description="memory allocator preloaded (LD_PRELOAD) into local worker processes: auto "
+        "(gperftools' tcmalloc when installed, e.g. Debian's libtcmalloc-minimal4, else the "
+        "system's), system, or the path of an allocator's shared library. It changes no "
+        "result, only the cost of the many small allocations of small networks' training",
+    )
     device: str = "auto"
     lease_seconds: float = Field(20.0, description="a worker silent this long is presumed dead")
     heartbeat_seconds: float = Field(1.0, description="lease renewal and cancel polling period")
@@ -67,6 +74,15 @@ class Settings(BaseSettings):
     )
     ray_cpus_per_task: float = Field(1.0, description="CPUs a Ray task asks for without GPUs")
     ray_max_retries: int = Field(3, description="Ray retries of a task whose worker died")
+
+    @field_validator("allocator")
+    @classmethod
+    def _allocator_known(cls, value: str) -> str:
+        if value in ("auto", "system") or Path(value).is_file():
+            return value
+        raise ValueError(
+            f"allocator: {value!r} is not auto, system or an existing shared library file"
+        )
 
     @property
     def url(self) -> str:
