@@ -742,8 +742,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that train in this process: started from a shell, they restart themselves under the
+# allocator the service's workers use (``RESKD_ALLOCATOR``, default auto: tcmalloc if installed)
+TRAINING_COMMANDS = ("run", "search")
+
+
+def _restart_under_allocator() -> str | None:
+    """Replace this process by the same command line with the allocator preloaded; returns an
+    error for a ``RESKD_ALLOCATOR`` that names nothing usable, else returns only when there is
+    nothing to preload (or it already is)."""
+    from api.runtime.serve import with_allocator
+
+    choice = os.environ.get("RESKD_ALLOCATOR", "auto")
+    if choice not in ("auto", "system") and not Path(choice).is_file():
+        return f"RESKD_ALLOCATOR: {choice!r} is not auto, system or an existing library file"
+    env = with_allocator(choice, os.environ)
+    if env is not None:
+        sys.stdout.flush()
+        os.execve(sys.executable, sys.orig_argv, env)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if argv is None and args.command in TRAINING_COMMANDS:  # not when called in process (tests)
+        error = _restart_under_allocator()
+        if error:
+            print(f"reskd {args.command}: error: {error}", file=sys.stderr)
+            return 2
     try:
         code = int(args.func(args))
         sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit

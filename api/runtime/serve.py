@@ -11,6 +11,7 @@ import sys
 import sysconfig
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,11 +55,20 @@ def allocator_library(choice: str, dirs: list[Path] | None = None) -> str | None
     return None
 
 
+def with_allocator(choice: str, environ: Mapping[str, str]) -> dict[str, str] | None:
+    """``environ`` with the allocator ``choice`` gives put first in ``LD_PRELOAD``; None when
+    there is none to preload or it is already there (a process started under it)."""
+    library = allocator_library(choice)
+    preload = environ.get("LD_PRELOAD", "")
+    if not library or library in preload.split(":"):
+        return None
+    return dict(environ) | {"LD_PRELOAD": ":".join(p for p in (library, preload) if p)}
+
+
 def worker_env(settings: Settings, *, gpu: int | None, threads: int) -> dict[str, str]:
     env = dict(os.environ)
-    library = allocator_library(settings.allocator) if gpu is None else None
-    if library and library not in env.get("LD_PRELOAD", "").split(":"):
-        env["LD_PRELOAD"] = ":".join(p for p in (library, env.get("LD_PRELOAD")) if p)
+    if gpu is None:
+        env = with_allocator(settings.allocator, env) or env
     env |= {
         "RESKD_ARTIFACT_ROOT": str(settings.artifact_root.resolve()),
         "RESKD_DATABASE_URL": settings.url,

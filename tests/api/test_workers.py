@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from api.runtime.serve import allocator_library, worker_env, worker_specs
+from api.runtime.serve import allocator_library, with_allocator, worker_env, worker_specs
 from api.runtime.settings import Settings
 
 
@@ -54,6 +55,44 @@ def test_cpu_workers_preload_the_allocator_once(
     monkeypatch.delenv("LD_PRELOAD")
     assert "LD_PRELOAD" not in worker_env(Settings(allocator="system"), gpu=None, threads=1)
     assert "LD_PRELOAD" not in worker_env(settings, gpu=0, threads=1)  # GPU workers: as they are
+    assert with_allocator(str(library), {"LD_PRELOAD": str(library)}) is None
+    assert with_allocator("system", {}) is None
+
+
+def test_training_commands_restart_under_the_allocator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``reskd run`` and ``reskd search`` from a shell exec themselves again under the
+    allocator, once; a bad RESKD_ALLOCATOR is refused, naming it."""
+    from api.cli import main as cli
+
+    library = tmp_path / "libtcmalloc_minimal.so.4"
+    library.write_bytes(b"")
+    execs: list[tuple[str, list[str], dict[str, str]]] = []
+    monkeypatch.setattr(os, "execve", lambda path, args, env: execs.append((path, args, env)))
+    monkeypatch.setattr(sys, "orig_argv", [sys.executable, "reskd", "search", "x.yaml"])
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.setenv("RESKD_ALLOCATOR", str(library))
+    assert cli._restart_under_allocator() is None
+    assert execs == [(sys.executable, sys.orig_argv, execs[0][2])]
+    assert execs[0][2]["LD_PRELOAD"] == str(library)
+    monkeypatch.setenv("LD_PRELOAD", str(library))  # the restarted process: no second exec
+    assert cli._restart_under_allocator() is None and len(execs) == 1
+    monkeypatch.setenv("RESKD_ALLOCATOR", str(tmp_path / "missing.so"))
+    assert "RESKD_ALLOCATOR" in (cli._restart_under_allocator() or "")
+
+
+@pytest.mark.skipif(allocator_library("auto") is None, reason="tcmalloc is not installed")
+def test_training_command_runs_after_its_restart(tmp_path: Path) -> None:
+    """The real exec: ``reskd search`` comes back under tcmalloc and reads its config."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "RESKD_ALLOCATOR")}
+    command = [sys.executable, "-m", "api.cli.main", "search", str(tmp_path / "none.yaml")]
+    root = Path(__file__).parents[2]
+    out = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True)
+    assert out.returncode == 2 and "none.yaml" in out.stderr  # it got as far as reading it
+    bad = env | {"RESKD_ALLOCATOR": str(tmp_path / "missing.so")}
+    out = subprocess.run(command, env=bad, cwd=root, capture_output=True, text=True)
+    assert out.returncode == 2 and "RESKD_ALLOCATOR" in out.stderr
 
 
 _TRAIN = """
