@@ -23,12 +23,18 @@ forward multiply-accumulates (every candidate on every edge, in the product coun
 (the usual rule: the backward costs twice the forward), twice for a bilevel step (an architecture
 pass on a held-out batch, then a weight pass). The same figure serves NNI's step, which runs the
 same operations.
+
+Both sides run in one process, so under one allocator: by default the one the service's workers
+preload (``--allocator auto``: tcmalloc when installed, see ``api.runtime.serve``); ``--allocator
+system`` keeps glibc's.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -37,6 +43,7 @@ from typing import Any
 import torch
 from torch.utils.data import TensorDataset
 
+from api.runtime.serve import with_allocator
 from distill.residual import MethodConfig
 from search.run import residual_objective
 from search.spec import SearchSpec
@@ -215,7 +222,17 @@ def main() -> None:
         action="store_true",
         help="also the bilevel step with the supernet's forward under torch.compile (inductor)",
     )
+    parser.add_argument(
+        "--allocator",
+        default="auto",
+        help="auto (tcmalloc when installed, as the service's workers), system, or a library path",
+    )
     args = parser.parse_args()
+    env = with_allocator(args.allocator, os.environ)
+    if env is not None:  # the same command again, with the allocator preloaded
+        os.execve(sys.executable, sys.orig_argv, env)
+    if os.environ.get("LD_PRELOAD"):
+        print(f"preloaded: {os.environ['LD_PRELOAD']}")
     torch.set_num_threads(args.threads)
     shape = NetShape.of(
         channels=args.channels,
