@@ -752,10 +752,12 @@ def _restart_under_allocator() -> str | None:
     error for a ``RESKD_ALLOCATOR`` that names nothing usable, else returns only when there is
     nothing to preload (or it already is)."""
     from api.runtime.serve import with_allocator
+    from api.runtime.settings import check_allocator
 
-    choice = os.environ.get("RESKD_ALLOCATOR", "auto")
-    if choice not in ("auto", "system") and not Path(choice).is_file():
-        return f"RESKD_ALLOCATOR: {choice!r} is not auto, system or an existing library file"
+    try:
+        choice = check_allocator(os.environ.get("RESKD_ALLOCATOR", "auto"), "RESKD_ALLOCATOR")
+    except ValueError as exc:
+        return str(exc)
     env = with_allocator(choice, os.environ)
     if env is not None:
         sys.stdout.flush()

@@ -8,6 +8,13 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def check_allocator(value: str, name: str = "allocator") -> str:
+    """``value`` when it is auto, system or an existing file, else a ValueError naming ``name``."""
+    if value in ("auto", "system") or Path(value).is_file():
+        return value
+    raise ValueError(f"{name}: {value!r} is not auto, system or an existing shared library file")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RESKD_", extra="ignore")
 
@@ -78,11 +85,7 @@ class Settings(BaseSettings):
     @field_validator("allocator")
     @classmethod
     def _allocator_known(cls, value: str) -> str:
-        if value in ("auto", "system") or Path(value).is_file():
-            return value
-        raise ValueError(
-            f"allocator: {value!r} is not auto, system or an existing shared library file"
-        )
+        return check_allocator(value)
 
     @property
     def url(self) -> str:
