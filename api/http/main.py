@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.http import dashboard, queries
 from api.http.guard import Guard, host_names
+from api.http.kept import KeptPareto
 from api.http.routes import architectures, checkpoints, jobs, sweeps
 from api.http.streams import Streams
 from api.runtime.settings import Settings
@@ -150,6 +151,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     hosts = host_names(settings.host, settings.allowed_hosts)
     limits = {"/v1/checkpoints": settings.max_checkpoint_bytes}
+    # the last added runs first: Guard, then the kept Pareto responses, then the routes
+    app.add_middleware(KeptPareto, kept=app.state.pareto, db=db)
     app.add_middleware(
         Guard, token=settings.token, hosts=hosts, max_body=settings.max_body_bytes, limits=limits
     )

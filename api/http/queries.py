@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
+from starlette.responses import Response
 
 from api.http import schemas
 from api.runtime import fronts
@@ -349,7 +350,26 @@ class ParetoResponses:
     def __init__(self, entries: int) -> None:
         self.entries = entries
         self._kept: OrderedDict[ParetoKey, tuple[int, bytes]] = OrderedDict()
+        # raw query strings the route has parsed and validated, and the query each one means
+        self._queries: OrderedDict[bytes, ParetoKey] = OrderedDict()
         self._lock = threading.Lock()  # the event loop's thread only today; cheap to keep safe
+
+    def validated(self, query_string: bytes, key: ParetoKey) -> None:
+        """The route parsed and validated ``query_string`` as ``key`` and answered it: the same
+        bytes are then answered before the route (``api.http.kept.KeptPareto``), without its
+        parsing again. As many as 4 spellings per kept query are remembered (least recent go)."""
+        if not self.entries:
+            return
+        with self._lock:
+            self._queries[query_string] = key
+            self._queries.move_to_end(query_string)
+            while len(self._queries) > 4 * self.entries:
+                self._queries.popitem(last=False)
+
+    def key_of(self, query_string: bytes) -> ParetoKey | None:
+        """The query a raw query string means, if the route validated those bytes before."""
+        with self._lock:
+            return self._queries.get(query_string)
 
     def read(self, conn: Any, key: ParetoKey, known: str | None) -> tuple[str, bytes | None]:
         """The response's ETag and body for ``key``; the body is None when ``known`` (a client's
@@ -380,6 +400,14 @@ class ParetoResponses:
                 while len(self._kept) > self.entries:
                     self._kept.popitem(last=False)
         return tag, body
+
+
+def pareto_response(tag: str, body: bytes | None) -> Response:
+    """``GET /v1/pareto``'s answer to what ``ParetoResponses.read`` returned (None: a 304)."""
+    headers = {"ETag": tag, "Cache-Control": "no-cache"}  # browsers revalidate, then reuse
+    if body is None:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 def etag(revision: int) -> str:

@@ -92,10 +92,7 @@ async def pareto(
     kept: queries.ParetoResponses = request.app.state.pareto
     # On the event loop, on its own connection: the revision and the stored front are short,
     # bounded reads, and a hop to the thread pool (and back) cost more than them under load.
-    tag, body = db.loop_read(
-        lambda conn: kept.read(conn, (dataset, teacher, cost, include_teacher), if_none_match)
-    )
-    headers = {"ETag": tag, "Cache-Control": "no-cache"}  # browsers revalidate, then reuse
-    if body is None:
-        return Response(status_code=304, headers=headers)
-    return Response(body, media_type="application/json", headers=headers)
+    key: queries.ParetoKey = (dataset, teacher, cost, include_teacher)
+    tag, body = db.loop_read(lambda conn: kept.read(conn, key, if_none_match))
+    kept.validated(request.scope["query_string"], key)  # next time answered before the route
+    return queries.pareto_response(tag, body)
