@@ -26,8 +26,6 @@ from typing import Any
 from api.client import Client
 from api.client.plots import plot_pareto, plot_sweep
 from distill.report import SUMMARY_COLUMNS, format_table, metrics_table, repair_text
-from search.cells import genotype_text
-from space.genotypes import Genotype
 
 BUDGET = 0.2  # MFLOPs: ResNet-8 x0.5 on 1x8x8 costs 0.198
 
@@ -165,6 +163,10 @@ def run_demo(
             teacher=teacher,
         )
         print(f"\nPareto plot: {plot}")
+        # imported here, not before the service starts: they import torch (3 s on 2 slow cores)
+        from search.cells import genotype_text
+        from space.genotypes import Genotype
+
         search = finished["searched R1"]
         totals = {m["model"]: m["mflops"] for m in search["metrics"]}
         for found in search["searches"]:
