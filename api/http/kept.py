@@ -13,7 +13,7 @@ If-None-Match the route would refuse (over its 1,000 characters), and any failur
 
 from __future__ import annotations
 
-from typing import Any
+from starlette.responses import Response
 
 from api.http import queries
 from api.http.guard import App, Receive, Scope, Send
@@ -37,7 +37,8 @@ class KeptPareto:
                 return
         await self.app(scope, receive, send)
 
-    def _answer(self, scope: Scope) -> Any:
+    def _answer(self, scope: Scope) -> Response | None:
+        """The route's answer to a query string it validated before; None: the route's to give."""
         key = self.kept.key_of(scope.get("query_string", b""))
         if key is None:
             return None

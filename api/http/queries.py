@@ -357,7 +357,8 @@ class ParetoResponses:
     def validated(self, query_string: bytes, key: ParetoKey) -> None:
         """The route parsed and validated ``query_string`` as ``key`` and answered it: the same
         bytes are then answered before the route (``api.http.kept.KeptPareto``), without its
-        parsing again. As many as 4 spellings per kept query are remembered (least recent go)."""
+        parsing again. Up to 4 spellings a kept query on average are remembered (``4 * entries``
+        in all; the least recently validated go first)."""
         if not self.entries:
             return
         with self._lock:
