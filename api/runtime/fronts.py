@@ -28,11 +28,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from functools import cache
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from db.models import COSTS, Architecture, ParetoGroup, ParetoMember, ParetoRevision
@@ -56,15 +59,41 @@ def front_of(points: Iterable[Point]) -> list[Point]:
     )
 
 
-REVISION = select(R.c.revision).where(R.c.id == 1)
 _RAISE = update(R).where(R.c.id == 1).values(revision=R.c.revision + 1)
 
 
-def revision(conn: Any) -> int:
+_REVISION_SQL = f"SELECT revision FROM {R.name} WHERE id = 1"  # the same on every backend
+
+
+def revision(conn: Connection) -> int:
     """The fronts' revision: it changes whenever any stored front or count does. Read it before
     the fronts: what is read next is then at least as new as the revision it is kept under, and a
-    kept response is never served once a later revision is committed."""
-    return int(conn.execute(REVISION).scalar_one())
+    kept response is never served once a later revision is committed.
+
+    Every kept Pareto answer reads it, so it goes through the driver's cursor, in ``conn``'s
+    transaction: SQLAlchemy's statement execution took about 180 of its 380 us on PostgreSQL (137
+    of 278 on SQLite). A driver error is raised as SQLAlchemy raises one (``DBAPIError``; a
+    dropped connection invalidated, so ``Database.loop_read`` tries again on a new one)."""
+    dbapi = conn.dialect.loaded_dbapi
+    raw = conn.connection.dbapi_connection
+    assert raw is not None  # a Connection in use holds its DBAPI connection
+    cursor = raw.cursor()
+    try:
+        cursor.execute(_REVISION_SQL)
+        row = cursor.fetchone()
+    except dbapi.Error as exc:
+        gone = conn.dialect.is_disconnect(exc, raw, cursor)
+        if gone:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            _REVISION_SQL, None, exc, dbapi.Error, connection_invalidated=gone, dialect=conn.dialect
+        ) from exc
+    finally:
+        with suppress(dbapi.Error):  # closing a dropped connection's cursor may fail too
+            cursor.close()
+    if row is None:
+        raise LookupError(f"{R.name}: its row is missing (the database is not migrated)")
+    return int(row[0])
 
 
 def _lock(conn: Any, groups: Iterable[Group], revise: bool = True) -> None:

@@ -259,6 +259,16 @@ def test_loop_reads_never_wait_for_the_shared_pool_and_survive_a_dropped_connect
             admin.commit()
         again = db.loop_read(lambda c: c.exec_driver_sql("SELECT pg_backend_pid()").scalar())
         assert again != pid
+        # the fronts' revision, read through the driver's cursor, is retried the same way
+        from api.runtime import fronts
+
+        before = db.loop_read(fronts.revision)
+        with db.engine.connect() as admin:
+            admin.exec_driver_sql(f"SELECT pg_terminate_backend({int(again)})")
+            admin.commit()
+        assert db.loop_read(fronts.revision) == before
+        last = db.loop_read(lambda c: c.exec_driver_sql("SELECT pg_backend_pid()").scalar())
+        assert last != again
     db.dispose()
 
 
