@@ -219,3 +219,46 @@ def test_expected_mflops_is_the_derived_networks_counted_mflops_over_random_alph
         expected.backward()  # and it has a gradient for every architecture parameter
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.arch_parameters())
     assert abs(sum(errors) / len(errors)) < 0.15, errors
+
+
+@pytest.mark.parametrize("name", ["sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"])
+def test_small_maps_as_matrix_products_match_the_convs(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training on small CPU maps, the depthwise and pointwise convs run as matrix products: the
+    same outputs and gradients as the convs (float32 rounding), at every stride, dilation and
+    size of the demo's and MNIST's last cells, odd sizes and 1x1 maps included."""
+    import space.operations as operations
+
+    torch.manual_seed(0)
+    for c, size, stride in [(4, 8, 1), (4, 8, 2), (8, 4, 1), (16, 2, 1), (16, 7, 2), (6, 1, 1)]:
+        op = OPS[name](c, stride, True).train()
+        x = torch.randn(8, c, size, size, requires_grad=True)
+        assert operations.small_maps(x)
+        y = op(x)
+        g = torch.randn_like(y)
+        grads = torch.autograd.grad(y, [x, *op.parameters()], g)
+        with monkeypatch.context() as patch:
+            patch.setattr(operations, "SMALL_MAP_PIXELS", 0)  # the convs
+            assert not operations.small_maps(x)
+            y_conv = op(x)
+            grads_conv = torch.autograd.grad(y_conv, [x, *op.parameters()], g)
+        torch.testing.assert_close(y, y_conv, rtol=1e-4, atol=1e-4)
+        for a, b in zip(grads, grads_conv, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+        # a wrong tap pattern is caught: the transposed kernel gives another result
+        dw = (op[1].weight if name.startswith("dil") else op[0][1].weight).detach()
+        if dw.shape[-1] == 3 and size > 1:
+            eye = torch.eye(c).view(c, c, 1, 1)
+            right = torch.nn.functional.conv2d(x.detach(), dw, None, 1, 1, 1, c)
+            same = operations.depthwise_pointwise(x.detach(), dw, eye, 1, 1, 1)
+            wrong = operations.depthwise_pointwise(x.detach(), dw.transpose(2, 3), eye, 1, 1, 1)
+            torch.testing.assert_close(same, right, rtol=1e-4, atol=1e-4)
+            assert not torch.allclose(wrong, right, atol=1e-3)
+    # larger maps, evaluation and TorchScript keep the convs
+    assert not operations.small_maps(torch.zeros(2, 4, 14, 14))
+    assert not operations.small_maps(torch.zeros(2, 64, 4, 4))
+    op = OPS[name](4, 1, True).eval()
+    x = torch.randn(2, 4, 8, 8)
+    scripted = torch.jit.script(op)
+    torch.testing.assert_close(scripted(x), op(x))
