@@ -27,7 +27,14 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from space.network import CellPlan, preprocessing
-from space.operations import OPS, FactorizedReduce
+from space.operations import (
+    OPS,
+    FactorizedReduce,
+    conv_as_product,
+    dense_as_product,
+    depthwise_pointwise,
+    small_maps,
+)
 
 _KERNEL = {"sep_conv_3x3": 3, "sep_conv_5x5": 5, "dil_conv_3x3": 3, "dil_conv_5x5": 5}
 # From this many channels a depthwise-then-pointwise pair on a shared input runs as the pair
@@ -113,6 +120,8 @@ class OpBundle(nn.Module):
         m, c, k = self.m, self.c, self.kernel
         pad = self.dilation * (k - 1) // 2
         if not shared:
+            if small_maps(x):  # oneDNN's per-call work dominates there (``space.operations``)
+                return bn(depthwise_pointwise(x, dw, pw, stride, pad, self.dilation, m))
             if (
                 k == 5
                 and x.device.type == "cpu"
@@ -130,6 +139,8 @@ class OpBundle(nn.Module):
             y = torch.matmul(pw.view(m, c, c), y.view(b, c, m, h * w).transpose(1, 2))
             return bn(y.view(b, m * c, h, w))
         kernel = (pw.view(m, c, c, 1, 1) * dw.view(m, 1, c, k, k)).reshape(m * c, c, k, k)
+        if dense_as_product(x, m * c, stride):  # tiny maps: one matrix product
+            return bn(conv_as_product(x, kernel, stride, pad, self.dilation))
         return bn(F.conv2d(x, kernel, None, stride, pad, self.dilation))
 
     def forward(self, x: Tensor, relu_x: Tensor) -> Tensor:

@@ -102,18 +102,18 @@ class DilConv(nn.Sequential):
 # ------------------------------------------------------------------------------------------------
 
 SMALL_MAP_PIXELS = 64  # maps up to 8x8
-SMALL_MAP_CHANNELS = 32
+SMALL_MAP_VALUES = 1024  # channels x pixels per sample: 16 channels at 8x8, 64 at 4x4
 
 
 def small_maps(x: Tensor) -> bool:
-    """Whether ``depthwise_pointwise`` is the faster way for this input (a CPU, float maps of
-    at most ``SMALL_MAP_PIXELS`` pixels and ``SMALL_MAP_CHANNELS`` channels)."""
+    """Whether ``depthwise_pointwise`` is the faster way for this input: a CPU, float maps of
+    at most ``SMALL_MAP_PIXELS`` pixels and ``SMALL_MAP_VALUES`` values per sample."""
     return (
         x.device.type == "cpu"
         and x.dim() == 4
         and x.dtype in (torch.float32, torch.float64)
         and x.shape[2] * x.shape[3] <= SMALL_MAP_PIXELS
-        and x.shape[1] <= SMALL_MAP_CHANNELS
+        and x.shape[1] * x.shape[2] * x.shape[3] <= SMALL_MAP_VALUES
     )
 
 
@@ -136,18 +136,46 @@ def _taps(
 
 
 def depthwise_pointwise(
-    x: Tensor, dw: Tensor, pw: Tensor, stride: int, padding: int, dilation: int
+    x: Tensor, dw: Tensor, pw: Tensor, stride: int, padding: int, dilation: int, groups: int = 1
 ) -> Tensor:
-    """``conv2d(conv2d(x, dw, groups=C, ...), pw)`` (bias-free, square kernel) as matrix
-    products: per channel its depthwise map ``M[c] = dw[c] @ S`` applied to the batch, then the
-    pointwise weights across channels."""
+    """``conv2d(conv2d(x, dw, groups=C, ...), pw, groups=groups)`` (bias-free, square kernel) as
+    matrix products: per channel its depthwise map ``M[c] = dw[c] @ S`` applied to the batch,
+    then the pointwise weights of each group across its channels."""
     b, c, h, w = x.shape
     kernel = dw.shape[-1]
     taps, ho, wo = _taps(h, w, kernel, stride, padding, dilation, x.dtype)
     maps = (dw.reshape(c, kernel * kernel) @ taps).view(c, ho * wo, h * w)
     y = torch.bmm(x.reshape(b, c, h * w).transpose(0, 1), maps.transpose(1, 2))  # (C, B, H'W')
-    z = pw.reshape(pw.shape[0], c) @ y.reshape(c, b * ho * wo)
-    return z.view(pw.shape[0], b, ho, wo).transpose(0, 1)
+    out = pw.shape[0]
+    z = torch.bmm(
+        pw.reshape(groups, out // groups, c // groups), y.reshape(groups, c // groups, -1)
+    )
+    return z.view(out, b, ho, wo).transpose(0, 1)
+
+
+DENSE_PRODUCT_VALUES = 32768  # (C x H x W) x (C' x H' x W'): 16 to 64 channels at 2x2
+
+
+def dense_as_product(x: Tensor, out_channels: int, stride: int) -> bool:
+    """Whether ``conv_as_product`` is the faster way for a dense conv on this input (CPU)."""
+    _, c, h, w = x.shape
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and c * h * w * out_channels * ho * wo <= DENSE_PRODUCT_VALUES
+    )
+
+
+def conv_as_product(x: Tensor, weight: Tensor, stride: int, padding: int, dilation: int) -> Tensor:
+    """``conv2d(x, weight, ...)`` (dense, bias-free, square kernel) as one matrix product: the
+    conv is a linear map from C x H x W to C' x H' x W' whose entries are kernel taps."""
+    b, c, h, w = x.shape
+    out, kernel = weight.shape[0], weight.shape[-1]
+    taps, ho, wo = _taps(h, w, kernel, stride, padding, dilation, x.dtype)
+    maps = (weight.reshape(out * c, kernel * kernel) @ taps).view(out, c, ho * wo, h * w)
+    matrix = maps.permute(1, 3, 0, 2).reshape(c * h * w, out * ho * wo)
+    return (x.reshape(b, c * h * w) @ matrix).view(b, out, ho, wo)
 
 
 class SepConv(nn.Sequential):

@@ -257,8 +257,45 @@ def test_small_maps_as_matrix_products_match_the_convs(
             assert not torch.allclose(wrong, right, atol=1e-3)
     # larger maps, evaluation and TorchScript keep the convs
     assert not operations.small_maps(torch.zeros(2, 4, 14, 14))
-    assert not operations.small_maps(torch.zeros(2, 64, 4, 4))
+    assert not operations.small_maps(torch.zeros(2, 32, 8, 8))
     op = OPS[name](4, 1, True).eval()
     x = torch.randn(2, 4, 8, 8)
     scripted = torch.jit.script(op)
     torch.testing.assert_close(scripted(x), op(x))
+
+
+def test_dense_and_grouped_convs_as_matrix_products_match_the_convs() -> None:
+    """The fused supernet's paths on tiny maps: a dense conv (its product kernels) as one matrix
+    product, and a depthwise conv followed by a grouped pointwise one (one group per edge)."""
+    import space.operations as operations
+
+    torch.manual_seed(0)
+    f = torch.nn.functional
+    for c, out, size, stride, kernel, dilation in [
+        (4, 16, 4, 1, 3, 1),
+        (8, 32, 4, 2, 5, 1),
+        (16, 48, 2, 1, 3, 2),
+        (6, 12, 3, 2, 5, 2),
+    ]:
+        pad = dilation * (kernel - 1) // 2
+        x = torch.randn(4, c, size, size, requires_grad=True)
+        weight = torch.randn(out, c, kernel, kernel, requires_grad=True)
+        assert operations.dense_as_product(x, out, stride)
+        y = operations.conv_as_product(x, weight, stride, pad, dilation)
+        y_conv = f.conv2d(x, weight, None, stride, pad, dilation)
+        torch.testing.assert_close(y, y_conv, rtol=1e-4, atol=1e-4)
+        g = torch.randn_like(y)
+        for a, b in zip(
+            torch.autograd.grad(y, [x, weight], g),
+            torch.autograd.grad(y_conv, [x, weight], g),
+            strict=True,
+        ):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+        m = out // c  # grouped: m groups of c channels, as a separable conv's second stage
+        xm = torch.randn(4, m * c, size, size)
+        dw = torch.randn(m * c, 1, kernel, kernel)
+        pw = torch.randn(m * c, c, 1, 1)
+        z = operations.depthwise_pointwise(xm, dw, pw, stride, pad, dilation, groups=m)
+        z_conv = f.conv2d(f.conv2d(xm, dw, None, stride, pad, dilation, m * c), pw, groups=m)
+        torch.testing.assert_close(z, z_conv, rtol=1e-4, atol=1e-4)
+    assert not operations.dense_as_product(torch.zeros(2, 4, 8, 8), 16, 1)

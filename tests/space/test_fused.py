@@ -36,6 +36,10 @@ CASES = {
     "stacnas-stage1": (uniform_candidates(STAGE1), 6, 15, 1),  # odd sizes: padded reduce
     "stacnas-stage2": (stage2_candidates(0), 4, 16, 1),
     "pc-darts-k2": (uniform_candidates(PRIMITIVES), 4, 16, 2),
+    # 4x4, 2x2 and 1x1 maps: the product kernels as one matrix product, the separable convs'
+    # second stage as a depthwise and a grouped pointwise matrix product (space.operations)
+    "tiny-maps": (uniform_candidates(PRIMITIVES), 4, 4, 1),
+    "tiny-maps-stacnas-stage2": (stage2_candidates(0), 4, 5, 1),
 }
 # A weight's gradient sums over every position of every image: at 32x32 four times the terms of
 # 16x16, summed in another order by the fused convs, so float32 rounding reaches 2.6e-5 there
