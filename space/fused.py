@@ -116,7 +116,11 @@ class OpBundle(nn.Module):
         Otherwise (a separable conv's second stage) ``x`` holds each edge's own m x c channels
         and the pair runs as it is, grouped per edge (the composed kernel, a grouped dense conv,
         was no faster there); its pointwise part goes through ``_pointwise`` (a batched matrix
-        product on large maps)."""
+        product on large maps).
+
+        On tiny CPU maps, where oneDNN's per-call work sets the cost, both run as matrix
+        products instead (``space.operations``): the second stage on maps up to 8x8
+        (``small_maps``), the dense product conv on 2x2 ones (``dense_as_product``)."""
         m, c, k = self.m, self.c, self.kernel
         pad = self.dilation * (k - 1) // 2
         if not shared:
@@ -335,8 +339,7 @@ def _pointwise(y: Tensor, pw: Tensor, m: int) -> Tensor:
     there mkldnn's grouped 1x1 conv was up to 7x slower forward and backward (41 ms against 5.9
     at 4 groups of 16 channels, 32x32, batch 64; 2 threads). On smaller maps the two were within
     2 ms of each other either way (16x16: 2.0 against 1.2 ms; 8x8 at 64 channels: 3.0 against
-    5.9), so the conv stays, and with it the float rounding, so the searches of the demo (8x8)
-    and of MNIST (28x28) take the paths they took before."""
+    5.9), so the conv stays there (the maps ``small_maps`` admits take ``depthwise_pointwise``)."""
     b, mc, h, w = y.shape
     c = mc // m
     if y.device.type != "cpu" or not y.is_contiguous() or h * w < 1024:
