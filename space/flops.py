@@ -14,9 +14,19 @@ from typing import Any
 
 import thop
 import torch
+from thop import vision
 from torch import nn
 
+from space.pooling import AvgPool3x3, MaxPool3x3
+
 CustomOps = dict[type[nn.Module], Callable[[nn.Module, tuple[torch.Tensor, ...], Any], None]]
+
+# thop finds its hooks by a module's exact type: the poolings that subclass PyTorch's count as
+# PyTorch's do (average pooling 1 per output element, max pooling 0)
+POOLINGS: CustomOps = {
+    AvgPool3x3: vision.basic_hooks.count_avgpool,
+    MaxPool3x3: vision.basic_hooks.zero_ops,
+}
 
 
 @dataclass(frozen=True)
@@ -58,5 +68,7 @@ def count(
     probe = copy.deepcopy(model).cpu().eval()
     x = torch.zeros(1, *input_shape)
     with torch.no_grad():
-        macs, _ = thop.profile(probe, inputs=(x,), custom_ops=custom_ops or {}, verbose=False)
+        macs, _ = thop.profile(
+            probe, inputs=(x,), custom_ops={**POOLINGS, **(custom_ops or {})}, verbose=False
+        )
     return Complexity(params=count_parameters(model), macs=round(float(macs)))

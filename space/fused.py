@@ -273,18 +273,20 @@ class FusedSearchCell(nn.Module):
     def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, beta: float = 0.0) -> Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         flat = weights.reshape(-1)
-        mixed: list[Tensor] = []
+        # each state's edges, unbound once: one backward that stacks the edges' gradients, where
+        # indexing an edge at a time zero-fills and then adds a state-sized gradient per edge
+        mixed: list[tuple[Tensor, ...]] = []
         bypass: list[Tensor] = []
         for s in range(self.steps + 2):
             if s >= 2:
                 j = s - 2  # node j reads states 0..j+1; its slot among state i's edges
-                node: Any = sum(mixed[i][:, j - max(0, i - 1)] for i in range(j + 2))
+                node: Any = sum(mixed[i][j - max(0, i - 1)] for i in range(j + 2))
                 if self.partial > 1:
                     rest: Any = sum(bypass[i] for i in range(j + 2))
                     node = _shuffle(torch.cat([node, rest], dim=1), self.partial)
                 states.append(node)
             if s <= self.steps:
-                mixed.append(self._mixed(s, states[s], flat, beta))
+                mixed.append(self._mixed(s, states[s], flat, beta).unbind(1))
                 if self.partial > 1:
                     bypass.append(self.bypass[s](states[s][:, self.c :]))
         return torch.cat(states[2:], dim=1)
