@@ -4,7 +4,7 @@ threads, in one run.
 
     make nni-venv && .venv-nni/bin/python benchmarks/search_speed.py [--channels 16] [--layers 8]
         [--batch 64] [--steps 20] [--threads 2] [--device cpu] [--in-chans 3 --size 32]
-        [--channels-last]
+        [--channels-last] [--compare-pooling]
     # the demo's search: --channels 4 --layers 5 --in-chans 1 --size 8
 
 Both sides optimise the same objective (KD on a residual target held in a cache) on CIFAR-shaped
@@ -24,6 +24,10 @@ forward multiply-accumulates (every candidate on every edge, in the product coun
 pass on a held-out batch, then a weight pass). The same figure serves NNI's step, which runs the
 same operations.
 
+``--compare-pooling``: our steps alternate between the training poolings (``space.pooling``) and
+PyTorch's own kernels, in one process on one supernet and batch, and each of our rows also gives
+the median step with PyTorch's pooling and the ratio (a comparison that drifts less than two runs).
+
 Both sides run in one process, so under one allocator: by default the one the service's workers
 preload (``--allocator auto``: tcmalloc when installed, see ``api.runtime.serve``); ``--allocator
 system`` keeps glibc's.
@@ -32,15 +36,18 @@ system`` keeps glibc's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
 import torch
+from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 
 from api.runtime.serve import with_allocator
@@ -50,6 +57,7 @@ from search.spec import SearchSpec
 from search.strategies import SearchContext, StacNAS, _cycle
 from search.task import SearchTask
 from space.operations import PRIMITIVES
+from space.pooling import AvgPool3x3, MaxPool3x3
 from space.supernet import NetShape, Supernet, uniform_candidates
 
 Row = dict[str, Any]
@@ -105,19 +113,49 @@ def ours(
     ).to(device)
     task.train()
     optimizer = torch.optim.SGD(net.weight_parameters(), lr=0.025, momentum=0.9)
-    seconds = []
-    for step in range(args.warmup + args.steps):
+    seconds: list[float] = []
+    pytorch_pooling: list[float] = []  # --compare-pooling: the odd steps
+    compare = getattr(args, "compare_pooling", False)
+    for step in range(args.warmup + (2 if compare else 1) * args.steps):
         if device.type == "cuda":
             torch.cuda.synchronize()
+        theirs = compare and step % 2 == 1
         started = time.perf_counter()
-        task.step(x, y, index, optimizer)
+        with pooling_of_pytorch(theirs):
+            task.step(x, y, index, optimizer)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if step >= args.warmup:
-            seconds.append(time.perf_counter() - started)
+            (pytorch_pooling if theirs else seconds).append(time.perf_counter() - started)
         elif step == 0 and compiled:
             print(f"{name}: first step (compiling) {time.perf_counter() - started:.1f} s")
-    return _row(name, optimization, seconds, args.batch)
+    row = _row(name, optimization, seconds, args.batch)
+    if compare:
+        theirs_ms = 1000 * statistics.median(pytorch_pooling)
+        row["ms/step, PyTorch's pooling"] = round(theirs_ms, 1)
+        row["pooling speed-up"] = round(theirs_ms / row["ms/step"], 3)
+    return row
+
+
+@contextlib.contextmanager
+def pooling_of_pytorch(on: bool) -> Iterator[None]:
+    """Within the block (if ``on``), the training poolings run PyTorch's own kernels."""
+    if not on:
+        yield
+        return
+    saved = MaxPool3x3._pool, AvgPool3x3._pool
+
+    def max_pool(self: MaxPool3x3, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(x, 3, self.step, 1)
+
+    def avg_pool(self: AvgPool3x3, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, 3, self.step, 1, count_include_pad=False)
+
+    MaxPool3x3._pool, AvgPool3x3._pool = max_pool, avg_pool  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        MaxPool3x3._pool, AvgPool3x3._pool = saved  # type: ignore[method-assign]
 
 
 def nni(args: argparse.Namespace, shape: NetShape) -> Row:
@@ -213,6 +251,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--skip-reference", action="store_true", help="without the per-edge reference cells"
+    )
+    parser.add_argument(
+        "--compare-pooling",
+        action="store_true",
+        help="our steps alternate with PyTorch's pooling kernels: both medians and the ratio",
     )
     parser.add_argument("--in-chans", type=int, default=3, help="input channels (digits: 1)")
     parser.add_argument("--size", type=int, default=32, help="input height and width (digits: 8)")
