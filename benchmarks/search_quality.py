@@ -18,6 +18,9 @@ R1 is
   Li and Talwalkar (2019).
 Every R1 is then trained from scratch with the same settings (``train``) on T - S0.
 
+Runs under the allocator the service's CPU workers preload (``--allocator auto``: tcmalloc when
+installed; it changes no result, only the search minutes), so the minutes are a job's.
+
 Prints a table (S1 accuracy mean ± sd, R1 MFLOPs, search minutes, the searched normal cell's skip
 count) and each arm's hypervolume (over S0's accuracy and 1.1x the largest budget), writes
 ``quality.json`` and ``quality.png`` (the three fronts with error bars) under ``--out``.
@@ -28,12 +31,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from api.runtime.serve import with_allocator
 from distill.data import dataset_info
 from distill.models import NetSpec, complexity
 from distill.report import format_table
@@ -168,7 +174,18 @@ def main() -> None:
         help="the seed whose T serves the others: it trains it (a later run with other seeds "
         "only reuses OUT/teacher.pt)",
     )
+    parser.add_argument(
+        "--allocator",
+        default="auto",
+        help="auto (tcmalloc when installed: what the service's CPU workers run a job under, "
+        "it changes no result), system, or a library path",
+    )
     args = parser.parse_args()
+    env = with_allocator(args.allocator, os.environ)
+    if env is not None:  # the same command again, with the allocator preloaded
+        os.execve(sys.executable, sys.orig_argv, env)
+    if os.environ.get("LD_PRELOAD"):
+        print(f"preloaded: {os.environ['LD_PRELOAD']}")
 
     info = dataset_info(args.dataset)
     unit = complexity(NetSpec.for_dataset("resnet8", info, width=0.5).build(), info).mflops
