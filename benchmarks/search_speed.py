@@ -115,7 +115,7 @@ def ours(
     optimizer = torch.optim.SGD(net.weight_parameters(), lr=0.025, momentum=0.9)
     seconds: list[float] = []
     pytorch_pooling: list[float] = []  # --compare-pooling: the odd steps
-    compare = getattr(args, "compare_pooling", False)
+    compare = args.compare_pooling
     for step in range(args.warmup + (2 if compare else 1) * args.steps):
         if device.type == "cuda":
             torch.cuda.synchronize()
