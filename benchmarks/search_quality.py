@@ -6,7 +6,11 @@ random R1 at three FLOPs budgets over several seeds, every R1 trained the same w
 
 Per seed, one output directory holds every run, so S0 (ResNet-14x0.25 by KD, as in
 ``benchmarks/reskd_seeds.py``) is trained once and shared by the arms; T (ResNet-20) is trained
-with the first seed and serves every seed (``--teacher-per-seed`` trains one per seed). Every R1
+with the first seed and serves every seed (``--teacher-per-seed`` trains one per seed).
+``--shared-student``: the teacher seed's S0 serves every seed as well (loaded through the run
+config's ``student_checkpoint``), so that the seeds vary only what the arms differ by, the search
+and R1's training, as they do for a user whose T and S0 are given; S0's own seed-to-seed spread
+(0.35 points sd over 5 seeds) then no longer enters every arm's standard error. Every R1
 trains with its gradients clipped at 5 (searched and random genotypes do under ``nas_train``).
 Budgets are multiples of ResNet-8x0.5's counted MFLOPs on the dataset. At each budget and seed,
 R1 is
@@ -95,12 +99,13 @@ def random_genotype(rng: random.Random, steps: int = 4) -> dict[str, list[dict[s
     }
 
 
-def share_teacher(directory: Path, out: Path) -> Path:
-    """The first seed's trained T as a plain state dict (what ``teacher_checkpoint`` loads)."""
+def share_stage(directory: Path, kind: str, out: Path) -> Path:
+    """The first seed's trained T or S0 (``kind``: teacher, student) as a plain state dict (what
+    ``teacher_checkpoint`` and ``student_checkpoint`` load), at ``OUT/<kind>.pt``."""
     import torch
 
-    (weights,) = directory.glob("teacher-*/weights.pt")
-    path = out / "teacher.pt"
+    (weights,) = directory.glob(f"{kind}-*/weights.pt")
+    path = out / f"{kind}.pt"
     torch.save(torch.load(weights, map_location="cpu", weights_only=True)["model"], path)
     return path
 
@@ -175,6 +180,11 @@ def main() -> None:
         "only reuses OUT/teacher.pt)",
     )
     parser.add_argument(
+        "--shared-student",
+        action="store_true",
+        help="the teacher seed's S0 serves every seed too (default: S0 per seed)",
+    )
+    parser.add_argument(
         "--allocator",
         default="auto",
         help="auto (tcmalloc when installed: what the service's CPU workers run a job under, "
@@ -194,13 +204,29 @@ def main() -> None:
     print(f"ResNet-8x0.5 on {args.dataset}: {unit:.4f} MFLOPs; budgets x{args.budgets}", flush=True)
     records: list[dict[str, Any]] = []
     shared_teacher: Path | None = None
-    for seed in args.seeds:
+    shared_student: Path | None = None
+    if args.shared_student and args.teacher_per_seed:
+        raise SystemExit("--shared-student: needs one T for every seed (not --teacher-per-seed)")
+    seeds = list(args.seeds)
+    if args.shared_student and args.teacher_seed in seeds:  # its S0 first, then the others
+        seeds.remove(args.teacher_seed)
+        seeds.insert(0, args.teacher_seed)
+    for seed in seeds:
         later = seed != args.teacher_seed and not args.teacher_per_seed
         if later and shared_teacher is None and (out / "teacher.pt").exists():
             shared_teacher = out / "teacher.pt"  # an earlier run's (e.g. more seeds added later)
+        if later and args.shared_student and shared_student is None:
+            if not (out / "student.pt").exists():
+                raise SystemExit(
+                    f"--shared-student: no {out / 'student.pt'}; run the teacher seed "
+                    f"({args.teacher_seed}) first"
+                )
+            shared_student = out / "student.pt"
         base = base_config(args.dataset, seed, args.epochs, args.teacher_epochs)
         if shared_teacher is not None:
             base["teacher_checkpoint"] = str(shared_teacher)
+        if shared_student is not None:
+            base["student_checkpoint"] = str(shared_student)
         directory = out / f"{args.dataset}-seed{seed}"
         for factor in args.budgets:
             budget = round(factor * unit, 4)
@@ -246,6 +272,7 @@ def main() -> None:
                     "budget": budget,
                     "arm": arm,
                     "s0": rows["S0"].accuracy,
+                    "s0_seed": args.teacher_seed if args.shared_student else seed,
                     "s1": rows["S1"].accuracy,
                     "r1_mflops": rows["S1"].mflops - rows["S0"].mflops,
                     "arch": rows["S1"].arch,
@@ -264,9 +291,12 @@ def main() -> None:
                 }
                 records.append(record)
                 if shared_teacher is None and not args.teacher_per_seed:
-                    shared_teacher = share_teacher(directory, out)
+                    shared_teacher = share_stage(directory, "teacher", out)
                     if seed != args.teacher_seed:
                         print(f"T of seed {seed} serves the others (--teacher-seed {seed})")
+                if args.shared_student and shared_student is None:
+                    shared_student = share_stage(directory, "student", out)
+                    print(f"S0 of seed {seed} ({record['s0']:.4f}) serves every seed")
                 print(
                     f"seed {seed} x{factor} {arm:11s} S1 {record['s1']:.4f} (S0 {record['s0']:.4f})"
                     f" R1 {record['r1_mflops']:.4f} MFLOPs"

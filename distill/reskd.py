@@ -80,6 +80,8 @@ class RunSettings(Protocol):
     @property
     def teacher_checkpoint(self) -> str | None: ...
     @property
+    def student_checkpoint(self) -> str | None: ...
+    @property
     def baselines(self) -> Sequence[Baseline]: ...
 
     def kd_for(self, i: int) -> MethodConfig: ...
@@ -192,8 +194,7 @@ def prepare(
     net = t_spec.build()
     stages: list[dict[str, Any]] = []
     if config.teacher_checkpoint is not None:
-        state = torch.load(config.teacher_checkpoint, map_location="cpu", weights_only=True)
-        net.load_state_dict(state.get("state_dict", state))
+        load_checkpoint(net, config.teacher_checkpoint, "teacher_checkpoint", t_spec.label)
         t_key = stage_key("teacher", {"checkpoint": config.teacher_checkpoint})
         log(f"teacher {t_spec.label}: loaded from {config.teacher_checkpoint}")
     else:
@@ -219,6 +220,25 @@ def prepare(
         net, t_spec, t_key, t_test, torch.tensor(dataset_labels(data.test)),
         complexity(net, data.info).mflops, stages,
     )  # fmt: skip
+
+
+def load_checkpoint(net: nn.Module, path: str, field_name: str, label: str) -> None:
+    """A trained network's weights into ``net``: a plain state dict, or one under ``state_dict``
+    or ``model`` (a stage's ``weights.pt``). A file that does not fit ``net`` is the config's
+    error, named by ``field_name``."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: torch raises several kinds
+        raise ConfigError.at((field_name,), f"not a PyTorch state dict: {exc}") from None
+    if isinstance(state, dict):
+        state = state.get("state_dict", state.get("model", state))
+    if not isinstance(state, dict):
+        raise ConfigError.at((field_name,), f"not a state dict (a {type(state).__name__})")
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1:2] or [str(exc)]
+        raise ConfigError.at((field_name,), f"does not fit {label}: {first[0].strip()}") from None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -324,6 +344,8 @@ class ResKD:
         p, i, method = self.p, stage.i, stage.method
         torch.manual_seed(stage_seed(p.config.seed, f"stage{i}"))
         net = res.spec.build()
+        if i == 0 and p.config.student_checkpoint is not None:
+            return net, self._load_student(net, res.spec, p.config.student_checkpoint)
         peer = res.spec.build() if method.method == "dml" else None
         if i > 0 and method.zero_init_residual:
             for r in (net, peer):
@@ -355,6 +377,17 @@ class ResKD:
         )  # fmt: skip
         net.eval()
         return net, result
+
+    def _load_student(self, net: nn.Module, spec: NetSpec, path: str) -> StageResult:
+        """S0 given trained (``student_checkpoint``): loaded instead of trained. Its key names
+        the file and the network, so the res-students trained on it are stored apart from those
+        of a trained S0."""
+        p = self.p
+        load_checkpoint(net, path, "student_checkpoint", spec.label)
+        net.eval()
+        key = stage_key("student", {"checkpoint": path, "net": spec.to_dict(), "input": p.t_key})
+        p.log(f"S0 {spec.label}: loaded from {path}")
+        return StageResult("student", key, False, 0.0, Path(path).parent)
 
     def finish(self) -> Report:
         """TH_energy, the combined student (saved) and the report (written)."""

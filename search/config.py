@@ -108,6 +108,9 @@ def _named(raw: Any) -> Any:
     return {"model": raw} if isinstance(raw, str) else raw
 
 
+# the fields that name a trained network's weights (a file; over the API, an upload)
+CHECKPOINTS: Final = ("teacher_checkpoint", "student_checkpoint")
+
 NetConfig = Annotated[
     Annotated[ZooNet, Tag("zoo-net")]
     | Annotated[GenotypeNet, Tag("genotype-net")]
@@ -159,6 +162,12 @@ class RunConfig(ConfigModel):
     val_size: int = Field(500, ge=1, le=10_000_000, description="D_v's size")
     teacher_checkpoint: PathText | None = Field(
         None, description="a trained teacher's state dict (.pt); over the API, an uploaded one"
+    )
+    student_checkpoint: PathText | None = Field(
+        None,
+        description="a trained S0's state dict (.pt) for the student network: S0 is loaded "
+        "instead of trained by KD, and the res-students learn its residual; over the API, an "
+        "uploaded one",
     )
     kd: MethodConfig = Field(default_factory=MethodConfig)
     student_kd: MethodConfig | None = Field(
@@ -309,11 +318,17 @@ class RunConfig(ConfigModel):
         allowed = BASELINES[self.method]
         for i, b in enumerate(self.baselines):
             require(b in allowed, ("baselines", i), f"a list of {', '.join(allowed)}")
-        if self.teacher_checkpoint is not None:
+        for name in CHECKPOINTS:
+            given = getattr(self, name)
+            if given is not None:
+                require(Path(given).is_file(), (name,), f"no file at {given}")
+        if self.student_checkpoint is not None:
+            require(self.method == "reskd", ("student_checkpoint",), "needs method reskd")
             require(
-                Path(self.teacher_checkpoint).is_file(),
-                ("teacher_checkpoint",),
-                f"no file at {self.teacher_checkpoint}",
+                not isinstance(self.student, SearchedNet),
+                ("student_checkpoint",),
+                "needs a zoo or genotype student (the network the checkpoint's weights fit), "
+                "not a searched one",
             )
         for name, teacher, nas in (
             ("train", False, False),

@@ -148,7 +148,13 @@ def dry_run(
         plan.append(Priced("teacher (loaded)", teacher_spec.label, cost.params / 1e6,
                            cost.mflops, 0, images, 0.0))  # fmt: skip
     s0 = config.student
-    if isinstance(s0, SearchedNet):
+    if config.student_checkpoint is not None:
+        assert not isinstance(s0, SearchedNet)  # checked: a loaded S0 is a zoo or genotype net
+        s0_spec = spec_of(s0, info)
+        cost = complexity(s0_spec.build(), info)
+        plan.append(Priced("S0 (loaded)", s0_spec.label, cost.params / 1e6, cost.mflops, 0,
+                           images, 0.0))  # fmt: skip
+    elif isinstance(s0, SearchedNet):
         plan += _searched("S0", s0, info, images, nas_cfg.epochs, device, batch_of, timing)
     else:
         s0_cfg = nas_cfg if s0.model == "genotype" else student_cfg
@@ -187,6 +193,8 @@ def dry_run(
     log(format_table([p.row() for p in plan], list(plan[0].row())))
     total = sum(p.hours for p in plan)
     teacher = "loaded" if config.teacher_checkpoint else "trained"
+    if config.student_checkpoint:
+        teacher += ", S0 loaded"
     log(
         f"estimated {what} hours: {total:.2f} (training steps only, the teacher {teacher}; "
         "Energy may stop the res-students earlier)"

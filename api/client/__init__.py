@@ -61,11 +61,13 @@ class Client:
     def submit(
         self, config: dict[str, Any], *, kind: str = "reskd", name: str | None = None
     ) -> dict[str, Any]:
-        """Submit a job; a ``teacher_checkpoint`` that is a file here is uploaded first (the
-        service reads no paths of the client's machine) and the job names the upload."""
-        checkpoint = config.get("teacher_checkpoint")
-        if isinstance(checkpoint, str) and Path(checkpoint).is_file():
-            config = {**config, "teacher_checkpoint": self.upload_checkpoint(Path(checkpoint))}
+        """Submit a job; a ``teacher_checkpoint`` or ``student_checkpoint`` that is a file here
+        is uploaded first (the service reads no paths of the client's machine) and the job names
+        the upload."""
+        for field in ("teacher_checkpoint", "student_checkpoint"):
+            checkpoint = config.get(field)
+            if isinstance(checkpoint, str) and Path(checkpoint).is_file():
+                config = {**config, field: self.upload_checkpoint(Path(checkpoint))}
         return dict(
             self._call("POST", "/v1/jobs", json={"kind": kind, "config": config, "name": name})
         )

@@ -22,7 +22,7 @@ from api.runtime.store import JobQueue
 from api.runtime.sweeps import study_storage
 from db.models import Architecture, Artifact, EpochMetric, Job, Stage, Sweep
 from distill.config import ConfigError
-from search.config import RunConfig
+from search.config import CHECKPOINTS, RunConfig
 from search.pareto import pareto_front
 
 
@@ -35,25 +35,28 @@ class Refused(ValueError):
 
 
 def confine(config: RunConfig, settings: Settings) -> RunConfig:
-    """A job's server paths, kept to where the service allows: ``teacher_checkpoint`` names an
-    uploaded checkpoint (or a file under a data root), ``root`` a directory under a data root.
-    The answer is the same whether or not a refused path exists (no file-existence oracle)."""
+    """A job's server paths, kept to where the service allows: ``teacher_checkpoint`` and
+    ``student_checkpoint`` name an uploaded checkpoint (or a file under a data root), ``root`` a
+    directory under a data root. The answer is the same whether or not a refused path exists (no
+    file-existence oracle)."""
     roots = [r.resolve() for r in settings.data_roots]
     shown = ", ".join(str(r) for r in roots) or "none configured"
     update: dict[str, str] = {}
-    if config.teacher_checkpoint is not None:
-        given = config.teacher_checkpoint
+    for name in CHECKPOINTS:
+        given = getattr(config, name)
+        if given is None:
+            continue
         uploads = settings.checkpoints_dir.resolve()
         path = _inside(uploads / given if "/" not in given else Path(given), [uploads, *roots])
         if path is None:
             raise ConfigError.at(
-                ("teacher_checkpoint",),
+                (name,),
                 "must name a checkpoint uploaded with POST /v1/checkpoints (or a file under "
                 f"RESKD_DATA_ROOTS: {shown})",
             )
         if not _is_file(path):
-            raise ConfigError.at(("teacher_checkpoint",), f"no checkpoint {given!r} was uploaded")
-        update["teacher_checkpoint"] = str(path)
+            raise ConfigError.at((name,), f"no checkpoint {given!r} was uploaded")
+        update[name] = str(path)
     if config.root is not None:
         path = _inside(Path(config.root), roots)
         if path is None:

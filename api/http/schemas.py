@@ -43,7 +43,7 @@ class ValidationProblem(BaseModel):
 
 
 class CheckpointPublic(BaseModel):
-    name: str = Field(description="what a job's teacher_checkpoint names")
+    name: str = Field(description="what a job's teacher_checkpoint or student_checkpoint names")
     size: int
     sha256: str | None
 

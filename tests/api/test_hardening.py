@@ -70,6 +70,16 @@ CORPUS: list[tuple[str, dict[str, Any], list[str | int]]] = [
         {"config": _set(["teacher_checkpoint"], "/nope.pt")},
         ["body", "config", "teacher_checkpoint"],
     ),
+    (
+        "student_checkpoint: /etc/passwd",
+        {"config": _set(["student_checkpoint"], "/etc/passwd")},
+        ["body", "config", "student_checkpoint"],
+    ),
+    (
+        "student_checkpoint: 5",
+        {"config": _set(["student_checkpoint"], 5)},
+        ["body", "config", "student_checkpoint"],
+    ),
     ("augment: 'yes'", {"config": _set(["augment"], "yes")}, ["body", "config", "augment"]),
     ("root: 5", {"config": _set(["root"], 5)}, ["body", "config", "root"]),
     ("root: /etc", {"config": _set(["root"], "/etc")}, ["body", "config", "root"]),
@@ -261,6 +271,11 @@ def test_checkpoints_are_uploaded_and_jobs_name_them(svc: Service, tmp_path: Pat
 
     sent = Client(svc.url).submit(tiny_config(teacher_checkpoint=str(path)))
     assert Path(sent["config"]["teacher_checkpoint"]).parent == stored.parent
+    # S0's weights too (``student_checkpoint``): uploaded by the client, confined by the service
+    sent = Client(svc.url).submit(tiny_config(student_checkpoint=str(path)))
+    assert Path(sent["config"]["student_checkpoint"]).parent == stored.parent
+    r = svc.http.post("/v1/jobs", json={"config": tiny_config(student_checkpoint="gone.pt")})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "student_checkpoint"
     r = svc.http.post("/v1/jobs", json={"config": tiny_config(teacher_checkpoint="gone.pt")})
     assert r.status_code == 422 and "gone.pt" in r.text and str(svc.root) not in r.text
 

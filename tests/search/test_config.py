@@ -112,3 +112,38 @@ def test_nas_train_is_how_searched_and_genotype_networks_train() -> None:
     assert clipped.train_config(nas=True).grad_clip == 2.0
     with pytest.raises(ConfigError, match=r"nas_train: lr_min: must be in \[0, lr\)"):
         RunConfig.from_dict(base | {"nas_train": {"lr_min": 1.0}})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({}, "student_checkpoint: no file at"),
+        ({"method": "assistant", "res_students": []}, "student_checkpoint: needs method reskd"),
+        (
+            {"student": {"search": {"budget_mflops": 0.5}}},
+            "student_checkpoint: needs a zoo or genotype student",
+        ),
+    ],
+)
+def test_a_given_s0_is_checked_before_anything_runs(tmp_path, change: dict, message: str) -> None:
+    path = tmp_path / "s0.pt"
+    if change:
+        path.write_bytes(b"")  # the other checks first need a file there
+    with pytest.raises(ConfigError, match=message):  # from_dict runs the checks
+        RunConfig.from_dict({**BASE, "student_checkpoint": str(path), **change})
+
+
+def test_the_dry_run_prices_a_given_s0_as_loaded(tmp_path) -> None:
+    from search.dryrun import dry_run
+
+    for name in ("t.pt", "s0.pt"):
+        (tmp_path / name).write_bytes(b"")  # the dry run reads no weights
+    config = RunConfig.from_dict(
+        {**BASE, "teacher_checkpoint": str(tmp_path / "t.pt"),
+         "student_checkpoint": str(tmp_path / "s0.pt"), "device": "cpu"}
+    )  # fmt: skip
+    lines: list[str] = []
+    plan = dry_run(config, timing_batch=1, steps=1, warmup=False, log=lines.append)
+    assert [p.stage for p in plan[:3]] == ["teacher (loaded)", "S0 (loaded)", "R1"]
+    assert plan[1].epochs == 0 and plan[1].hours == 0 and plan[2].hours > 0
+    assert "the teacher loaded, S0 loaded" in lines[-1]

@@ -189,6 +189,35 @@ def test_teacher_checkpoint_is_loaded_instead_of_trained(tmp_path: Path) -> None
     assert next(s["kind"] for s in result.stages) == "student"
 
 
+def test_a_given_s0_is_loaded_and_its_residual_learnt(finished, tmp_path: Path) -> None:
+    """``student_checkpoint``: S0's trained weights (a stage's ``weights.pt`` here) are loaded,
+    not trained; S0's accuracy is the trained one's, and R1 learns that S0's residual."""
+    from distill.config import ConfigError
+
+    out, _, trained = finished
+    (weights,) = out.glob("student-*/weights.pt")
+    config = RunConfig.from_dict({**TINY, "student_checkpoint": str(weights), "seed": 1})
+    result = run(config, out_dir=tmp_path / "out", progress=False, log=lambda _: None)
+    s0_stage = next(s for s in result.stages if s.get("network") == "S0")
+    assert s0_stage["trained"] is False and s0_stage["seconds"] == 0  # nothing trains S0
+    assert [s["kind"] for s in result.stages].count("residual") == 1
+    rows = {r.model: r for r in result.rows}
+    assert rows["S0"].accuracy == pytest.approx(
+        next(r for r in trained.rows if r.model == "S0").accuracy
+    )
+    assert rows["S1"].mflops > rows["S0"].mflops
+    # a plain state dict works as well; one for another network names the field and the network
+    torch.save(torch.load(weights, weights_only=True)["model"], tmp_path / "s0.pt")
+    other = RunConfig.from_dict({**TINY, "student_checkpoint": str(tmp_path / "s0.pt"),
+                                 "student": {"model": "resnet8", "width": 0.5}})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"student_checkpoint: does not fit resnet8x0.5"):
+        run(other, out_dir=tmp_path / "other", progress=False, log=lambda _: None)
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    junk = RunConfig.from_dict({**TINY, "student_checkpoint": str(tmp_path / "junk.pt")})
+    with pytest.raises(ConfigError, match="student_checkpoint: not a PyTorch state dict"):
+        run(junk, out_dir=tmp_path / "junk", progress=False, log=lambda _: None)
+
+
 @pytest.fixture(scope="module")
 def digits_t_s0():
     from distill.data import load_dataset

@@ -1,6 +1,7 @@
-"""/v1/checkpoints: upload a trained teacher's state dict; a job's ``teacher_checkpoint`` names it.
+"""/v1/checkpoints: upload a trained teacher's or S0's state dict; a job's ``teacher_checkpoint``
+or ``student_checkpoint`` names it.
 
-Jobs over the API never read arbitrary server paths: ``teacher_checkpoint`` is the name of an
+Jobs over the API never read arbitrary server paths: a checkpoint field is the name of an
 uploaded checkpoint (or a path under ``RESKD_DATA_ROOTS``), so the service is no oracle of which
 files exist on its machine.
 """
