@@ -353,9 +353,13 @@ def summarize(records: list[dict[str, Any]], factors: list[float], unit: float, 
             fronts.setdefault(arm, []).append(
                 (factor, mflops, statistics.mean(every), _se(accs), accs)
             )
+    s0_seeds = {r.get("s0_seed", r["seed"]) for r in records}
+    shared = len(s0_seeds) == 1 and len({r["seed"] for r in records}) > 1
     print()
     print(format_table(rows, list(rows[0])))
-    print(f"\nS0 accuracy (mean): {s0:.4f}")
+    print(
+        f"\nS0 accuracy (mean): {s0:.4f}" + (f", one S0 (seed {min(s0_seeds)}'s)" if shared else "")
+    )
     volumes = {
         arm: hypervolume([(m, a) for _, m, a, _, _ in pts], ref_mflops, s0)
         for arm, pts in fronts.items()
@@ -394,7 +398,7 @@ def summarize(records: list[dict[str, Any]], factors: list[float], unit: float, 
     (out / "quality.json").write_text(
         json.dumps({"records": records, "hypervolume": volumes, "rows": rows}, indent=2)
     )
-    plot(fronts, s0, volumes, out / "quality.png")
+    plot(fronts, s0, volumes, out / "quality.png", shared)
     print(f"\nwrote {out / 'quality.json'} and {out / 'quality.png'}")
 
 
@@ -417,7 +421,9 @@ def _se(values: list[float]) -> float:
     return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
 
 
-def plot(fronts: dict[str, list[Any]], s0: float, volumes: dict[str, float], path: Path) -> None:
+def plot(
+    fronts: dict[str, list[Any]], s0: float, volumes: dict[str, float], path: Path, shared: bool
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -436,7 +442,9 @@ def plot(fronts: dict[str, list[Any]], s0: float, volumes: dict[str, float], pat
     ax.axhline(100 * s0, color="grey", linestyle=":", label="S0 alone")
     ax.set_xlabel("R1 MFLOPs (counted)")
     ax.set_ylabel("S1 = S0 + R1 test accuracy (%)")
-    ax.set_title("R1 at three budgets: mean ± sd over seeds")
+    ax.set_title(
+        "R1 at three budgets: mean ± sd over seeds" + (" (one S0 for every seed)" if shared else "")
+    )
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
