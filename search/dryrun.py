@@ -148,18 +148,16 @@ def dry_run(
         plan.append(Priced("teacher (loaded)", teacher_spec.label, cost.params / 1e6,
                            cost.mflops, 0, images, 0.0))  # fmt: skip
     s0 = config.student
-    if config.student_checkpoint is not None:
-        assert not isinstance(s0, SearchedNet)  # checked: a loaded S0 is a zoo or genotype net
-        s0_spec = spec_of(s0, info)
-        cost = complexity(s0_spec.build(), info)
-        plan.append(Priced("S0 (loaded)", s0_spec.label, cost.params / 1e6, cost.mflops, 0,
-                           images, 0.0))  # fmt: skip
-    elif isinstance(s0, SearchedNet):
+    loaded_s0: Priced | None = None  # a loaded S0 costs nothing, but the baselines train its net
+    if isinstance(s0, SearchedNet):
         plan += _searched("S0", s0, info, images, nas_cfg.epochs, device, batch_of, timing)
     else:
         s0_cfg = nas_cfg if s0.model == "genotype" else student_cfg
         stage = "student (S + A)" if config.method == "assistant" else "S0"
         plan.append(price(stage, spec_of(s0, info), s0_cfg.epochs, s0_cfg.batch_size))
+        if config.student_checkpoint is not None:
+            loaded_s0 = plan[-1]
+            plan[-1] = replace(loaded_s0, stage="S0 (loaded)", epochs=0)
     if config.method == "assistant":
         plan.append(replace(plan[-1], stage="assistant A (S frozen)"))
     for i in range(1, config.stages + 1):
@@ -174,6 +172,8 @@ def dry_run(
         for p in plan
         if p.stage in ("S0", "R1", "student (S + A)", "R1 fine-tune", "S0 fine-tune")
     }
+    if loaded_s0 is not None:
+        trained["S0"] = loaded_s0
     for kind in config.baselines:  # ensemble / together: S0's and R1's networks; feature_kd: S
         members = [trained[k] for k in ("S0", "R1", "student") if k in trained][:2]
         plan.append(

@@ -64,6 +64,7 @@ class Client:
         """Submit a job; a ``teacher_checkpoint`` or ``student_checkpoint`` that is a file here
         is uploaded first (the service reads no paths of the client's machine) and the job names
         the upload."""
+        # search.config.CHECKPOINTS, spelled out: the client imports nothing of the service
         for field in ("teacher_checkpoint", "student_checkpoint"):
             checkpoint = config.get(field)
             if isinstance(checkpoint, str) and Path(checkpoint).is_file():

@@ -140,10 +140,13 @@ def test_the_dry_run_prices_a_given_s0_as_loaded(tmp_path) -> None:
         (tmp_path / name).write_bytes(b"")  # the dry run reads no weights
     config = RunConfig.from_dict(
         {**BASE, "teacher_checkpoint": str(tmp_path / "t.pt"),
-         "student_checkpoint": str(tmp_path / "s0.pt"), "device": "cpu"}
+         "student_checkpoint": str(tmp_path / "s0.pt"), "device": "cpu",
+         "baselines": ["ensemble"]}
     )  # fmt: skip
     lines: list[str] = []
     plan = dry_run(config, timing_batch=1, steps=1, warmup=False, log=lines.append)
-    assert [p.stage for p in plan[:3]] == ["teacher (loaded)", "S0 (loaded)", "R1"]
+    assert [p.stage for p in plan] == ["teacher (loaded)", "S0 (loaded)", "R1", "baseline ensemble"]
     assert plan[1].epochs == 0 and plan[1].hours == 0 and plan[2].hours > 0
+    # the baseline still trains S0's network: it is priced with it
+    assert plan[3].network == "resnet8 + resnet8" and plan[3].hours > plan[2].hours
     assert "the teacher loaded, S0 loaded" in lines[-1]
