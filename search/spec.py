@@ -8,6 +8,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from distill.config import ConfigModel, Flag
 from distill.train import TrainConfig
+from search.budget import FILL
 
 Strategy = Literal["stacnas", "darts", "nni-darts"]
 STRATEGY_NAMES: tuple[Strategy, ...] = ("stacnas", "darts", "nni-darts")
@@ -64,6 +65,16 @@ class SearchSpec(ConfigModel):
     )
     optimization: Literal["auto", "one-level", "bilevel"] = "auto"
     flops_weight: float = Field(1.0, ge=0, le=1e6)
+    budget_floor: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="the search is penalised (with flops_weight) when its derived network "
+        "would use less than this share of the budget, as it is above the budget, so that it "
+        "spends the budget itself instead of leaving the derivation's repair to fill it; "
+        "default: 0.85 (the repair's own fill) for stacnas and darts, 0 (off) for nni-darts",
+    )
     batch_size: int = Field(64, ge=1, le=65_536)
     lr: float = Field(0.025, gt=0, le=10)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -189,6 +200,13 @@ class SearchSpec(ConfigModel):
             raise ValueError(why)
         return value
 
+    @field_validator("budget_floor")
+    @classmethod
+    def _ours_only(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value and info.data.get("strategy") == "nni-darts":
+            raise ValueError("nni-darts has no FLOPs term of ours (only the derivation): use 0")
+        return value
+
     @field_validator("zero_one_loss")
     @classmethod
     def _sigmoid_only(cls, value: float, info: ValidationInfo) -> float:
@@ -217,6 +235,12 @@ class SearchSpec(ConfigModel):
         as many, rounded to a multiple of 2 and of ``partial_channels``."""
         step = max(2, self.partial_channels)
         return max(channels, step * round(channels * self.search_width / step))
+
+    @property
+    def resolved_budget_floor(self) -> float:
+        if self.budget_floor is not None:
+            return self.budget_floor
+        return 0.0 if self.strategy == "nni-darts" else FILL
 
     @property
     def resolved_optimization(self) -> Literal["one-level", "bilevel"]:
@@ -260,4 +284,10 @@ class SearchSpec(ConfigModel):
             left_out.add("zero_one_loss")
         if self.aux_skip == 0:
             left_out.add("aux_skip")
-        return self.model_dump(exclude=left_out)
+        floor = self.resolved_budget_floor
+        if floor == 0:  # searches stored before the floor existed keep their keys
+            left_out.add("budget_floor")
+        fields = self.model_dump(exclude=left_out)
+        if floor:
+            fields["budget_floor"] = floor
+        return fields

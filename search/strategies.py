@@ -133,6 +133,7 @@ def train_supernet(
         objective=objective,
         budget_mflops=budget,
         flops_weight=spec.flops_weight,
+        budget_floor=spec.resolved_budget_floor,
         arch_lr=spec.arch_lr,
         arch_weight_decay=spec.arch_weight_decay,
         optimization=optimization,

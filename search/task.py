@@ -76,10 +76,17 @@ def zero_one_loss(supernet: Supernet) -> Tensor:
     return -total / count
 
 
-def flops_penalty(expected_mflops: Tensor, budget_mflops: float, weight: float) -> Tensor:
-    """``weight * max(0, E[MFLOPs] / budget - 1)``: no pull while the expected derived network is
-    within budget (accuracy alone decides), a pull proportional to the overshoot beyond it."""
-    return weight * torch.relu(expected_mflops / budget_mflops - 1.0)
+def flops_penalty(
+    expected_mflops: Tensor, budget_mflops: float, weight: float, floor: float = 0.0
+) -> Tensor:
+    """``weight * (max(0, E/budget - 1) + max(0, floor - E/budget))`` for E = E[MFLOPs]: no pull
+    while the expected derived network uses between ``floor`` and all of the budget (accuracy
+    alone decides), a pull proportional to the overshoot beyond it or the shortfall below the
+    floor. The floor asks the search for what the derivation's repair would otherwise impose
+    (a network using at least ``search.budget.FILL`` of the budget), so that the search, not the
+    repair, chooses how the budget is spent."""
+    use = expected_mflops / budget_mflops
+    return weight * (torch.relu(use - 1.0) + torch.relu(floor - use))
 
 
 class SearchTask(TrainTask):
@@ -94,6 +101,7 @@ class SearchTask(TrainTask):
         objective: ResidualDistillation,
         budget_mflops: float,
         flops_weight: float,
+        budget_floor: float = 0.0,
         arch_lr: float,
         arch_weight_decay: float,
         optimization: Optimization,
@@ -116,6 +124,7 @@ class SearchTask(TrainTask):
         self.held_out_batches = held_out_batches
         self.budget = budget_mflops
         self.flops_weight = flops_weight
+        self.budget_floor = budget_floor
         self.optimization = optimization
         self.weight_clip = grad_clip
         self.warmup_epochs = warmup_epochs
@@ -144,7 +153,7 @@ class SearchTask(TrainTask):
         expected = self.supernet.expected_mflops()
         self._expected = float(expected.detach())
         self._logits = logits
-        loss = loss + flops_penalty(expected, self.budget, self.flops_weight)
+        loss = loss + flops_penalty(expected, self.budget, self.flops_weight, self.budget_floor)
         if self.beta_weight:
             loss = loss + self.beta_weight * beta_decay(self.supernet)
         if self.zero_one:

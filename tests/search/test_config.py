@@ -56,9 +56,12 @@ def test_a_config_round_trips_through_its_dict() -> None:
 def test_stage_payloads_keep_the_keys_of_the_dataclass_configs() -> None:
     # Keys computed with the dataclass configs this schema replaced (same settings, same keys).
     # The search's key changed on purpose with issue 13 (new fields: a stored search of the old
-    # estimator must not be reused): it was c8374fe22c79.
+    # estimator must not be reused): it was c8374fe22c79. It changed again with the default
+    # budget floor (0.85): without the floor a search keeps the key it had before it.
     spec = SearchSpec(budget_mflops=0.1, epochs=1, channels=4, layers=3)
-    assert stage_key("search", {"spec": spec.to_dict()}) == "0d265b07ef1c"
+    assert stage_key("search", {"spec": spec.to_dict()}) == "76e168d325db"
+    unfloored = SearchSpec(budget_mflops=0.1, epochs=1, channels=4, layers=3, budget_floor=0)
+    assert stage_key("search", {"spec": unfloored.to_dict()}) == "0d265b07ef1c"
     kd = {
         "kd": MethodConfig(distance="kl", t=4.0).for_stage(1),
         "kd0": MethodConfig(distance="l2", tau=0.5).for_stage(0),

@@ -196,6 +196,50 @@ def test_the_search_objective_is_the_kd_loss_against_the_residual(digits_subset:
     assert float(over.loss(x, y, index)[0]) == pytest.approx(
         float(want) + 2.0 * (expected / 0.01 - 1), rel=1e-5
     )
+    under = SearchTask(  # the floor: a derived network using under 85% of the budget pays too
+        net,
+        objective=objective,
+        budget_mflops=10 * expected,
+        flops_weight=2.0,
+        budget_floor=0.85,
+        arch_lr=1e-3,
+        arch_weight_decay=0.0,
+        optimization="one-level",
+    )
+    assert float(under.loss(x, y, index)[0]) == pytest.approx(
+        float(want) + 2.0 * (0.85 - 0.1), rel=1e-4
+    )
+
+
+def test_the_budget_floor_pulls_the_architecture_to_dearer_operations() -> None:
+    """Below the floor the penalty's gradient raises the architecture weight of every edge's
+    dearest operation and lowers the cheapest's; within [floor, 1] of the budget it is 0."""
+    from search.task import flops_penalty
+    from space.operations import PRIMITIVES
+    from space.supernet import NetShape, Supernet, uniform_candidates
+
+    shape = NetShape.of(channels=4, layers=3, num_classes=10, in_chans=1, input_size=8)
+    net = Supernet(shape, uniform_candidates(PRIMITIVES))
+    expected = net.expected_mflops()
+    counted = float(expected.detach())
+    inside = flops_penalty(expected, counted / 0.9, 1.0, floor=0.85)
+    assert float(inside) == 0.0
+    below = flops_penalty(net.expected_mflops(), counted / 0.5, 1.0, floor=0.85)
+    assert float(below) == pytest.approx(0.35, rel=1e-5)
+    below.backward()
+    grad = net.alphas["normal"].grad
+    assert grad is not None
+    column = {op: PRIMITIVES.index(op) for op in ("sep_conv_5x5", "max_pool_3x3")}
+    # gradient descent raises what has a negative gradient: the dear convolution
+    assert bool((grad[:, column["sep_conv_5x5"]] < 0).all())
+    assert bool((grad[:, column["max_pool_3x3"]] > 0).all())
+    with pytest.raises(ValueError, match="budget_floor"):
+        SearchSpec(budget_mflops=1.0, strategy="nni-darts", budget_floor=0.85)
+    assert "budget_floor" not in SearchSpec(budget_mflops=1.0, budget_floor=0).to_dict()
+    # default: the repair's fill for our strategies (in the stage key), off for NNI's
+    assert SearchSpec(budget_mflops=1.0).to_dict()["budget_floor"] == 0.85
+    assert "budget_floor" not in SearchSpec(budget_mflops=1.0, strategy="nni-darts").to_dict()
+    assert SearchSpec(budget_mflops=1.0, budget_floor=0.85).to_dict()["budget_floor"] == 0.85
 
 
 def test_a_budget_below_the_minimum_fails_before_any_work(
