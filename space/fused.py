@@ -97,10 +97,23 @@ class OpBundle(nn.Module):
         self.dw1.copy_(torch.cat([s[1].weight for s in first]))
         self.pw1.copy_(torch.cat([s[2].weight for s in first]))
 
+    def folds(self, x: Tensor) -> bool:
+        """Whether ``forward(x, relu_x, scale)`` takes the edges' architecture weights into its
+        last BN (a learnable operation on maps of 32x32 and more or from 32 channels)."""
+        return not self.shared and (self.c >= PAIR_FROM_CHANNELS or x.shape[2] * x.shape[3] >= 1024)
+
     def _dil(
-        self, x: Tensor, dw: Tensor, pw: Tensor, bn: nn.BatchNorm2d, stride: int, shared: bool
+        self,
+        x: Tensor,
+        dw: Tensor,
+        pw: Tensor,
+        bn: nn.BatchNorm2d,
+        stride: int,
+        shared: bool,
+        scale: Tensor | None = None,
     ) -> Tensor:
-        """ReLU'd input -> depthwise (dilated) conv -> pointwise, per edge -> BN.
+        """ReLU'd input -> depthwise (dilated) conv -> pointwise, per edge -> BN (times
+        ``scale``, one weight per edge, when given: ``_batch_norm``).
 
         ``shared``: ``x`` is the state every edge reads (c channels). Below
         ``PAIR_FROM_CHANNELS`` a depthwise conv followed by a pointwise one is then one dense
@@ -123,9 +136,11 @@ class OpBundle(nn.Module):
         (``small_maps``), the dense product conv on 2x2 ones (``dense_as_product``)."""
         m, c, k = self.m, self.c, self.kernel
         pad = self.dilation * (k - 1) // 2
+        weight = None if scale is None else scale.repeat_interleave(c)  # edge-major channels
         if not shared:
             if small_maps(x):  # oneDNN's per-call work dominates there (``space.operations``)
-                return bn(depthwise_pointwise(x, dw, pw, stride, pad, self.dilation, m))
+                y = depthwise_pointwise(x, dw, pw, stride, pad, self.dilation, m)
+                return _batch_norm(bn, y, weight)
             if (
                 k == 5
                 and x.device.type == "cpu"
@@ -135,20 +150,26 @@ class OpBundle(nn.Module):
                 y = _Depthwise5x5.apply(x, dw, pad, self.dilation)
             else:
                 y = F.conv2d(x, dw, None, stride, pad, self.dilation, groups=x.shape[1])
-            return bn(_pointwise(y, pw, m))
+            return _batch_norm(bn, _pointwise(y, pw, m), weight)
         if c >= PAIR_FROM_CHANNELS:  # channel-major: input channel i feeds outputs i*m .. i*m+m-1
             per_input = dw.view(m, c, k, k).transpose(0, 1).reshape(c * m, 1, k, k)
             y = F.conv2d(x, per_input, None, stride, pad, self.dilation, groups=c)
             b, h, w = y.shape[0], y.shape[2], y.shape[3]
             y = torch.matmul(pw.view(m, c, c), y.view(b, c, m, h * w).transpose(1, 2))
-            return bn(y.view(b, m * c, h, w))
+            return _batch_norm(bn, y.view(b, m * c, h, w), weight)
         kernel = (pw.view(m, c, c, 1, 1) * dw.view(m, 1, c, k, k)).reshape(m * c, c, k, k)
         if dense_as_product(x, m * c, stride):  # tiny maps: one matrix product
-            return bn(conv_as_product(x, kernel, stride, pad, self.dilation))
-        return bn(F.conv2d(x, kernel, None, stride, pad, self.dilation))
+            y = conv_as_product(x, kernel, stride, pad, self.dilation)
+        else:
+            y = F.conv2d(x, kernel, None, stride, pad, self.dilation)
+        return _batch_norm(bn, y, weight)
 
-    def forward(self, x: Tensor, relu_x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, relu_x: Tensor, scale: Tensor | None = None) -> Tensor:
+        """``scale``: the m edges' architecture weights, taken into the last BN (``folds``);
+        without it the output is unweighted."""
         b, c = x.shape[0], self.c
+        if scale is not None and self.shared:
+            raise ValueError(f"{self.name}: its output is shared by the edges, not weighted")
         if self.shared:
             y = x if "pool" not in self.name else self.bn(self.pool(x))
             return y.unsqueeze(1)
@@ -158,10 +179,15 @@ class OpBundle(nn.Module):
             y2 = F.conv2d(shifted, self.w2, stride=2)
             h, w = y1.shape[-2:]
             y = torch.cat([y1.view(b, self.m, c // 2, h, w), y2.view(b, self.m, c // 2, h, w)], 2)
-            return self.bn(y.view(b, self.m * c, h, w)).view(b, self.m, c, h, w)
-        y = self._dil(relu_x, self.dw1, self.pw1, self.bn1, self.stride, shared=True)
-        if self.name.startswith("sep"):  # the second stage: each edge on its own channels
-            y = self._dil(F.relu(y), self.dw2, self.pw2, self.bn2, 1, shared=False)
+            weight = None if scale is None else scale.repeat_interleave(c)
+            return _batch_norm(self.bn, y.view(b, self.m * c, h, w), weight).view(
+                b, self.m, c, h, w
+            )
+        sep = self.name.startswith("sep")
+        first = None if sep else scale
+        y = self._dil(relu_x, self.dw1, self.pw1, self.bn1, self.stride, True, first)
+        if sep:  # the second stage: each edge on its own channels
+            y = self._dil(F.relu(y), self.dw2, self.pw2, self.bn2, 1, False, scale)
         return y.view(b, self.m, c, *y.shape[-2:])
 
 
@@ -252,7 +278,10 @@ class FusedSearchCell(nn.Module):
         bundles: Any = self.bundles[s]
         for name, bundle in bundles.items():
             w = flat[getattr(self, f"w_{s}_{name}")]
-            y = bundle(x, relu_x) * w.view(1, -1, 1, 1, 1)
+            if bundle.folds(x):  # the weights inside the last BN's kernel (``_batch_norm``)
+                y = bundle(x, relu_x, w)
+            else:
+                y = bundle(x, relu_x) * w.view(1, -1, 1, 1, 1)
             pos = getattr(self, f"p_{s}_{name}", None)
             if pos is None:
                 total = y if total is None else total + y
@@ -328,6 +357,38 @@ class _Depthwise5x5(torch.autograd.Function):
                 [False, True, False],
             )[1]
         return grad_x, grad_w, None, None
+
+
+def _batch_norm(bn: nn.BatchNorm2d, x: Tensor, weight: Tensor | None) -> Tensor:
+    """``bn(x)`` (a non-affine BN), times ``weight`` per channel when given: ``F.batch_norm``'s
+    affine weight, so that one kernel normalizes and weights, and its backward gives the weight's
+    gradient from the sums it takes anyway. Separately, the product costs a pass over the output
+    forward and two backward (the input's gradient and the weight's reduction), as many as the BN
+    itself: on the default search shape's first cells 2.1 against 3.4 ms for one
+    ``sep_conv_3x3`` bundle's BN and weighting, forward and backward (4 edges, 16 channels,
+    32x32, batch 64, 2 threads). The same product in another order: float rounding apart, the
+    same output and gradients. Used on maps of 32x32 and more or from 32 channels
+    (``OpBundle.folds``), where the fused cells' rounding already differs from the per-edge
+    cells' (``_pointwise``, ``_Depthwise5x5``), so the demo's and MNIST's searches keep theirs."""
+    if weight is None:
+        return bn(x)
+    momentum = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)  # as ``_BatchNorm.forward`` counts
+        if bn.momentum is None:
+            momentum = 1.0 / float(bn.num_batches_tracked)
+    training = bn.training or (bn.running_mean is None and bn.running_var is None)
+    keep = not bn.training or bn.track_running_stats
+    return F.batch_norm(
+        x,
+        bn.running_mean if keep else None,
+        bn.running_var if keep else None,
+        weight,
+        None,
+        training,
+        momentum,
+        bn.eps,
+    )
 
 
 def _shuffle(x: Tensor, groups: int) -> Tensor:
