@@ -454,6 +454,51 @@ def test_warmup_epochs_train_the_weights_only(digits_subset: tuple, optimization
     assert not any(torch.equal(a, b) for a, b in zip(alphas, net.arch_parameters(), strict=True))
 
 
+def test_the_bilevel_architecture_step_asks_no_weight_gradient(monkeypatch: Any) -> None:
+    """The architecture step of bilevel optimisation takes only the architecture's gradient: a
+    custom autograd function in the fused cells (the channels-last depthwise weight gradient on
+    32x32 maps) is told its weight needs none there, and is asked for it in the weight step."""
+    from search.strategies import _cycle
+    from search.task import SearchTask
+    from space import fused
+    from space.operations import PRIMITIVES
+    from space.supernet import NetShape, Supernet, uniform_candidates
+
+    asked: list[bool] = []
+    backward = fused._Depthwise5x5.backward
+
+    def recording(ctx: Any, grad: torch.Tensor) -> Any:
+        asked.append(ctx.needs_input_grad[1])
+        return backward(ctx, grad)
+
+    monkeypatch.setattr(fused._Depthwise5x5, "backward", staticmethod(recording))
+    shape = NetShape.of(channels=4, layers=3, num_classes=10, in_chans=3, input_size=32)
+    net = Supernet(shape, uniform_candidates(PRIMITIVES))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(4, 3, 32, 32, generator=g), torch.randint(0, 10, (4,), generator=g)
+    index = torch.arange(4)
+    factory = _factory(torch.randn(4, 10, generator=g), None)
+    task = SearchTask(
+        net,
+        objective=factory(net, None),
+        budget_mflops=100.0,
+        flops_weight=1.0,
+        arch_lr=1e-2,
+        arch_weight_decay=0.0,
+        optimization="bilevel",
+        held_out=factory(net, None),
+        held_out_batches=_cycle([(x, y, index)]),
+    )
+    alphas = [a.detach().clone() for a in net.arch_parameters()]
+    task.step(x, y, index, torch.optim.SGD(net.weight_parameters(), lr=0.05))
+    # the 32x32 cell's sep_conv_5x5 bundles: first the architecture pass (where the backward of
+    # a bundle on the stem's states is pruned: nothing before it reaches the architecture), then
+    # the weights' on every state
+    assert asked == [False] * 3 + [True] * 5
+    assert all(p.requires_grad for p in net.weight_parameters())
+    assert not any(torch.equal(a, b) for a, b in zip(alphas, net.arch_parameters(), strict=True))
+
+
 def test_run_configs_round_trip_through_to_dict() -> None:
     """What a run writes as config.json (and the service stores) reads back as the same config."""
     genotype = {
