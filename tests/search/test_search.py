@@ -414,10 +414,29 @@ def test_reskd_search_command_prints_genotype_mflops_and_plot(
     assert "budget_mflops: 0.001 is below the minimum" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("optimization", ["one-level", "bilevel"])
-def test_warmup_epochs_train_the_weights_only(digits_subset: tuple, optimization: str) -> None:
+def _task_with_held_out(
+    net: Any, factory: Any, batch: tuple, optimization: str, **options: Any
+) -> Any:
+    """A ``SearchTask`` with no pull from the FLOPs term whose held-out batches repeat ``batch``."""
     from search.strategies import _cycle
     from search.task import SearchTask
+
+    return SearchTask(
+        net,
+        objective=factory(net, None),
+        budget_mflops=100.0,
+        flops_weight=1.0,
+        arch_lr=1e-2,
+        arch_weight_decay=0.0,
+        optimization=optimization,  # type: ignore[arg-type]
+        held_out=factory(net, None),
+        held_out_batches=_cycle([batch]),
+        **options,
+    )
+
+
+@pytest.mark.parametrize("optimization", ["one-level", "bilevel"])
+def test_warmup_epochs_train_the_weights_only(digits_subset: tuple, optimization: str) -> None:
     from space.operations import PRIMITIVES
     from space.supernet import NetShape, Supernet, uniform_candidates
 
@@ -427,18 +446,8 @@ def test_warmup_epochs_train_the_weights_only(digits_subset: tuple, optimization
     x = torch.stack([train[i][0] for i in range(16)])
     y = torch.tensor([train[i][1] for i in range(16)])
     index = torch.arange(16)
-    factory = _factory(teacher, student)
-    task = SearchTask(
-        net,
-        objective=factory(net, None),
-        budget_mflops=100.0,
-        flops_weight=1.0,
-        arch_lr=1e-2,
-        arch_weight_decay=0.0,
-        optimization=optimization,  # type: ignore[arg-type]
-        warmup_epochs=1,
-        held_out=factory(net, None),
-        held_out_batches=_cycle([(x, y, index)]),
+    task = _task_with_held_out(
+        net, _factory(teacher, student), (x, y, index), optimization, warmup_epochs=1
     )
     optimizer = torch.optim.SGD(net.weight_parameters(), lr=0.05)
     alphas = [a.detach().clone() for a in net.arch_parameters()]
@@ -458,8 +467,6 @@ def test_the_bilevel_architecture_step_asks_no_weight_gradient(monkeypatch: Any)
     """The architecture step of bilevel optimisation takes only the architecture's gradient: a
     custom autograd function in the fused cells (the channels-last depthwise weight gradient on
     32x32 maps) is told its weight needs none there, and is asked for it in the weight step."""
-    from search.strategies import _cycle
-    from search.task import SearchTask
     from space import fused
     from space.operations import PRIMITIVES
     from space.supernet import NetShape, Supernet, uniform_candidates
@@ -478,17 +485,7 @@ def test_the_bilevel_architecture_step_asks_no_weight_gradient(monkeypatch: Any)
     x, y = torch.randn(4, 3, 32, 32, generator=g), torch.randint(0, 10, (4,), generator=g)
     index = torch.arange(4)
     factory = _factory(torch.randn(4, 10, generator=g), None)
-    task = SearchTask(
-        net,
-        objective=factory(net, None),
-        budget_mflops=100.0,
-        flops_weight=1.0,
-        arch_lr=1e-2,
-        arch_weight_decay=0.0,
-        optimization="bilevel",
-        held_out=factory(net, None),
-        held_out_batches=_cycle([(x, y, index)]),
-    )
+    task = _task_with_held_out(net, factory, (x, y, index), "bilevel")
     alphas = [a.detach().clone() for a in net.arch_parameters()]
     task.step(x, y, index, torch.optim.SGD(net.weight_parameters(), lr=0.05))
     # the 32x32 cell's sep_conv_5x5 bundles: first the architecture pass (where the backward of
