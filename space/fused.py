@@ -19,7 +19,8 @@ operation's bundle holds only the edges that have it, and ``none`` is never run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -111,6 +112,7 @@ class OpBundle(nn.Module):
         stride: int,
         shared: bool,
         scale: Tensor | None = None,
+        last: Callable[[], Tensor] | None = None,
     ) -> Tensor:
         """ReLU'd input -> depthwise (dilated) conv -> pointwise, per edge -> BN (times
         ``scale``, one weight per edge, when given: ``_batch_norm``).
@@ -151,10 +153,12 @@ class OpBundle(nn.Module):
             else:
                 y = F.conv2d(x, dw, None, stride, pad, self.dilation, groups=x.shape[1])
             return _batch_norm(bn, _pointwise(y, pw, m), weight)
-        if c >= PAIR_FROM_CHANNELS:  # channel-major: input channel i feeds outputs i*m .. i*m+m-1
-            per_input = dw.view(m, c, k, k).transpose(0, 1).reshape(c * m, 1, k, k)
-            y = F.conv2d(x, per_input, None, stride, pad, self.dilation, groups=c)
+        if c >= PAIR_FROM_CHANNELS or _pair_of_5x5(x, k, m, stride):
+            y, edge_major = _shared_depthwise(x, dw, m, stride, pad, self.dilation, last)
             b, h, w = y.shape[0], y.shape[2], y.shape[3]
+            if edge_major:  # (B, m x c, H, W), edge e's channels at e*c .. e*c+c-1
+                return _batch_norm(bn, _pointwise(y, pw, m), weight)
+            # channel-major: input channel i feeds outputs i*m .. i*m+m-1
             y = torch.matmul(pw.view(m, c, c), y.view(b, c, m, h * w).transpose(1, 2))
             return _batch_norm(bn, y.view(b, m * c, h, w), weight)
         kernel = (pw.view(m, c, c, 1, 1) * dw.view(m, 1, c, k, k)).reshape(m * c, c, k, k)
@@ -164,9 +168,16 @@ class OpBundle(nn.Module):
             y = F.conv2d(x, kernel, None, stride, pad, self.dilation)
         return _batch_norm(bn, y, weight)
 
-    def forward(self, x: Tensor, relu_x: Tensor, scale: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        relu_x: Tensor,
+        scale: Tensor | None = None,
+        last: Callable[[], Tensor] | None = None,
+    ) -> Tensor:
         """``scale``: the m edges' architecture weights, taken into the last BN (``folds``);
-        without it the output is unweighted."""
+        without it the output is unweighted. ``last``: ``relu_x`` in channels-last memory, made
+        once for the state's bundles that want it (``_shared_depthwise``)."""
         b, c = x.shape[0], self.c
         if scale is not None and self.shared:
             raise ValueError(f"{self.name}: its output is shared by the edges, not weighted")
@@ -185,7 +196,7 @@ class OpBundle(nn.Module):
             )
         sep = self.name.startswith("sep")
         first = None if sep else scale
-        y = self._dil(relu_x, self.dw1, self.pw1, self.bn1, self.stride, True, first)
+        y = self._dil(relu_x, self.dw1, self.pw1, self.bn1, self.stride, True, first, last)
         if sep:  # the second stage: each edge on its own channels
             y = self._dil(F.relu(y), self.dw2, self.pw2, self.bn2, 1, False, scale)
         return y.view(b, self.m, c, *y.shape[-2:])
@@ -273,15 +284,16 @@ class FusedSearchCell(nn.Module):
         if self.partial > 1:
             x = x[:, : self.c]
         relu_x = F.relu(x)
+        last = functools.cache(lambda: relu_x.contiguous(memory_format=torch.channels_last))
         total: Tensor | None = None
         m = len(self.out_edges[s])
         bundles: Any = self.bundles[s]
         for name, bundle in bundles.items():
             w = flat[getattr(self, f"w_{s}_{name}")]
             if bundle.folds(x):  # the weights inside the last BN's kernel (``_batch_norm``)
-                y = bundle(x, relu_x, w)
+                y = bundle(x, relu_x, w, last)
             else:
-                y = bundle(x, relu_x) * w.view(1, -1, 1, 1, 1)
+                y = bundle(x, relu_x, None, last) * w.view(1, -1, 1, 1, 1)
             pos = getattr(self, f"p_{s}_{name}", None)
             if pos is None:
                 total = y if total is None else total + y
@@ -357,6 +369,70 @@ class _Depthwise5x5(torch.autograd.Function):
                 [False, True, False],
             )[1]
         return grad_x, grad_w, None, None
+
+
+def _pair_of_5x5(x: Tensor, k: int, m: int, stride: int) -> bool:
+    """Whether a shared input below ``PAIR_FROM_CHANNELS`` runs its 5x5 depthwise-pointwise
+    pairs as the pair rather than the dense product conv: on CPU maps of 32x32 and more, stride
+    1, from 3 edges. There the product does 5-7x the pair's multiply-adds, and the pair with its
+    depthwise conv in channels-last memory (``_shared_depthwise``) was faster, forward and
+    backward: 34 against 40 ms at 16 channels, 4 edges, batch 64 (2 threads, Intel Xeon with
+    AVX-512); at 2 edges the two tied (21 against 19 ms), and at 3x3 the product won (16 against
+    21 ms), so both keep it."""
+    return (
+        k == 5
+        and m >= 3
+        and stride == 1
+        and x.device.type == "cpu"
+        and x.shape[2] * x.shape[3] >= 1024
+    )
+
+
+def _shared_depthwise(
+    x: Tensor,
+    dw: Tensor,
+    m: int,
+    stride: int,
+    pad: int,
+    dilation: int,
+    last: Callable[[], Tensor] | None = None,
+) -> tuple[Tensor, bool]:
+    """The depthwise convs of ``m`` edges on their shared input ``x`` (c channels; ``dw``:
+    (m x c, 1, k, k), edge-major): ``(y, edge_major)``, ``y`` of m x c channels, edge-major (edge
+    e at e*c .. e*c+c-1) or channel-major (input channel i feeds i*m .. i*m+m-1).
+
+    oneDNN's depthwise conv with a channel multiplier (groups=c, m outputs per input channel) is
+    slow in the default layout. On CPUs, forward and backward (input and weight gradients), batch
+    64, 2 threads, ms (default layout / channels-last / m copies of the input), 4 edges:
+
+    | c, map, stride | 3x3 | 5x5 | dilated 3x3 | dilated 5x5 |
+    |---|---|---|---|---|
+    | 16, 32x32, 1 | 22.2/15.6/11.7 | 50.6/29.0/94.7 | 22.6/16.0/70.2 | 50.9/26.6/158 |
+    | 32, 16x16, 1 | 8.2/8.7/4.8 | 20.0/13.4/21.2 | 8.8/8.7/22.0 | 18.4/12.8/46.2 |
+    | 64, 8x8, 1 | 6.5/4.4/2.3 | 12.2/7.3/14.5 | 6.2/4.7/15.4 | 11.1/14.4/27.1 |
+    | 32, 32x32, 2 | 11.5/12.6/14.4 | 24.0/18.7/38.2 | 10.6/39.5/35.0 | 23.5/62.0/62.9 |
+
+    So: a plain 3x3 at stride 1 as an ordinary depthwise conv (groups = m x c) over m copies of
+    the input (oneDNN's fast 3x3 kernel; the copies' gradient is their sum); 5x5, and dilated
+    ones at stride 1 on maps larger than 8x8, in channels-last memory (one copy in, one out);
+    the rest (strided dilated, strided 3x3, dilated 5x5 on small maps) as they were. The same
+    products in another order: float rounding apart, the same output and gradients. ``last``
+    gives ``x`` in channels-last memory, made once per state for all its bundles (the copy and
+    its gradient's copy back cost 0.3-2 ms a bundle at the default search shape)."""
+    c, k = x.shape[1], dw.shape[-1]
+    cpu = x.device.type == "cpu"
+    if cpu and k == 3 and dilation == 1 and stride == 1 and m > 1:
+        return F.conv2d(x.repeat(1, m, 1, 1), dw, None, 1, pad, 1, groups=m * c), True
+    per_input = dw.view(m, c, k, k).transpose(0, 1).reshape(c * m, 1, k, k)
+    in_last = cpu and (
+        (dilation == 1 and k == 5)
+        or (dilation > 1 and stride == 1 and (k == 3 or x.shape[2] * x.shape[3] > 64))
+    )
+    if in_last:
+        x = last() if last is not None else x.contiguous(memory_format=torch.channels_last)
+        y = F.conv2d(x, per_input, None, stride, pad, dilation, groups=c)
+        return y.contiguous(), False
+    return F.conv2d(x, per_input, None, stride, pad, dilation, groups=c), False
 
 
 def _batch_norm(bn: nn.BatchNorm2d, x: Tensor, weight: Tensor | None) -> Tensor:
