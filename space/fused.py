@@ -157,7 +157,8 @@ class OpBundle(nn.Module):
             y, edge_major = _shared_depthwise(x, dw, m, stride, pad, self.dilation, last)
             b, h, w = y.shape[0], y.shape[2], y.shape[3]
             if edge_major:  # (B, m x c, H, W), edge e's channels at e*c .. e*c+c-1
-                return _batch_norm(bn, _pointwise(y, pw, m), weight)
+                y = torch.matmul(pw.view(m, c, c), y.view(b, m, c, h * w))
+                return _batch_norm(bn, y.view(b, m * c, h, w), weight)
             # channel-major: input channel i feeds outputs i*m .. i*m+m-1
             y = torch.matmul(pw.view(m, c, c), y.view(b, c, m, h * w).transpose(1, 2))
             return _batch_norm(bn, y.view(b, m * c, h, w), weight)
@@ -431,7 +432,10 @@ def _shared_depthwise(
     if in_last:
         x = last() if last is not None else x.contiguous(memory_format=torch.channels_last)
         y = F.conv2d(x, per_input, None, stride, pad, dilation, groups=c)
-        return y.contiguous(), False
+        # its channels i*m + e, in channels-last memory, copied once into edge-major NCHW (the
+        # channel-major matrix product would copy its transposed operand again, both ways)
+        b, _, h, w = y.shape
+        return y.unflatten(1, (c, m)).transpose(1, 2).reshape(b, m * c, h, w), True
     return F.conv2d(x, per_input, None, stride, pad, dilation, groups=c), False
 
 
