@@ -154,13 +154,9 @@ class OpBundle(nn.Module):
                 y = F.conv2d(x, dw, None, stride, pad, self.dilation, groups=x.shape[1])
             return _batch_norm(bn, _pointwise(y, pw, m), weight)
         if c >= PAIR_FROM_CHANNELS or _pair_of_5x5(x, k, m, stride):
-            y, edge_major = _shared_depthwise(x, dw, m, stride, pad, self.dilation, last)
+            y = _shared_depthwise(x, dw, m, stride, pad, self.dilation, last)
             b, h, w = y.shape[0], y.shape[2], y.shape[3]
-            if edge_major:  # (B, m x c, H, W), edge e's channels at e*c .. e*c+c-1
-                y = torch.matmul(pw.view(m, c, c), y.view(b, m, c, h * w))
-                return _batch_norm(bn, y.view(b, m * c, h, w), weight)
-            # channel-major: input channel i feeds outputs i*m .. i*m+m-1
-            y = torch.matmul(pw.view(m, c, c), y.view(b, c, m, h * w).transpose(1, 2))
+            y = torch.matmul(pw.view(m, c, c), y.view(b, m, c, h * w))
             return _batch_norm(bn, y.view(b, m * c, h, w), weight)
         kernel = (pw.view(m, c, c, 1, 1) * dw.view(m, 1, c, k, k)).reshape(m * c, c, k, k)
         if dense_as_product(x, m * c, stride):  # tiny maps: one matrix product
@@ -397,10 +393,12 @@ def _shared_depthwise(
     pad: int,
     dilation: int,
     last: Callable[[], Tensor] | None = None,
-) -> tuple[Tensor, bool]:
+) -> Tensor:
     """The depthwise convs of ``m`` edges on their shared input ``x`` (c channels; ``dw``:
-    (m x c, 1, k, k), edge-major): ``(y, edge_major)``, ``y`` of m x c channels, edge-major (edge
-    e at e*c .. e*c+c-1) or channel-major (input channel i feeds i*m .. i*m+m-1).
+    (m x c, 1, k, k), edge-major): m x c channels, edge-major (edge e at e*c .. e*c+c-1), as the
+    pointwise product reads them. A conv with m outputs per input channel gives them
+    channel-major (input channel i feeds i*m .. i*m+m-1); one copy reorders them (the product
+    would copy its transposed operand otherwise, both ways).
 
     oneDNN's depthwise conv with a channel multiplier (groups=c, m outputs per input channel) is
     slow in the default layout. On CPUs, forward and backward (input and weight gradients), batch
@@ -423,7 +421,7 @@ def _shared_depthwise(
     c, k = x.shape[1], dw.shape[-1]
     cpu = x.device.type == "cpu"
     if cpu and k == 3 and dilation == 1 and stride == 1 and m > 1:
-        return F.conv2d(x.repeat(1, m, 1, 1), dw, None, 1, pad, 1, groups=m * c), True
+        return F.conv2d(x.repeat(1, m, 1, 1), dw, None, 1, pad, 1, groups=m * c)
     per_input = dw.view(m, c, k, k).transpose(0, 1).reshape(c * m, 1, k, k)
     in_last = cpu and (
         (dilation == 1 and k == 5)
@@ -431,12 +429,9 @@ def _shared_depthwise(
     )
     if in_last:
         x = last() if last is not None else x.contiguous(memory_format=torch.channels_last)
-        y = F.conv2d(x, per_input, None, stride, pad, dilation, groups=c)
-        # its channels i*m + e, in channels-last memory, copied once into edge-major NCHW (the
-        # channel-major matrix product would copy its transposed operand again, both ways)
-        b, _, h, w = y.shape
-        return y.unflatten(1, (c, m)).transpose(1, 2).reshape(b, m * c, h, w), True
-    return F.conv2d(x, per_input, None, stride, pad, dilation, groups=c), False
+    y = F.conv2d(x, per_input, None, stride, pad, dilation, groups=c)
+    b, _, h, w = y.shape
+    return y.unflatten(1, (c, m)).transpose(1, 2).reshape(b, m * c, h, w)
 
 
 def _batch_norm(bn: nn.BatchNorm2d, x: Tensor, weight: Tensor | None) -> Tensor:
