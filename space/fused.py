@@ -98,10 +98,16 @@ class OpBundle(nn.Module):
         self.dw1.copy_(torch.cat([s[1].weight for s in first]))
         self.pw1.copy_(torch.cat([s[2].weight for s in first]))
 
+    def large(self, x: Tensor) -> bool:
+        """Maps of 32x32 and more or from 32 channels: where the fused cells' float rounding
+        already differs from the per-edge cells' (none of the demo's or MNIST's searches), so
+        faster forms that round differently may run (``_batch_norm``'s ``fast``)."""
+        return self.c >= PAIR_FROM_CHANNELS or x.shape[2] * x.shape[3] >= 1024
+
     def folds(self, x: Tensor) -> bool:
         """Whether ``forward(x, relu_x, scale)`` takes the edges' architecture weights into its
-        last BN (a learnable operation on maps of 32x32 and more or from 32 channels)."""
-        return not self.shared and (self.c >= PAIR_FROM_CHANNELS or x.shape[2] * x.shape[3] >= 1024)
+        last BN (a learnable operation where ``large``)."""
+        return not self.shared and self.large(x)
 
     def _dil(
         self,
@@ -113,6 +119,7 @@ class OpBundle(nn.Module):
         shared: bool,
         scale: Tensor | None = None,
         last: Callable[[], Tensor] | None = None,
+        fast: bool = False,
     ) -> Tensor:
         """ReLU'd input -> depthwise (dilated) conv -> pointwise, per edge -> BN (times
         ``scale``, one weight per edge, when given: ``_batch_norm``).
@@ -142,7 +149,7 @@ class OpBundle(nn.Module):
         if not shared:
             if small_maps(x):  # oneDNN's per-call work dominates there (``space.operations``)
                 y = depthwise_pointwise(x, dw, pw, stride, pad, self.dilation, m)
-                return _batch_norm(bn, y, weight)
+                return _batch_norm(bn, y, weight, fast)
             if (
                 k == 5
                 and x.device.type == "cpu"
@@ -152,18 +159,18 @@ class OpBundle(nn.Module):
                 y = _Depthwise5x5.apply(x, dw, pad, self.dilation)
             else:
                 y = F.conv2d(x, dw, None, stride, pad, self.dilation, groups=x.shape[1])
-            return _batch_norm(bn, _pointwise(y, pw, m), weight)
+            return _batch_norm(bn, _pointwise(y, pw, m), weight, fast)
         if c >= PAIR_FROM_CHANNELS or _pair_of_5x5(x, k, m, stride):
             y = _shared_depthwise(x, dw, m, stride, pad, self.dilation, last)
             b, h, w = y.shape[0], y.shape[2], y.shape[3]
             y = torch.matmul(pw.view(m, c, c), y.view(b, m, c, h * w))
-            return _batch_norm(bn, y.view(b, m * c, h, w), weight)
+            return _batch_norm(bn, y.view(b, m * c, h, w), weight, fast)
         kernel = (pw.view(m, c, c, 1, 1) * dw.view(m, 1, c, k, k)).reshape(m * c, c, k, k)
         if dense_as_product(x, m * c, stride):  # tiny maps: one matrix product
             y = conv_as_product(x, kernel, stride, pad, self.dilation)
         else:
             y = F.conv2d(x, kernel, None, stride, pad, self.dilation)
-        return _batch_norm(bn, y, weight)
+        return _batch_norm(bn, y, weight, fast)
 
     def forward(
         self,
@@ -178,8 +185,9 @@ class OpBundle(nn.Module):
         b, c = x.shape[0], self.c
         if scale is not None and self.shared:
             raise ValueError(f"{self.name}: its output is shared by the edges, not weighted")
+        fast = self.large(x)
         if self.shared:
-            y = x if "pool" not in self.name else self.bn(self.pool(x))
+            y = x if "pool" not in self.name else _batch_norm(self.bn, self.pool(x), None, fast)
             return y.unsqueeze(1)
         if self.name == "skip_connect":  # FactorizedReduce on every edge
             shifted = F.pad(relu_x, (0, relu_x.shape[3] % 2, 0, relu_x.shape[2] % 2))[:, :, 1:, 1:]
@@ -188,14 +196,14 @@ class OpBundle(nn.Module):
             h, w = y1.shape[-2:]
             y = torch.cat([y1.view(b, self.m, c // 2, h, w), y2.view(b, self.m, c // 2, h, w)], 2)
             weight = None if scale is None else scale.repeat_interleave(c)
-            return _batch_norm(self.bn, y.view(b, self.m * c, h, w), weight).view(
+            return _batch_norm(self.bn, y.view(b, self.m * c, h, w), weight, fast).view(
                 b, self.m, c, h, w
             )
         sep = self.name.startswith("sep")
         first = None if sep else scale
-        y = self._dil(relu_x, self.dw1, self.pw1, self.bn1, self.stride, True, first, last)
+        y = self._dil(relu_x, self.dw1, self.pw1, self.bn1, self.stride, True, first, last, fast)
         if sep:  # the second stage: each edge on its own channels
-            y = self._dil(F.relu(y), self.dw2, self.pw2, self.bn2, 1, False, scale)
+            y = self._dil(F.relu(y), self.dw2, self.pw2, self.bn2, 1, False, scale, None, fast)
         return y.view(b, self.m, c, *y.shape[-2:])
 
 
@@ -285,8 +293,14 @@ class FusedSearchCell(nn.Module):
         total: Tensor | None = None
         m = len(self.out_edges[s])
         bundles: Any = self.bundles[s]
+        shared: list[tuple[Tensor, Tensor]] = []  # large maps: (output, its weight per edge)
         for name, bundle in bundles.items():
             w = flat[getattr(self, f"w_{s}_{name}")]
+            if bundle.shared and bundle.large(x):
+                pos = getattr(self, f"p_{s}_{name}", None)
+                column = w if pos is None else w.new_zeros(m).index_put((pos,), w)
+                shared.append((bundle(x, relu_x), column))
+                continue
             if bundle.folds(x):  # the weights inside the last BN's kernel (``_batch_norm``)
                 y = bundle(x, relu_x, w, last)
             else:
@@ -298,6 +312,8 @@ class FusedSearchCell(nn.Module):
                 if total is None:
                     total = y.new_zeros((y.shape[0], m, *y.shape[2:]))
                 total = total.index_add(1, pos, y)
+        if shared:
+            total = _weighted_shared(shared, total)
         if total is None:  # every edge of this state is ``none`` only
             raise ValueError(f"state {s}: no candidate besides none")
         if self.aux and beta:
@@ -328,6 +344,26 @@ class FusedSearchCell(nn.Module):
                 if self.partial > 1:
                     bypass.append(self.bypass[s](states[s][:, self.c :]))
         return torch.cat(states[2:], dim=1)
+
+
+def _weighted_shared(shared: list[tuple[Tensor, Tensor]], total: Tensor | None) -> Tensor:
+    """``total`` (B, m, c, H, W) plus every shared output (B, 1, c, H, W: pooling, the
+    identity) times its weight on each of the m edges, as one batched matrix product (m x k
+    weights by k outputs) added into ``total`` (``baddbmm``). One broadcast product and one sum
+    per operation write m outputs each, and their backward reads the gradient twice per
+    operation; here both directions are one product. Forward and backward, batch 64, 2 threads,
+    3 shared operations on 4 edges: 10.0 against 15.0 ms at 16 channels on 32x32, 3.9 against
+    7.2 at 32 on 16x16, 2.1 against 3.6 at 64 on 8x8. The same sums in another order: float
+    rounding apart, the same output and gradients. Used where ``OpBundle.large``."""
+    outputs = torch.cat([y for y, _ in shared], 1)  # (B, k, c, H, W)
+    weights = torch.stack([w for _, w in shared], 1)  # (m, k)
+    b, k = outputs.shape[0], outputs.shape[1]
+    m = weights.shape[0]
+    flat = outputs.view(b, k, -1)
+    if total is None:
+        return torch.matmul(weights, flat).view(b, m, *outputs.shape[2:])
+    mixed = torch.baddbmm(total.reshape(b, m, -1), weights.expand(b, m, k), flat)
+    return mixed.view(total.shape)
 
 
 class _Depthwise5x5(torch.autograd.Function):
@@ -366,6 +402,108 @@ class _Depthwise5x5(torch.autograd.Function):
                 [False, True, False],
             )[1]
         return grad_x, grad_w, None, None
+
+
+class _SharedDepthwise(torch.autograd.Function):
+    """``m`` edges' depthwise convs on their shared input ``x`` (``_shared_depthwise``: 5x5
+    kernels, and dilated ones at stride 2), each of the three passes in the form oneDNN runs
+    fastest on CPUs:
+    - forward: an ordinary depthwise conv over m copies of the input, except dilated at stride
+      2: the conv with m outputs per input channel in channels-last memory (``last``: the
+      input's copy, made once per state);
+    - the input's gradient, not dilated: the copies' gradients, summed;
+    - the weight's gradient, and a dilated conv's input gradient: the conv with m outputs per
+      input channel, in channels-last memory at stride 1 (dilated: on maps larger than 8x8),
+      in the default layout otherwise.
+
+    ms per pass at batch 64, 2 threads, Intel Xeon with AVX-512, conversions included (copies /
+    multiplier, default layout / multiplier, channels-last):
+
+    | c, edges, map, kernel, dilation, stride | forward | input gradient | weight gradient |
+    |---|---|---|---|
+    | 16, 4, 32x32, 5, 1, 1 | 3.2 / 8.2 / 5.7 | 3.3 / 17.9 / 13.5 | 86.6 / 23.6 / 7.2 |
+    | 16, 4, 32x32, 5, 2, 1 | 3.2 / 8.3 / 5.8 | 67.5 / 18.4 / 13.2 | 79.9 / 23.4 / 7.5 |
+    | 32, 4, 16x16, 5, 1, 1 | 1.5 / 5.8 / 3.2 | 1.6 / 7.4 / 6.7 | 15.5 / 5.0 / 3.7 |
+    | 64, 4, 8x8, 5, 1, 1 | 0.8 / 4.1 / 1.7 | 1.0 / 4.4 / 3.8 | 12.0 / 3.7 / 2.0 |
+    | 64, 4, 8x8, 5, 2, 1 | 0.7 / 4.0 / 1.7 | 13.8 / 3.8 / 3.0 | 11.3 / 3.6 / 8.9 |
+    | 32, 2, 32x32, 5, 1, 2 | 1.8 / 6.4 / 2.7 | 2.2 / 7.4 / 4.8 | 11.9 / 6.3 / 3.4 |
+    | 32, 4, 32x32, 5, 2, 2 | 4.6 / 7.8 / 3.2 | 30.8 / 7.7 / 42.8 | 25.3 / 7.0 / 15.7 |
+    | 64, 4, 16x16, 5, 2, 2 | 2.0 / 4.6 / 1.6 | 18.3 / 4.1 / 33.7 | 15.8 / 4.1 / 10.2 |
+    | 32, 2, 32x32, 3, 2, 2 | 1.8 / 3.4 / 2.0 | 7.8 / 3.7 / 24.8 | 4.8 / 2.5 / 7.4 |
+
+    The same products in another order: float rounding apart, the same output and gradients."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        dw: Tensor,
+        m: int,
+        stride: int,
+        pad: int,
+        dilation: int,
+        last: Callable[[], Tensor] | None,
+    ) -> Tensor:
+        c = x.shape[1]
+        ctx.conv = (m, stride, pad, dilation, last)
+        if dilation > 1 and stride > 1:
+            if last is None:
+                x_last = x.contiguous(memory_format=torch.channels_last)
+            else:  # made with autograd on: the state's other bundles may differentiate it
+                with torch.enable_grad():
+                    x_last = last()
+            ctx.save_for_backward(x, None, dw)
+            y = F.conv2d(x_last, _per_input(dw, m), None, stride, pad, dilation, groups=c)
+            return _edge_major(y, m)
+        copies = x.repeat(1, m, 1, 1)
+        ctx.save_for_backward(x, copies if dilation == 1 else None, dw)
+        return F.conv2d(copies, dw, None, stride, pad, dilation, groups=m * c)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, copies, dw = ctx.saved_tensors
+        m, stride, pad, dilation, last = ctx.conv
+        b, c, k = x.shape[0], x.shape[1], dw.shape[-1]
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        conv = ([stride] * 2, [pad] * 2, [dilation] * 2, False, [0, 0])
+        grad = grad.contiguous()
+        grad_x = grad_w = None
+        if need_x and copies is not None:
+            grad_copies = torch.ops.aten.convolution_backward(
+                grad, copies, dw, None, *conv, m * c, [True, False, False]
+            )[0]
+            grad_x = grad_copies.unflatten(1, (m, c)).sum(1)
+            need_x = False
+        if need_x or need_w:
+            in_last = stride == 1 and (dilation == 1 or x.shape[2] * x.shape[3] > 64)
+            h, w = grad.shape[2], grad.shape[3]
+            # channel-major: input channel i's m outputs at i*m .. i*m+m-1
+            grad_cm = grad.view(b, m, c, h, w).transpose(1, 2).reshape(b, c * m, h, w)
+            if in_last:
+                grad_cm = grad_cm.contiguous(memory_format=torch.channels_last)
+                x = last() if last is not None else x.contiguous(memory_format=torch.channels_last)
+            gx, gw, _ = torch.ops.aten.convolution_backward(
+                grad_cm, x, _per_input(dw, m), None, *conv, c, [need_x, need_w, False]
+            )
+            if need_x:
+                grad_x = gx
+            if need_w:
+                grad_w = gw.view(c, m, k, k).transpose(0, 1).reshape(m * c, 1, k, k)
+        return grad_x, grad_w, None, None, None, None, None
+
+
+def _per_input(dw: Tensor, m: int) -> Tensor:
+    """Edge-major depthwise kernels (m x c, 1, k, k) in the channel-major order of a conv with m
+    outputs per input channel (groups = c): input channel i's at i*m .. i*m+m-1."""
+    c, k = dw.shape[0] // m, dw.shape[-1]
+    return dw.view(m, c, k, k).transpose(0, 1).reshape(c * m, 1, k, k)
+
+
+def _edge_major(y: Tensor, m: int) -> Tensor:
+    """A channel-major conv output (input channel i's m outputs together) reordered edge-major
+    (edge e's c channels together), in the default layout: one copy."""
+    b, mc, h, w = y.shape
+    return y.unflatten(1, (mc // m, m)).transpose(1, 2).reshape(b, mc, h, w)
 
 
 def _pair_of_5x5(x: Tensor, k: int, m: int, stride: int) -> bool:
@@ -422,19 +560,19 @@ def _shared_depthwise(
     cpu = x.device.type == "cpu"
     if cpu and k == 3 and dilation == 1 and stride == 1 and m > 1:
         return F.conv2d(x.repeat(1, m, 1, 1), dw, None, 1, pad, 1, groups=m * c)
-    per_input = dw.view(m, c, k, k).transpose(0, 1).reshape(c * m, 1, k, k)
+    if cpu and m > 1 and (k == 5 or (dilation > 1 and stride > 1)):
+        y: Tensor = _SharedDepthwise.apply(x, dw, m, stride, pad, dilation, last)
+        return y
     in_last = cpu and (
         (dilation == 1 and k == 5)
         or (dilation > 1 and stride == 1 and (k == 3 or x.shape[2] * x.shape[3] > 64))
     )
     if in_last:
         x = last() if last is not None else x.contiguous(memory_format=torch.channels_last)
-    y = F.conv2d(x, per_input, None, stride, pad, dilation, groups=c)
-    b, _, h, w = y.shape
-    return y.unflatten(1, (c, m)).transpose(1, 2).reshape(b, m * c, h, w)
+    return _edge_major(F.conv2d(x, _per_input(dw, m), None, stride, pad, dilation, groups=c), m)
 
 
-def _batch_norm(bn: nn.BatchNorm2d, x: Tensor, weight: Tensor | None) -> Tensor:
+def _batch_norm(bn: nn.BatchNorm2d, x: Tensor, weight: Tensor | None, fast: bool = False) -> Tensor:
     """``bn(x)`` (a non-affine BN), times ``weight`` per channel when given: ``F.batch_norm``'s
     affine weight, so that one kernel normalizes and weights, and its backward gives the weight's
     gradient from the sums it takes anyway. Separately, the product costs a pass over the output
@@ -444,8 +582,11 @@ def _batch_norm(bn: nn.BatchNorm2d, x: Tensor, weight: Tensor | None) -> Tensor:
     32x32, batch 64, 2 threads). The same product in another order: float rounding apart, the
     same output and gradients. Used on maps of 32x32 and more or from 32 channels
     (``OpBundle.folds``), where the fused cells' rounding already differs from the per-edge
-    cells' (``_pointwise``, ``_Depthwise5x5``), so the demo's and MNIST's searches keep theirs."""
-    if weight is None:
+    cells' (``_pointwise``, ``_Depthwise5x5``), so the demo's and MNIST's searches keep theirs.
+
+    ``fast`` (the same maps and channels, training on a CPU): the batch statistics come from
+    ``_BatchStatsNorm`` instead of PyTorch's training kernel."""
+    if weight is None and not fast:
         return bn(x)
     momentum = 0.0 if bn.momentum is None else bn.momentum
     if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
@@ -454,16 +595,62 @@ def _batch_norm(bn: nn.BatchNorm2d, x: Tensor, weight: Tensor | None) -> Tensor:
             momentum = 1.0 / float(bn.num_batches_tracked)
     training = bn.training or (bn.running_mean is None and bn.running_var is None)
     keep = not bn.training or bn.track_running_stats
-    return F.batch_norm(
-        x,
-        bn.running_mean if keep else None,
-        bn.running_var if keep else None,
-        weight,
-        None,
-        training,
-        momentum,
-        bn.eps,
-    )
+    running_mean = bn.running_mean if keep else None
+    running_var = bn.running_var if keep else None
+    if fast and training and x.device.type == "cpu" and x.dtype == torch.float32:
+        y: Tensor = _BatchStatsNorm.apply(
+            x.contiguous(), weight, running_mean, running_var, momentum, bn.eps
+        )
+        return y
+    return F.batch_norm(x, running_mean, running_var, weight, None, training, momentum, bn.eps)
+
+
+class _BatchStatsNorm(torch.autograd.Function):
+    """A training-mode BN on a CPU: ``F.batch_norm(x, None, None, weight, training=True)``, with
+    the batch statistics taken as per-plane sums and sums of squares (``sum`` and
+    ``vector_norm`` along each (sample, channel) plane: contiguous reductions reading each value
+    once, without the product ``vecdot`` writes) and the normalisation done by
+    PyTorch's inference kernel (one pass). PyTorch's CPU training kernel takes its mean and its
+    variance in two passes of its own and normalises in a third, 1.5-2.3x slower on the search's
+    shapes (forward, batch 64, 2 threads, Intel Xeon with AVX-512: 64 channels at 32x32 3.39
+    against 1.95 ms, 128 at 16x16 1.59 against 1.04, 256 at 8x8 0.85 against 0.57). The
+    variance is E[x^2] - E[x]^2 in float32, which differs from the two-pass figure by float
+    rounding (1e-6 relative on unit-scale inputs). The backward is PyTorch's own
+    (``native_batch_norm_backward`` with these statistics), so the gradient's formula is the
+    same. Running statistics are updated as ``F.batch_norm`` does (unbiased variance)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        weight: Tensor | None,
+        running_mean: Tensor | None,
+        running_var: Tensor | None,
+        momentum: float,
+        eps: float,
+    ) -> Tensor:
+        b, c = x.shape[0], x.shape[1]
+        rows = x.view(b * c, -1)  # one (sample, channel) plane per row
+        n = b * rows.shape[1]
+        sums = rows.sum(1)
+        squares = torch.linalg.vector_norm(rows, dim=1).square()
+        mean, mean_square = (torch.stack([sums, squares]).view(2, b, c).sum(1) / n).unbind()
+        var = (mean_square - mean * mean).clamp_min(0.0)
+        if running_mean is not None and running_var is not None:
+            running_mean.lerp_(mean, momentum)
+            running_var.lerp_(var * (n / max(1, n - 1)), momentum)
+        ctx.save_for_backward(x, weight, mean, torch.rsqrt(var + eps))
+        ctx.eps = eps
+        return F.batch_norm(x, mean, var, weight, None, False, 0.0, eps)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight, mean, invstd = ctx.saved_tensors
+        mask = [ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1], False]
+        grad_x, grad_w, _ = torch.ops.aten.native_batch_norm_backward(
+            grad.contiguous(), x, weight, None, None, mean, invstd, True, ctx.eps, mask
+        )
+        return grad_x, grad_w, None, None, None, None
 
 
 def _shuffle(x: Tensor, groups: int) -> Tensor:

@@ -35,6 +35,9 @@ CASES = {
     "darts-all-ops-32-channels": (uniform_candidates(PRIMITIVES), 8, 12, 1),
     "stacnas-stage1": (uniform_candidates(STAGE1), 6, 15, 1),  # odd sizes: padded reduce
     "stacnas-stage2": (stage2_candidates(0), 4, 16, 1),
+    # 32x32 maps with a different candidate list per edge: pooling on some edges only, weighted
+    # into the edges' sums by one batched product (space.fused._weighted_shared)
+    "stacnas-stage2-32x32": (stage2_candidates(0), 4, 32, 1),
     "pc-darts-k2": (uniform_candidates(PRIMITIVES), 4, 16, 2),
     # 4x4, 2x2 and 1x1 maps: the product kernels as one matrix product, the separable convs'
     # second stage as a depthwise and a grouped pointwise matrix product (space.operations)
@@ -44,7 +47,7 @@ CASES = {
 # A weight's gradient sums over every position of every image: at 32x32 four times the terms of
 # 16x16, summed in another order by the fused convs, so float32 rounding reaches 2.6e-5 there
 # (with the grouped 1x1 convs as well as with the products; a wrong result is off by O(1)).
-ATOL = {"darts-all-ops-32x32": 5e-5}
+ATOL = {"darts-all-ops-32x32": 5e-5, "stacnas-stage2-32x32": 5e-5}
 
 
 def grads(net: Supernet) -> dict[str, torch.Tensor]:
