@@ -551,8 +551,10 @@ def _shared_depthwise(
 
     So: a plain 3x3 at stride 1 as an ordinary depthwise conv (groups = m x c) over m copies of
     the input (oneDNN's fast 3x3 kernel; the copies' gradient is their sum); 5x5, and dilated
-    ones at stride 1 on maps larger than 8x8, in channels-last memory (one copy in, one out);
-    the rest (strided dilated, strided 3x3, dilated 5x5 on small maps) as they were. The same
+    ones at stride 2, with each pass (forward, input gradient, weight gradient) in the form that
+    runs it fastest (``_SharedDepthwise``, measured per pass); dilated 3x3 at stride 1 in
+    channels-last memory (one copy in, one out), as a single edge's 5x5; the rest (strided
+    3x3) as a conv with m outputs per input channel in the default layout. The same
     products in another order: float rounding apart, the same output and gradients. ``last``
     gives ``x`` in channels-last memory, made once per state for all its bundles (the copy and
     its gradient's copy back cost 0.3-2 ms a bundle at the default search shape)."""
