@@ -104,10 +104,12 @@ class SearchSpec(ConfigModel):
         "[-epsilon, epsilon] (clipped, renormalised), epsilon ramped linearly from 0.03 to this "
         "value over each stage (SDARTS: 0.3); 0: off",
     )
-    weighting: Literal["softmax", "sigmoid"] = Field(
+    weighting: Literal["softmax", "sigmoid", "gumbel"] = Field(
         "softmax",
         description="how an edge's architecture parameters weight its candidates: softmax "
-        "(DARTS: they compete for one unit) or sigmoid (FairDARTS: each on its own)",
+        "(DARTS: they compete for one unit), sigmoid (FairDARTS: each on its own) or gumbel "
+        "(GDAS: each pass samples one operation per edge from the softmax, straight-through, "
+        "temperature 10 to 0.1 over each stage)",
     )
     zero_one_loss: float = Field(
         0.0,
@@ -205,6 +207,16 @@ class SearchSpec(ConfigModel):
     def _ours_only(cls, value: float | None, info: ValidationInfo) -> float | None:
         if value and info.data.get("strategy") == "nni-darts":
             raise ValueError("nni-darts has no FLOPs term of ours (only the derivation): use 0")
+        return value
+
+    @field_validator("weighting")
+    @classmethod
+    def _not_smoothed(cls, value: str, info: ValidationInfo) -> str:
+        if value == "gumbel" and info.data.get("random_smoothing"):
+            raise ValueError(
+                "gumbel trains on sampled architectures, not on SDARTS-RS's perturbed weights: "
+                "use random_smoothing: 0 with it"
+            )
         return value
 
     @field_validator("zero_one_loss")

@@ -62,6 +62,29 @@ def smoothed_weights(
     return out
 
 
+GUMBEL_TAU = (10.0, 0.1)  # GDAS's temperature, annealed linearly over the search
+
+
+def gumbel_weights(supernet: Supernet, tau: float, generator: torch.Generator) -> dict[str, Tensor]:
+    """GDAS's sampled architecture (Dong and Yang 2019): per edge one operation drawn from the
+    softmax of its architecture parameters by the Gumbel-max trick, as a one-hot weight in value
+    with the gradient of the tempered softmax ``softmax((log p + g) / tau)`` (straight-through).
+    The forward pass computes one discrete network (the sampled operation alone on each edge, as
+    derivation will keep one), so the supernet cannot lean on a mixture of operations that no
+    derived network contains; every candidate's output still reaches the architecture gradient,
+    which is the first-order effect of putting it on the edge of that network. One draw per edge
+    and batch; masked candidates are never drawn."""
+    out = {}
+    for kind, probs in supernet.weights().items():
+        logits = probs.clamp_min(1e-30).log() + getattr(supernet, f"mask_{kind}")
+        uniform = torch.rand(probs.shape, generator=generator, dtype=probs.dtype)
+        gumbel = -(-uniform.clamp_min(1e-20).log()).log()
+        soft = torch.softmax((logits + gumbel.to(probs.device)) / tau, dim=-1)
+        hard = torch.zeros_like(soft).scatter_(-1, soft.argmax(-1, keepdim=True), 1.0)
+        out[kind] = hard - soft.detach() + soft
+    return out
+
+
 def zero_one_loss(supernet: Supernet) -> Tensor:
     """FairDARTS's zero-one loss (Chu et al. 2020): minus the mean squared distance of each present
     candidate's sigmoid weight from 0.5. Minimising it pushes every weight towards 0 or 1, so that
@@ -155,6 +178,8 @@ class SearchTask(TrainTask):
         self.aux_skip = aux_skip
         self.epsilon = 0.0  # this epoch's, ramped linearly (start_epoch)
         self.noise = torch.Generator().manual_seed(seed)
+        self.gumbel = supernet.weighting == "gumbel"
+        self.tau = GUMBEL_TAU[0]  # this epoch's (start_epoch)
         self.arch_optimizer = torch.optim.Adam(
             supernet.arch_parameters(),
             lr=arch_lr,
@@ -192,7 +217,7 @@ class SearchTask(TrainTask):
             xv, yv, iv = next(self.held_out_batches)
             xv, yv = xv.to(x.device), yv.to(x.device)
             self.arch_optimizer.zero_grad(set_to_none=True)
-            with frozen(self.supernet.weight_parameters()):
+            with frozen(self.supernet.weight_parameters()), self._sampled():
                 held_loss = self._loss(self.held_out, xv, yv, iv)
                 grads = torch.autograd.grad(held_loss, arch)
             for p, g in zip(arch, grads, strict=True):
@@ -206,7 +231,8 @@ class SearchTask(TrainTask):
                 with self.supernet.using(smoothed_weights(self.supernet, self.epsilon, self.noise)):
                     loss, logits = self.loss(x, y, index)
             else:
-                loss, logits = self.loss(x, y, index)
+                with self._sampled():
+                    loss, logits = self.loss(x, y, index)
             if torch.isfinite(loss):
                 optimizer.zero_grad(set_to_none=True)
                 self.arch_optimizer.zero_grad(set_to_none=True)
@@ -219,6 +245,15 @@ class SearchTask(TrainTask):
             for p in arch:
                 p.requires_grad_(True)
         return loss.detach(), logits.detach()
+
+    @contextmanager
+    def _sampled(self) -> Iterator[None]:
+        """GDAS: the pass runs on one architecture drawn for it; otherwise on the weights."""
+        if not self.gumbel:
+            yield
+            return
+        with self.supernet.using(gumbel_weights(self.supernet, self.tau, self.noise)):
+            yield
 
     def start_epoch(self, epoch: int, epochs: int) -> None:
         """Warm-up: the first ``warmup_epochs`` epochs train the weights only (parameter-free
@@ -233,6 +268,9 @@ class SearchTask(TrainTask):
             self.epsilon = start + (self.random_smoothing - start) * epoch / max(1, epochs - 1)
         # DARTS-: the auxiliary skip's coefficient decays linearly to 0 at the last epoch, so
         # that the last epoch trains (and derivation reads) the supernet without it
+        # GDAS anneals its temperature linearly from 10 to 0.1
+        high, low = GUMBEL_TAU
+        self.tau = high - (high - low) * epoch / max(1, epochs - 1)
         if self.aux_skip:
             self.supernet.aux_beta = self.aux_skip * (1 - epoch / max(1, epochs - 1))
 

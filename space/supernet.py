@@ -45,7 +45,7 @@ from space.operations import OPS, op_macs
 
 CELL_KINDS = ("normal", "reduce")
 EdgeStrength = Literal["max", "non_zero"]
-Weighting = Literal["softmax", "sigmoid"]
+Weighting = Literal["softmax", "sigmoid", "gumbel"]
 # Edge strengths are softmax weights (differences of a few hundredths to tenths between the inputs
 # of a node while a search runs): at 0.05, a difference of 0.1 is a 7:1 odds of being kept.
 EDGE_TEMPERATURE = 0.05
@@ -335,7 +335,9 @@ class Supernet(nn.Module):
     def weights(self) -> dict[str, Tensor]:
         """Softmax over each edge's candidates (DARTS), or each candidate's own sigmoid
         (``weighting: sigmoid``, FairDARTS: the candidates do not compete for one unit of weight);
-        masked entries get weight 0 either way."""
+        masked entries get weight 0 either way. With ``weighting: gumbel`` (GDAS) this is the
+        softmax the search samples one operation per edge from (``search.task.gumbel_weights``);
+        derivation, the cost estimate and evaluation read it as they read DARTS's."""
         out = {}
         for kind in CELL_KINDS:
             logits = self.alphas[kind] + getattr(self, f"mask_{kind}")

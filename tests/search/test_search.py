@@ -736,6 +736,74 @@ def test_sigmoid_weighting_and_zero_one_loss(digits_subset: tuple) -> None:
     assert fair["weighting"] == "sigmoid" and fair["zero_one_loss"] == 10.0
 
 
+def test_gumbel_weighting_samples_one_operation_per_edge(digits_subset: tuple) -> None:
+    """GDAS: each sampled weight is one-hot in value (one present candidate per edge, never a
+    masked one) with the tempered softmax's gradient (straight-through); the draws follow the
+    softmax (Gumbel-max); the temperature anneals from 10 to 0.1 over a stage; a step trains
+    only the sampled operations' weights, moves the architecture, and leaves no override; the
+    spec refuses it with SDARTS-RS's smoothing and keeps it in its hashed form."""
+    from search.spec import SearchSpec
+    from search.task import gumbel_weights
+    from space.supernet import NetShape, Supernet, uniform_candidates
+
+    shape = NetShape.of(channels=4, layers=3, num_classes=10, in_chans=1, input_size=8)
+    net = Supernet(
+        shape, uniform_candidates(("none", "max_pool_3x3", "sep_conv_3x3")), weighting="gumbel"
+    )
+    with torch.no_grad():
+        net.alphas["normal"][0, :3] = torch.tensor([0.0, 1.0, 2.0])
+    generator = torch.Generator().manual_seed(0)
+    drawn = torch.zeros(3)
+    for _ in range(2000):
+        sampled = gumbel_weights(net, 1.0, generator)
+        for w in sampled.values():
+            assert torch.equal(w.detach().sum(-1), torch.ones(len(w)))
+            assert set(w.detach().unique().tolist()) <= {0.0, 1.0}
+            assert torch.equal(w.detach()[:, 3:], torch.zeros_like(w[:, 3:]))
+        drawn += sampled["normal"][0, :3].detach()
+    expected = torch.softmax(torch.tensor([0.0, 1.0, 2.0]), 0)
+    assert torch.allclose(drawn / 2000, expected, atol=0.03)
+
+    # straight-through: the gradient is that of the tempered softmax of the perturbed logits
+    sampled = gumbel_weights(net, 2.0, torch.Generator().manual_seed(1))
+    (sampled["normal"][0, :3] * torch.tensor([1.0, -2.0, 3.0])).sum().backward()
+    grad = net.alphas["normal"].grad[0, :3]
+    assert grad.abs().sum() > 0 and abs(float(grad.sum())) < 1e-5  # softmax: sums to 0
+
+    x, y, index = _batch(digits_subset[1], 16)
+    torch.manual_seed(0)
+    net = Supernet(  # per-edge cells: every edge's convolution has its own parameters
+        shape,
+        uniform_candidates(("max_pool_3x3", "sep_conv_3x3")),
+        weighting="gumbel",
+        fused=False,
+    )
+    task = _one_level_task(net, digits_subset, seed=3)
+    task.start_epoch(0, 3)
+    assert task.tau == 10.0
+    task.start_epoch(2, 3)
+    assert task.tau == pytest.approx(0.1)
+    probe = torch.Generator()  # the draw the step will make, from a copy of its generator
+    probe.set_state(task.noise.get_state())
+    conv_drawn = gumbel_weights(net, task.tau, probe)["normal"][:, 1].detach() == 1
+    assert 0 < int(conv_drawn.sum()) < len(conv_drawn)
+    params = dict(net.named_parameters())
+    before = {n: p.detach().clone() for n, p in params.items()}
+    task.step(x, y, index, torch.optim.SGD(net.weight_parameters(), lr=0.05))
+    assert net._override is None
+    for kind in ("normal", "reduce"):
+        assert not torch.equal(net.alphas[kind], before[f"alphas.{kind}"])
+    for e, drawn in enumerate(conv_drawn.tolist()):  # the first (normal) cell's edges
+        conv = [n for n in params if n.startswith(f"cells.0.edges.{e}.ops.1.")]
+        assert conv and all(torch.equal(params[n], before[n]) != drawn for n in conv), (
+            f"edge {e}: its convolution trains exactly when it was drawn"
+        )
+
+    with pytest.raises(ValueError, match="random_smoothing"):
+        SearchSpec(budget_mflops=1.0, weighting="gumbel", random_smoothing=0.3)
+    assert SearchSpec(budget_mflops=1.0, weighting="gumbel").to_dict()["weighting"] == "gumbel"
+
+
 def test_auxiliary_skip_decays_to_zero_and_is_a_spec_option(digits_subset: tuple) -> None:
     """DARTS-: the search sets the auxiliary skip's coefficient each epoch, from the set value at
     the first epoch linearly to 0 at the last (the supernet derivation reads is the plain one),

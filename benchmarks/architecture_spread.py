@@ -1,0 +1,209 @@
+"""How much of R1's accuracy is its architecture, and how much its training's luck? The size of the
+prize a search can win over random genotypes, measured before judging a search by it.
+
+    python benchmarks/architecture_spread.py --from runs/bench-quality [--budget 1]
+        [--draw-seeds 0 1 2] [--seeds 0 1 2] [--genotype search-*/genotype.json ...]
+        [--out runs/bench-spread]
+
+``--from`` is a ``benchmarks/search_quality.py --shared-student`` output directory: its T and S0
+(``teacher.pt``, ``student.pt``) serve every run here. The genotypes are the random arm's of that
+benchmark (``--random`` per draw seed, drawn and repaired by the same code, so ``--draw-seeds 0 1
+2`` gives the very genotypes its random arm trained at that budget), plus any ``--genotype`` file
+(a search's ``genotype.json``). Each genotype is trained as R1 once per ``--seeds`` seed, exactly as
+the benchmark trains it (same config, same epochs; only the seed differs).
+
+Prints each genotype's S1 per seed and its mean, and splits the spread the way a one-way
+random-effects ANOVA does: between genotypes (what a search can exploit) and within a genotype
+(seed-to-seed training noise, which no search can). Writes ``spread.json`` and ``spread.png``
+(each genotype's S1 over the seeds, sorted by mean) under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from search_quality import base_config, random_genotype  # benchmarks/, run as a script
+
+from api.runtime.serve import with_allocator
+from distill.data import dataset_info
+from distill.models import NetSpec, complexity
+from search.budget import derive_within_budget
+from search.config import RunConfig
+from search.pipeline import run
+from search.run import shape_for
+from search.spec import SearchSpec
+from space.supernet import argmax_genotype
+
+
+def drawn(seed: int, factor: float, budget: float, count: int, info: Any) -> list[dict[str, Any]]:
+    """The random arm's genotypes of ``search_quality.py`` for this seed and budget."""
+    spec = SearchSpec.model_validate({"budget_mflops": budget, "seed": seed})
+    rng = random.Random(f"{seed}-{factor}")
+    shape = shape_for(spec, info)
+    out = []
+    for k in range(count):
+        scores = random_genotype(rng, shape.steps)
+        d = derive_within_budget(
+            argmax_genotype(scores, shape.steps), scores, shape=shape, budget_mflops=budget,
+            min_channels=spec.min_channels,
+        )  # fmt: skip
+        out.append(
+            {
+                "name": f"random s{seed}#{k}",
+                "genotype": d.genotype.to_dict(),
+                "channels": d.channels,
+                "layers": spec.layers,
+            }
+        )
+    return out
+
+
+def decompose(table: dict[str, list[float]]) -> dict[str, float]:
+    """One-way random-effects ANOVA over genotypes (rows) with n seeds each (balanced): the
+    between-genotype variance component ``(MS_between - MS_within) / n`` (0 when negative) and
+    the within-genotype one ``MS_within``, as standard deviations, in accuracy units."""
+    rows = list(table.values())
+    n, k = len(rows[0]), len(rows)
+    if any(len(r) != n for r in rows) or n < 2 or k < 2:
+        raise SystemExit("needs at least 2 genotypes, each with the same number (>= 2) of seeds")
+    means = [statistics.mean(r) for r in rows]
+    grand = statistics.mean(means)
+    ms_between = n * sum((m - grand) ** 2 for m in means) / (k - 1)
+    ms_within = sum((v - m) ** 2 for r, m in zip(rows, means, strict=True) for v in r) / (
+        k * (n - 1)
+    )
+    between = max(0.0, (ms_between - ms_within) / n)
+    return {
+        "genotypes": k,
+        "seeds": n,
+        "mean": grand,
+        "sd_architecture": between**0.5,
+        "sd_training": ms_within**0.5,
+        "architecture_share": between / (between + ms_within) if between + ms_within else 0.0,
+        "f_statistic": ms_between / ms_within if ms_within else float("inf"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--from", dest="source", required=True, help="a --shared-student run")
+    parser.add_argument("--dataset", default="mnist5k", choices=["mnist5k", "digits"])
+    parser.add_argument("--budget", type=float, default=1.0, help="x ResNet-8x0.5's MFLOPs")
+    parser.add_argument("--draw-seeds", type=int, nargs="*", default=[0, 1, 2])
+    parser.add_argument("--random", type=int, default=3, help="genotypes per draw seed")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    parser.add_argument("--genotype", nargs="*", default=[], help="genotype.json files")
+    parser.add_argument("--epochs", type=int, default=6, help="R1 epochs (the benchmark's: 6)")
+    parser.add_argument("--out", default="runs/bench-spread")
+    parser.add_argument("--allocator", default="auto")
+    args = parser.parse_args()
+    env = with_allocator(args.allocator, os.environ)
+    if env is not None:
+        os.execve(sys.executable, sys.orig_argv, env)
+
+    source, out = Path(args.source), Path(args.out)
+    for name in ("teacher.pt", "student.pt"):
+        if not (source / name).exists():
+            raise SystemExit(f"--from: no {source / name}; run search_quality.py --shared-student")
+    info = dataset_info(args.dataset)
+    unit = complexity(NetSpec.for_dataset("resnet8", info, width=0.5).build(), info).mflops
+    budget = round(args.budget * unit, 4)
+    items = [g for s in args.draw_seeds for g in drawn(s, args.budget, budget, args.random, info)]
+    for path in args.genotype:
+        found = json.loads(Path(path).read_text())
+        items.append(
+            {
+                "name": f"{Path(path).parent.name}",
+                "genotype": found["genotype"],
+                "channels": found["channels"],
+                "layers": found["layers"],
+            }
+        )
+    records = []
+    for item in items:
+        for seed in args.seeds:
+            base = base_config(args.dataset, seed, args.epochs, 8)
+            base["teacher_checkpoint"] = str(source / "teacher.pt")
+            base["student_checkpoint"] = str(source / "student.pt")
+            r1 = {k: item[k] for k in ("genotype", "channels", "layers")}
+            config = RunConfig.from_dict(base | {"res_students": [r1]})
+            report = run(config, out_dir=out / f"seed{seed}", progress=False, log=lambda _: None)
+            rows = {r.model: r for r in report.rows}
+            record = {
+                "name": item["name"],
+                "seed": seed,
+                "s0": rows["S0"].accuracy,
+                "s1": rows["S1"].accuracy,
+                "r1_mflops": rows["S1"].mflops - rows["S0"].mflops,
+                "genotype": item["genotype"],
+                "channels": item["channels"],
+            }
+            records.append(record)
+            print(f"{item['name']:>28s} seed {seed}: S1 {record['s1']:.4f}", flush=True)
+    summarize(records, out)
+
+
+def summarize(records: list[dict[str, Any]], out: Path) -> dict[str, float]:
+    table: dict[str, list[float]] = {}
+    for r in records:
+        table.setdefault(r["name"], []).append(r["s1"])
+    order = sorted(table, key=lambda k: statistics.mean(table[k]), reverse=True)
+    print()
+    for name in order:
+        values = " ".join(f"{100 * v:.2f}" for v in table[name])
+        print(f"{name:>28s}  {100 * statistics.mean(table[name]):.2f}  ({values})")
+    drawn_only = {k: v for k, v in table.items() if k.startswith("random ")}
+    parts = decompose(drawn_only if len(drawn_only) > 1 else table)
+    print(
+        f"\n{parts['genotypes']} {'random ' if len(drawn_only) > 1 else ''}genotypes x "
+        f"{parts['seeds']} seeds, mean S1 {100 * parts['mean']:.2f}%: sd between genotypes "
+        f"{100 * parts['sd_architecture']:.2f}, within (training seeds) "
+        f"{100 * parts['sd_training']:.2f} points; architecture's share of the variance "
+        f"{parts['architecture_share']:.0%} (F = {parts['f_statistic']:.2f} on "
+        f"{parts['genotypes'] - 1} and {parts['genotypes'] * (parts['seeds'] - 1)} d.f.)"
+    )
+    se = parts["sd_training"] / parts["seeds"] ** 0.5
+    for name in order:
+        if name not in drawn_only and len(drawn_only) > 1:
+            diff = statistics.mean(table[name]) - parts["mean"]
+            print(
+                f"{name}: {100 * diff:+.2f} points against the random genotypes' mean "
+                f"(training SE of a {parts['seeds']}-seed mean: {100 * se:.2f})"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spread.json").write_text(json.dumps({"records": records, "anova": parts}, indent=2))
+    plot(table, order, out / "spread.png")
+    print(f"wrote {out / 'spread.json'} and {out / 'spread.png'}")
+    return parts
+
+
+def plot(table: dict[str, list[float]], order: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.0, 0.35 * len(order) + 1.6))
+    for i, name in enumerate(order):
+        values = [100 * v for v in table[name]]
+        ax.scatter(values, [i] * len(values), color="tab:blue", alpha=0.6, s=18)
+        ax.plot([statistics.mean(values)], [i], marker="|", color="black", markersize=14)
+    ax.set_yticks(range(len(order)), order, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("S1 = S0 + R1 test accuracy (%): one dot per training seed, bar: mean")
+    ax.set_title("The same genotypes under several seeds: architecture against training luck")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

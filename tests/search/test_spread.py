@@ -1,0 +1,43 @@
+"""The variance split of ``benchmarks/architecture_spread.py`` (how much of R1's accuracy its
+architecture explains), on tables whose components are known."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def spread():  # type: ignore[no-untyped-def]
+    sys.path.insert(0, str(BENCHMARKS))  # the benchmarks import each other as scripts
+    try:
+        yield importlib.import_module("architecture_spread")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_between_and_within_components(spread) -> None:  # type: ignore[no-untyped-def]
+    # three genotypes 1 point apart, each +-0.1 point over two seeds
+    table = {name: [m + 0.001, m - 0.001] for name, m in (("a", 0.96), ("b", 0.97), ("c", 0.98))}
+    parts = spread.decompose(table)
+    # MS_within = 6 * 1e-6 / 3 = 2e-6; MS_between = 2 * 2e-4 / 2 = 2e-4
+    assert parts["sd_training"] == pytest.approx(2e-6**0.5)
+    assert parts["sd_architecture"] == pytest.approx(((2e-4 - 2e-6) / 2) ** 0.5)
+    assert parts["f_statistic"] == pytest.approx(100.0)
+    assert parts["mean"] == pytest.approx(0.97)
+    assert parts["architecture_share"] == pytest.approx(9.9e-5 / (9.9e-5 + 2e-6))
+
+
+def test_no_architecture_effect_gives_zero_between(spread) -> None:  # type: ignore[no-untyped-def]
+    # the same seeds' values for every genotype, reordered: equal means, all of it training noise
+    table = {"a": [0.965, 0.970, 0.975], "b": [0.975, 0.965, 0.970], "c": [0.970, 0.975, 0.965]}
+    parts = spread.decompose(table)
+    assert parts["sd_architecture"] == 0.0 and parts["architecture_share"] == 0.0
+    assert parts["sd_training"] == pytest.approx(0.005)
+    with pytest.raises(SystemExit, match="same number"):
+        spread.decompose({"a": [0.9, 0.91], "b": [0.9]})
