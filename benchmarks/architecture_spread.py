@@ -2,7 +2,7 @@
 prize a search can win over random genotypes, measured before judging a search by it.
 
     python benchmarks/architecture_spread.py --from runs/bench-quality [--budget 1]
-        [--draw-seeds 0 1 2] [--seeds 0 1 2] [--genotype search-*/genotype.json ...]
+        [--draw-seeds 0 1 2] [--seeds 0 1 2] [--genotype [NAME=]search-*/genotype.json ...]
         [--out runs/bench-spread]
 
 ``--from`` is a ``benchmarks/search_quality.py --shared-student`` output directory: its T and S0
@@ -99,7 +99,9 @@ def main() -> None:
     parser.add_argument("--draw-seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--random", type=int, default=3, help="genotypes per draw seed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
-    parser.add_argument("--genotype", nargs="*", default=[], help="genotype.json files")
+    parser.add_argument(
+        "--genotype", nargs="*", default=[], help="genotype.json files, as PATH or NAME=PATH"
+    )
     parser.add_argument("--epochs", type=int, default=6, help="R1 epochs (the benchmark's: 6)")
     parser.add_argument("--out", default="runs/bench-spread")
     parser.add_argument("--allocator", default="auto")
@@ -116,11 +118,12 @@ def main() -> None:
     unit = complexity(NetSpec.for_dataset("resnet8", info, width=0.5).build(), info).mflops
     budget = round(args.budget * unit, 4)
     items = [g for s in args.draw_seeds for g in drawn(s, args.budget, budget, args.random, info)]
-    for path in args.genotype:
+    for given in args.genotype:
+        name, _, path = given.rpartition("=")
         found = json.loads(Path(path).read_text())
         items.append(
             {
-                "name": f"{Path(path).parent.name}",
+                "name": name or Path(path).parent.name,
                 "genotype": found["genotype"],
                 "channels": found["channels"],
                 "layers": found["layers"],
@@ -193,12 +196,13 @@ def plot(table: dict[str, list[float]], order: list[str], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7.0, 0.35 * len(order) + 1.6))
     for i, name in enumerate(order):
         values = [100 * v for v in table[name]]
-        ax.scatter(values, [i] * len(values), color="tab:blue", alpha=0.6, s=18)
+        color = "tab:blue" if name.startswith("random ") else "tab:orange"
+        ax.scatter(values, [i] * len(values), color=color, alpha=0.6, s=18)
         ax.plot([statistics.mean(values)], [i], marker="|", color="black", markersize=14)
     ax.set_yticks(range(len(order)), order, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("S1 = S0 + R1 test accuracy (%): one dot per training seed, bar: mean")
-    ax.set_title("The same genotypes under several seeds: architecture against training luck")
+    ax.set_title("Each genotype under several training seeds (orange: given ones)", fontsize=10)
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
