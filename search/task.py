@@ -266,11 +266,11 @@ class SearchTask(TrainTask):
         if self.random_smoothing:
             start = min(0.03, self.random_smoothing)
             self.epsilon = start + (self.random_smoothing - start) * epoch / max(1, epochs - 1)
-        # DARTS-: the auxiliary skip's coefficient decays linearly to 0 at the last epoch, so
-        # that the last epoch trains (and derivation reads) the supernet without it
         # GDAS anneals its temperature linearly from 10 to 0.1
         high, low = GUMBEL_TAU
         self.tau = high - (high - low) * epoch / max(1, epochs - 1)
+        # DARTS-: the auxiliary skip's coefficient decays linearly to 0 at the last epoch, so
+        # that the last epoch trains (and derivation reads) the supernet without it
         if self.aux_skip:
             self.supernet.aux_beta = self.aux_skip * (1 - epoch / max(1, epochs - 1))
 
