@@ -3,7 +3,8 @@ prize a search can win over random genotypes, measured before judging a search b
 
     python benchmarks/architecture_spread.py --from runs/bench-quality [--budget 1]
         [--draw-seeds 0 1 2] [--seeds 0 1 2] [--genotype [NAME=]search-*/genotype.json ...]
-        [--out runs/bench-spread]
+        [--bench-seeds 3] [--out runs/bench-spread]
+    python benchmarks/architecture_spread.py --records runs/bench-spread/spread.json
 
 ``--from`` is a ``benchmarks/search_quality.py --shared-student`` output directory: its T and S0
 (``teacher.pt``, ``student.pt``) serve every run here. The genotypes are the random arm's of that
@@ -14,18 +15,24 @@ the benchmark trains it (same config, same epochs; only the seed differs).
 
 Prints each genotype's S1 per seed and its mean, and splits the spread the way a one-way
 random-effects ANOVA does: between genotypes (what a search can exploit) and within a genotype
-(seed-to-seed training noise, which no search can). Writes ``spread.json`` and ``spread.png``
-(each genotype's S1 over the seeds, sorted by mean) under ``--out``.
+(seed-to-seed training noise, which no search can). From the split it says what the quality
+benchmark's test can show at this budget (``power``): how likely a search that always found the
+space's top 10% (or 1%) of genotypes would be to pass it with ``--bench-seeds`` seeds, and how many
+seeds that would take. Writes ``spread.json`` and ``spread.png`` (each genotype's S1 over the
+seeds, sorted by mean) under ``--out``. ``--records`` summarizes an earlier ``spread.json`` again
+(its split and power, under other ``--bench-seeds``) without training anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import statistics
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,9 +98,59 @@ def decompose(table: dict[str, list[float]]) -> dict[str, float]:
     }
 
 
+@dataclass(frozen=True)
+class Power:
+    """What ``search_quality.py``'s test can show for a search of a given strength (``power``)."""
+
+    top: float  # the search always returns a genotype at the space's top ``top`` quantile
+    margin: float  # its expected S1 over the random arm's, in accuracy units
+    pooled_se: float  # the test's pooled standard error of the two arms' means
+    p_pass: float  # the chance that the margin comes out above the pooled SE
+    p_above: float  # the chance that it comes out above 0
+    seeds_for_goal: int | None  # the seeds that would make p_pass >= goal (None: no number)
+    goal: float
+
+
+def power(
+    parts: dict[str, float], *, seeds: int, per_seed: int, top: float, goal: float = 0.8
+) -> Power:
+    """What ``search_quality.py``'s test can show at this budget, given the variance split.
+
+    A search that always returns a genotype at the space's top ``top`` quantile (an oracle of
+    that strength; genotype means taken as normal with sd ``sd_architecture``) is +delta = z *
+    sd_architecture above the space's mean. The benchmark compares its ``seeds`` R1 (one per
+    seed, each with the training noise ``sd_training``) with the random arm's per-seed means of
+    ``per_seed`` draws, whose variance is (between + within) / per_seed, and passes a budget when
+    the margin exceeds the pooled standard error of the two arms' means. Treating that SE as
+    known, the margin is normal around delta with sd = pooled SE, so the chance of passing is
+    Phi(delta / SE - 1), of coming out above random at all Phi(delta / SE); and the seeds it takes
+    to pass with probability ``goal`` solve delta / SE(n) = 1 + z_goal, SE(n) = c / sqrt(n).
+    """
+    normal = statistics.NormalDist()
+    b2, w2 = parts["sd_architecture"] ** 2, parts["sd_training"] ** 2
+    delta = normal.inv_cdf(1 - top) * parts["sd_architecture"]
+    c = (w2 + (b2 + w2) / per_seed) ** 0.5
+    se = c / seeds**0.5
+    return Power(
+        top=top,
+        margin=delta,
+        pooled_se=se,
+        p_pass=normal.cdf(delta / se - 1) if se else float(delta > 0),
+        p_above=normal.cdf(delta / se) if se else float(delta > 0),
+        seeds_for_goal=(
+            math.ceil((c * (1 + normal.inv_cdf(goal)) / delta) ** 2) if delta > 0 else None
+        ),
+        goal=goal,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--from", dest="source", required=True, help="a --shared-student run")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--from", dest="source", help="a --shared-student run")
+    where.add_argument(
+        "--records", help="an earlier run's spread.json: summarize it again, train nothing"
+    )
     parser.add_argument("--dataset", default="mnist5k", choices=["mnist5k", "digits"])
     parser.add_argument("--budget", type=float, default=1.0, help="x ResNet-8x0.5's MFLOPs")
     parser.add_argument("--draw-seeds", type=int, nargs="*", default=[0, 1, 2])
@@ -103,9 +160,16 @@ def main() -> None:
         "--genotype", nargs="*", default=[], help="genotype.json files, as PATH or NAME=PATH"
     )
     parser.add_argument("--epochs", type=int, default=6, help="R1 epochs (the benchmark's: 6)")
+    parser.add_argument(
+        "--bench-seeds", type=int, default=3, help="the quality benchmark's seeds, for its power"
+    )
     parser.add_argument("--out", default="runs/bench-spread")
     parser.add_argument("--allocator", default="auto")
     args = parser.parse_args()
+    if args.records:
+        records = json.loads(Path(args.records).read_text())["records"]
+        summarize(records, Path(args.out), bench_seeds=args.bench_seeds, per_seed=args.random)
+        return
     env = with_allocator(args.allocator, os.environ)
     if env is not None:
         os.execve(sys.executable, sys.orig_argv, env)
@@ -150,10 +214,12 @@ def main() -> None:
             }
             records.append(record)
             print(f"{item['name']:>28s} seed {seed}: S1 {record['s1']:.4f}", flush=True)
-    summarize(records, out)
+    summarize(records, out, bench_seeds=args.bench_seeds, per_seed=args.random)
 
 
-def summarize(records: list[dict[str, Any]], out: Path) -> dict[str, float]:
+def summarize(
+    records: list[dict[str, Any]], out: Path, *, bench_seeds: int = 3, per_seed: int = 3
+) -> dict[str, float]:
     table: dict[str, list[float]] = {}
     for r in records:
         table.setdefault(r["name"], []).append(r["s1"])
@@ -180,11 +246,31 @@ def summarize(records: list[dict[str, Any]], out: Path) -> dict[str, float]:
                 f"{name}: {100 * diff:+.2f} points against the random genotypes' mean "
                 f"(training SE of a {parts['seeds']}-seed mean: {100 * se:.2f})"
             )
+    powers = [power(parts, seeds=bench_seeds, per_seed=per_seed, top=q) for q in (0.10, 0.01)]
+    print(
+        f"\nsearch_quality.py's test here ({bench_seeds} seeds, {per_seed} random genotypes per "
+        "seed; passed when searched - random > their pooled SE):"
+    )
+    for p in powers:
+        print(
+            f"  a search that always finds the top {p.top:.0%} of these genotypes: "
+            f"+{100 * p.margin:.2f} points against a pooled SE of {100 * p.pooled_se:.2f}; "
+            f"passes with probability {p.p_pass:.0%} (above random at all: {p.p_above:.0%}); "
+            f"{seeds_phrase(p.seeds_for_goal)} for {p.goal:.0%}"
+        )
     out.mkdir(parents=True, exist_ok=True)
-    (out / "spread.json").write_text(json.dumps({"records": records, "anova": parts}, indent=2))
+    (out / "spread.json").write_text(
+        json.dumps(
+            {"records": records, "anova": parts, "power": [asdict(p) for p in powers]}, indent=2
+        )
+    )
     plot(table, order, out / "spread.png")
     print(f"wrote {out / 'spread.json'} and {out / 'spread.png'}")
     return parts
+
+
+def seeds_phrase(n: int | None) -> str:
+    return "no number of seeds" if n is None else f"{n} seed" + ("s" if n != 1 else "")
 
 
 def plot(table: dict[str, list[float]], order: list[str], path: Path) -> None:

@@ -317,7 +317,8 @@ def main() -> None:
 
 
 def summarize(records: list[dict[str, Any]], factors: list[float], unit: float, out: Path) -> None:
-    rows, fronts = [], {}
+    rows: list[dict[str, Any]] = []
+    fronts: dict[str, list[Any]] = {}
     s0 = statistics.mean(r["s0"] for r in records)
     ref_mflops = 1.1 * max(factors) * unit
     for factor in factors:

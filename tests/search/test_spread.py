@@ -41,3 +41,25 @@ def test_no_architecture_effect_gives_zero_between(spread) -> None:  # type: ign
     assert parts["sd_training"] == pytest.approx(0.005)
     with pytest.raises(SystemExit, match="same number"):
         spread.decompose({"a": [0.9, 0.91], "b": [0.9]})
+
+
+def test_power_of_the_quality_test(spread) -> None:  # type: ignore[no-untyped-def]
+    parts = {"sd_architecture": 0.001, "sd_training": 0.001}
+    p = spread.power(parts, seeds=3, per_seed=3, top=0.10)
+    # delta = z_0.9 * 0.001 = 0.00128155; pooled SE = sqrt(1e-6 + 2e-6 / 3) / sqrt(3) = 0.00074536
+    assert p.margin == pytest.approx(0.00128155, rel=1e-4)
+    assert p.pooled_se == pytest.approx(0.00074536, rel=1e-4)
+    assert p.p_pass == pytest.approx(0.7641, abs=1e-3)  # Phi(1.71939 - 1)
+    assert p.p_above == pytest.approx(0.9572, abs=1e-3)  # Phi(1.71939)
+    assert p.seeds_for_goal == 4  # (0.00129099 * 1.84162 / 0.00128155) ** 2 = 3.44
+    assert spread.power(parts, seeds=4, per_seed=3, top=0.10).p_pass >= 0.8
+    assert spread.power(parts, seeds=3, per_seed=3, top=0.10).p_pass < 0.8
+    # no architecture variance: a search cannot be told from random, whatever it finds
+    none = spread.power(
+        {"sd_architecture": 0.0, "sd_training": 0.001}, seeds=3, per_seed=3, top=0.01
+    )
+    assert none.margin == 0.0 and none.seeds_for_goal is None
+    assert none.p_pass == pytest.approx(0.1587, abs=1e-3)  # luck: Phi(-1)
+    assert none.p_above == pytest.approx(0.5)
+    assert spread.seeds_phrase(None) == "no number of seeds"
+    assert spread.seeds_phrase(1) == "1 seed" and spread.seeds_phrase(4) == "4 seeds"
