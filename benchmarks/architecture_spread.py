@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from scipy.stats import f as f_dist
 from search_quality import base_config, random_genotype  # benchmarks/, run as a script
 
 from api.runtime.serve import with_allocator
@@ -95,6 +96,10 @@ def decompose(table: dict[str, list[float]]) -> dict[str, float]:
         "sd_training": ms_within**0.5,
         "architecture_share": between / (between + ms_within) if between + ms_within else 0.0,
         "f_statistic": ms_between / ms_within if ms_within else float("inf"),
+        # the chance of an F this large with no architecture effect at all
+        "p_value": float(f_dist.sf(ms_between / ms_within, k - 1, k * (n - 1)))
+        if ms_within
+        else 0.0,
     }
 
 
@@ -236,7 +241,8 @@ def summarize(
         f"{100 * parts['sd_architecture']:.2f}, within (training seeds) "
         f"{100 * parts['sd_training']:.2f} points; architecture's share of the variance "
         f"{parts['architecture_share']:.0%} (F = {parts['f_statistic']:.2f} on "
-        f"{parts['genotypes'] - 1} and {parts['genotypes'] * (parts['seeds'] - 1)} d.f.)"
+        f"{parts['genotypes'] - 1} and {parts['genotypes'] * (parts['seeds'] - 1)} d.f., "
+        f"p = {parts['p_value']:.2f})"
     )
     se = parts["sd_training"] / parts["seeds"] ** 0.5
     for name in order:

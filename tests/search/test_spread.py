@@ -31,6 +31,8 @@ def test_between_and_within_components(spread) -> None:  # type: ignore[no-untyp
     assert parts["f_statistic"] == pytest.approx(100.0)
     assert parts["mean"] == pytest.approx(0.97)
     assert parts["architecture_share"] == pytest.approx(9.9e-5 / (9.9e-5 + 2e-6))
+    # F on 2 and d d.f. has the survival function (1 + 2F / d) ** (-d / 2)
+    assert parts["p_value"] == pytest.approx((1 + 200 / 3) ** -1.5)
 
 
 def test_no_architecture_effect_gives_zero_between(spread) -> None:  # type: ignore[no-untyped-def]
@@ -39,6 +41,7 @@ def test_no_architecture_effect_gives_zero_between(spread) -> None:  # type: ign
     parts = spread.decompose(table)
     assert parts["sd_architecture"] == 0.0 and parts["architecture_share"] == 0.0
     assert parts["sd_training"] == pytest.approx(0.005)
+    assert parts["f_statistic"] == 0.0 and parts["p_value"] == 1.0
     with pytest.raises(SystemExit, match="same number"):
         spread.decompose({"a": [0.9, 0.91], "b": [0.9]})
 
