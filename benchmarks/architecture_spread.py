@@ -270,7 +270,12 @@ def summarize(
             {"records": records, "anova": parts, "power": [asdict(p) for p in powers]}, indent=2
         )
     )
-    plot(table, order, out / "spread.png")
+    split = (
+        f"sd between genotypes {100 * parts['sd_architecture']:.2f}, within "
+        f"{100 * parts['sd_training']:.2f} points; F = {parts['f_statistic']:.2f}, "
+        f"p = {parts['p_value']:.2f}"
+    )
+    plot(table, order, out / "spread.png", split)
     print(f"wrote {out / 'spread.json'} and {out / 'spread.png'}")
     return parts
 
@@ -279,7 +284,7 @@ def seeds_phrase(n: int | None) -> str:
     return "no number of seeds" if n is None else f"{n} seed" + ("s" if n != 1 else "")
 
 
-def plot(table: dict[str, list[float]], order: list[str], path: Path) -> None:
+def plot(table: dict[str, list[float]], order: list[str], path: Path, split: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -294,7 +299,11 @@ def plot(table: dict[str, list[float]], order: list[str], path: Path) -> None:
     ax.set_yticks(range(len(order)), order, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("S1 = S0 + R1 test accuracy (%): one dot per training seed, bar: mean")
-    ax.set_title("Each genotype under several training seeds (orange: given ones)", fontsize=10)
+    ax.set_title(
+        "Each genotype under several training seeds (orange: given ones)"
+        + (f"\n{split}" if split else ""),
+        fontsize=9,
+    )
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
