@@ -166,6 +166,11 @@ def main() -> None:
     )
     parser.add_argument("--epochs", type=int, default=6, help="R1 epochs (the benchmark's: 6)")
     parser.add_argument(
+        "--augment",
+        action="store_true",
+        help="train R1 on random shifts (T and S0 stay the benchmark's, from --from)",
+    )
+    parser.add_argument(
         "--bench-seeds", type=int, default=3, help="the quality benchmark's seeds, for its power"
     )
     parser.add_argument("--out", default="runs/bench-spread")
@@ -204,6 +209,7 @@ def main() -> None:
             base = base_config(args.dataset, seed, args.epochs, 8)
             base["teacher_checkpoint"] = str(source / "teacher.pt")
             base["student_checkpoint"] = str(source / "student.pt")
+            base["augment"] = args.augment
             r1 = {k: item[k] for k in ("genotype", "channels", "layers")}
             config = RunConfig.from_dict(base | {"res_students": [r1]})
             report = run(config, out_dir=out / f"seed{seed}", progress=False, log=lambda _: None)
