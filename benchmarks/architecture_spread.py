@@ -3,7 +3,7 @@ prize a search can win over random genotypes, measured before judging a search b
 
     python benchmarks/architecture_spread.py --from runs/bench-quality [--budget 1]
         [--draw-seeds 0 1 2] [--seeds 0 1 2] [--genotype [NAME=]search-*/genotype.json ...]
-        [--bench-seeds 3] [--out runs/bench-spread]
+        [--augment] [--bench-seeds 3] [--out runs/bench-spread]
     python benchmarks/architecture_spread.py --records runs/bench-spread/spread.json
 
 ``--from`` is a ``benchmarks/search_quality.py --shared-student`` output directory: its T and S0

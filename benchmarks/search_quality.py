@@ -2,7 +2,8 @@
 random R1 at three FLOPs budgets over several seeds, every R1 trained the same way once chosen.
 
     python benchmarks/search_quality.py [--dataset mnist5k] [--seeds 0 1 2]
-        [--budgets 0.5 1 2] [--random 3] [--set epochs=4 ...] [--out runs/bench-quality]
+        [--budgets 0.5 1 2] [--random 3] [--set epochs=4 ...] [--shared-student [--augment]]
+        [--out runs/bench-quality]
 
 Per seed, one output directory holds every run, so S0 (ResNet-14x0.25 by KD, as in
 ``benchmarks/reskd_seeds.py``) is trained once and shared by the arms; T (ResNet-20) is trained
@@ -12,6 +13,9 @@ config's ``student_checkpoint``), so that the seeds vary only what the arms diff
 and R1's training, as they do for a user whose T and S0 are given; S0's own seed-to-seed spread
 (0.35 points sd over 5 seeds) then no longer enters every arm's standard error. Every R1
 trains with its gradients clipped at 5 (searched and random genotypes do under ``nas_train``).
+``--augment`` (with ``--shared-student``, T and S0 taken from ``OUT/teacher.pt`` and ``student.pt``
+as trained without it): the search and every R1 train on random shifts of the images, which is
+what lets their architectures differ at all here (``benchmarks/architecture_spread.py``).
 Budgets are multiples of ResNet-8x0.5's counted MFLOPs on the dataset. At each budget and seed,
 R1 is
 - searched: the default search (``SearchSpec`` defaults, overridden by ``--set``) on the residual;
@@ -185,6 +189,12 @@ def main() -> None:
         help="the teacher seed's S0 serves every seed too (default: S0 per seed)",
     )
     parser.add_argument(
+        "--augment",
+        action="store_true",
+        help="the search and every R1 train on random shifts (pad 2, crop); T and S0 are the "
+        "ones in OUT (teacher.pt, student.pt, trained without): needs --shared-student",
+    )
+    parser.add_argument(
         "--allocator",
         default="auto",
         help="auto (tcmalloc when installed: what the service's CPU workers run a job under, "
@@ -207,6 +217,16 @@ def main() -> None:
     shared_student: Path | None = None
     if args.shared_student and args.teacher_per_seed:
         raise SystemExit("--shared-student: needs one T for every seed (not --teacher-per-seed)")
+    if args.augment:
+        if not args.shared_student:
+            raise SystemExit("--augment: needs --shared-student (T and S0 given, not retrained)")
+        for name in ("teacher.pt", "student.pt"):
+            if not (out / name).exists():
+                raise SystemExit(
+                    f"--augment: no {out / name}; run the benchmark into {out} without "
+                    "--augment first, or copy an earlier run's teacher.pt and student.pt there"
+                )
+        shared_teacher, shared_student = out / "teacher.pt", out / "student.pt"
     seeds = list(args.seeds)
     if args.shared_student and args.teacher_seed in seeds:  # its S0 first, then the others
         seeds.remove(args.teacher_seed)
@@ -223,6 +243,7 @@ def main() -> None:
                 )
             shared_student = out / "student.pt"
         base = base_config(args.dataset, seed, args.epochs, args.teacher_epochs)
+        base["augment"] = args.augment
         if shared_teacher is not None:
             base["teacher_checkpoint"] = str(shared_teacher)
         if shared_student is not None:
