@@ -465,7 +465,8 @@ def plot(
     ax.set_xlabel("R1 MFLOPs (counted)")
     ax.set_ylabel("S1 = S0 + R1 test accuracy (%)")
     ax.set_title(
-        "R1 at three budgets: mean ± sd over seeds" + (" (one S0 for every seed)" if shared else "")
+        f"R1 at {len({p[0] for pts in fronts.values() for p in pts})} budget(s): mean ± sd "
+        "over seeds" + (" (one S0 for every seed)" if shared else "")
     )
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
