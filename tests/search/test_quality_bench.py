@@ -3,22 +3,14 @@ S0 given (trained without them), never silently retrained with them."""
 
 from __future__ import annotations
 
-import importlib
 import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def quality():  # type: ignore[no-untyped-def]
-    sys.path.insert(0, str(BENCHMARKS))  # the benchmarks import each other as scripts
-    try:
-        yield importlib.import_module("search_quality")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+def quality(benchmark):  # type: ignore[no-untyped-def]
+    return benchmark("search_quality")
 
 
 def _main(quality, monkeypatch, *args: str) -> str:  # type: ignore[no-untyped-def]

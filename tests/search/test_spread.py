@@ -3,22 +3,12 @@ architecture explains), on tables whose components are known."""
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
-def spread():  # type: ignore[no-untyped-def]
-    sys.path.insert(0, str(BENCHMARKS))  # the benchmarks import each other as scripts
-    try:
-        yield importlib.import_module("architecture_spread")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+def spread(benchmark):  # type: ignore[no-untyped-def]
+    return benchmark("architecture_spread")
 
 
 def test_between_and_within_components(spread) -> None:  # type: ignore[no-untyped-def]
