@@ -14,8 +14,8 @@ and R1's training, as they do for a user whose T and S0 are given; S0's own seed
 (0.35 points sd over 5 seeds) then no longer enters every arm's standard error. Every R1
 trains with its gradients clipped at 5 (searched and random genotypes do under ``nas_train``).
 ``--augment`` (with ``--shared-student``, T and S0 taken from ``OUT/teacher.pt`` and ``student.pt``
-as trained without it): the search and every R1 train on random shifts of the images, which is
-what lets their architectures differ at all here (``benchmarks/architecture_spread.py``).
+as trained without it): the search and every R1 train on random shifts of the images (what it
+does to the architectures' spread: ``benchmarks/architecture_spread.py --augment``).
 Budgets are multiples of ResNet-8x0.5's counted MFLOPs on the dataset. At each budget and seed,
 R1 is
 - searched: the default search (``SearchSpec`` defaults, overridden by ``--set``) on the residual;
