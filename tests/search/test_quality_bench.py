@@ -29,3 +29,40 @@ def test_augment_needs_given_teacher_and_student(quality, monkeypatch, tmp_path)
     said = _main(quality, monkeypatch, "--augment", "--shared-student", *out)
     assert f"no {tmp_path / 'student.pt'}" in said
     assert not list(tmp_path.glob("mnist5k-seed*"))  # nothing was trained
+
+
+def test_pooled_paired_over_budgets(quality) -> None:  # type: ignore[no-untyped-def]
+    """Searched minus random's per-seed mean, pooled over (budget, seed) pairs, with Student's t."""
+
+    def rec(factor: float, seed: int, arm: str, s1: float) -> dict[str, object]:
+        return {"factor": factor, "seed": seed, "arm": arm, "s1": s1}
+
+    records = []
+    # per-seed differences: x1 +0.20, +0.11 (seed 2 has no random: left out), x2 +0.30, -0.10, +0.20
+    for factor, searched, randoms in (
+        (1.0, [0.97, 0.96, 0.95], [[0.76, 0.78], [0.85, 0.85], []]),
+        (2.0, [0.90, 0.80, 0.70], [[0.60], [0.90, 0.80, 1.00], [0.5]]),
+    ):
+        for seed, (s, rs) in enumerate(zip(searched, randoms, strict=True)):
+            records.append(rec(factor, seed, "searched", s))
+            records += [rec(factor, seed, "random", r) for r in rs]
+    diffs = [0.20, 0.11, 0.30, -0.10, 0.20]
+    assert quality.paired_diffs(records, 1.0, "random") == pytest.approx(diffs[:2])
+    got = quality.pooled_paired(records, [1.0, 2.0], "random")
+    mean = sum(diffs) / 5
+    se = (sum((d - mean) ** 2 for d in diffs) / 4 / 5) ** 0.5
+    assert got["n"] == 5
+    assert got["mean"] == pytest.approx(mean) and got["se"] == pytest.approx(se)
+    assert got["t"] == pytest.approx(mean / se)
+    t4 = mean / se  # Student's t on 4 d.f.: sf(t) = 1/2 - (t/sqrt(4+t^2)) (1 + 2/(4+t^2)) / 2
+    closed = 0.5 - 0.5 * (t4 / (4 + t4 * t4) ** 0.5) * (1 + 2 / (4 + t4 * t4))
+    assert got["p"] == pytest.approx(closed, rel=1e-9)
+    # no pairs at all (no handcrafted arm), and a constant difference (zero SE)
+    assert quality.pooled_paired(records, [1.0, 2.0], "handcrafted") is None
+    flat = [
+        rec(f, s, a, 0.9 + (0.01 if a == "searched" else 0))
+        for f in (1.0, 2.0)
+        for s in (0, 1)
+        for a in ("searched", "random")
+    ]
+    assert quality.pooled_paired(flat, [1.0, 2.0], "random")["p"] == 0.0
