@@ -26,6 +26,7 @@ seeds, sorted by mean) under ``--out``. ``--records`` summarizes an earlier ``sp
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -37,7 +38,13 @@ from pathlib import Path
 from typing import Any
 
 from scipy.stats import f as f_dist
-from search_quality import base_config, random_genotype  # benchmarks/, run as a script
+from search_quality import (  # benchmarks/, run as a script
+    DATASETS,
+    add_data_options,
+    base_config,
+    check_data_options,
+    random_genotype,
+)
 
 from api.runtime.serve import with_allocator
 from distill.data import dataset_info
@@ -103,6 +110,40 @@ def decompose(table: dict[str, list[float]]) -> dict[str, float]:
     }
 
 
+def given_vs_random(
+    table: dict[str, list[float]], parts: dict[str, float]
+) -> dict[str, float] | None:
+    """The given genotypes (a search's) against the random ones, both under the same seeds.
+
+    ``diff``: the mean of the given genotypes' runs minus the random ones'; ``se``: its standard
+    error if the given genotypes were draws like the random ones (the null), from the variance
+    split of the random genotypes: sqrt(between * (1/g + 1/r) + within * (1/G + 1/R)) for g and
+    r genotypes with G and R runs. ``p_rank``: the exact one-sided permutation p on the
+    genotypes' means, the share of the ways to pick g of all g + r genotypes whose mean is at
+    least the given ones' (every one of them enumerated): how often draws would look this good.
+    """
+    given = [v for k, v in table.items() if not k.startswith("random ")]
+    drawn = [v for k, v in table.items() if k.startswith("random ")]
+    if not given or len(drawn) < 2:
+        return None
+    g_runs = [x for v in given for x in v]
+    r_runs = [x for v in drawn for x in v]
+    b2, w2 = parts["sd_architecture"] ** 2, parts["sd_training"] ** 2
+    se = (b2 * (1 / len(given) + 1 / len(drawn)) + w2 * (1 / len(g_runs) + 1 / len(r_runs))) ** 0.5
+    means = [statistics.mean(v) for v in given + drawn]
+    observed = sum(means[: len(given)])
+    picks = list(itertools.combinations(means, len(given)))
+    # ties count as at least: the accuracies are float32 (errors of 1e-8), one image is 1e-3
+    at_least = sum(1 for pick in picks if sum(pick) >= observed - 1e-6)
+    return {
+        "given": len(given),
+        "random": len(drawn),
+        "diff": statistics.mean(g_runs) - statistics.mean(r_runs),
+        "se": se,
+        "p_rank": at_least / len(picks),
+    }
+
+
 @dataclass(frozen=True)
 class Power:
     """What ``search_quality.py``'s test can show for a search of a given strength (``power``)."""
@@ -156,7 +197,8 @@ def main() -> None:
     where.add_argument(
         "--records", help="an earlier run's spread.json: summarize it again, train nothing"
     )
-    parser.add_argument("--dataset", default="mnist5k", choices=["mnist5k", "digits"])
+    parser.add_argument("--dataset", default="mnist5k", choices=DATASETS)
+    add_data_options(parser)
     parser.add_argument("--budget", type=float, default=1.0, help="x ResNet-8x0.5's MFLOPs")
     parser.add_argument("--draw-seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--random", type=int, default=3, help="genotypes per draw seed")
@@ -180,6 +222,7 @@ def main() -> None:
         records = json.loads(Path(args.records).read_text())["records"]
         summarize(records, Path(args.out), bench_seeds=args.bench_seeds, per_seed=args.random)
         return
+    check_data_options(args)
     env = with_allocator(args.allocator, os.environ)
     if env is not None:
         os.execve(sys.executable, sys.orig_argv, env)
@@ -206,10 +249,13 @@ def main() -> None:
     records = []
     for item in items:
         for seed in args.seeds:
-            base = base_config(args.dataset, seed, args.epochs, 8)
+            base = base_config(
+                args.dataset, seed, args.epochs, 8,
+                root=args.root, device=args.device, val_size=args.val_size,
+            )  # fmt: skip
             base["teacher_checkpoint"] = str(source / "teacher.pt")
             base["student_checkpoint"] = str(source / "student.pt")
-            base["augment"] = args.augment
+            base["augment"] = base["augment"] or args.augment
             r1 = {k: item[k] for k in ("genotype", "channels", "layers")}
             config = RunConfig.from_dict(base | {"res_students": [r1]})
             report = run(config, out_dir=out / f"seed{seed}", progress=False, log=lambda _: None)
@@ -258,6 +304,14 @@ def summarize(
                 f"{name}: {100 * diff:+.2f} points against the random genotypes' mean "
                 f"(training SE of a {parts['seeds']}-seed mean: {100 * se:.2f})"
             )
+    versus = given_vs_random(table, parts) if len(drawn_only) > 1 else None
+    if versus is not None:
+        print(
+            f"the {versus['given']} given genotypes against the {versus['random']} random ones: "
+            f"{100 * versus['diff']:+.2f} points over their runs (SE {100 * versus['se']:.2f} if "
+            f"they were draws like them); exact permutation p on the genotypes' means "
+            f"{versus['p_rank']:.3f} (one-sided: the chance that draws rank this high)"
+        )
     powers = [power(parts, seeds=bench_seeds, per_seed=per_seed, top=q) for q in (0.10, 0.01)]
     print(
         f"\nsearch_quality.py's test here ({bench_seeds} seeds, {per_seed} random genotypes per "
@@ -273,7 +327,13 @@ def summarize(
     out.mkdir(parents=True, exist_ok=True)
     (out / "spread.json").write_text(
         json.dumps(
-            {"records": records, "anova": parts, "power": [asdict(p) for p in powers]}, indent=2
+            {
+                "records": records,
+                "anova": parts,
+                "given_vs_random": versus,
+                "power": [asdict(p) for p in powers],
+            },
+            indent=2,
         )
     )
     split = (

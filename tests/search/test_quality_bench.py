@@ -1,11 +1,15 @@
-"""``benchmarks/search_quality.py``'s ``--augment``: R1 and the search on random shifts, with T and
-S0 given (trained without them), never silently retrained with them."""
+"""``benchmarks/search_quality.py``'s ``--augment`` (R1 and the search on random shifts, with T and
+S0 given, trained without them, never silently retrained with them), its CIFAR runs from a local
+root, and its pooled comparison."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
+
+from tests.distill.cifar_files import write_cifar10
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +70,47 @@ def test_pooled_paired_over_budgets(quality) -> None:  # type: ignore[no-untyped
         for a in ("searched", "random")
     ]
     assert quality.pooled_paired(flat, [1.0, 2.0], "random")["p"] == 0.0
+
+
+def test_cifar_needs_its_root_and_refuses_what_it_does_anyway(  # type: ignore[no-untyped-def]
+    quality, monkeypatch, tmp_path
+) -> None:
+    out = ["--out", str(tmp_path / "out")]
+    said = _main(quality, monkeypatch, "--dataset", "cifar10", *out)
+    assert said.startswith("--root: dataset 'cifar10' is read from a local directory")
+    root = ["--root", str(tmp_path)]
+    said = _main(quality, monkeypatch, "--dataset", "cifar100", *root, "--augment", *out)
+    assert said.startswith("--augment: cifar100 trains every stage, T and S0 included")
+    said = _main(quality, monkeypatch, *root, *out)  # mnist5k ships in a package
+    assert said.startswith("--root: dataset 'mnist5k' ships in a package")
+    assert not (tmp_path / "out").exists()  # refused before anything was trained or written
+
+
+def test_cifar10_from_a_local_root_trains_t_s0_and_r1_on_its_augmentation(  # type: ignore[no-untyped-def]
+    quality, monkeypatch, tmp_path
+) -> None:
+    """Real CIFAR-format files (5 x 24 training images, 20 test): T and S0 are trained (not
+    loaded), every stage on CIFAR's augmentation, and the arms are measured on the 20 test images."""
+    write_cifar10(tmp_path / "cifar", per_batch=24, test=20)
+    out = tmp_path / "out"
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "search_quality.py", "--allocator", "system", "--dataset", "cifar10",
+            "--root", str(tmp_path / "cifar"), "--device", "cpu", "--val-size", "20",
+            "--seeds", "0", "--budgets", "0.5", "--arms", "handcrafted", "random",
+            "--random", "1", "--epochs", "1", "--teacher-epochs", "1", "--shared-student",
+            "--out", str(out),
+        ],
+    )  # fmt: skip
+    quality.main()
+    records = json.loads((out / "quality.json").read_text())["records"]
+    assert sorted(r["arm"] for r in records) == ["handcrafted", "random"]
+    assert all(round(r["s1"] * 20, 6) == round(r["s1"] * 20) for r in records)  # of 20 images
+    run = out / "cifar10-seed0"
+    for stage in ("teacher", "student", "residual"):
+        configs = [json.loads(c.read_text()) for c in run.glob(f"{stage}-*/config.json")]
+        assert configs, stage
+        assert all(c["augment"] is True and c["root"] == str(tmp_path / "cifar") for c in configs)
+    assert list(run.glob("teacher-*/weights.pt")) and (out / "teacher.pt").exists()

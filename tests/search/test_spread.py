@@ -56,3 +56,25 @@ def test_power_of_the_quality_test(spread) -> None:  # type: ignore[no-untyped-d
     assert none.p_above == pytest.approx(0.5)
     assert spread.seeds_phrase(None) == "no number of seeds"
     assert spread.seeds_phrase(1) == "1 seed" and spread.seeds_phrase(4) == "4 seeds"
+
+
+def test_given_genotypes_against_random_ones(spread) -> None:  # type: ignore[no-untyped-def]
+    # 4 random genotypes at 0.960-0.963, 2 given ones at 0.965 and 0.962 (their runs +-0.001)
+    table = {f"random #{k}": [0.960 + k / 1000 + d for d in (0.001, -0.001)] for k in range(4)}
+    table |= {"searched a": [0.966, 0.964], "searched b": [0.963, 0.961]}
+    parts = {"sd_architecture": 0.0005, "sd_training": 0.001}
+    got = spread.given_vs_random(table, parts)
+    assert got["given"] == 2 and got["random"] == 4
+    assert got["diff"] == pytest.approx((0.965 + 0.962) / 2 - 0.9615)
+    # sqrt(b^2 (1/2 + 1/4) + w^2 (1/4 + 1/8))
+    assert got["se"] == pytest.approx((0.0005**2 * 0.75 + 0.001**2 * 0.375) ** 0.5)
+    # means 0.965, 0.962 | 0.960, 0.961, 0.962, 0.963: of the 15 pairs of the 6, those summing
+    # to at least the given 1.927 are 0.965 with either 0.962 (a tie counts) or with 0.963
+    assert got["p_rank"] == pytest.approx(3 / 15)
+    # the given ones the best of all: the one pick of 15 that reaches them
+    best = table | {"searched a": [0.971, 0.969], "searched b": [0.970, 0.968]}
+    assert spread.given_vs_random(best, parts)["p_rank"] == pytest.approx(1 / 15)
+    # nothing to compare: no given genotype, or a single random one
+    only_random = {k: v for k, v in table.items() if k.startswith("random")}
+    assert spread.given_vs_random(only_random, parts) is None
+    assert spread.given_vs_random({"searched a": [0.9], "random #0": [0.9]}, parts) is None
