@@ -132,7 +132,7 @@ def given_vs_random(
     se = (b2 * (1 / len(given) + 1 / len(drawn)) + w2 * (1 / len(g_runs) + 1 / len(r_runs))) ** 0.5
     means = [statistics.mean(v) for v in given + drawn]
     observed = sum(means[: len(given)])
-    picks = list(itertools.combinations(means, len(given)))
+    picks = itertools.combinations(means, len(given))
     # ties count as at least: the accuracies are float32 (errors of 1e-8), one image is 1e-3
     at_least = sum(1 for pick in picks if sum(pick) >= observed - 1e-6)
     return {
@@ -140,7 +140,7 @@ def given_vs_random(
         "random": len(drawn),
         "diff": statistics.mean(g_runs) - statistics.mean(r_runs),
         "se": se,
-        "p_rank": at_least / len(picks),
+        "p_rank": at_least / math.comb(len(means), len(given)),
     }
 
 
@@ -304,7 +304,7 @@ def summarize(
                 f"{name}: {100 * diff:+.2f} points against the random genotypes' mean "
                 f"(training SE of a {parts['seeds']}-seed mean: {100 * se:.2f})"
             )
-    versus = given_vs_random(table, parts) if len(drawn_only) > 1 else None
+    versus = given_vs_random(table, parts)
     if versus is not None:
         print(
             f"the {versus['given']} given genotypes against the {versus['random']} random ones: "

@@ -179,8 +179,8 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
 
 
 def check_data_options(args: argparse.Namespace) -> None:
-    """Refuse, before any training, a dataset without its root and ``--augment`` where every
-    stage already trains on the dataset's augmentation."""
+    """Refuse, before any training, a CIFAR dataset without its root, ``--augment`` where every
+    stage already trains on the dataset's augmentation, and a root for a shipped dataset."""
     if args.dataset in ROOTED:
         if not args.root:
             raise SystemExit(
