@@ -8,9 +8,12 @@ never leave ``db`` and ``api``'s services: the HTTP layer has its own pydantic s
 - ``stage_locks``: one row per stage key while a worker computes it, so no stage runs twice at
   once; a lock whose lease expired belongs to a dead worker and is taken over.
 - ``artifacts``: files under the artifact root (relative paths), per job.
-- ``architectures``: evaluated networks with their metrics, for Pareto queries.
-- ``pareto_groups`` and ``pareto_members``: per (dataset, teacher) its row counts and, per cost,
-  its Pareto front, maintained with the architectures (``db.fronts``).
+- ``architectures``: evaluated networks with their metrics, for Pareto queries: D_v accuracy
+  (``val_accuracy``, what fronts rank on; None in rows stored before it was recorded) and test
+  accuracy (``accuracy``, reported beside it), costs, and the teacher's identity.
+- ``pareto_groups`` and ``pareto_members``: per (dataset, teacher identity) its row counts and,
+  per cost, its Pareto front of D_v accuracy, maintained with the architectures
+  (``api.runtime.fronts``).
 - ``sweeps``: Optuna budget sweeps (the spec, state, and the name of the Optuna study, which lives
   in the same database in Optuna's own tables); their trials are jobs with ``sweep_id`` and
   ``trial`` (the Optuna trial number) set.
@@ -166,11 +169,15 @@ class Architecture(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     dataset: Mapped[str] = mapped_column(String(64))
+    # The teacher's identity, ``arch@digest`` (its architecture and the first 12 hex digits of
+    # its checkpoint's digest, or of its stage's key when the run trained it); rows stored
+    # before identities were recorded hold the architecture alone.
     teacher: Mapped[str] = mapped_column(String(200))
     stage: Mapped[str] = mapped_column(String(64))  # T, S0, S1, S1 adaptive, ...
     arch: Mapped[str] = mapped_column(Text)  # the networks' labels, e.g. resnet20-nas[C6L5]
     genotypes: Mapped[list[Any] | None] = mapped_column(JSON)  # searched networks' genotypes
-    accuracy: Mapped[float] = mapped_column(Float)
+    accuracy: Mapped[float] = mapped_column(Float)  # on the test set: reported, never ranked on
+    val_accuracy: Mapped[float | None] = mapped_column(Float)  # on D_v: what fronts rank on
     mflops: Mapped[float] = mapped_column(Float)
     adaptive_mflops: Mapped[float] = mapped_column(Float)
     params: Mapped[int] = mapped_column(Integer)
@@ -185,8 +192,9 @@ COSTS = ("mflops", "adaptive_mflops", "params")  # what a Pareto front trades ac
 
 
 class ParetoGroup(Base):
-    """One (dataset, teacher) of the stored architectures: how many there are (with and without
-    the teachers' own rows), and the row a writer locks while it updates the group's fronts."""
+    """One (dataset, teacher identity) of the stored architectures: how many of them have a D_v
+    accuracy (with and without the teachers' own rows), and the row a writer locks while it
+    updates the group's fronts."""
 
     __tablename__ = "pareto_groups"
 

@@ -13,7 +13,7 @@ from distill.combined import LogitSum
 from distill.models import NetSpec, complexity
 from distill.report import Row
 from distill.residual import ResidualDistillation, stage_seed
-from distill.train import TrainConfig, predict_logits
+from distill.train import TrainConfig
 
 if TYPE_CHECKING:
     from distill.reskd import Prepared
@@ -69,9 +69,10 @@ def baseline_row(
     whole = LogitSum(nets)
     if kind == "together":
         train("together", whole, {}, "trained together", train_cfg)
-    logits = predict_logits(whole.to(p.device).eval(), p.data.test, device=p.device)[0]
+    logits = p.logits_on(whole.eval(), p.data.test)
     costs = [complexity(net, p.data.info) for net in nets]
     arch = "-".join(s.label for s in specs)
     return p.row(
-        kind, "baseline", arch, logits, sum(c.params for c in costs), sum(c.mflops for c in costs)
-    )
+        kind, "baseline", arch, logits, sum(c.params for c in costs),
+        sum(c.mflops for c in costs), val_logits=p.logits_on(whole, p.d_v),
+    )  # fmt: skip

@@ -4,11 +4,42 @@ anything heavy is imported. Loading them is ``distill.data``'s work."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 
 class DatasetError(ValueError):
     """A dataset that cannot be used as asked: the message names the path or field and the fix."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What a raw image goes through before a network sees it; it travels with the student (the
+    export's manifest) so that a deployed model is fed as it was trained.
+
+    Pixels are converted to ``channels`` (L or RGB); an image that is not ``image_size`` square
+    is resized (short side to ``image_size``, bilinear with antialiasing) and centre-cropped; pixels
+    are scaled to [0, 1] and normalised with ``mean`` and ``std`` per channel."""
+
+    image_size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "image_size": self.image_size,
+            "channels": self.channels,
+            "color": "L" if self.channels == 1 else "RGB",
+            "scale": "pixel / 255",
+            "mean": list(self.mean),
+            "std": list(self.std),
+            # an image not image_size square: short side to this (bilinear, antialiased), then
+            # centre crop to image_size
+            "resize": self.image_size,
+            "class_names": list(self.class_names),
+        }
 
 
 @dataclass(frozen=True)
@@ -21,10 +52,23 @@ class DatasetInfo:
     std: tuple[float, ...]
     needs_root: bool
     description: str
+    class_names: tuple[str, ...] = ()  # index order; empty: "0", "1", ... until the data is read
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return (self.in_chans, self.image_size, self.image_size)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.class_names or tuple(str(i) for i in range(self.num_classes))
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing(self.image_size, self.in_chans, self.mean, self.std, self.classes)
+
+    def with_(self, **changes: Any) -> DatasetInfo:
+        """A copy with ``changes`` (what a config or the data on disk settles)."""
+        return replace(self, **changes)
 
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -60,6 +104,18 @@ DATASETS: dict[str, DatasetInfo] = {
         (0.2470, 0.2435, 0.2616),
         True,
         "CIFAR-10 from a local root (python version)",
+        (
+            "airplane",
+            "automobile",
+            "bird",
+            "cat",
+            "deer",
+            "dog",
+            "frog",
+            "horse",
+            "ship",
+            "truck",
+        ),
     ),
     "cifar100": DatasetInfo(
         "cifar100",
@@ -79,7 +135,8 @@ DATASETS: dict[str, DatasetInfo] = {
         _IMAGENET_MEAN,
         _IMAGENET_STD,
         True,
-        "Tiny-ImageNet / ImageNet directory layout (classes found under train/; 1000 until loaded)",
+        "your own images: train/<class>/ and val/<class>/ (or test/<class>/) folders; classes "
+        "are the folder names, images keep their size unless image_size is set",
     ),
     # The names users type: the image-folder layout with the dataset's own protocol.
     "imagenet": DatasetInfo(

@@ -55,6 +55,9 @@ class CombinedStudent(nn.Module):
         threshold: float = math.inf,
         specs: list[NetSpec] | None = None,
         mflops: list[float] | None = None,
+        thresholds: list[float] | None = None,
+        deploy_stage: int | None = None,
+        preprocessing: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.s0 = s0
@@ -62,10 +65,34 @@ class CombinedStudent(nn.Module):
         self.threshold = float(threshold)
         self.specs = specs
         self.mflops = mflops  # per network: S0, R_1, ..., R_n
+        # TH_energy of every S_i (eq. 10 with S_i for S_n): what a student cut at S_i calibrates
+        # to, and the stage that was best on D_v (what an export ships unless told otherwise)
+        self.thresholds = [float(t) for t in thresholds] if thresholds is not None else None
+        self.deploy_stage = deploy_stage
+        self.preprocessing = preprocessing  # distill.data.Preprocessing.to_dict()
 
     @property
     def num_stages(self) -> int:
         return len(self.residuals)
+
+    def truncated(self, stages: int) -> CombinedStudent:
+        """S_``stages`` = S0 + R_1..R_stages, calibrated with its own TH_energy."""
+        if not 0 <= stages <= self.num_stages:
+            raise ValueError(f"stages: must be in 0..{self.num_stages}, got {stages}")
+        if stages == self.num_stages:
+            return self
+        if self.thresholds is None:
+            raise ValueError("stages: this student file holds no per-stage thresholds")
+        return CombinedStudent(
+            self.s0,
+            list(self.residuals[:stages]),
+            threshold=self.thresholds[stages],
+            specs=self.specs[: stages + 1] if self.specs is not None else None,
+            mflops=self.mflops[: stages + 1] if self.mflops is not None else None,
+            thresholds=self.thresholds[: stages + 1],
+            deploy_stage=stages,
+            preprocessing=self.preprocessing,
+        ).eval()
 
     @torch.no_grad()
     def adaptive(self, x: Tensor, *, threshold: float | None = None) -> AdaptiveResult:
@@ -109,6 +136,9 @@ class CombinedStudent(nn.Module):
             "threshold": self.threshold,
             "specs": [s.to_dict() for s in self.specs],
             "mflops": self.mflops,
+            "thresholds": self.thresholds,
+            "deploy_stage": self.deploy_stage,
+            "preprocessing": self.preprocessing,
             "state_dict": self.state_dict(),
         }
         torch.save(payload, path)
@@ -126,6 +156,9 @@ class CombinedStudent(nn.Module):
             threshold=payload["threshold"],
             specs=specs,
             mflops=payload["mflops"],
+            thresholds=payload.get("thresholds"),
+            deploy_stage=payload.get("deploy_stage"),
+            preprocessing=payload.get("preprocessing"),
         )
         model.load_state_dict(payload["state_dict"])
         return model.eval()

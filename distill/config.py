@@ -25,7 +25,9 @@ Loc = tuple[str | int, ...]
 M = TypeVar("M", bound="ConfigModel")
 
 # Union members' tags pydantic puts into a location; a user names the field, not the member.
-UNION_TAGS = frozenset({"zoo-net", "genotype-net", "searched-net"})
+UNION_TAGS = frozenset(
+    {"zoo-net", "genotype-net", "searched-net", "torchvision-net", "timm-net", "program-net"}
+)
 
 
 def _no_lone_surrogates(value: str) -> str:

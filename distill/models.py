@@ -87,10 +87,20 @@ class NetSpec:
             if self.genotype is None or self.channels is None or self.layers is None:
                 raise ValueError("model: a genotype network needs genotype, channels and layers")
             Genotype.from_json(self.genotype)  # names what is wrong with it
-        elif self.model not in MODELS:
+        elif self.family is None and self.model not in MODELS:
             raise ValueError(f"model: unknown model {self.model!r}; allowed: {', '.join(MODELS)}")
 
+    @property
+    def family(self) -> str | None:
+        """``torchvision`` or ``timm`` for a network of those libraries (``family:arch``)."""
+        family, sep, _ = self.model.partition(":")
+        return family if sep else None
+
     def build(self) -> nn.Module:
+        if self.family is not None:
+            from distill.teachers import external
+
+            return external(self.family, self.model.partition(":")[2], self.num_classes)
         if self.model == GENOTYPE_MODEL:
             assert self.genotype is not None and self.channels and self.layers
             stem = "auto" if self.stem == "auto" else self.stem

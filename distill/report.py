@@ -39,6 +39,7 @@ Role = Literal["teacher", "stage", "adaptive", "baseline", "separated", "assiste
 COLUMNS = (
     "model",
     "arch",
+    "val_accuracy",
     "accuracy",
     "mparams",
     "mflops",
@@ -49,10 +50,20 @@ COLUMNS = (
     "gi_over_c1",
     "gi_fixed",
 )
-SUMMARY_COLUMNS = ("model", "arch", "accuracy", "mflops", "adaptive_mflops", "pct_of_T", "energy")
+SUMMARY_COLUMNS = (
+    "model",
+    "arch",
+    "val_accuracy",
+    "accuracy",
+    "mflops",
+    "adaptive_mflops",
+    "pct_of_T",
+    "energy",
+)
 # The table's headers (report.json keeps the field names, accuracy as a fraction).
 DISPLAY = {
-    "accuracy": "acc %",
+    "val_accuracy": "D_v acc %",
+    "accuracy": "test acc %",
     "mflops": "MFLOPs",
     "adaptive_mflops": "MFLOPs adaptive",
     "pct_of_T": "% of T's MFLOPs",
@@ -61,11 +72,17 @@ DISPLAY = {
 }
 
 
+PERCENT = ("accuracy", "val_accuracy")
+
+
 def metrics_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     """Report rows (as report.json holds them) as a person reads them: accuracy in percent and
     each column's unit in its header."""
     shown = [
-        {DISPLAY.get(k, k): 100 * v if k == "accuracy" else v for k, v in row.items()}
+        {
+            DISPLAY.get(k, k): 100 * v if k in PERCENT and v is not None else v
+            for k, v in row.items()
+        }
         for row in rows
     ]
     return format_table(shown, [DISPLAY.get(c, c) for c in columns])
@@ -90,7 +107,7 @@ class Row:
     model: str
     role: Role
     arch: str
-    accuracy: float
+    accuracy: float  # on the test set: reported, never chosen on
     mparams: float
     mflops: float
     adaptive_mflops: float
@@ -99,6 +116,7 @@ class Row:
     l2_to_T: float
     gi_over_c1: float
     gi_fixed: float | None = None  # Table VIII's subset reading (residual.gi_over_c1_fixed)
+    val_accuracy: float | None = None  # on D_v: what every decision reads
     stopped_after: dict[str, int] | None = None  # adaptive rows: samples per res-students used
     student_mflops: float | None = None  # the assistant method's parts
     assistant_mflops: float | None = None
@@ -140,6 +158,7 @@ class Report:
     searches: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     deviations: list[str] = field(default_factory=list)  # from the paper preset's protocol
+    warnings: list[str] = field(default_factory=list)  # what a user should know of the outcome
 
     def row(self, role: Role) -> Row | None:
         """The last row of ``role`` (``stage``: S_n)."""
@@ -155,6 +174,7 @@ class Report:
         if any(r.gi_fixed is not None for r in self.rows):
             lines.append(GI_NOTE.format(n=self.extra.get("gi_fixed_samples", "?")))
         lines += [f"note: {d}" for d in self.deviations]
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -168,6 +188,7 @@ class Report:
             "validation": self.validation,
             "searches": self.searches,
             "deviations": self.deviations,
+            "warnings": self.warnings,
             **self.extra,
         }
 

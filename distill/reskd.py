@@ -26,7 +26,9 @@ from distill.config import ConfigError, Loc
 from distill.data import (
     DataBundle,
     DatasetError,
+    DatasetInfo,
     ValidationSplit,
+    dataset_info,
     dataset_labels,
     load_dataset,
     num_samples,
@@ -34,7 +36,7 @@ from distill.data import (
 )
 from distill.losses import Objective
 from distill.models import NetSpec, complexity
-from distill.report import Report, Role, Row
+from distill.report import Report, Role, Row, repair_text
 from distill.residual import (
     MethodConfig,
     ResidualDistillation,
@@ -47,8 +49,18 @@ from distill.residual import (
     stage_seed,
     zero_output,
 )
-from distill.stages import StageResult, StageStore, stage_key
+from distill.stages import StageResult, StageStore, stage_key, write_atomic
+from distill.teachers import (
+    BlackBox,
+    CheckpointError,
+    file_digest,
+    fit_problems,
+    load_program,
+    program_classes,
+    read_state_dict,
+)
 from distill.train import Supervised, TrainConfig, accuracy, predict_logits, resolve_device
+from space.zoo import Backbone, torchvision_keys
 
 Baseline = Literal["ensemble", "together", "feature_kd"]
 BASELINES: dict[str, tuple[Baseline, ...]] = {
@@ -80,6 +92,9 @@ class RunSettings(Protocol):
     @property
     def teacher_checkpoint(self) -> str | None: ...
     @property
+    def allow_weak_teacher(self) -> bool: ...
+    def data_options(self) -> dict[str, Any]: ...
+    @property
     def student_checkpoint(self) -> str | None: ...
     @property
     def baselines(self) -> Sequence[Baseline]: ...
@@ -103,18 +118,25 @@ class Prepared:
     progress: bool
     log: Callable[[str], None]
     teacher: nn.Module
-    t_spec: NetSpec
+    t_source: TeacherSource
     t_key: str
     t_test: Tensor
     labels: Tensor
     t_mflops: float
+    val_labels: Tensor
+    identity: dict[str, Any]  # the teacher's: arch, kind, digest, id, D_v accuracy
     stages: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what a user should know of the outcome
     fixed: Tensor | None = None  # Table VIII's samples (fixed_by_residuals), once S_n is known
+
+    def warn(self, message: str) -> None:
+        """Keep ``message`` for the report (and the job's warnings) and log it."""
+        self.warnings.append(message)
+        self.log(f"warning: {message}")
 
     @property
     def data_key(self) -> dict[str, Any]:
-        c = self.config
-        return {"dataset": c.dataset, "root": c.root, "augment": c.augmented}
+        return _data_key(self.config)
 
     def logits_on(self, model: nn.Module, dataset: Dataset[tuple[Tensor, int]]) -> Tensor:
         return predict_logits(model.to(self.device), dataset, device=self.device)[0]
@@ -128,14 +150,18 @@ class Prepared:
         params: int,
         mflops: float,
         adaptive_mflops: float | None = None,
+        *,
+        val_logits: Tensor | None = None,
         **extra: Any,
     ) -> Row:
+        """A report row from ``logits`` on the test set (and ``val_logits`` on D_v)."""
         effective = mflops if adaptive_mflops is None else adaptive_mflops
         return Row(
             model=name,
             role=role,
             arch=arch,
             accuracy=accuracy(logits, self.labels),
+            val_accuracy=None if val_logits is None else accuracy(val_logits, self.val_labels),
             mparams=params / 1e6,
             mflops=mflops,
             adaptive_mflops=effective,
@@ -150,28 +176,45 @@ class Prepared:
         )
 
     def teacher_row(self) -> Row:
-        cost = complexity(self.teacher, self.data.info)
-        return self.row("T", "teacher", self.t_spec.label, self.t_test, cost.params, cost.mflops)
+        params = sum(p.numel() for p in self.teacher.parameters())
+        return self.row(
+            "T", "teacher", self.t_source.label, self.t_test, params, self.t_mflops,
+            val_logits=self.logits_on(self.teacher, self.d_v),
+        )  # fmt: skip
 
     def model_row(self, name: str, role: Role, arch: str, model: nn.Module, **extra: Any) -> Row:
         cost = complexity(model, self.data.info)
-        logits = predict_logits(model.to(self.device).eval(), self.data.test, device=self.device)
-        return self.row(name, role, arch, logits[0], cost.params, cost.mflops, **extra)
+        logits = self.logits_on(model.eval(), self.data.test)
+        val = self.logits_on(model, self.d_v)
+        return self.row(name, role, arch, logits, cost.params, cost.mflops, val_logits=val, **extra)
+
+
+@dataclass(frozen=True)
+class TeacherSource:
+    """The teacher of a run: its kind (``distill.teachers.TEACHER_KINDS``), the spec that builds
+    it (None for a program, whose file is the checkpoint) and the name a person reads."""
+
+    kind: str
+    spec: NetSpec | None
+    label: str
+
+
+WEAK_TEACHER = 2.0  # a teacher under this many times chance accuracy on D_v is stopped
 
 
 def prepare(
     config: RunSettings,
     *,
-    teacher: NetSpec | Callable[[Any], NetSpec],
+    teacher: TeacherSource | Callable[[DatasetInfo], TeacherSource],
     out_dir: Path,
     store: StageStore,
     progress: bool = True,
     declared_classes: Sequence[tuple[Loc, int]] = (),
 ) -> Prepared:
-    """Load the data, draw D_v, train (or load, or reuse) the teacher. ``teacher`` may be a
-    function of the dataset's info."""
+    """Load the data, draw D_v, train (or load, or reuse) the teacher and gate it on D_v.
+    ``teacher`` may be a function of the dataset's info."""
     log = store.log
-    data = load_dataset(config.dataset, root=config.root, augment=config.augmented)
+    data = load_dataset(config.dataset, **config.data_options())
     if num_samples(data.train) == 0 or num_samples(data.test) == 0:
         raise DatasetError(f"dataset: {config.dataset} has an empty training or test set")
     for loc, n in declared_classes:  # imagefolder's classes are known once it is read
@@ -187,58 +230,238 @@ def prepare(
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    (out_dir / "preprocessing.json").write_text(
+        json.dumps(data.info.preprocessing.to_dict(), indent=2)
+    )
     split = validation_split(num_samples(data.train_eval), seed=config.seed, size=config.val_size)
     (out_dir / "validation_split.json").write_text(json.dumps(split.to_dict()))
-    t_spec = teacher if isinstance(teacher, NetSpec) else teacher(data.info)
+    source = teacher if isinstance(teacher, TeacherSource) else teacher(data.info)
     torch.manual_seed(stage_seed(config.seed, "teacher"))
-    net = t_spec.build()
     stages: list[dict[str, Any]] = []
+    data_key = _data_key(config)
     if config.teacher_checkpoint is not None:
-        load_checkpoint(net, config.teacher_checkpoint, "teacher_checkpoint", t_spec.label)
-        t_key = stage_key("teacher", {"checkpoint": config.teacher_checkpoint})
-        log(f"teacher {t_spec.label}: loaded from {config.teacher_checkpoint}")
+        path = config.teacher_checkpoint
+        net = _load_teacher(source, path, data.info)
+        digest = file_digest(path)
+        t_key = stage_key("teacher", {"checkpoint": path, "sha256": digest})
+        log(f"teacher {source.label}: loaded from {path} (sha256 {digest[:12]})")
     else:
+        if source.spec is None:
+            raise ConfigError.at(("teacher_checkpoint",), f"the file of the {source.kind} teacher")
+        net = source.spec.build()
         t_cfg = config.train_config(teacher=True)
-        data_key = {"dataset": config.dataset, "root": config.root, "augment": config.augmented}
         result = store.train(
             "teacher",
-            {"net": t_spec.to_dict(), "train": t_cfg.to_dict(), **data_key},
+            {"net": source.spec.to_dict(), "train": t_cfg.to_dict(), **data_key},
             {"model": net},
             task=Supervised(net),
             train_data=data.train,
             config=t_cfg,
-            desc=f"teacher {t_spec.label}",
+            desc=f"teacher {source.label}",
             progress=progress,
         )
-        t_key = result.key
+        t_key = digest = result.key
         stages.append(result.summary())
     net.eval()
     device = resolve_device(config.device)
-    t_test = predict_logits(net.to(device), data.test, device=device)[0]
-    return Prepared(
-        config, data, split, split.subset(data.train_eval), device, store, out_dir, progress, log,
-        net, t_spec, t_key, t_test, torch.tensor(dataset_labels(data.test)),
-        complexity(net, data.info).mflops, stages,
+    d_v = split.subset(data.train_eval)
+    val_labels = torch.tensor(dataset_labels(d_v))
+    t_val = predict_logits(net.to(device), d_v, device=device)[0]
+    identity = {
+        "arch": source.label,
+        "kind": source.kind,
+        "digest": digest[:16],
+        "id": f"{source.label}@{digest[:12]}",
+        "val_accuracy": accuracy(t_val, val_labels),
+    }
+    warnings = _gate(
+        config, net, d_v, data.info, device, identity, store, (t_key, split.digest, data_key),
+        stages,
     )  # fmt: skip
+    t_test = predict_logits(net, data.test, device=device)[0]
+    prepared = Prepared(
+        config, data, split, d_v, device, store, out_dir, progress, log, net, source, t_key,
+        t_test, torch.tensor(dataset_labels(data.test)), teacher_mflops(net, data.info), val_labels,
+        identity, stages,
+    )  # fmt: skip
+    for warning in warnings:
+        prepared.warn(warning)
+    return prepared
+
+
+def _data_key(config: RunSettings) -> dict[str, Any]:
+    """What of the data a stage's result depends on (the settings left at their defaults are
+    left out, so stored stages keep their keys)."""
+    options = config.data_options()
+    key = {"dataset": config.dataset, "root": options["root"], "augment": options["augment"]}
+    return key | {k: options[k] for k in ("image_size", "mean", "std") if options[k] is not None}
+
+
+def _load_teacher(source: TeacherSource, path: str, info: DatasetInfo) -> nn.Module:
+    """The teacher's network with the file's weights (a program: the file itself), checked
+    against the data's classes; a misfit is the config's error at ``teacher_checkpoint``."""
+    try:
+        if source.spec is None:
+            got = program_classes(path, source.kind, info.input_shape)
+            if got != info.num_classes:
+                raise CheckpointError(
+                    f"the {source.kind} program gives {got} classes; {info.name} has "
+                    f"{info.num_classes}"
+                )
+            return load_program(path, source.kind)
+        net = source.spec.build()
+        load_checkpoint(net, path, "teacher_checkpoint", source.label)
+        return net
+    except CheckpointError as exc:
+        raise ConfigError.at(("teacher_checkpoint",), str(exc)) from None
+
+
+IMAGENET_NORMALISATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+GATE_MARGIN = 0.05  # another usual normalisation this much better on D_v: the run's is wrong
+GATE_SAMPLES = 256  # D_v's first samples the other normalisations are tried on
+
+
+def _normalisations(info: DatasetInfo, raw: Tensor) -> dict[str, tuple[list[float], list[float]]]:
+    """The usual input normalisations a teacher may have been trained with: raw [0, 1] pixels,
+    [-1, 1], ImageNet's, the dataset's catalogued one and D_v's own statistics."""
+    c = info.in_chans
+
+    def per(v: Sequence[float]) -> list[float]:
+        return [round(float(x), 4) for x in (list(v) * c if len(v) == 1 else v)][:c]
+
+    own = raw.transpose(0, 1).flatten(1)
+    found = {
+        "[0, 1] pixels": (per([0.0]), per([1.0])),
+        "[-1, 1] pixels": (per([0.5]), per([0.5])),
+        "the data's own statistics": (per(own.mean(1).tolist()), per(own.std(1).tolist())),
+        f"{info.name}'s catalogued one": (
+            per(dataset_info(info.name).mean),
+            per(dataset_info(info.name).std),
+        ),
+    }
+    if c == 3:
+        found["ImageNet's"] = (list(IMAGENET_NORMALISATION[0]), list(IMAGENET_NORMALISATION[1]))
+    return found
+
+
+def _better_normalisation(
+    net: nn.Module, d_v: Dataset[tuple[Tensor, int]], info: DatasetInfo, device: torch.device
+) -> tuple[str, list[float], list[float], float, float] | None:
+    """A usual normalisation under which the teacher does clearly better on D_v than under the
+    run's (name, mean, std, its accuracy, the run's), or None."""
+    n = min(GATE_SAMPLES, num_samples(d_v))
+    xs, ys = zip(*(d_v[i] for i in range(n)), strict=True)
+    x, y = torch.stack(list(xs)), torch.tensor(ys)
+    shape = (1, info.in_chans, 1, 1)
+    mean, std = torch.tensor(info.mean).view(shape), torch.tensor(info.std).view(shape)
+    raw = x * std + mean
+
+    def acc(m: Sequence[float], s: Sequence[float]) -> float:
+        z = (raw - torch.tensor(m).view(shape)) / torch.tensor(s).view(shape)
+        with torch.no_grad():
+            logits = torch.cat([net(b.to(device)).cpu() for b in z.split(128)])
+        return accuracy(logits, y)
+
+    current = acc(info.mean, info.std)
+    best = None
+    for name, (m, s) in _normalisations(info, raw).items():
+        if min(s) <= 0:
+            continue
+        a = acc(m, s)
+        if a >= current + GATE_MARGIN and (best is None or a > best[3]):
+            best = (name, m, s, a, current)
+    return best
+
+
+def _gate(
+    config: RunSettings,
+    net: nn.Module,
+    d_v: Dataset[tuple[Tensor, int]],
+    info: DatasetInfo,
+    device: torch.device,
+    identity: dict[str, Any],
+    store: StageStore,
+    keys: tuple[str, str, dict[str, Any]],
+    stages: list[dict[str, Any]],
+) -> list[str]:
+    """The teacher gate: T's D_v accuracy, measured before anything trains on it, stops a
+    teacher near chance, or one that does clearly better under another usual normalisation than
+    under the run's (unless ``allow_weak_teacher``: then it is a warning)."""
+    t_key, split_digest, data_key = keys
+    acc, chance = identity["val_accuracy"], 1 / info.num_classes
+    line = f"T {identity['arch']} on D_v: {100 * acc:.2f}% (chance {100 * chance:.2f}%)"
+    store.log(f"teacher gate: {line}")
+    found: dict[str, Any] = {}
+
+    def measure(directory: Path) -> None:
+        # a teacher the run trained was fed the run's normalisation; a given one may not have been
+        given = config.teacher_checkpoint is not None
+        better = _better_normalisation(net, d_v, info, device) if given else None
+        found["better"] = better
+        record = identity | {"better_normalisation": better}
+        write_atomic(directory / "gate.json", json.dumps(record, indent=2))
+
+    result = store.compute(
+        "gate", {"teacher": t_key, "split": split_digest, **data_key},
+        desc=f"teacher gate: {line}", make=measure,
+        load=lambda d: found.update(
+            better=json.loads((d / "gate.json").read_text()).get("better_normalisation")
+        ),
+    )  # fmt: skip
+    stages.append(result.summary() | {"val_accuracy": acc})
+    field_name = "teacher_checkpoint" if config.teacher_checkpoint else "teacher"
+    problems = []
+    if acc < WEAK_TEACHER * chance:
+        problems.append(
+            f"the teacher scores {100 * acc:.2f}% on D_v, under {WEAK_TEACHER:g}x chance "
+            f"({100 * WEAK_TEACHER * chance:.2f}%). Likely causes: its normalisation (this run "
+            f"feeds mean {list(info.mean)} std {list(info.std)}; give the teacher's own as mean "
+            f"and std), its class order (output i must be class "
+            f"{', '.join(info.classes[:3])}, ... in this order), or its input size "
+            f"({info.image_size}x{info.image_size} here; set image_size)"
+        )
+    better = found.get("better")
+    if better is not None:
+        name, m, s, a, current = better
+        problems.append(
+            f"the teacher scores {100 * current:.2f}% on D_v with this run's normalisation "
+            f"(mean {list(info.mean)} std {list(info.std)}) but {100 * a:.2f}% with {name} "
+            f"(mean {m} std {s}): it was likely trained with that one; set mean and std to it"
+        )
+    if problems and not config.allow_weak_teacher:
+        raise ConfigError.at(
+            (field_name,), f"{'; '.join(problems)}; allow_weak_teacher: true runs on anyway"
+        )
+    return problems
+
+
+def teacher_mflops(net: nn.Module, info: DatasetInfo) -> float:
+    """The teacher's MFLOPs by the product's counter; a black box by torch's FLOP counter
+    (multiply-accumulates: its FLOPs / 2, the product's convention)."""
+    if not isinstance(net, BlackBox):
+        return complexity(net, info).mflops
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net.cpu()(torch.zeros(1, *info.input_shape))
+    return counter.get_total_flops() / 2 / 1e6
 
 
 def load_checkpoint(net: nn.Module, path: str, field_name: str, label: str) -> None:
-    """A trained network's weights into ``net``: a plain state dict, or one under ``state_dict``
-    or ``model`` (a stage's ``weights.pt``). A file that does not fit ``net`` is the config's
-    error, named by ``field_name``."""
+    """A trained network's weights into ``net``: a state dict (``.pt``/``.pth`` weights-only or
+    ``.safetensors``; plain, or under ``state_dict`` or ``model``, as a stage's ``weights.pt``).
+    A file that does not fit ``net`` is the config's error, named by ``field_name``, in one line."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file: torch raises several kinds
-        raise ConfigError.at((field_name,), f"not a PyTorch state dict: {exc}") from None
-    if isinstance(state, dict):
-        state = state.get("state_dict", state.get("model", state))
-    if not isinstance(state, dict):
-        raise ConfigError.at((field_name,), f"not a state dict (a {type(state).__name__})")
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[1:2] or [str(exc)]
-        raise ConfigError.at((field_name,), f"does not fit {label}: {first[0].strip()}") from None
+        state = read_state_dict(path)
+    except CheckpointError as exc:
+        raise ConfigError.at((field_name,), str(exc)) from None
+    if isinstance(net, Backbone) and "layer1.0.conv1.weight" in state:  # a torchvision ResNet's
+        state = torchvision_keys(state)
+    problems = fit_problems(net, state)
+    if problems is not None:
+        raise ConfigError.at((field_name,), f"does not fit {label}: {problems}")
+    net.load_state_dict(state)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -295,6 +518,7 @@ class ResKD:
         self.nets: list[nn.Module] = []
         self.specs: list[NetSpec] = []
         self.s_val: Tensor | None = None
+        self.val_logits: list[Tensor] = []  # S0, S1, ..., S_i on D_v
         self.s_train: Tensor | None = None
         self.test_logits: list[Tensor] = []
         self.searches: list[dict[str, Any]] = []
@@ -316,6 +540,9 @@ class ResKD:
         """Train stage ``i``'s network from ``source``; True when Energy says stop."""
         p, stage = self.p, self.inputs(i)
         res = source(stage)
+        repair = (res.search or {}).get("repair")
+        if repair and repair.get("operations_changed"):
+            p.warn(f"{stage.name}: {repair_text(repair)}: the budget, not the search, chose them")
         if res.search is not None:
             self.searches.append({"network": stage.name, **res.search})
         net, result = self._train(stage, res)
@@ -324,6 +551,7 @@ class ResKD:
         self.specs.append(res.spec)
         r_val = p.logits_on(net, p.d_v)
         self.s_val = r_val if self.s_val is None else self.s_val + r_val
+        self.val_logits.append(self.s_val)
         self.test_logits.append(p.logits_on(net, p.data.test))
         if self.cached:
             r_train = p.logits_on(net, p.data.train_eval)
@@ -394,13 +622,29 @@ class ResKD:
         p = self.p
         assert self.s_val is not None, "no stage ran"
         threshold = dataset_energy(self.s_val)  # eq. 10: TH_energy = Energy(S_n, D_v)
+        thresholds = [dataset_energy(v) for v in self.val_logits]  # the same for every S_i
+        val_acc = [accuracy(v, p.val_labels) for v in self.val_logits]
+        best = max(range(len(val_acc)), key=lambda i: (val_acc[i], -i))  # ties: fewer networks
+        for i in range(1, len(val_acc)):
+            if val_acc[i] < val_acc[i - 1]:
+                p.warn(
+                    f"S{i} is below S{i - 1} on D_v ({100 * val_acc[i]:.2f}% < "
+                    f"{100 * val_acc[i - 1]:.2f}%): R{i} lowered the accuracy"
+                )
+        if best < len(val_acc) - 1:
+            p.warn(
+                f"S{best} is the best student on D_v ({100 * val_acc[best]:.2f}%); the export "
+                f"ships S{best} unless told otherwise (reskd export --stages N)"
+            )
         costs = [complexity(net, p.data.info) for net in self.nets]
         combined = CombinedStudent(
             self.nets[0], self.nets[1:], threshold=threshold, specs=self.specs,
-            mflops=[c.mflops for c in costs],
+            mflops=[c.mflops for c in costs], thresholds=thresholds, deploy_stage=best,
+            preprocessing=p.data.info.preprocessing.to_dict(),
         )  # fmt: skip
         combined.save(p.out_dir / "combined_student.pt")
         adaptive = evaluate_adaptive(combined, p.data.test, device=p.device)
+        adaptive_val = evaluate_adaptive(combined, p.d_v, device=p.device)
         stage_logits = list(torch.stack(self.test_logits).cumsum(dim=0))  # S0, S1, ..., S_n
         p.fixed = fixed_by_residuals(stage_logits, p.labels) if len(stage_logits) > 1 else None
         rows = [p.teacher_row()]
@@ -409,21 +653,36 @@ class ResKD:
             params += cost.params
             mflops += cost.mflops
             arch = "-".join(s.label for s in self.specs[: i + 1])
-            rows.append(p.row(f"S{i}", "stage", arch, running, params, mflops))
+            rows.append(
+                p.row(
+                    f"S{i}", "stage", arch, running, params, mflops,
+                    val_logits=self.val_logits[i],
+                )
+            )  # fmt: skip
         rows.append(
             p.row(
                 f"S{len(self.nets) - 1} adaptive", "adaptive", rows[-1].arch, adaptive.logits,
                 params, mflops, adaptive_mflops=adaptive.expected_mflops,
-                stopped_after=adaptive.stage_histogram,
+                stopped_after=adaptive.stage_histogram, val_logits=adaptive_val.logits,
             )
         )  # fmt: skip
+        deployed = combined.truncated(best)
+        shipped = evaluate_adaptive(deployed, p.data.test, device=p.device)
         for kind in p.config.baselines:
             rows.append(baseline_row(kind, p, self.specs[:2], self.t_train))
         report = Report(
             rows, p.stages, threshold, combined, self.cached,
             p.split.to_dict() | {"indices": f"{p.split.size} indices in validation_split.json"},
             self.searches, deviations=p.config.deviations(),
-            extra={} if p.fixed is None else {"gi_fixed_samples": int(p.fixed.sum())},
+            extra={"teacher": p.identity} | {
+                "thresholds": thresholds,
+                "deploy": {
+                    "stage": best, "model": f"S{best}", "threshold": deployed.threshold,
+                    "val_accuracy": val_acc[best], "accuracy": shipped.accuracy,
+                    "adaptive_mflops": shipped.expected_mflops,
+                },
+            } | ({} if p.fixed is None else {"gi_fixed_samples": int(p.fixed.sum())}),
+            warnings=p.warnings,
         )  # fmt: skip
         report.write(p.out_dir)
         p.log("\n" + report.table())
@@ -436,12 +695,3 @@ class ResKD:
             )
         )
         return report
-
-
-def run_reskd(prepared: Prepared, sources: Callable[[int], Source]) -> Report:
-    """Algorithm 1: S0 and res-students from ``sources(i)`` until Energy says stop."""
-    algorithm = ResKD(prepared)
-    for i in range(prepared.config.stages + 1):  # i = 0 is S0
-        if algorithm.step(i, sources(i)):
-            break
-    return algorithm.finish()

@@ -122,15 +122,21 @@ class StageStore:
         config: TrainConfig,
         desc: str,
         progress: bool = True,
+        eval_data: Dataset[tuple[Tensor, int]] | None = None,
     ) -> StageResult:
         """Load ``nets`` from the stage's stored weights, or train ``task`` and store them;
-        training resumes from the stage's epoch checkpoint when an earlier run was interrupted."""
+        training resumes from the stage's epoch checkpoint when an earlier run was interrupted.
+
+        ``eval_data`` (ResKD's D_v): the accuracy of ``task.predict`` on it after every epoch,
+        in each epoch's record (what the service stores as the stage's ``eval_accuracy``). It is
+        not part of the stage's key: evaluating changes no weight."""
 
         def make(directory: Path) -> None:
             fit(
                 task,
                 train_data,
                 config=config,
+                eval_data=eval_data,
                 checkpoint_dir=directory,
                 desc=desc,
                 progress=progress,

@@ -443,7 +443,10 @@ def fit(
 ) -> History:
     """Train ``task`` for ``config.epochs`` epochs; resume from ``checkpoint_dir`` if it holds one.
 
-    ``on_epoch(record, total_epochs)`` is called after every epoch (progress reporting).
+    ``eval_data``: after every epoch, the accuracy of ``task.predict`` on it is the record's
+    ``eval_accuracy`` (the task's whole prediction: a residual task predicts S_i = S_{i-1} + R_i
+    when its base network is given, ``ResidualDistillation(base=...)``). ``on_epoch(record,
+    total_epochs)`` is called after every epoch (progress reporting).
     """
     if len(train_data) == 0:  # type: ignore[arg-type]
         raise ValueError(f"{desc}: the training set is empty")
@@ -551,7 +554,7 @@ def fit(
             extra = {"phase": desc, **task.epoch_metrics()}
             observer.epoch(record, config.epochs, history.resumed_from, extra)
         if progress:
-            shown = f", eval acc {eval_acc:.4f}" if eval_acc is not None else ""
+            shown = f", eval acc {100 * eval_acc:.2f}%" if eval_acc is not None else ""
             shown += "".join(f", {k} {v}" for k, v in task.status().items())
             tqdm.write(
                 f"{desc} epoch {epoch + 1}/{config.epochs}: loss {record.loss:.4f}, "

@@ -8,17 +8,28 @@ one found by a search under a budget (``{search: {budget_mflops: ..., ...}}``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import BeforeValidator, Discriminator, Field, Tag, field_validator, model_validator
 
-from distill.config import ConfigError, ConfigModel, Flag, Loc, PathText, require
-from distill.data import DATASETS, DatasetError, dataset_info
+from distill.catalog import FOLDER_DATASETS, DatasetInfo
+from distill.config import ConfigError, ConfigModel, Flag, Loc, PathText, parse, require
+from distill.data import DATASETS, DatasetError, dataset_info, peek_info
 from distill.models import GENOTYPE_MODEL, NetSpec
 from distill.residual import MethodConfig
 from distill.reskd import BASELINES, Baseline
+from distill.teachers import (
+    CheckpointError,
+    classifier_classes,
+    fit_problems,
+    program_classes,
+    read_state_dict,
+    teacher_kind,
+)
 from distill.train import (
     PAPER_PRESETS,
     PRESETS,
@@ -30,6 +41,7 @@ from distill.train import (
 from search.budget import BudgetError, check_budget
 from search.run import shape_for
 from search.spec import SearchSpec
+from space.catalog import TORCHVISION_ARCHS
 from space.genotypes import Genotype
 from space.zoo import MODELS
 
@@ -93,8 +105,57 @@ class SearchedNet(ConfigModel):
     num_classes: ClassVar[None] = None
 
 
+class TorchvisionNet(ConfigModel):
+    """A torchvision classification model by name (``torchvision.models.list_models``); with
+    ``teacher_checkpoint``, its local weights (torchvision's own files load as they are)."""
+
+    torchvision: str = Field(description="e.g. resnet18, mobilenet_v3_small, efficientnet_b0")
+    num_classes: int | None = Field(None, ge=1, description="if given, must match the dataset")
+
+    searched: ClassVar[bool] = False
+    kind: ClassVar[str] = "torchvision"
+
+    @property
+    def arch(self) -> str:
+        return self.torchvision
+
+
+class TimmNet(ConfigModel):
+    """A timm model by name (the optional extra ``timm``) with a local checkpoint."""
+
+    timm: str = Field(description="a name timm.list_models() gives, e.g. resnet18")
+    num_classes: int | None = Field(None, ge=1, description="if given, must match the dataset")
+
+    searched: ClassVar[bool] = False
+    kind: ClassVar[str] = "timm"
+
+    @property
+    def arch(self) -> str:
+        return self.timm
+
+
+class ProgramNet(ConfigModel):
+    """A user's own architecture as a file (``teacher_checkpoint``): a TorchScript module
+    (``torch.jit.save``) or a ``torch.export`` program (``torch.export.save``, .pt2), used as a
+    frozen black box that gives logits: logit distillation only (method reskd)."""
+
+    program: Literal["torchscript", "exported-program"] = Field(description="the file's format")
+    num_classes: int | None = Field(None, ge=1, description="if given, must match the dataset")
+
+    searched: ClassVar[bool] = False
+
+    @property
+    def kind(self) -> str:
+        return self.program
+
+
 def _net_tag(raw: Any) -> str:
+    if isinstance(raw, TorchvisionNet | TimmNet | ProgramNet):
+        return f"{raw.kind}-net" if isinstance(raw, TorchvisionNet | TimmNet) else "program-net"
     if isinstance(raw, Mapping):
+        for key in ("torchvision", "timm", "program"):
+            if raw.get(key) is not None:
+                return f"{key}-net"
         if raw.get("search") is not None or raw.get("model") == SEARCHED:
             return "searched-net"
         if raw.get("genotype") is not None or raw.get("model") == GENOTYPE_MODEL:
@@ -118,6 +179,19 @@ NetConfig = Annotated[
     Discriminator(_net_tag),
     BeforeValidator(_named),
 ]
+
+
+TeacherConfig = Annotated[
+    Annotated[ZooNet, Tag("zoo-net")]
+    | Annotated[GenotypeNet, Tag("genotype-net")]
+    | Annotated[SearchedNet, Tag("searched-net")]
+    | Annotated[TorchvisionNet, Tag("torchvision-net")]
+    | Annotated[TimmNet, Tag("timm-net")]
+    | Annotated[ProgramNet, Tag("program-net")],
+    Discriminator(_net_tag),
+    BeforeValidator(_named),
+]
+Teacher = ZooNet | GenotypeNet | TorchvisionNet | TimmNet | ProgramNet
 
 
 def _listed(raw: Any) -> Any:
@@ -145,7 +219,11 @@ class RunConfig(ConfigModel):
     dataset: str = Field(
         description=f"one of {', '.join(DATASETS)}", json_schema_extra={"enum": list(DATASETS)}
     )
-    teacher: NetConfig
+    teacher: TeacherConfig = Field(
+        description="a zoo model (resnet20), a genotype network, {torchvision: NAME}, "
+        "{timm: NAME} or {program: torchscript|exported-program} (the file in "
+        "teacher_checkpoint)"
+    )
     student: NetConfig
     res_students: Annotated[list[NetConfig], BeforeValidator(_listed)] = Field(
         default_factory=list, max_length=64, description="one per stage; the last one repeats"
@@ -159,9 +237,34 @@ class RunConfig(ConfigModel):
         "resized crop+flip); default: on with the papers' presets (cifar, tiny-imagenet, "
         "imagenet), off with the CPU ones. false with a paper preset is allowed and reported",
     )
+    image_size: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="the side of the square images the networks see; default: the data's own "
+        "(an image folder's first image). Images of another size: short side resized, centre crop",
+    )
+    mean: list[float] | None = Field(
+        None,
+        min_length=1,
+        max_length=3,
+        description="per-channel mean after scaling pixels to [0, 1], replacing the dataset's: "
+        "a given teacher must be fed as it was trained",
+    )
+    std: list[float] | None = Field(
+        None, min_length=1, max_length=3, description="per-channel std, with mean"
+    )
+    allow_weak_teacher: Flag = Field(
+        False,
+        description="run on with a teacher under twice chance accuracy on D_v (a warning "
+        "instead of an error)",
+    )
     val_size: int = Field(500, ge=1, le=10_000_000, description="D_v's size")
     teacher_checkpoint: PathText | None = Field(
-        None, description="a trained teacher's state dict (.pt); over the API, an uploaded one"
+        None,
+        description="a trained teacher's weights: a state dict (.pt/.pth, read weights-only, or "
+        ".safetensors), or the program file of a {program: ...} teacher; over the API, an "
+        "uploaded one",
     )
     student_checkpoint: PathText | None = Field(
         None,
@@ -279,14 +382,29 @@ class RunConfig(ConfigModel):
             )
         return preset(self.preset, seed=self.seed, device=self.device, **overrides)
 
-    def nets(self) -> list[tuple[Loc, ZooNet | GenotypeNet | SearchedNet]]:
+    def nets(self) -> list[tuple[Loc, Teacher | SearchedNet]]:
         return [(("teacher",), self.teacher), (("student",), self.student)] + [
             (("res_students", i), r) for i, r in enumerate(self.res_students)
         ]
 
+    def data_info(self) -> DatasetInfo:
+        """What the networks see of the dataset (an image folder's classes and size are read
+        from its root, cheaply)."""
+        return peek_info(
+            self.dataset, root=self.root, image_size=self.image_size, mean=self.mean, std=self.std
+        )
+
+    def data_options(self) -> dict[str, Any]:
+        """``load_dataset``'s keyword arguments of this run."""
+        return {
+            "root": self.root, "augment": self.augmented, "image_size": self.image_size,
+            "mean": self.mean, "std": self.std,
+        }  # fmt: skip
+
     def check(self) -> None:
         """What needs several fields or the outside world; fails before any training."""
-        info = dataset_info(self.dataset)
+        info = self.data_info()
+        self._check_data(info)
         if self.method == "reskd" and self.max_stages != 0:
             require(bool(self.res_students), ("res_students",), "a non-empty list of res-students")
         for loc, net in self.nets():
@@ -308,13 +426,15 @@ class RunConfig(ConfigModel):
                 continue
             if isinstance(net, GenotypeNet):
                 require(self.method == "reskd", (*loc, "genotype"), "needs method reskd")
-            if net.num_classes is not None and self.dataset != "imagefolder":  # found on load
+            known = self.dataset not in FOLDER_DATASETS or self.root is not None
+            if net.num_classes is not None and known:
                 require(
                     net.num_classes == info.num_classes,
                     (*loc, "num_classes"),
                     f"must be {info.num_classes} (the classes of {self.dataset}), "
                     f"got {net.num_classes}",
                 )
+        self._check_teacher(info)
         allowed = BASELINES[self.method]
         for i, b in enumerate(self.baselines):
             require(b in allowed, ("baselines", i), f"a list of {', '.join(allowed)}")
@@ -344,8 +464,121 @@ class RunConfig(ConfigModel):
         except ValueError as exc:
             raise ConfigError.at(("device",), str(exc).removeprefix("device: ")) from None
 
+    def _check_data(self, info: DatasetInfo) -> None:
+        require(
+            info.needs_root or self.root is None,
+            ("root",),
+            f"none: {self.dataset} ships with a package (root is for CIFAR and image folders)",
+        )
+        require(
+            (self.mean is None) == (self.std is None),
+            ("mean" if self.mean is None else "std",),
+            "mean and std go together (the normalisation a given teacher was trained with)",
+        )
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if values is not None:
+                require(
+                    len(values) == info.in_chans,
+                    (name,),
+                    f"{info.in_chans} value(s): {self.dataset} has {info.in_chans} channel(s)",
+                )
+        if self.std is not None:
+            require(all(v > 0 for v in self.std), ("std",), "values > 0")
+
+    def _check_teacher(self, info: DatasetInfo) -> None:
+        """What a teacher kind needs, and its checkpoint against its network and the data."""
+        teacher = self.teacher
+        assert not isinstance(teacher, SearchedNet)  # refused before
+        kind = teacher_kind(teacher_kind_of(teacher))
+        if not kind.features:
+            require(
+                self.method == "reskd",
+                ("method",),
+                f"reskd with a {kind.name} teacher: the assistant method needs the teacher's "
+                "feature maps, which only zoo teachers give (a black box or library model "
+                "gives logits)",
+            )
+        if isinstance(teacher, ProgramNet):
+            require(
+                self.teacher_checkpoint is not None,
+                ("teacher_checkpoint",),
+                f"the {teacher.program} file of the teacher (teacher: {{program: ...}})",
+            )
+        if self.teacher_checkpoint is None or not Path(self.teacher_checkpoint).is_file():
+            return
+        if self.dataset in FOLDER_DATASETS and self.root is None:
+            return  # classes unknown until the data is read
+        try:
+            check_teacher_checkpoint(teacher, info, self.teacher_checkpoint)
+        except CheckpointError as exc:
+            raise ConfigError.at(("teacher_checkpoint",), str(exc)) from None
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
+
+
+def teacher_kind_of(net: Teacher | SearchedNet) -> str:
+    """The teacher kind (``distill.teachers.TEACHER_KINDS``) of a teacher config."""
+    return "zoo" if isinstance(net, ZooNet | GenotypeNet | SearchedNet) else net.kind
+
+
+def teacher_spec(net: Teacher, info: DatasetInfo) -> NetSpec | None:
+    """The buildable spec of a teacher (None for a program, which is its file)."""
+    if isinstance(net, ProgramNet):
+        return None
+    if isinstance(net, TorchvisionNet | TimmNet):
+        return NetSpec(f"{net.kind}:{net.arch}", 1.0, info.num_classes, info.in_chans,
+                       info.image_size)  # fmt: skip
+    return spec_of(net, info)
+
+
+def teacher_label(net: Teacher, info: DatasetInfo) -> str:
+    spec = teacher_spec(net, info)
+    return spec.label if spec is not None else f"{teacher_kind_of(net)} program"
+
+
+def check_teacher_checkpoint(net: Teacher, info: DatasetInfo, path: str) -> None:
+    """A :class:`CheckpointError` (one line) unless the file at ``path`` fits the teacher ``net``
+    on ``info``'s data: keys and shapes, and the classes of its classifier."""
+    p = Path(path)
+    _check_fit(net.model_dump_json(), info, str(p), p.stat().st_mtime)
+
+
+@cache
+def _check_fit(net_json: str, info: DatasetInfo, path: str, mtime: float) -> None:
+    del mtime  # part of the cache key: a changed file is checked again
+    net = parse(RunConfig, {"dataset": "digits", "teacher": json.loads(net_json),
+                            "student": "resnet8"}).teacher  # fmt: skip
+    assert not isinstance(net, SearchedNet)
+    if isinstance(net, ProgramNet):
+        got = program_classes(path, net.program, info.input_shape)
+        if got != info.num_classes:
+            raise CheckpointError(
+                f"the {net.program} program gives {got} classes; {info.name} has {info.num_classes}"
+            )
+        return
+    spec = teacher_spec(net, info)
+    assert spec is not None
+    built = spec.build()
+    state = read_state_dict(path)
+    classes = classifier_classes(built, state)
+    if classes is not None and classes != info.num_classes:
+        raise CheckpointError(
+            f"its classifier has {classes} classes; {info.name} has {info.num_classes} "
+            f"({spec.label} with num_classes={info.num_classes} is expected)"
+        )
+    problems = fit_problems(built, state)
+    if problems is None:
+        return
+    hint = ""
+    if (
+        isinstance(net, ZooNet)
+        and net.model in TORCHVISION_ARCHS
+        and "layer1.0.conv1.weight" in state
+    ):
+        hint = f" (a torchvision file: use teacher: {{torchvision: {net.model}}})"
+    raise CheckpointError(f"does not fit {spec.label}: {problems}{hint}")
 
 
 def spec_of(net: ZooNet | GenotypeNet, info: Any) -> NetSpec:

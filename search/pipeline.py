@@ -15,12 +15,31 @@ from pathlib import Path
 from typing import Any
 
 from distill.assistant_run import run_assistant
+from distill.catalog import DatasetInfo
 from distill.config import ConfigError
 from distill.models import NetSpec
 from distill.report import Report
-from distill.reskd import Prepared, ResKD, ResStudent, Source, StageInputs, fixed, prepare
+from distill.reskd import (
+    Prepared,
+    ResKD,
+    ResStudent,
+    Source,
+    StageInputs,
+    TeacherSource,
+    fixed,
+    prepare,
+)
 from distill.stages import StageStore
-from search.config import GenotypeNet, RunConfig, SearchedNet, ZooNet, spec_of
+from search.config import (
+    GenotypeNet,
+    RunConfig,
+    SearchedNet,
+    ZooNet,
+    spec_of,
+    teacher_kind_of,
+    teacher_label,
+    teacher_spec,
+)
 from search.run import residual_objective, run_search
 from space.genotypes import Genotype
 
@@ -31,12 +50,17 @@ def _prepare(
 ) -> Prepared:  # fmt: skip
     config.check()
     teacher = config.teacher
-    assert isinstance(teacher, ZooNet | GenotypeNet)  # checked: a teacher is never searched
+    assert not isinstance(teacher, SearchedNet)  # checked: a teacher is never searched
     store = StageStore(stages_dir or out_dir, log=log)
     declared = [(loc, net.num_classes) for loc, net in config.nets() if net.num_classes]
+
+    def source(info: DatasetInfo) -> TeacherSource:
+        kind = teacher_kind_of(teacher)
+        return TeacherSource(kind, teacher_spec(teacher, info), teacher_label(teacher, info))
+
     return prepare(
-        config, teacher=lambda info: spec_of(teacher, info), out_dir=out_dir, store=store,
-        progress=progress, declared_classes=declared,
+        config, teacher=source, out_dir=out_dir, store=store, progress=progress,
+        declared_classes=declared,
     )  # fmt: skip
 
 

@@ -11,10 +11,12 @@ Each parameter is a range ``[low, high]`` (sampled), a single value (fixed), or 
 config's value). S0 keeps the base config's KD settings (``student_kd``), so every trial reuses
 the same teacher and S0 stages.
 
-Objectives: maximise the accuracy of S_n, minimise its MFLOPs (``cost: mflops``), or the accuracy
-and the expected MFLOPs of S_n with sample-adaptive inference (``cost: adaptive_mflops``). The
-study is multi-objective; NSGA-II (default) or TPE samples it. Orchestration (trials as jobs,
-ask/tell) lives in ``api.sweeps``; this module knows nothing of the queue.
+Objectives: maximise the accuracy of S_n on D_v (the validation set drawn from the training set),
+minimise its MFLOPs (``cost: mflops``), or the D_v accuracy and the expected MFLOPs of S_n with
+sample-adaptive inference (``cost: adaptive_mflops``). Test accuracy is never an objective: it is
+kept beside each trial (:func:`outcome`) and reported, not chosen on. The study is
+multi-objective; NSGA-II (default) or TPE samples it. Orchestration (trials as jobs, ask/tell)
+lives in ``api.sweeps``; this module knows nothing of the queue.
 """
 
 from __future__ import annotations
@@ -198,16 +200,45 @@ def make_sampler(spec: SweepSpec, asked: int) -> optuna.samplers.BaseSampler:
     )
 
 
-def objectives(result: Mapping[str, Any], cost: str) -> tuple[float, float]:
-    """(accuracy of S_n, cost of S_n) from a finished ResKD job's result (its report's rows)."""
+OBJECTIVE = "val_accuracy"  # what a sweep ranks trials on (Optuna's first objective)
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What a finished trial's job measured on S_n (or its adaptive row): the objectives Optuna
+    is told, D_v accuracy and cost, and test accuracy, reported beside them."""
+
+    val_accuracy: float
+    cost: float
+    accuracy: float | None  # on the test set: reported, never an objective
+
+
+def outcome(result: Mapping[str, Any], cost: str) -> TrialOutcome:
+    """S_n's D_v accuracy, cost and test accuracy from a finished ResKD job's result (its
+    report's rows); the adaptive row's for ``cost: adaptive_mflops``. A ValueError names what
+    is missing (a result without D_v accuracy cannot be ranked)."""
     rows = list(result.get("rows") or [])
     final = [r for r in rows if r.get("role") == "stage"]
     if not final:
         raise ValueError("result: no S_n row in the job's result")
-    last = final[-1]
+    row, column = final[-1], "mflops"
     if cost == "adaptive_mflops":
         adaptive = next((r for r in rows if r.get("role") == "adaptive"), None)
         if adaptive is None:
-            raise ValueError(f"result: no {last['model']} adaptive row in the job's result")
-        return float(adaptive["accuracy"]), float(adaptive["adaptive_mflops"])
-    return float(last["accuracy"]), float(last["mflops"])
+            raise ValueError(f"result: no {row['model']} adaptive row in the job's result")
+        row, column = adaptive, "adaptive_mflops"
+    if row.get("val_accuracy") is None:
+        raise ValueError(
+            f"result: {row['model']} has no val_accuracy (its accuracy on D_v, which the sweep "
+            "ranks on)"
+        )
+    test = row.get("accuracy")
+    return TrialOutcome(
+        float(row["val_accuracy"]), float(row[column]), None if test is None else float(test)
+    )
+
+
+def objectives(result: Mapping[str, Any], cost: str) -> tuple[float, float]:
+    """(D_v accuracy of S_n, cost of S_n): what Optuna is told of a finished trial."""
+    measured = outcome(result, cost)
+    return measured.val_accuracy, measured.cost

@@ -10,7 +10,7 @@ outputs that feature-level distillation uses, on every model alike. Genotype net
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -237,8 +237,8 @@ def torchvision_resnet(
     return model
 
 
-def load_torchvision_state_dict(model: Backbone, state_dict: dict[str, Tensor]) -> None:
-    """Load a torchvision ResNet checkpoint (e.g. a local ``resnet18-*.pth``) into a zoo model."""
+def torchvision_keys(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A torchvision ResNet's state dict with the zoo's key names (``stem.``, ``stages.``)."""
     renamed = {}
     for key, value in state_dict.items():
         if key.startswith(("conv1.", "bn1.")):
@@ -246,7 +246,12 @@ def load_torchvision_state_dict(model: Backbone, state_dict: dict[str, Tensor]) 
         elif key.startswith("layer"):
             key = f"stages.{key}"
         renamed[key] = value
-    model.load_state_dict(renamed)
+    return renamed
+
+
+def load_torchvision_state_dict(model: Backbone, state_dict: Mapping[str, Tensor]) -> None:
+    """Load a torchvision ResNet checkpoint (e.g. a local ``resnet18-*.pth``) into a zoo model."""
+    model.load_state_dict(torchvision_keys(state_dict))
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
 
@@ -98,6 +99,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
+    if args.url:
+        return _service_datasets(args)
     rows = [
         {
             "dataset": i.name,
@@ -110,6 +113,38 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     ]
     print(json.dumps(rows, indent=2) if args.json else format_table(rows, list(rows[0])))
     return 0
+
+
+def _service_datasets(args: argparse.Namespace) -> int:
+    """``reskd datasets --url URL``: what that service can use, with a job's dataset and root."""
+    found = _client(args).datasets()
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    rows = [
+        {
+            "name": d["name"],
+            "kind": d["kind"],
+            "dataset": d["dataset"],
+            "root": d["root"] or "-",
+            "classes": d["num_classes"],
+            "train": d["train_images"],
+            "test": d["test_images"],
+            "size": _size_text(d),
+            "channels": d["channels"],
+            "problem": d["problem"] or "",
+        }
+        for d in found
+    ]
+    print(format_table(rows, list(rows[0])) if rows else "no datasets")
+    return 0
+
+
+def _size_text(d: dict[str, Any]) -> str:
+    """``28x28``, or the first image's ``64x48 mixed`` where a folder's sizes differ."""
+    if not d["width"]:
+        return "-"
+    return f"{d['width']}x{d['height']}" + (" mixed" if d["mixed_sizes"] else "")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -187,21 +222,40 @@ def cmd_run(args: argparse.Namespace) -> int:
 STUDENT_FILES = ("combined_student.pt", "assisted_student.pt")
 
 
-def _student_source(args: argparse.Namespace) -> tuple[Path, str | None, str]:
-    """The student file, its dataset (``--dataset``, else the run's config.json or the job's
-    record) and a default output name, from a file, a run directory or a job id."""
+@dataclass
+class StudentSource:
+    """Where ``reskd export`` reads a student from, and what its run recorded beside it."""
+
+    path: Path  # combined_student.pt or assisted_student.pt
+    dataset: str | None  # the run's dataset (the export is checked on its test images)
+    root: str | None  # the run's dataset root (CIFAR, image folders)
+    preprocessing: dict[str, Any] | None  # the run's preprocessing.json, where it wrote one
+    out: Path  # the output directory unless --out says otherwise
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return dict(json.loads(path.read_text())) if path.is_file() else None
+
+
+def _student_source(args: argparse.Namespace, scratch: Path) -> StudentSource:
+    """The student file, from a file, a run directory or a job id (downloaded into ``scratch``
+    with the job's config.json and preprocessing.json), with what its run recorded."""
     target = Path(args.source)
-    dataset = args.dataset
     if target.is_dir():
         found = [target / n for n in STUDENT_FILES if (target / n).is_file()]
         if not found:
             raise ValueError(f"JOB_OR_FILE: {target} holds no {' or '.join(STUDENT_FILES)}")
         target = found[0]
     if target.is_file():
-        config = target.parent / "config.json"
-        if dataset is None and config.is_file():
-            dataset = json.loads(config.read_text()).get("dataset")
-        return target, dataset, str(target.parent / f"{target.stem}-{args.format}")
+        config = _read_json(target.parent / "config.json") or {}
+        dataset = args.dataset or config.get("dataset")
+        return StudentSource(
+            target,
+            dataset,
+            config.get("root") if dataset == config.get("dataset") else None,
+            _read_json(target.parent / "preprocessing.json"),
+            target.parent / f"{target.stem}-{args.format}",
+        )
     if not args.source.isdigit():
         raise ValueError(f"JOB_OR_FILE: {args.source!r} is no file, run directory or job id")
     client = _client(args)
@@ -212,29 +266,110 @@ def _student_source(args: argparse.Namespace) -> tuple[Path, str | None, str]:
         raise ValueError(
             f"JOB_OR_FILE: job {job['id']} ({job['state']}) has no deployable student yet"
         )
-    dest = Path(args.out or f"job{job['id']}-{args.format}")
-    path = client.download(job["id"], name, dest / "source" / name)
-    return path, dataset or job.get("dataset"), str(dest)
+    recorded = {
+        n: _read_json(client.download(job["id"], n, scratch / n))
+        for n in ("config.json", "preprocessing.json")
+        if n in names
+    }
+    config = recorded.get("config.json") or {}
+    dataset = args.dataset or config.get("dataset") or job.get("dataset")
+    return StudentSource(
+        client.download(job["id"], name, scratch / name),
+        dataset,
+        config.get("root") if dataset == config.get("dataset") else None,
+        recorded.get("preprocessing.json"),
+        Path(f"job{job['id']}-{args.format}"),
+    )
+
+
+def _check_root(dataset: str, source: StudentSource, given: str | None) -> str | None:
+    """The local root of the dataset the export is checked on: --root, else the run's."""
+    if given is not None or not dataset_info(dataset).needs_root:
+        return given
+    if source.root is not None and Path(source.root).expanduser().is_dir():
+        return source.root
+    recorded = f"the run's root {source.root} is not here" if source.root else "no root known"
+    raise ValueError(
+        f"--root: the export is checked on {dataset} test images, read from a local directory, "
+        f"and {recorded}; give it with --root DIR, or check on another dataset of the same input "
+        f"with --dataset (one of {', '.join(DATASETS)})"
+    )
+
+
+def _shipped(model: Any, stages: int | None, path: Path) -> tuple[Any, str | None]:
+    """S_k to ship (``--stages``, else the stage best on D_v, else all) and a line saying why,
+    when it holds fewer res-students than the file."""
+    from distill.combined import CombinedStudent
+
+    if not isinstance(model, CombinedStudent):
+        if stages is not None:
+            raise ValueError("--stages: an assisted student (S + A) has no res-students to cut")
+        return model, None
+    n = model.num_stages
+    if stages is not None and not 0 <= stages <= n:
+        raise ValueError(f"--stages: must be in 0..{n} (the res-students in {path}), got {stages}")
+    k = stages if stages is not None else model.deploy_stage
+    if k is None or k == n:
+        return model, None
+    if model.thresholds is None:
+        raise ValueError(
+            f"--stages: {path} holds no per-stage thresholds (written before them); only "
+            f"--stages {n} can be shipped"
+        )
+    why = (
+        "as --stages asked"
+        if stages is not None
+        else f"S{k} was the best on the validation set D_v (--stages {n} ships all)"
+    )
+    kept = "S0 alone" if k == 0 else "S0 + R1" + (f"..R{k}" if k > 1 else "")
+    return model.truncated(k), f"shipping S{k} ({kept}) of the {n} res-students in the file: {why}"
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from distill.data import load_dataset
-    from distill.export import export, load_student
+    import tempfile
 
-    path, dataset, default_out = _student_source(args)
+    if args.samples < 1:
+        raise ValueError(f"--samples: must be >= 1, got {args.samples}")
+    with tempfile.TemporaryDirectory(prefix="reskd-export-") as scratch:
+        return _export(args, Path(scratch))
+
+
+def _export(args: argparse.Namespace, scratch: Path) -> int:
+    from distill.adaptive_runner import check_preprocessing
+    from distill.data import load_dataset
+    from distill.export import dataset_preprocessing, export, load_student
+
+    source = _student_source(args, scratch)
+    dataset = source.dataset
     if dataset is None:
         raise ValueError(
-            "dataset: the export is checked on real test images; name their dataset with "
+            "--dataset: the export is checked on real test images; name their dataset with "
             f"--dataset (one of {', '.join(DATASETS)})"
         )
+    model, note = _shipped(load_student(source.path), args.stages, source.path)
+    preprocessing = getattr(model, "preprocessing", None) or source.preprocessing
+    if preprocessing is not None:
+        check_preprocessing(preprocessing)  # before the check images are made with it
     import torch
 
-    test = load_dataset(dataset, augment=False).test
-    n = min(args.samples, len(test))  # type: ignore[arg-type]
-    images = torch.stack([test[k][0] for k in range(n)])
-    model = load_student(path)
-    out = Path(args.out or default_out)
-    manifest, agreement = export(model, out, args.format, images)
+    # the check images as the student's preprocessing makes them (size, mean, std)
+    made = {k: v for k, v in (preprocessing or {}).items() if k in ("image_size", "mean", "std")}
+    root = _check_root(dataset, source, args.root)
+    data = load_dataset(dataset, root=root, augment=False, **made)
+    n = min(args.samples, len(data.test))  # type: ignore[arg-type]
+    images = torch.stack([data.test[k][0] for k in range(n)])
+    if preprocessing is None:
+        preprocessing = dataset_preprocessing(data.info)
+        p, names = preprocessing, preprocessing["class_names"]
+        print(
+            f"preprocessing: {source.path.name} carries none (written before it did); using "
+            f"{dataset}'s: {p['channels']}x{p['image_size']}x{p['image_size']}, mean {p['mean']}, "
+            f"std {p['std']}, classes {names[0]}..{names[-1]}"
+        )
+    if note:
+        print(note)
+    out = Path(args.out) if args.out else source.out
+    manifest, agreement = export(model, out, args.format, images, preprocessing=preprocessing)
     parts = json.loads(manifest.read_text())["parts"]
     print(f"{args.format}: {', '.join(p['file'] for p in parts)} in {out}")
     print(
@@ -243,7 +378,19 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"(adaptive); res-students used: same on {agreement.used_equal} of {agreement.samples}"
         f" (mean {agreement.mean_used:.2f})"
     )
-    print(f"run it: python {out / 'run_adaptive.py'} {manifest} images.npy")
+    print(f"run it: python {out / 'predict.py'} IMAGE...  (or: reskd predict {out} IMAGE...)")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from distill.adaptive_runner import ExportedStudent, report
+
+    manifest = Path(args.dir) / "manifest.json"
+    if not manifest.is_file():
+        raise ValueError(f"DIR: {args.dir} holds no manifest.json (write one with reskd export)")
+    student = ExportedStudent(manifest)
+    predictions = student.predict([Path(p) for p in args.images])
+    print(report(predictions, stages=student.stages, as_json=args.json))
     return 0
 
 
@@ -289,7 +436,16 @@ def _settings(args: argparse.Namespace) -> Any:
         }.items()
         if v is not None
     }
-    return Settings(**overrides)
+    settings = Settings(**overrides)
+    added = [_data_root(d) for d in getattr(args, "data_root", None) or []]
+    return settings.model_copy(update={"data_roots": [*settings.data_roots, *added]})
+
+
+def _data_root(given: str) -> Path:
+    path = Path(given).expanduser().resolve()
+    if not path.is_dir():
+        raise ValueError(f"--data-root: {given} is not a directory")
+    return path
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -389,15 +545,28 @@ def _print_job(job: dict[str, Any], base_url: str = "") -> None:
         print("\nartifacts: " + ", ".join(a["name"] for a in job["artifacts"]))
 
 
+def percent(fraction: float | None) -> str:
+    """An accuracy as a person reads it: percent with two decimals (a fixed width, so a column
+    of them lines up); "-" where there is none."""
+    return "-" if fraction is None else f"{100 * fraction:6.2f}"
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
     listing = _client(args).jobs(state=args.state, kind=args.kind, limit=args.limit)
     if args.json:
         print(json.dumps(listing, indent=2))
         return 0
-    rows = [
-        {k: j[k] for k in ("id", "kind", "name", "dataset", "state", "attempts", "created_at")}
-        for j in listing["jobs"]
-    ]
+    rows = []
+    for j in listing["jobs"]:
+        best = j.get("best") or {}
+        rows.append(
+            {k: j[k] for k in ("id", "kind", "name", "dataset", "state", "attempts", "created_at")}
+            | {
+                "best (on D_v)": best.get("model", "-"),
+                "D_v acc %": percent(best.get("val_accuracy")) if best else "-",
+                "test acc %": percent(best.get("accuracy")) if best else "-",
+            }
+        )
     print(format_table(rows, list(rows[0])) if rows else "no jobs")
     return 0
 
@@ -418,54 +587,90 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def pareto_group(
+    groups: Sequence[dict[str, Any]], dataset: str | None, teacher: str | None
+) -> tuple[dict[str, Any], str]:
+    """The one (dataset, teacher identity) ``reskd pareto`` shows, and why that one: the latest
+    job's (``groups`` are newest first), within ``dataset`` and ``teacher`` where given. A
+    teacher is named by its identity (``resnet20@1f2e...``) or by its architecture alone (the
+    newest identity of it). A ValueError lists what there is."""
+    within = [g for g in groups if dataset is None or g["dataset"] == dataset]
+    if not within:
+        known = ", ".join(sorted({g["dataset"] for g in groups}))
+        raise ValueError(
+            f"dataset: no architectures on {dataset}; datasets with results: {known or 'none'}"
+        )
+    if teacher is None:
+        why = "the latest job's" + (f" on {dataset}" if dataset else "")
+        return within[0], why
+    named = [g for g in within if g["teacher"] == teacher] or [
+        g for g in within if g["teacher"].split("@")[0] == teacher
+    ]
+    if not named:
+        where = f" on {dataset}" if dataset else ""
+        teachers = ", ".join(sorted({g["teacher"] for g in within}))
+        raise ValueError(
+            f"teacher: no architectures with teacher {teacher!r}{where}; teachers with "
+            f"results: {teachers}"
+        )
+    return named[0], "as asked" if dataset else "the latest job's with that teacher"
+
+
 def cmd_pareto(args: argparse.Namespace) -> int:
     client = _client(args)
+    groups = client._call("GET", "/v1/architectures/groups")["groups"]
+    if not groups:
+        print("no architectures yet: a finished job stores its students here")
+        return 0
+    group, why = pareto_group(groups, args.dataset, args.teacher)
+    dataset, teacher = group["dataset"], group["teacher"]
     front = client.pareto(
-        dataset=args.dataset, teacher=args.teacher, cost=args.cost,
+        dataset=dataset, teacher=teacher, cost=args.cost,
         include_teacher=args.include_teacher or None,
     )  # fmt: skip
-    if not front["front"] and args.teacher is not None:  # name what matched nothing
-        known = client._call(
-            "GET", "/v1/architectures",
-            params={k: v for k, v in {"dataset": args.dataset, "limit": 10000}.items() if v},
-        )["architectures"]  # fmt: skip
-        teachers = sorted({a["teacher"] for a in known})
-        where = f" on {args.dataset}" if args.dataset else ""
-        raise ValueError(
-            f"teacher: no architectures with teacher {args.teacher!r}{where}; teachers with "
-            f"results: {', '.join(teachers) or 'none yet'}"
-        )
+    others = [f"{g['dataset']} {g['teacher']}" for g in groups if g is not group]
     if args.json:
         print(json.dumps(front, indent=2))
     else:
+        print(
+            f"Pareto front of {dataset}, teacher {teacher} ({why}): {len(front['front'])} of "
+            f"{front['considered']} architectures, D_v accuracy against {args.cost}"
+        )
         rows = [
-            {k: a[k] for k in ("stage", "arch", "accuracy", args.cost, "job_id")}
+            {
+                "stage": a["stage"],
+                "arch": a["arch"],
+                "D_v acc %": percent(a["val_accuracy"]),
+                "test acc %": percent(a["accuracy"]),
+                args.cost: a[args.cost],
+                "job": a["job_id"],
+            }
             for a in front["front"]
         ]
-        print(f"Pareto front ({front['considered']} architectures considered, cost {args.cost}):")
-        print(format_table(rows, list(rows[0])) if rows else "no architectures yet")
+        print(format_table(rows, list(rows[0])) if rows else "no architectures with a D_v accuracy")
+        print(
+            "ranked on D_v accuracy (drawn from the training set); test accuracy is shown "
+            "beside it, never ranked on"
+        )
+        unranked = group["architectures"] - group["ranked"]
+        if unranked:
+            print(f"on no front: {unranked} stored before D_v accuracy was recorded")
+        if others:
+            print(f"other datasets and teachers (--dataset, --teacher): {', '.join(others)}")
     if args.plot:
         from api.client.plots import plot_pareto
 
         everything = client._call(
             "GET",
             "/v1/architectures",
-            params={
-                k: v
-                for k, v in {
-                    "dataset": args.dataset,
-                    "teacher": args.teacher,
-                    "limit": 10000,
-                }.items()
-                if v is not None
-            },
+            params={"dataset": dataset, "teacher": teacher, "limit": 10000},
         )["architectures"]
-        teachers = [a for a in everything if a["stage"] == "T"]
+        teachers = [a for a in everything if a["stage"] == "T"]  # one teacher: the group's
         plot_pareto(
             front,
             [a for a in everything if a["stage"] != "T"],
             Path(args.plot),
-            teacher=max(teachers, key=lambda a: a["accuracy"]) if teachers else None,
+            teacher=teachers[-1] if teachers else None,
         )
         print(f"plot: {args.plot}")
     return 0
@@ -530,7 +735,8 @@ def _print_sweep(sweep: dict[str, Any], front: dict[str, Any]) -> None:
             "state": t["state"],
             "job": t["job_id"],
             **{k: round(v, 4) if isinstance(v, float) else v for k, v in t["params"].items()},
-            "acc %": None if t["accuracy"] is None else 100 * t["accuracy"],
+            "D_v acc %": percent(t["val_accuracy"]),
+            "test acc %": percent(t["accuracy"]),
             front["cost"]: None if t["cost"] is None else round(t["cost"], 4),
             "pareto": "*" if t["number"] in on_front else "",
         }
@@ -538,7 +744,11 @@ def _print_sweep(sweep: dict[str, Any], front: dict[str, Any]) -> None:
     ]
     if rows:
         print(format_table(rows, list(rows[0])))
-    print(f"Pareto front: trials {sorted(on_front)} of {front['considered']} complete")
+    unranked = f" ({front['unranked']} without a D_v accuracy)" if front.get("unranked") else ""
+    print(
+        f"Pareto front: trials {sorted(on_front)} of {front['considered']} complete{unranked}; "
+        f"D_v accuracy of S_n against {front['cost']} (test accuracy beside it, never ranked on)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -576,7 +786,11 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="print JSON")
     models.set_defaults(func=cmd_models)
 
-    ds = sub.add_parser("datasets", help="the datasets known by name")
+    ds = sub.add_parser(
+        "datasets",
+        help="the datasets known by name; with --url, those a service can use (shipped, "
+        "uploaded, under its data roots) with the dataset and root a job's config gives",
+    )
     ds.add_argument("--json", action="store_true", help="print JSON")
     ds.set_defaults(func=cmd_datasets)
 
@@ -612,9 +826,18 @@ def build_parser() -> argparse.ArgumentParser:
     search.set_defaults(func=cmd_search)
 
     def service_options(p: argparse.ArgumentParser, *, http: bool = True) -> None:
-        if http:  # workers serve no HTTP
+        if http:  # workers serve no HTTP, and read only the paths the API has allowed
             p.add_argument("--host", help="bind address (default 127.0.0.1; others need a token)")
             p.add_argument("--port", type=int, help="port (default 8321)")
+            p.add_argument(
+                "--data-root",
+                action="append",
+                metavar="DIR",
+                help="a directory whose files jobs over the API may read: a job's `root` and "
+                "checkpoint paths may name files under it, and GET /v1/datasets lists the "
+                "image folders and CIFAR roots directly under it (repeatable; added to "
+                "RESKD_DATA_ROOTS). Uploaded datasets (POST /v1/datasets) need none",
+            )
         p.add_argument("--artifact-root", help="files of jobs and stages (default runs/service)")
         p.add_argument("--database-url", help="SQLAlchemy URL (default SQLite in artifact root)")
         p.add_argument("--token", help="bearer token clients must send")
@@ -631,9 +854,13 @@ def build_parser() -> argparse.ArgumentParser:
     service_options(worker, http=False)
     worker.set_defaults(func=cmd_worker)
 
-    def client_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--url", help="service URL (default $RESKD_URL or http://127.0.0.1:8321)")
+    def client_options(p: argparse.ArgumentParser, url: str | None = None) -> None:
+        p.add_argument(
+            "--url", help=url or "service URL (default $RESKD_URL or http://127.0.0.1:8321)"
+        )
         p.add_argument("--token", help="bearer token (default $RESKD_TOKEN)")
+
+    client_options(ds, url="list what the service at this URL can use (without: the local catalog)")
 
     submit = sub.add_parser("submit", help="submit a job to the service")
     submit.add_argument("config", help="run config (YAML or JSON)")
@@ -660,9 +887,17 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("id", type=int)
     client_options(cancel)
     cancel.set_defaults(func=cmd_cancel)
-    pareto = sub.add_parser("pareto", help="the Pareto front of accuracy against MFLOPs")
-    pareto.add_argument("--dataset", choices=datasets)
-    pareto.add_argument("--teacher")
+    pareto = sub.add_parser(
+        "pareto",
+        help="the Pareto front of D_v accuracy against MFLOPs (test accuracy beside it) of one "
+        "dataset and teacher: the latest job's unless --dataset or --teacher say",
+    )
+    pareto.add_argument("--dataset", choices=datasets, help="default: the latest job's")
+    pareto.add_argument(
+        "--teacher",
+        help="a teacher identity (arch@digest) or architecture; default: the latest job's on "
+        "the dataset (the others are listed)",
+    )
     pareto.add_argument("--cost", default="mflops", choices=["mflops", "adaptive_mflops", "params"])
     pareto.add_argument(
         "--include-teacher", action="store_true", help="the teacher too, for reference"
@@ -700,17 +935,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="a job id, a run directory, or a combined_student.pt / assisted_student.pt",
     )
     export.add_argument(
-        "--format", required=True, choices=["onnx", "torchscript", "exported-program"]
+        "--format",
+        default="onnx",
+        choices=["onnx", "torchscript", "exported-program"],
+        help="onnx (default; predict.py then needs only onnxruntime, NumPy and Pillow), "
+        "torchscript or exported-program (need torch)",
     )
-    export.add_argument("--out", help="output directory (default: beside the file)")
+    export.add_argument(
+        "--out", help="output directory (default: beside the file; jobN-FORMAT for a job)"
+    )
+    export.add_argument(
+        "--stages",
+        type=int,
+        metavar="K",
+        help="ship S_K = S0 + R1..RK (default: the stage best on the validation set D_v)",
+    )
     export.add_argument(
         "--dataset", choices=datasets, help="test images to check on (default: the run's)"
+    )
+    export.add_argument(
+        "--root", help="local root of that dataset (CIFAR, image folders; default: the run's)"
     )
     export.add_argument(
         "--samples", type=int, default=512, help="test images the export is checked on"
     )
     client_options(export)
     export.set_defaults(func=cmd_export)
+
+    predict = sub.add_parser(
+        "predict",
+        help="classify image files with an export (reskd export): each image's class and the "
+        "res-students it used",
+    )
+    predict.add_argument("dir", metavar="DIR", help="the export's directory (manifest.json)")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG, ... files")
+    predict.add_argument("--json", action="store_true", help="print JSON")
+    predict.set_defaults(func=cmd_predict)
 
     demo = sub.add_parser(
         "demo",

@@ -31,6 +31,15 @@ def _detail_text(detail: Any) -> str:
     return str(detail)
 
 
+def _error_of(response: httpx.Response) -> ServiceError:
+    """A failed answer (read) as the error to raise, with the service's ``detail``."""
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        detail = response.text
+    return ServiceError(response.status_code, detail)
+
+
 class Client:
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30):
         self.url = (url or os.environ.get("RESKD_URL") or DEFAULT_URL).rstrip("/")
@@ -48,11 +57,7 @@ class Client:
                 "`reskd serve`, or give its address with --url or RESKD_URL",
             ) from exc
         if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail")
-            except ValueError:
-                detail = response.text
-            raise ServiceError(response.status_code, detail)
+            raise _error_of(response)
         return response.json()
 
     def health(self) -> dict[str, Any]:
@@ -87,6 +92,11 @@ class Client:
                 },
             )
         return str(answer["name"])
+
+    def datasets(self) -> list[dict[str, Any]]:
+        """The datasets the service can use, each with the ``dataset`` and ``root`` a job's
+        config gives."""
+        return list(self._call("GET", "/v1/datasets"))
 
     def jobs(self, **filters: Any) -> dict[str, Any]:
         params = {k: v for k, v in filters.items() if v is not None}
@@ -146,13 +156,25 @@ class Client:
                 view.close()
 
     def download(self, job_id: int, name: str, dest: Path) -> Path:
-        with self.http.stream("GET", f"/v1/jobs/{job_id}/artifacts/{name}") as response:
-            if response.status_code >= 400:
-                response.read()
-                raise ServiceError(response.status_code, response.text)
-            with dest.open("wb") as f:
-                for chunk in response.iter_bytes():
-                    f.write(chunk)
+        """The job's artifact ``name`` as the file ``dest`` (its folders made as needed; written
+        under a temporary name and renamed, so an interrupted download leaves no ``dest``)."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        partial = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+        try:
+            with self.http.stream("GET", f"/v1/jobs/{job_id}/artifacts/{name}") as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error_of(response)
+                with partial.open("wb") as f:
+                    for chunk in response.iter_bytes():
+                        f.write(chunk)
+            partial.replace(dest)
+        except httpx.TransportError as exc:
+            raise ServiceError(
+                0, f"lost the service at {self.url} downloading {name} ({exc})"
+            ) from exc
+        finally:
+            partial.unlink(missing_ok=True)
         return dest
 
     def events(self, job_id: int, *, retry: float = 1.0) -> Iterator[dict[str, Any]]:
@@ -189,11 +211,7 @@ class Client:
                 raise _Refused
             if response.status_code >= 400:
                 response.read()
-                try:
-                    detail = response.json().get("detail")
-                except ValueError:
-                    detail = response.text
-                raise ServiceError(response.status_code, detail)
+                raise _error_of(response)
             event, data = "message", []
             for line in response.iter_lines():
                 if line.startswith(":"):  # keep-alive

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.http import dashboard, queries
 from api.http.guard import Guard, host_names
 from api.http.kept import KeptPareto
-from api.http.routes import architectures, checkpoints, jobs, sweeps
+from api.http.routes import architectures, checkpoints, datasets, jobs, sweeps
 from api.http.streams import Streams
 from api.runtime.settings import Settings
 from api.runtime.store import open_queue
@@ -144,13 +144,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(DatabaseGone, unavailable)
     app.add_exception_handler(StarletteHTTPException, not_allowed)
     app.add_exception_handler(Exception, unexpected)
-    for router in (architectures.router, jobs.router, sweeps.router):
+    for router in (datasets.router, architectures.router, jobs.router, sweeps.router):
         app.include_router(router)
     app.include_router(checkpoints.router())
     dashboard.mount(app)
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     hosts = host_names(settings.host, settings.allowed_hosts)
-    limits = {"/v1/checkpoints": settings.max_checkpoint_bytes}
+    limits = {
+        "/v1/checkpoints": settings.max_checkpoint_bytes,
+        "/v1/datasets": settings.max_dataset_bytes,
+    }
     # the last added runs first: Guard, then the kept Pareto responses, then the routes
     app.add_middleware(KeptPareto, kept=app.state.pareto, db=db)
     app.add_middleware(

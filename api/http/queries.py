@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, selectinload
 from starlette.responses import Response
 
-from api.http import schemas
+from api.http import datasets, schemas
 from api.runtime import fronts
 from api.runtime.runner import config_for_job, searches_of
 from api.runtime.settings import Settings
@@ -24,6 +24,7 @@ from db.models import Architecture, Artifact, EpochMetric, Job, Stage, Sweep
 from distill.config import ConfigError
 from search.config import CHECKPOINTS, RunConfig
 from search.pareto import pareto_front
+from search.sweep import OBJECTIVE, outcome
 
 
 class NotFound(LookupError):
@@ -36,11 +37,12 @@ class Refused(ValueError):
 
 def confine(config: RunConfig, settings: Settings) -> RunConfig:
     """A job's server paths, kept to where the service allows: ``teacher_checkpoint`` and
-    ``student_checkpoint`` name an uploaded checkpoint (or a file under a data root), ``root`` a
-    directory under a data root. The answer is the same whether or not a refused path exists (no
-    file-existence oracle)."""
+    ``student_checkpoint`` name an uploaded checkpoint (or a file under a data root), ``root`` an
+    uploaded dataset by its name (or a directory under a data root; the uploads' folder is one).
+    The answer is the same whether or not a refused path exists (no file-existence oracle)."""
     roots = [r.resolve() for r in settings.data_roots]
     shown = ", ".join(str(r) for r in roots) or "none configured"
+    shown += "; `reskd serve --data-root DIR` or RESKD_DATA_ROOTS adds one"
     update: dict[str, str] = {}
     for name in CHECKPOINTS:
         given = getattr(config, name)
@@ -52,15 +54,24 @@ def confine(config: RunConfig, settings: Settings) -> RunConfig:
             raise ConfigError.at(
                 (name,),
                 "must name a checkpoint uploaded with POST /v1/checkpoints (or a file under "
-                f"RESKD_DATA_ROOTS: {shown})",
+                f"a data root: {shown})",
             )
         if not _is_file(path):
             raise ConfigError.at((name,), f"no checkpoint {given!r} was uploaded")
         update[name] = str(path)
     if config.root is not None:
-        path = _inside(Path(config.root), roots)
+        uploads = settings.datasets_dir.resolve()
+        path = datasets.upload_root(settings, config.root) or _inside(
+            Path(config.root), [*roots, uploads]
+        )
         if path is None:
-            raise ConfigError.at(("root",), f"must be a directory under RESKD_DATA_ROOTS: {shown}")
+            names = datasets.uploaded_names(settings)
+            listed = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "") or "none"
+            raise ConfigError.at(
+                ("root",),
+                f"must name a dataset uploaded with POST /v1/datasets (uploaded: {listed}) or "
+                f"a directory under a data root ({shown})",
+            )
         update["root"] = str(path)
     return config.model_copy(update=update) if update else config
 
@@ -82,18 +93,30 @@ def _is_file(path: Path) -> bool:
         return False
 
 
-def check_state_dict(path: Path) -> None:
-    """Refused unless ``path`` is a state dict torch loads with ``weights_only=True``."""
-    import torch
+def check_upload(path: Path, *, teacher: str | None, dataset: str | None) -> None:
+    """Refused (one line) unless ``path`` is a state dict torch loads with ``weights_only=True``
+    (or a ``.safetensors`` file) or, with ``teacher`` naming a program kind, such a program; with
+    ``teacher`` and ``dataset``, it must fit that architecture and the dataset's classes."""
+    from distill.catalog import FOLDER_DATASETS, DatasetError, dataset_info
+    from distill.teachers import CheckpointError, check_teacher_file, read_state_dict
 
+    info = None
+    if dataset is not None:
+        try:
+            info = dataset_info(dataset)
+        except DatasetError as exc:
+            raise Refused(str(exc)) from None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        why = type(exc).__name__
-        raise Refused(f"body: not a checkpoint torch can load weights-only ({why})") from None
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise Refused("body: a state dict (tensor names to tensors, or {state_dict: ...})")
+        if teacher is None:
+            read_state_dict(path)
+            return
+        known = info is not None and info.name not in FOLDER_DATASETS  # folders: at submit
+        check_teacher_file(
+            path, teacher, num_classes=info.num_classes if known and info else None,
+            input_shape=info.input_shape if info else (3, 224, 224),
+        )  # fmt: skip
+    except CheckpointError as exc:
+        raise Refused(f"body: {exc}") from None
 
 
 def submit(queue: JobQueue, body: schemas.JobCreate, settings: Settings) -> int:
@@ -131,17 +154,32 @@ def list_jobs(
 
 
 def _best(job: Job) -> schemas.Best | None:
+    """The job's best student on D_v: the report's ``deploy`` (the S_k the export ships), else
+    its student row most accurate on D_v (of equal ones the first: fewer networks). Rows without
+    a D_v accuracy (results stored before it was recorded) are never chosen on test accuracy:
+    such a job has no best."""
+    result = job.result or {}
+    deploy = result.get("deploy")
+    if isinstance(deploy, dict):
+        return schemas.Best(
+            model=str(deploy["model"]),
+            val_accuracy=deploy.get("val_accuracy"),
+            accuracy=deploy["accuracy"],
+            mflops=deploy["adaptive_mflops"],
+            deployed=True,
+        )
     rows = [
         r
-        for r in (job.result or {}).get("rows", [])
-        if r.get("role") not in ("teacher", "baseline")
+        for r in result.get("rows", [])
+        if r.get("role") not in ("teacher", "baseline") and r.get("val_accuracy") is not None
     ]
     if not rows:
         return None
-    row = max(rows, key=lambda r: r.get("accuracy", 0.0))
+    row = max(rows, key=lambda r: float(r["val_accuracy"]))  # ties: the first (max keeps it)
     adaptive = row.get("role") == "adaptive"
     return schemas.Best(
         model=row["model"],
+        val_accuracy=row["val_accuracy"],
         accuracy=row["accuracy"],
         mflops=row["adaptive_mflops"] if adaptive else row["mflops"],
     )
@@ -189,6 +227,7 @@ def get_job(s: Session, job_id: int) -> schemas.JobPublic:
         **schemas.JobSummary.model_validate(job).model_dump(),
         config=job.config,
         progress=_progress(stages),
+        best=_best(job),
         stages=stages,
         metrics=list((job.result or {}).get("rows", [])),
         searches=_searches(job),
@@ -298,12 +337,13 @@ def architecture_points(
         Architecture.job_id,
         Architecture.stage,
         Architecture.arch,
+        Architecture.val_accuracy,
         Architecture.accuracy,
         column,
     )
     rows = s.execute(query.order_by(Architecture.id).limit(limit)).all()
-    ids, jobs, stages, archs, accs, costs = (
-        (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [], [], [], [])
+    ids, jobs, stages, archs, vals, accs, costs = (
+        (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [], [], [], [], [])
     )
     return schemas.ArchitecturePoints(
         total=len(rows),
@@ -311,9 +351,40 @@ def architecture_points(
         job_id=jobs,
         stage=stages,
         arch=archs,
+        val_accuracy=vals,
         accuracy=accs,
         cost=[float(c) for c in costs],
     )
+
+
+def architecture_groups(s: Session) -> schemas.ArchitectureGroups:
+    """Every (dataset, teacher identity) with stored architectures, newest first (by its newest
+    row with a D_v accuracy, then its newest row), and the default a view shows: the group of
+    the latest job that stored architectures with a D_v accuracy (a person who just ran a job
+    sees it), else the newest group. Accuracies of different groups are never mixed."""
+    ranked_id = case((Architecture.val_accuracy.is_not(None), Architecture.id))
+    rows = sorted(
+        s.execute(
+            select(
+                Architecture.dataset,
+                Architecture.teacher,
+                func.count(),
+                func.count(Architecture.val_accuracy),
+                func.max(Architecture.job_id),
+                func.max(ranked_id),
+                func.max(Architecture.id),
+            ).group_by(Architecture.dataset, Architecture.teacher)
+        ).all(),
+        key=lambda r: (r[5] is not None, r[5] or 0, r[6]),
+        reverse=True,
+    )
+    groups = [
+        schemas.ArchitectureGroup(
+            dataset=d, teacher=t, architectures=int(n), ranked=int(ranked), latest_job_id=job
+        )
+        for d, t, n, ranked, job, _, _ in rows
+    ]
+    return schemas.ArchitectureGroups(groups=groups, default=groups[0] if groups else None)
 
 
 def pareto(
@@ -324,7 +395,8 @@ def pareto(
     cost: schemas.Cost,
     include_teacher: bool,
 ) -> schemas.ParetoPublic:
-    """Reads the stored fronts of the matching (dataset, teacher) groups and their counts
+    """The front of D_v accuracy against ``cost`` (test accuracy carried beside): reads the
+    stored fronts of the matching (dataset, teacher identity) groups and their counts
     (``api.runtime.fronts``), not every row: its cost does not grow with the archive."""
     rows, considered = fronts.front_rows(
         conn, dataset=dataset, teacher=teacher, cost=cost, include_teacher=include_teacher
@@ -474,30 +546,48 @@ def list_sweeps(s: Session, *, limit: int, offset: int) -> list[schemas.SweepSum
 
 
 def trials(s: Session, db_url: str, sweep_id: int) -> list[schemas.TrialPublic]:
-    """The sweep's trials: Optuna's view (params, values, state) joined with their jobs."""
+    """The sweep's trials: Optuna's view (params, values, state) joined with their jobs. The
+    first objective is D_v accuracy; test accuracy is the trial's user attribute. A trial told
+    before sweeps ranked on D_v (neither its study nor it says D_v) was told test accuracy: its
+    D_v accuracy is read from its job's result where that has one."""
     sweep = _sweep_row(s, sweep_id)
     jobs = {j.trial: j for j in s.scalars(select(Job).where(Job.sweep_id == sweep_id))}
     try:
         study = optuna.load_study(study_name=sweep.study_name, storage=study_storage(db_url))
     except KeyError:
         return []
+    study_on_dv = study.user_attrs.get("objective") == OBJECTIVE
+    cost = str(sweep.spec.get("cost", "mflops"))
     out = []
     for t in study.get_trials(deepcopy=False):
         job = jobs.get(t.number)
         values = list(t.values) if t.values is not None else None
+        val = test = None
+        if values and (study_on_dv or "accuracy" in t.user_attrs):
+            val, test = values[0], t.user_attrs.get("accuracy")
+        elif values:
+            test, val = values[0], _val_accuracy(job, cost)
         out.append(
             schemas.TrialPublic(
                 number=t.number,
                 state=t.state.name.lower(),
                 params=dict(t.params),
-                accuracy=values[0] if values else None,
+                val_accuracy=val,
+                accuracy=test,
                 cost=values[1] if values else None,
                 job_id=job.id if job else None,
                 job_state=job.state if job else None,
-                error=job.error if job else None,
+                error=(job.error if job else None) or t.user_attrs.get("error"),
             )
         )
     return out
+
+
+def _val_accuracy(job: Job | None, cost: str) -> float | None:
+    try:
+        return outcome((job.result if job else None) or {}, cost).val_accuracy
+    except ValueError:
+        return None
 
 
 def get_sweep(
@@ -520,19 +610,22 @@ def get_sweep(
 
 
 def sweep_pareto(s: Session, db_url: str, sweep_id: int) -> schemas.SweepPareto:
-    """The non-dominated complete trials: accuracy of S_n (higher) against the sweep's cost
-    (lower). Trials with equal objectives are all kept, as Optuna's ``best_trials`` keeps them."""
+    """The non-dominated complete trials: D_v accuracy of S_n (higher) against the sweep's cost
+    (lower); test accuracy is carried, never ranked on. Trials with equal objectives are all
+    kept, as Optuna's ``best_trials`` keeps them; trials without a D_v accuracy are left out."""
     sweep = _sweep_row(s, sweep_id)
     done = [t for t in trials(s, db_url, sweep_id) if t.state == "complete"]
+    ranked = [t for t in done if t.val_accuracy is not None and t.cost is not None]
     front = pareto_front(
-        done, accuracy=lambda t: float(t.accuracy or 0), cost=lambda t: float(t.cost or 0)
+        ranked, accuracy=lambda t: float(t.val_accuracy or 0), cost=lambda t: float(t.cost or 0)
     )
-    kept = {(f.accuracy, f.cost) for f in front}
-    front = [t for t in done if (t.accuracy, t.cost) in kept]
-    front.sort(key=lambda t: (t.cost or 0, -(t.accuracy or 0), t.number))
+    kept = {(f.val_accuracy, f.cost) for f in front}
+    front = [t for t in ranked if (t.val_accuracy, t.cost) in kept]
+    front.sort(key=lambda t: (t.cost or 0, -(t.val_accuracy or 0), t.number))
     return schemas.SweepPareto(
         sweep_id=sweep_id,
         cost=sweep.spec.get("cost", "mflops"),
-        considered=len(done),
+        considered=len(ranked),
+        unranked=len(done) - len(ranked),
         front=front,
     )

@@ -126,9 +126,23 @@ class SearchPublic(BaseModel):
     cells: str | None = Field(None, description="URL of the cells drawn as graphs (PNG)")
 
 
+class Best(BaseModel):
+    """A job's best student, chosen on D_v: the report's ``deploy`` (what the export ships), else
+    the row most accurate on D_v. Its test accuracy is shown beside, never chosen on."""
+
+    model: str = Field(description="the report's row, e.g. S2 or S2 adaptive")
+    val_accuracy: float | None = Field(description="on D_v (a fraction, 0 to 1): what chose it")
+    accuracy: float = Field(description="on the test set (a fraction, 0 to 1): reported beside")
+    mflops: float = Field(description="its MFLOPs (mean per sample with adaptive inference)")
+    deployed: bool = Field(
+        False, description="the report's deploy: S_k as the export ships it, sample-adaptive"
+    )
+
+
 class JobPublic(JobSummary):
     config: dict[str, Any]
     progress: Progress
+    best: Best | None = Field(None, description="the best student on D_v once it succeeded")
     stages: list[StagePublic]
     metrics: list[dict[str, Any]] = Field(description="the report's rows once the job succeeded")
     searches: list[SearchPublic] = Field(
@@ -167,17 +181,11 @@ class JobMetrics(BaseModel):
     stages: list[StageMetrics]
 
 
-class Best(BaseModel):
-    model: str = Field(description="the report's row, e.g. S2 or S2 adaptive")
-    accuracy: float
-    mflops: float = Field(description="its MFLOPs (mean per sample for an adaptive row)")
-
-
 class JobRow(JobSummary):
     """A job in a listing: where it is and the best it reached."""
 
     progress: Progress
-    best: Best | None = Field(None, description="the most accurate student once it succeeded")
+    best: Best | None = Field(None, description="the best student on D_v once it succeeded")
 
 
 class JobList(BaseModel):
@@ -191,11 +199,18 @@ class ArchitecturePublic(BaseModel):
     id: int
     job_id: int | None
     dataset: str
-    teacher: str
+    teacher: str = Field(
+        description="the teacher's identity, arch@digest (the architecture alone in rows stored "
+        "before identities were recorded)"
+    )
     stage: str
     arch: str
     genotypes: list[Any] | None
-    accuracy: float
+    val_accuracy: float | None = Field(
+        description="on D_v (a fraction): what fronts rank on; None in rows stored before it "
+        "was recorded, which are on no front"
+    )
+    accuracy: float = Field(description="on the test set (a fraction): reported, never ranked on")
     mflops: float
     adaptive_mflops: float
     params: int
@@ -212,7 +227,10 @@ class ArchitecturePoints(BaseModel):
     job_id: list[int | None]
     stage: list[str]
     arch: list[str]
-    accuracy: list[float]
+    val_accuracy: list[float | None] = Field(
+        description="on D_v, what fronts rank on (None: stored before it was recorded)"
+    )
+    accuracy: list[float] = Field(description="on the test set")
     cost: list[float] = Field(description="the requested cost of each architecture")
 
 
@@ -225,8 +243,30 @@ class ParetoPublic(BaseModel):
     dataset: str | None
     teacher: str | None
     cost: Cost
-    considered: int
+    ranked_on: Literal["val_accuracy"] = Field(
+        "val_accuracy", description="the accuracy the front maximises: on D_v, never the test set's"
+    )
+    considered: int = Field(description="architectures with a D_v accuracy that matched")
     front: list[ArchitecturePublic]
+
+
+class ArchitectureGroup(BaseModel):
+    """One (dataset, teacher identity): the architectures whose accuracies may be compared."""
+
+    dataset: str
+    teacher: str
+    architectures: int = Field(description="stored rows, the teacher's own included")
+    ranked: int = Field(description="of them, those with a D_v accuracy (the front's candidates)")
+    latest_job_id: int | None = Field(description="the newest job that stored rows here")
+
+
+class ArchitectureGroups(BaseModel):
+    groups: list[ArchitectureGroup] = Field(
+        description="newest first: by the newest architecture with a D_v accuracy"
+    )
+    default: ArchitectureGroup | None = Field(
+        description="what the dashboard and `reskd pareto` show unless told: the latest job's"
+    )
 
 
 class Health(BaseModel):
@@ -260,7 +300,12 @@ class TrialPublic(BaseModel):
     number: int
     state: str = Field(description="Optuna's: running, complete, fail")
     params: dict[str, Any]
-    accuracy: float | None = Field(description="test accuracy of S_n (a fraction, 0 to 1)")
+    val_accuracy: float | None = Field(
+        description="D_v accuracy of S_n (a fraction, 0 to 1): the objective the sweep ranks on"
+    )
+    accuracy: float | None = Field(
+        description="test accuracy of S_n (a fraction, 0 to 1): reported, never an objective"
+    )
     cost: float | None = Field(description="the sweep's cost of S_n")
     job_id: int | None
     job_state: str | None
@@ -282,5 +327,37 @@ class SweepList(BaseModel):
 class SweepPareto(BaseModel):
     sweep_id: int
     cost: str
-    considered: int = Field(description="complete trials")
+    ranked_on: Literal["val_accuracy"] = Field(
+        "val_accuracy", description="the accuracy the front maximises: on D_v, never the test set's"
+    )
+    considered: int = Field(description="complete trials with a D_v accuracy")
+    unranked: int = Field(0, description="complete trials without one (run before it was kept)")
     front: list[TrialPublic]
+
+
+class DatasetPublic(BaseModel):
+    """A dataset the service can use: a job's config names it by ``dataset`` and ``root``."""
+
+    name: str
+    kind: Literal["shipped", "imagefolder", "cifar10", "cifar100"]
+    source: Literal["package", "upload", "data_root"] = Field(
+        description="shipped in a package, uploaded with POST /v1/datasets, or found directly "
+        "under a data root"
+    )
+    dataset: str = Field(description="the job config's `dataset`")
+    root: str | None = Field(description="the job config's `root` (none for shipped data)")
+    num_classes: int
+    classes: list[str] = Field(description="class names in label order (0, 1, ...)")
+    train_images: int
+    test_images: int = Field(description="images of val/ or test/ (the official test split)")
+    width: int | None = Field(description="pixels, of the first image (folders: read, not decoded)")
+    height: int | None
+    mixed_sizes: bool = Field(
+        description="folders: sizes differ among a sample of images (one per class); "
+        "width and height are the first image's"
+    )
+    channels: int = Field(description="channels the networks see (folders are read as RGB)")
+    mode: str | None = Field(description="the first image file's Pillow mode (L, RGB, ...)")
+    problem: str | None = Field(
+        None, description="why a job cannot use it as it is (none: it loads)"
+    )

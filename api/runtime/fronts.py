@@ -1,9 +1,13 @@
 """Stored Pareto fronts: a Pareto query reads the fronts, not the archive.
 
-For every (dataset, teacher) the store keeps, per cost (MFLOPs, adaptive MFLOPs, parameters) and
-with or without the teachers' own rows, the architectures on that group's front
-(``pareto_members``), and the group's row counts (``pareto_groups``). They change in the
-transaction that stores architectures:
+A front is D_v accuracy (``val_accuracy``, measured on the validation set drawn from the training
+set) against a cost: membership never reads test accuracy, which each row carries beside it.
+Rows without a D_v accuracy (stored before it was recorded) are on no front and not counted.
+
+For every (dataset, teacher identity) the store keeps, per cost (MFLOPs, adaptive MFLOPs,
+parameters) and with or without the teachers' own rows, the architectures on that group's front
+(``pareto_members``), and the group's counts of ranked rows (``pareto_groups``). They change in
+the transaction that stores architectures:
 
 - new rows are merged into their group's current front (the front of the front and the new
   points is the front of all points: anything the old front dominated stays dominated);
@@ -17,8 +21,8 @@ each other crosswise), and a reader that sees an unchanged revision knows every 
 unchanged: the API answers a repeated query from its last response (``api.http.queries``).
 
 A query over several groups (no dataset or no teacher given) takes the front of the union of
-their fronts, which is the front of the union of their rows. Ties (equal cost and accuracy) keep
-the lowest id, in the stored fronts and in the query alike.
+their fronts, which is the front of the union of their rows. Ties (equal cost and D_v accuracy)
+keep the lowest id, in the stored fronts and in the query alike.
 
 Functions take a SQLAlchemy ``Connection`` or ``Session`` (Core statements only), so the
 migration that creates the tables builds the fronts of an existing archive with them.
@@ -47,9 +51,10 @@ M = cast(Table, ParetoMember.__table__)
 R = cast(Table, ParetoRevision.__table__)
 VARIANTS = [(cost, with_teacher) for cost in COSTS for with_teacher in (True, False)]
 TEACHER_STAGE = "T"
+RANKED = "val_accuracy"  # the accuracy a front ranks on: D_v's, never the test set's
 
-Group = tuple[str, str]  # (dataset, teacher)
-Point = tuple[int, float, float]  # (id, accuracy, cost)
+Group = tuple[str, str]  # (dataset, teacher identity)
+Point = tuple[int, float, float]  # (id, D_v accuracy, cost)
 
 
 def front_of(points: Iterable[Point]) -> list[Point]:
@@ -125,7 +130,7 @@ def _is(table: Any, dataset: str, teacher: str) -> Any:
 
 def _members(conn: Any, group: Group, cost: str, with_teacher: bool) -> list[Point]:
     query = (
-        select(A.c.id, A.c.accuracy, A.c[cost])
+        select(A.c.id, A.c[RANKED], A.c[cost])
         .join(M, M.c.architecture_id == A.c.id)
         .where(_is(M, *group), M.c.cost == cost, M.c.with_teacher == with_teacher)
     )
@@ -157,12 +162,13 @@ def _replace(
 
 
 def added(conn: Any, ids: Sequence[int]) -> None:
-    """Merge the stored rows ``ids`` (just inserted) into their groups' fronts and counts."""
+    """Merge the stored rows ``ids`` (just inserted) into their groups' fronts and counts (rows
+    without a D_v accuracy change neither)."""
     if not ids:
         return
     rows = conn.execute(
-        select(A.c.id, A.c.dataset, A.c.teacher, A.c.stage, A.c.accuracy, *(A.c[c] for c in COSTS))
-        .where(A.c.id.in_(list(ids)))
+        select(A.c.id, A.c.dataset, A.c.teacher, A.c.stage, A.c[RANKED], *(A.c[c] for c in COSTS))
+        .where(A.c.id.in_(list(ids)), A.c[RANKED].is_not(None))
     ).all()  # fmt: skip
     by_group: dict[Group, list[Any]] = defaultdict(list)
     for row in rows:
@@ -178,7 +184,7 @@ def added(conn: Any, ids: Sequence[int]) -> None:
         )  # fmt: skip
         for cost, with_teacher in VARIANTS:
             current = _members(conn, group, cost, with_teacher)
-            points = [(int(r.id), float(r.accuracy), float(getattr(r, cost))) for r in
+            points = [(int(r.id), float(getattr(r, RANKED)), float(getattr(r, cost))) for r in
                       (new if with_teacher else without)]  # fmt: skip
             front = front_of([*current, *points])
             _replace(conn, group, cost, with_teacher, {p[0] for p in current},
@@ -201,9 +207,17 @@ def removing(conn: Any, ids: Sequence[int]) -> set[Group]:
     return groups
 
 
-def rebuild(conn: Any, groups: Iterable[Group] | None = None, *, revise: bool = True) -> None:
+def rebuild(
+    conn: Any,
+    groups: Iterable[Group] | None = None,
+    *,
+    revise: bool = True,
+    ranked_on: str = RANKED,
+) -> None:
     """Recompute the counts and fronts of ``groups`` (all of them: None) from their rows
-    (``revise``: see ``_lock``)."""
+    (``revise``: see ``_lock``). ``ranked_on``: only a migration's downgrade, which builds the
+    fronts an earlier schema ranked on test accuracy."""
+    score = A.c[ranked_on]
     if groups is None:  # everything: groups without rows left go too
         if revise:  # even when no group is left to lock below
             conn.execute(_RAISE)
@@ -214,8 +228,9 @@ def rebuild(conn: Any, groups: Iterable[Group] | None = None, *, revise: bool = 
     _lock(conn, groups, revise)
     for group in groups:
         rows = conn.execute(
-            select(A.c.id, A.c.stage, A.c.accuracy, *(A.c[c] for c in COSTS)).where(_is(A, *group))
-        ).all()
+            select(A.c.id, A.c.stage, score, *(A.c[c] for c in COSTS))
+            .where(_is(A, *group), score.is_not(None))
+        ).all()  # fmt: skip
         without = [r for r in rows if r.stage != TEACHER_STAGE]
         conn.execute(
             update(G)
@@ -225,7 +240,7 @@ def rebuild(conn: Any, groups: Iterable[Group] | None = None, *, revise: bool = 
         conn.execute(delete(M).where(_is(M, *group)))
         for cost, with_teacher in VARIANTS:
             front = front_of(
-                (int(r.id), float(r.accuracy), float(getattr(r, cost)))
+                (int(r.id), float(r[2]), float(getattr(r, cost)))
                 for r in (rows if with_teacher else without)
             )
             _replace(conn, group, cost, with_teacher, set(), {p[0] for p in front})
@@ -257,12 +272,15 @@ def _front_statements(cost: str, include_teacher: bool, by_dataset: bool, by_tea
 def front_rows(
     conn: Any, *, dataset: str | None, teacher: str | None, cost: str, include_teacher: bool
 ) -> tuple[list[Any], int]:
-    """The architectures (whole rows, by increasing cost) on the front of those matching the
-    filters, and how many match: reads the groups' stored fronts and counts only."""
+    """The architectures (whole rows, by increasing cost) on the front of D_v accuracy against
+    ``cost`` of those matching the filters, and how many of them have a D_v accuracy: reads the
+    groups' stored fronts and counts only."""
     members, considered = _front_statements(cost, include_teacher, bool(dataset), bool(teacher))
     params = {k: v for k, v in (("dataset", dataset), ("teacher", teacher)) if v}
     rows = {int(r.id): r for r in conn.execute(members, params).all()}
     if not rows:
         return [], int(conn.execute(considered, params).scalar())
-    front = front_of((i, float(r.accuracy), float(r._mapping[cost])) for i, r in rows.items())
+    front = front_of(
+        (i, float(r._mapping[RANKED]), float(r._mapping[cost])) for i, r in rows.items()
+    )
     return [rows[p[0]] for p in front], int(next(iter(rows.values())).considered)

@@ -64,14 +64,17 @@ def run_job(claim: Any, settings: Any, queue: Any, device: str) -> dict[str, Any
         outcome = run(config, out_dir=out, progress=False, log=log, stages_dir=stages_dir)
         result = outcome.to_dict()
         teacher = outcome.row("teacher")
+        # the teacher's identity (architecture and checkpoint digest): fronts are per identity
+        identity = (result.get("teacher") or {}).get("id") or (teacher.arch if teacher else None)
         architectures = [
             {
                 "dataset": config.dataset,
-                "teacher": teacher.arch if teacher else None,
+                "teacher": identity,
                 "stage": row.model,
                 "arch": row.arch,
                 "genotypes": [s["genotype"] for s in outcome.searches] or None,
                 "accuracy": row.accuracy,
+                "val_accuracy": row.val_accuracy,
                 "mflops": row.mflops,
                 "adaptive_mflops": row.adaptive_mflops,
                 "params": round(row.mparams * 1e6),
@@ -95,6 +98,7 @@ KINDS_OF_FILES = {
     "assisted_student.pt": "assisted_student",
     "log.txt": "log",
     "config.json": "config",
+    "preprocessing.json": "config",
     "search.json": "search",
 }
 

@@ -37,12 +37,26 @@ class Settings(BaseSettings):
     )
     data_roots: list[Path] = Field(
         default_factory=list,
-        description="directories a job's `root` may name (its dataset's files); none: jobs "
-        "over the API use only datasets that ship with packages",
+        description="directories whose files jobs over the API may read: a job's `root` and "
+        "checkpoint paths may name files under them (`reskd serve --data-root DIR` adds one); "
+        "GET /v1/datasets lists the image folders and CIFAR roots directly under each. "
+        "Datasets uploaded with POST /v1/datasets are always allowed",
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body (413)")
     max_checkpoint_bytes: int = Field(
         1 << 30, ge=1024, description="largest checkpoint upload (POST /v1/checkpoints)"
+    )
+    max_dataset_bytes: int = Field(
+        1 << 30, ge=1024, description="largest dataset archive upload (POST /v1/datasets)"
+    )
+    max_dataset_unpacked_bytes: int = Field(
+        4 << 30,
+        ge=1024,
+        description="largest total of an uploaded archive's files once unpacked: an archive "
+        "that declares or inflates to more is refused (413) before or while it is unpacked",
+    )
+    max_dataset_members: int = Field(
+        250_000, ge=1, description="most entries (files and folders) of an uploaded archive"
     )
     max_streams_per_client: int = Field(
         8, ge=1, description="open event streams one client address may hold (429 beyond)"
@@ -101,6 +115,11 @@ class Settings(BaseSettings):
     def checkpoints_dir(self) -> Path:
         """Where uploaded checkpoints are kept (a job's ``teacher_checkpoint`` names one)."""
         return self.artifact_root / "checkpoints"
+
+    @property
+    def datasets_dir(self) -> Path:
+        """Where uploaded image folders are kept, one per name (a job's ``root`` names one)."""
+        return self.artifact_root / "datasets"
 
     def job_dir(self, job_id: int) -> Path:
         return self.artifact_root / "jobs" / str(job_id)

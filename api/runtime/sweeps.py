@@ -7,6 +7,11 @@ safety net: it tells the study the result of every trial job that ended (a faile
 job is a FAIL trial; the sweep goes on), then asks for new trials until ``parallel`` of them are
 queued or running, and finishes the sweep after its last trial. Steps of one sweep are serialised
 by a leased lock in the database, so any number of workers on any number of machines may call it.
+
+Optuna is told each trial's D_v accuracy of S_n and its cost (``search.sweep.outcome``); the test
+accuracy is kept as the trial's user attribute ``accuracy``, reported beside it, never told as an
+objective. A succeeded job whose result has no D_v accuracy is a FAIL trial with the reason in
+its user attribute ``error``.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from db.models import Job, Sweep
 from db.session import Database, serialize_sqlite_writers
 from distill.config import parse
 from search.config import RunConfig
-from search.sweep import SweepSpec, make_sampler, objectives
+from search.sweep import OBJECTIVE, SweepSpec, make_sampler, outcome
 
 LOCK_LEASE_SECONDS = 120.0
 
@@ -72,8 +77,9 @@ def create(db: Database, queue: JobQueue, spec: SweepSpec, *, owner: str) -> int
     )
     with warnings.catch_warnings():  # experimental in Optuna, shown by optuna-dashboard
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(["accuracy", spec.cost])
+        study.set_metric_names([OBJECTIVE, spec.cost])
     study.set_user_attr("reskd_sweep_id", sweep_id)
+    study.set_user_attr("objective", OBJECTIVE)  # D_v accuracy: what its trials are ranked on
     study.set_user_attr("spec", spec.to_dict())
     advance(db, queue, sweep_id, owner=owner)
     return sweep_id
@@ -112,21 +118,26 @@ def _advance(db: Database, queue: JobQueue, sweep_id: int) -> str:
             (j.id, j.trial, j.state, j.result, j.error)
             for j in s.scalars(select(Job).where(Job.sweep_id == sweep_id).order_by(Job.id))
         ]
+    storage = study_storage(db.url)
     study = optuna.load_study(
-        study_name=study_name,
-        storage=study_storage(db.url),
-        sampler=make_sampler(spec, len(jobs)),
+        study_name=study_name, storage=storage, sampler=make_sampler(spec, len(jobs))
     )
     running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    study_id = storage.get_study_id_from_name(study_name)
     for _, number, state, result, _error in jobs:
         if number not in running or state not in TERMINAL:
             continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
         if state == "succeeded":
             try:
-                study.tell(number, list(objectives(result or {}, spec.cost)))
+                measured = outcome(result or {}, spec.cost)
+            except ValueError as exc:  # nothing to rank it on: a failed trial, and why
+                storage.set_trial_user_attr(trial_id, "error", str(exc))
+            else:
+                if measured.accuracy is not None:  # reported beside, never an objective
+                    storage.set_trial_user_attr(trial_id, "accuracy", measured.accuracy)
+                study.tell(number, [measured.val_accuracy, measured.cost])
                 continue
-            except ValueError:
-                pass
         study.tell(number, state=TrialState.FAIL)
 
     active = sum(state not in TERMINAL for _, _, state, _, _ in jobs)

@@ -47,10 +47,12 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     yield from _client(tmp_path)
 
 
-def _store(client: TestClient, accuracy: float, mflops: float) -> None:
+def _store(client: TestClient, val_accuracy: float, mflops: float) -> None:
+    """One architecture: D_v accuracy ``val_accuracy`` (what fronts rank on), test accuracy
+    ordered the other way."""
     queue = client.app.state.queue  # type: ignore[attr-defined]
     job = queue.submit(kind="reskd", config={}, dataset="digits", name=None)
-    row = ROW | {"accuracy": accuracy, "mflops": mflops}
+    row = ROW | {"val_accuracy": val_accuracy, "accuracy": 1 - val_accuracy, "mflops": mflops}
     queue.add_results(job_id=job, artifacts=[], architectures=[row])
 
 
@@ -79,7 +81,7 @@ def test_a_validated_query_is_answered_before_the_route_with_the_routes_bytes(
         "/v1/pareto?dataset=digits", headers={"If-None-Match": first.headers["etag"]}
     )
     assert fresh.status_code == 200 and fresh.headers["etag"] != first.headers["etag"]
-    assert [a["accuracy"] for a in fresh.json()["front"]] == [0.95]
+    assert [a["val_accuracy"] for a in fresh.json()["front"]] == [0.95]
     assert routed == [b"dataset=digits"]
 
     # another spelling of the same query is the route's to validate first, once

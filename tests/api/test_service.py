@@ -76,12 +76,14 @@ def test_job_runs_to_success_with_stages_metrics_pareto_and_artifacts(
     assert same.status_code == 304 and same.content == b""
     pareto = fresh.json()
     assert pareto["considered"] == 6  # S0, S1, S1 adaptive of both jobs (T left out)
-    points = [(a["accuracy"], a["mflops"]) for a in pareto["front"]]
+    assert pareto["ranked_on"] == "val_accuracy"  # D_v accuracy; test accuracy rides along
+    points = [(a["val_accuracy"], a["mflops"]) for a in pareto["front"]]
     everything = service.http.get("/v1/architectures", params={"dataset": "digits"}).json()
     assert everything["total"] == 8
     for a in everything["architectures"]:
+        assert a["val_accuracy"] is not None and a["accuracy"] is not None
         if a["stage"] != "T":  # the front dominates or contains every other architecture
-            p = (a["accuracy"], a["mflops"])
+            p = (a["val_accuracy"], a["mflops"])
             assert p in points or any(dominated(p, q) for q in points)
     assert not any(dominated(p, q) for p in points for q in points)
     adaptive = service.http.get(

@@ -87,23 +87,27 @@ def test_a_sweep_of_six_trials_runs_over_http_with_two_workers(
     study = optuna.load_study(study_name=sweep["study_name"], storage=service.database_url)
     assert len(study.trials) == 6
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert study.metric_names == ["val_accuracy", "mflops"]
     front = service.http.get(f"/v1/sweeps/{sweep['id']}/pareto").json()
-    assert front["considered"] == 6
+    assert front["considered"] == 6 and front["ranked_on"] == "val_accuracy"
     assert {t["number"] for t in front["front"]} == {t.number for t in study.best_trials}
-    points = [(t["accuracy"], t["cost"]) for t in front["front"]]
+    points = [(t["val_accuracy"], t["cost"]) for t in front["front"]]
     assert not any(dominated(p, q) for p in points for q in points)
-    for t in trials:  # every trial is on the front or dominated by it
-        p = (t["accuracy"], t["cost"])
+    for t in trials:  # every trial is on the front or dominated by it, on D_v accuracy
+        p = (t["val_accuracy"], t["cost"])
         assert p in points or any(dominated(p, q) for q in points)
 
-    # Each trial is a ResKD job whose objectives are its S_n's accuracy and MFLOPs, its
+    # Each trial is a ResKD job whose objectives are its S_n's D_v accuracy and MFLOPs (its
+    # test accuracy kept beside, as the trial's user attribute), its
     # res-students' budgets are the sampled one, and the teacher and S0 were trained once.
     jobs = [service.job(t["job_id"]) for t in trials]
     first_trained = {"teacher": 0, "student": 0}
     for trial, job in zip(trials, jobs, strict=True):
         assert job["sweep_id"] == sweep["id"] and job["trial"] == trial["number"]
         s_n = [m for m in job["metrics"] if m["role"] == "stage"][-1]
-        assert (s_n["accuracy"], s_n["mflops"]) == (trial["accuracy"], trial["cost"])
+        assert (s_n["val_accuracy"], s_n["mflops"]) == (trial["val_accuracy"], trial["cost"])
+        assert s_n["accuracy"] == trial["accuracy"]
+        assert study.trials[trial["number"]].values[0] == s_n["val_accuracy"]
         searches = [s for s in job["stages"] if s["kind"] == "search"]
         assert 1 <= len(searches) <= trial["params"]["res_students"]
         assert job["config"]["kd"]["t"] == pytest.approx(trial["params"]["t"])
@@ -118,7 +122,7 @@ def test_a_sweep_of_six_trials_runs_over_http_with_two_workers(
     plot = tmp_path / "sweep.png"
     assert cli(["sweep", "--id", str(sweep["id"]), "--url", service.url, "--plot", str(plot)]) == 0
     out = capsys.readouterr().out
-    assert "succeeded" in out and "Pareto front: trials" in out
+    assert "succeeded" in out and "Pareto front: trials" in out and "D_v acc %" in out
     assert plot.stat().st_size > 10_000
     # `reskd sweep` alone lists the sweeps (it was an error); --json on the listing
     assert cli(["sweep", "--url", service.url]) == 0

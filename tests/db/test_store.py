@@ -43,7 +43,9 @@ def test_schema_is_migrated_beside_optunas_tables(database_url: str) -> None:
 
 def test_upgrading_a_database_of_the_first_schema_keeps_its_data(database_url: str) -> None:
     """A database made before sweeps (revision 0001, version in ``alembic_version``) upgrades in
-    place: every job, stage, artifact and architecture is still there, still linked."""
+    place: every job, stage, artifact and architecture is still there, still linked; each
+    architecture gets the D_v accuracy (and the teacher identity) its job's result records, and
+    the fronts rank on it (a row whose result has none is on no front)."""
     from alembic import command
     from alembic.config import Config
     from sqlalchemy import create_engine, text
@@ -57,12 +59,20 @@ def test_upgrading_a_database_of_the_first_schema_keeps_its_data(database_url: s
         config.attributes["connection"] = connection
         command.upgrade(config, "0001")
         connection.execute(text("ALTER TABLE reskd_alembic_version RENAME TO alembic_version"))
+        result = {
+            "rows": [
+                {"model": "S0", "role": "stage", "accuracy": 0.95},  # no D_v accuracy: unranked
+                {"model": "S1", "role": "stage", "accuracy": 0.9, "val_accuracy": 0.85},
+            ],
+            "teacher": {"arch": "resnet20", "id": "resnet20@0123456789ab"},
+        }
         connection.execute(
             text(
-                "INSERT INTO jobs (kind, state, config, dataset, attempts, cancel_requested, "
-                "created_at) VALUES ('reskd', 'succeeded', '{}', 'digits', 1, false, "
-                "CURRENT_TIMESTAMP)"
-            )
+                "INSERT INTO jobs (kind, state, config, dataset, result, attempts, "
+                "cancel_requested, created_at) VALUES ('reskd', 'succeeded', '{}', 'digits', "
+                ":result, 1, false, CURRENT_TIMESTAMP)"
+            ),
+            {"result": json.dumps(result)},
         )
         job_id = connection.execute(text("SELECT id FROM jobs")).scalar()
         connection.execute(
@@ -84,27 +94,84 @@ def test_upgrading_a_database_of_the_first_schema_keeps_its_data(database_url: s
             text(
                 "INSERT INTO architectures (job_id, dataset, teacher, stage, arch, accuracy, "
                 "mflops, adaptive_mflops, params, seed, created_at) VALUES (:j, 'digits', "
-                "'resnet20', 'S1', 'a', 0.9, 1.0, 0.8, 10, 0, CURRENT_TIMESTAMP)"
+                "'resnet20', :stage, 'a', :acc, :cost, 0.8, 10, 0, CURRENT_TIMESTAMP)"
             ),
-            {"j": job_id},
-        )
+            [{"j": job_id, "stage": "S1", "acc": 0.9, "cost": 1.0},
+             {"j": job_id, "stage": "S0", "acc": 0.95, "cost": 0.5}],
+        )  # fmt: skip
     engine.dispose()
     db, _ = open_store(database_url)  # migrate(): moves the version table, upgrades to head
     with db.engine.connect() as c:
-        # head: 0005 (the fronts' revision) on 0004 (stored Pareto fronts) on 0003 (per-epoch
-        # metrics) on 0002 (sweeps)
-        assert c.execute(text("SELECT version_num FROM reskd_alembic_version")).scalar() == "0005"
-        assert c.execute(text("SELECT id, revision FROM pareto_revision")).all() == [(1, 0)]
-        # the existing architecture is on its group's fronts, built by the migration
+        # head: 0006 (D_v accuracy) on 0005 (the fronts' revision) on 0004 (stored Pareto
+        # fronts) on 0003 (per-epoch metrics) on 0002 (sweeps)
+        assert c.execute(text("SELECT version_num FROM reskd_alembic_version")).scalar() == "0006"
+        assert c.execute(text("SELECT revision FROM pareto_revision")).scalar() >= 0
+        filled = c.execute(
+            text("SELECT stage, teacher, val_accuracy FROM architectures ORDER BY id")
+        ).all()
+        identity = "resnet20@0123456789ab"
+        assert [tuple(r) for r in filled] == [("S1", identity, 0.85), ("S0", identity, None)]
+        # S1 is on its group's fronts, built by the migration; S0, more accurate on the test
+        # set and cheaper, has no D_v accuracy: it is on none
         members = c.execute(text("SELECT architecture_id FROM pareto_members")).scalars().all()
         assert len(members) == 6 and set(members) == {1}  # 3 costs, with and without T
-        assert c.execute(text("SELECT rows FROM pareto_groups")).scalars().all() == [1]
+        groups = c.execute(text("SELECT teacher, rows FROM pareto_groups")).all()
+        assert [tuple(g) for g in groups] == [(identity, 1)]
         assert "alembic_version" not in inspect(c).get_table_names()
         assert "epoch_metrics" in inspect(c).get_table_names()
         for table in ("stages", "artifacts", "architectures"):
             linked = c.execute(text(f"SELECT job_id FROM {table}")).scalars().all()
-            assert linked == [job_id], table
+            assert set(linked) == {job_id}, table
         assert c.execute(text("SELECT sweep_id FROM jobs")).scalars().all() == [None]
+    db.dispose()
+
+
+def test_the_d_v_migration_goes_down_to_fronts_of_test_accuracy_and_up_again(
+    database_url: str,
+) -> None:
+    """0006 down: the column goes and the fronts are those 0005 kept (on test accuracy); up
+    again: D_v accuracy comes back from the jobs' results and the fronts rank on it."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from db.session import MIGRATIONS
+
+    db, queue = open_store(database_url)
+    job = queue.submit(kind="reskd", config={}, dataset="digits", name=None)
+    assert queue.claim(worker="w", lease_seconds=30) is not None
+    # S0 best on D_v, S1 on the test set, at a higher cost: each front keeps only its own
+    stored = [_row(0.9, 1.0) | {"stage": "S0", "accuracy": 0.5},
+              _row(0.8, 2.0) | {"stage": "S1", "accuracy": 0.95}]  # fmt: skip
+    queue.add_results(job_id=job, artifacts=[], architectures=stored)
+    result = {"rows": [{"model": a["stage"], "role": "stage", "accuracy": a["accuracy"],
+                        "val_accuracy": a["val_accuracy"]} for a in stored]}  # fmt: skip
+    assert queue.finish(job_id=job, worker="w", state="succeeded", result=result)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+
+    def front() -> list[str]:
+        with db.engine.connect() as c:
+            return list(c.execute(text(
+                "SELECT a.stage FROM pareto_members m JOIN architectures a ON "
+                "a.id = m.architecture_id WHERE m.cost = 'mflops' AND m.with_teacher "
+                "ORDER BY a.stage"
+            )).scalars())  # fmt: skip
+
+    def migrate(to: str) -> None:
+        with db.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            (command.downgrade if to == "0005" else command.upgrade)(config, to)
+
+    assert front() == ["S0"]
+    migrate("0005")
+    assert front() == ["S0", "S1"]  # on test accuracy, as 0005's code kept them
+    with db.engine.connect() as c:
+        assert "val_accuracy" not in {
+            col["name"] for col in inspect(c).get_columns("architectures")
+        }
+    migrate("head")
+    assert front() == ["S0"]
     db.dispose()
 
 
@@ -197,7 +264,9 @@ def test_cancel_results_and_pareto_queries(database_url: str) -> None:
     assert queue.claim(worker="w", lease_seconds=30) is not None
     assert queue.cancel(job_id=job_id) == "running"  # running: flagged for the worker
     assert queue.heartbeat(job_id=job_id, worker="w", lease_seconds=30).cancel
-    points = [(0.90, 1.0), (0.95, 2.0), (0.93, 3.0), (0.97, 4.0), (0.80, 0.5)]
+    # (D_v accuracy, test accuracy, MFLOPs): on the test set the order is nearly reversed
+    points = [(0.90, 0.97, 1.0), (0.95, 0.91, 2.0), (0.93, 0.99, 3.0), (0.97, 0.90, 4.0),
+              (0.80, 0.98, 0.5), (None, 0.999, 0.1)]  # fmt: skip
     queue.add_results(
         job_id=job_id,
         artifacts=[{"name": "report.json", "kind": "report", "path": "jobs/1/r.json", "size": 3}],
@@ -208,6 +277,7 @@ def test_cancel_results_and_pareto_queries(database_url: str) -> None:
                 "stage": f"S{i}",
                 "arch": f"a{i}",
                 "genotypes": None,
+                "val_accuracy": val,
                 "accuracy": acc,
                 "mflops": cost,
                 "adaptive_mflops": cost,
@@ -215,7 +285,7 @@ def test_cancel_results_and_pareto_queries(database_url: str) -> None:
                 "energy": None,
                 "seed": 0,
             }
-            for i, (acc, cost) in enumerate(points)
+            for i, (val, acc, cost) in enumerate(points)
         ],
     )
     with db.session(readonly=True) as s:
@@ -223,12 +293,15 @@ def test_cancel_results_and_pareto_queries(database_url: str) -> None:
             s, dataset="digits", teacher=None, cost="mflops", include_teacher=False
         )
         shown = queries.get_job(s, job_id)
-    assert [(a.accuracy, a.mflops) for a in front.front] == [
-        (0.80, 0.5),
-        (0.90, 1.0),
-        (0.95, 2.0),
-        (0.97, 4.0),
+    # membership is D_v's (S2 is best on the test set but dominated on D_v by S1); the last
+    # row, stored without a D_v accuracy, is on no front and not considered
+    assert [(a.stage, a.val_accuracy, a.accuracy) for a in front.front] == [
+        ("S4", 0.80, 0.98),
+        ("S0", 0.90, 0.97),
+        ("S1", 0.95, 0.91),
+        ("S3", 0.97, 0.90),
     ]
+    assert front.considered == 5 and front.ranked_on == "val_accuracy"
     assert [a.name for a in shown.artifacts] == ["report.json"]
     db.dispose()
 
@@ -294,7 +367,8 @@ def test_stored_fronts_equal_the_fronts_of_all_rows_after_random_inserts_and_rep
             {
                 "dataset": rng.choice(datasets), "teacher": rng.choice(teachers),
                 "stage": rng.choice(["T", "S0", "S1", "S1 adaptive"]), "arch": "a",
-                "genotypes": None, "accuracy": rng.choice([0.5, 0.6, 0.7, 0.8, rng.random()]),
+                "genotypes": None, "accuracy": rng.random(),
+                "val_accuracy": rng.choice([None, 0.5, 0.6, 0.7, 0.8, rng.random()]),
                 "mflops": rng.choice([1.0, 2.0, 3.0, 10 * rng.random()]),
                 "adaptive_mflops": 10 * rng.random(), "params": rng.randint(1, 5), "energy": None,
                 "seed": 0,
@@ -310,8 +384,9 @@ def test_stored_fronts_equal_the_fronts_of_all_rows_after_random_inserts_and_rep
                     for cost in COSTS:
                         for include_teacher in (True, False):
                             chosen = [
-                                (a.id, a.accuracy, float(getattr(a, cost))) for a in everything
-                                if (dataset is None or a.dataset == dataset)
+                                (a.id, a.val_accuracy, float(getattr(a, cost))) for a in everything
+                                if a.val_accuracy is not None
+                                and (dataset is None or a.dataset == dataset)
                                 and (teacher is None or a.teacher == teacher)
                                 and (include_teacher or a.stage != "T")
                             ]  # fmt: skip
@@ -371,14 +446,15 @@ def test_pareto_responses_are_kept_per_revision_and_revalidated_by_etag(
     assert db.loop_read(fronts.revision) > start
     new_tag, first = db.loop_read(lambda c: kept.read(c, key, tag))  # the old tag: a new body
     assert new_tag != tag and first is not None
-    assert [a["accuracy"] for a in json.loads(first)["front"]] == [0.9]
+    assert [a["val_accuracy"] for a in json.loads(first)["front"]] == [0.9]
     _, again = db.loop_read(lambda c: kept.read(c, key, None))
     assert again is first  # kept: not read nor serialised again
     for known in (new_tag, new_tag.removeprefix("W/"), f'"x", {new_tag}', "*"):
         assert db.loop_read(lambda c, known=known: kept.read(c, key, known)) == (new_tag, None)
     queue.add_results(job_id=job, artifacts=[], architectures=[_row(0.95, 1.0)])  # replaced
     _, replaced = db.loop_read(lambda c: kept.read(c, key, new_tag))
-    assert replaced is not None and [a["accuracy"] for a in json.loads(replaced)["front"]] == [0.95]
+    front = json.loads(replaced or b"{}")["front"]
+    assert [a["val_accuracy"] for a in front] == [0.95]
     off = queries.ParetoResponses(entries=0)  # keeps nothing: every query reads the fronts
     _, one = db.loop_read(lambda c: off.read(c, key, None))
     _, two = db.loop_read(lambda c: off.read(c, key, None))
@@ -386,48 +462,36 @@ def test_pareto_responses_are_kept_per_revision_and_revalidated_by_etag(
     db.dispose()
 
 
-def _row(accuracy: float, mflops: float) -> dict[str, Any]:
+def _row(val_accuracy: float, mflops: float) -> dict[str, Any]:
     return {
         "dataset": "digits", "teacher": "resnet20", "stage": "S1", "arch": "a", "genotypes": None,
-        "accuracy": accuracy, "mflops": mflops, "adaptive_mflops": mflops, "params": 1,
-        "energy": None, "seed": 0,
+        "val_accuracy": val_accuracy, "accuracy": 0.5, "mflops": mflops,
+        "adaptive_mflops": mflops, "params": 1, "energy": None, "seed": 0,
     }  # fmt: skip
 
 
-def fake_result(accuracy: float, mflops: float) -> dict[str, Any]:
-    """A finished ResKD job's result rows (what the pipeline reports; the sweep reads S_n)."""
+def fake_result(val_accuracy: float, mflops: float, accuracy: float = 0.5) -> dict[str, Any]:
+    """A finished ResKD job's result rows (what the pipeline reports; the sweep reads S_n): D_v
+    accuracy ``val_accuracy``, test accuracy ``accuracy``."""
     return {
         "rows": [
-            {
-                "model": "T",
-                "role": "teacher",
-                "accuracy": 0.99,
-                "mflops": 5.0,
-                "adaptive_mflops": 5.0,
-            },
-            {"model": "S0", "role": "stage", "accuracy": accuracy - 0.02, "mflops": mflops / 2},
-            {
-                "model": "S1",
-                "role": "stage",
-                "accuracy": accuracy,
-                "mflops": mflops,
-                "adaptive_mflops": mflops,
-            },
-            {
-                "model": "S1 adaptive",
-                "role": "adaptive",
-                "accuracy": accuracy,
-                "mflops": mflops,
-                "adaptive_mflops": 0.7 * mflops,
-            },
+            {"model": "T", "role": "teacher", "accuracy": 0.99, "val_accuracy": 0.99,
+             "mflops": 5.0, "adaptive_mflops": 5.0},
+            {"model": "S0", "role": "stage", "accuracy": accuracy - 0.02,
+             "val_accuracy": val_accuracy - 0.02, "mflops": mflops / 2},
+            {"model": "S1", "role": "stage", "accuracy": accuracy, "val_accuracy": val_accuracy,
+             "mflops": mflops, "adaptive_mflops": mflops},
+            {"model": "S1 adaptive", "role": "adaptive", "accuracy": accuracy,
+             "val_accuracy": val_accuracy, "mflops": mflops, "adaptive_mflops": 0.7 * mflops},
         ]
-    }
+    }  # fmt: skip
 
 
 def test_sweep_ask_tell_marks_a_failed_trial_and_goes_on(database_url: str) -> None:
     """The orchestration alone (workers simulated with the queue): trials are queued ``parallel``
     at a time, a failed trial is FAIL in the study and replaced, the sweep ends after the last
-    trial, and its Pareto front is Optuna's ``best_trials``."""
+    trial, and its Pareto front is Optuna's ``best_trials``. Optuna is told each trial's D_v
+    accuracy; its test accuracy, ordered the other way here, is kept beside and ranks nothing."""
     db, queue = open_store(database_url)
     base = tiny_config(
         res_students=[{"search": {"budget_mflops": 0.1, "channels": 4, "layers": 3}}]
@@ -436,13 +500,18 @@ def test_sweep_ask_tell_marks_a_failed_trial_and_goes_on(database_url: str) -> N
         {
             "base": base,
             "space": {"budget_mflops": [0.06, 0.2], "t": [2, 6], "res_students": 1},
-            "trials": 5,
+            "trials": 6,
             "parallel": 2,
             "sampler": "tpe",
         }
     )
     sweep_id = sweeps.create(db, queue, spec, owner="api")
-    outcomes = iter([(0.9, 0.1), None, (0.95, 0.2), (0.92, 0.05), (0.95, 0.2)])
+    # (D_v accuracy, MFLOPs, test accuracy)
+    # (D_v accuracy, MFLOPs, test accuracy); None: the job failed; "old": it succeeded with a
+    # result that has no D_v accuracy (nothing to rank it on: a failed trial, saying why)
+    outcomes = iter(
+        [(0.9, 0.1, 0.99), None, (0.95, 0.2, 0.80), (0.92, 0.05, 0.85), (0.95, 0.2, 0.81), "old"]
+    )
     waiting = []
     while (claim := queue.claim(worker="w", lease_seconds=30)) is not None:
         assert claim.sweep_id == sweep_id
@@ -454,24 +523,38 @@ def test_sweep_ask_tell_marks_a_failed_trial_and_goes_on(database_url: str) -> N
         outcome = next(outcomes)
         if outcome is None:
             queue.finish(job_id=claim.job_id, worker="w", state="failed", error="RuntimeError: x")
+        elif outcome == "old":
+            rows = fake_result(0.99, 0.01)["rows"]
+            old = {"rows": [{k: v for k, v in r.items() if k != "val_accuracy"} for r in rows]}
+            queue.finish(job_id=claim.job_id, worker="w", state="succeeded", result=old)
         else:
             result = fake_result(*outcome)
             queue.finish(job_id=claim.job_id, worker="w", state="succeeded", result=result)
         state = sweeps.advance(db, queue, sweep_id, owner="w")
     assert state == "succeeded"
-    assert waiting == [1, 1, 1, 1, 0]  # parallel 2: one running, one queued, until the last
+    assert waiting == [1, 1, 1, 1, 1, 0]  # parallel 2: one running, one queued, until the last
     with db.session(readonly=True) as s:
         sweep = s.get(Sweep, sweep_id)
         assert sweep is not None and sweep.state == "succeeded"
         trials = queries.trials(s, database_url, sweep_id)
         front = queries.sweep_pareto(s, database_url, sweep_id)
-    assert [t.state for t in trials] == ["complete", "fail", "complete", "complete", "complete"]
+    states = ["complete", "fail", "complete", "complete", "complete", "fail"]
+    assert [t.state for t in trials] == states
     assert trials[1].error == "RuntimeError: x"
+    assert "S1 has no val_accuracy" in (trials[5].error or "")
     assert all(t.params["res_students"] == 1 for t in trials)  # a fixed parameter
     study = optuna.load_study(study_name=f"reskd-sweep-{sweep_id}", storage=database_url)
     # Trial 3 dominates trial 0; trials 2 and 4 tie (both kept, as Optuna keeps them).
     assert {t.number for t in study.best_trials} == {t.number for t in front.front} == {2, 3, 4}
-    assert [(t.accuracy, t.cost) for t in front.front] == [(0.92, 0.05), (0.95, 0.2), (0.95, 0.2)]
+    assert [(t.val_accuracy, t.cost) for t in front.front] == [
+        (0.92, 0.05),
+        (0.95, 0.2),
+        (0.95, 0.2),
+    ]
+    assert [t.accuracy for t in front.front] == [0.85, 0.80, 0.81]  # beside, not ranked on
+    assert trials[0].accuracy == 0.99 and trials[0].val_accuracy == 0.9  # best on test: dominated
+    assert front.ranked_on == "val_accuracy" and front.considered == 4
+    assert study.metric_names == ["val_accuracy", "mflops"]
     db.dispose()
 
 

@@ -3,14 +3,19 @@ its files leaves nothing a later run trusts, and that run recomputes or reuses c
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from torch import nn
 
+from distill.combined import LogitSum
+from distill.observe import observing
+from distill.residual import MethodConfig, ResidualDistillation
 from distill.stages import StageStore, stage_key
-from distill.train import Supervised, TrainConfig
+from distill.train import Supervised, TrainConfig, evaluate
 
 PAYLOAD = {"net": "tiny", "train": {"epochs": 1}}
 
@@ -87,3 +92,62 @@ def test_trained_weights_come_back_on_reuse(tmp_path: Path) -> None:
     first, second = nn.Linear(4, 2), nn.Linear(4, 2)
     assert train(first) and not train(second)
     assert torch.equal(first.weight, second.weight)
+
+
+class Epochs:
+    """An observer that keeps every epoch's record (what a worker stores per epoch)."""
+
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+
+    def exclusive(self, kind: str, key: str) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def stage_started(self, kind: str, key: str, name: str) -> None: ...
+
+    def stage_reused(self, kind: str, key: str, name: str) -> None: ...
+
+    def stage_finished(self, kind: str, key: str, seconds: float) -> None: ...
+
+    def epoch(
+        self, record: Any, total: int, resumed_from: int, extra: dict[str, Any] | None = None
+    ) -> None:
+        self.records.append(record)
+
+    def check(self) -> None: ...
+
+    def batch(self, *args: Any, **kwargs: Any) -> None: ...
+
+
+def test_a_residual_stage_reports_the_d_v_accuracy_of_s_i_every_epoch(tmp_path: Path) -> None:
+    """With cached targets (looked up by training-set index) and its base S_{i-1} given, the
+    per-epoch accuracy on D_v, a Subset of the training set, is that of S_i = S_{i-1} + R_i, not
+    of R_i alone: S_{i-1} here is exact on every sample, R_i starts at zero."""
+    torch.manual_seed(0)
+    x = torch.randn(96, 4)
+    y = x[:, :3].argmax(1)
+    data = torch.utils.data.TensorDataset(x, y)
+    d_v = torch.utils.data.Subset(data, list(range(0, 96, 4)))
+    base = nn.Linear(4, 3)
+    with torch.no_grad():  # S_{i-1}: ten times the first three features, right on every sample
+        base.weight.copy_(10 * torch.eye(3, 4))
+        base.bias.zero_()
+        cached = base(x)
+    r = nn.Linear(4, 3)
+    nn.init.zeros_(r.weight)
+    nn.init.zeros_(r.bias)
+    method = MethodConfig()
+    task = ResidualDistillation(
+        r, objective=method.objective(), method=method, base=base, cache=(cached, cached)
+    )
+    config = TrainConfig(epochs=2, batch_size=16, lr=0.01, device="cpu")
+    seen = Epochs()
+    with observing(seen):
+        store(tmp_path).train(
+            "residual", PAYLOAD, {"model": r}, task=task, train_data=data, config=config,
+            desc="R1", progress=False, eval_data=d_v,
+        )  # fmt: skip
+    s_i = evaluate(LogitSum([base, r]), d_v)
+    r_alone = evaluate(r, d_v)
+    assert [rec.eval_accuracy for rec in seen.records] == [s_i, s_i] and s_i == 1.0
+    assert r_alone < 0.9  # what the records would hold had R_i been evaluated alone

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from search.config import RunConfig
-from search.sweep import SweepSpec, make_sampler, objectives
+from search.sweep import SweepSpec, TrialOutcome, make_sampler, objectives, outcome
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = {
@@ -78,26 +78,33 @@ def test_budget_needs_searched_res_students() -> None:
         SweepSpec.from_dict({"base": handcrafted, "space": {"budget_mflops": [0.1, 0.2]}})
 
 
-def test_objectives_read_s_n_and_its_adaptive_row() -> None:
+def test_objectives_are_d_v_accuracy_of_s_n_and_its_adaptive_row_never_test_accuracy() -> None:
+    """Test and D_v accuracy disagree (S0 is best on test, S1 on D_v): Optuna is told S_n's D_v
+    accuracy; its test accuracy travels beside it; a row without D_v accuracy does not rank."""
     result = {
         "rows": [
-            {"model": "T", "role": "teacher", "accuracy": 0.99, "mflops": 5.0},
-            {"model": "S0", "role": "stage", "accuracy": 0.90, "mflops": 1.0},
-            {"model": "S1", "role": "stage", "accuracy": 0.93, "mflops": 1.2},
+            {"model": "T", "role": "teacher", "accuracy": 0.99, "val_accuracy": 0.98, "mflops": 5.0},
+            {"model": "S0", "role": "stage", "accuracy": 0.95, "val_accuracy": 0.80, "mflops": 1.0},
+            {"model": "S1", "role": "stage", "accuracy": 0.93, "val_accuracy": 0.88, "mflops": 1.2},
             {
                 "model": "S1 adaptive",
                 "role": "adaptive",
                 "accuracy": 0.925,
+                "val_accuracy": 0.87,
                 "mflops": 1.2,
                 "adaptive_mflops": 1.05,
             },
-            {"model": "ensemble", "role": "baseline", "accuracy": 0.91, "mflops": 1.2},
+            {"model": "ensemble", "role": "baseline", "accuracy": 0.97, "mflops": 1.2},
         ]
-    }
-    assert objectives(result, "mflops") == (0.93, 1.2)
-    assert objectives(result, "adaptive_mflops") == (0.925, 1.05)
+    }  # fmt: skip
+    assert objectives(result, "mflops") == (0.88, 1.2)
+    assert objectives(result, "adaptive_mflops") == (0.87, 1.05)
+    assert outcome(result, "mflops") == TrialOutcome(val_accuracy=0.88, cost=1.2, accuracy=0.93)
     with pytest.raises(ValueError, match="no S_n row"):
         objectives({"rows": []}, "mflops")
+    old = {"rows": [{k: v for k, v in r.items() if k != "val_accuracy"} for r in result["rows"]]}
+    with pytest.raises(ValueError, match="result: S1 has no val_accuracy"):
+        objectives(old, "mflops")  # an old result: never ranked on its test accuracy
 
 
 def test_samplers_move_their_seed_with_the_trials_asked() -> None:

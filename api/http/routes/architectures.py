@@ -49,6 +49,18 @@ def architectures(
 
 
 @router.get(
+    "/architectures/groups",
+    response_model=schemas.ArchitectureGroups,
+    dependencies=AUTH,
+)
+def architecture_groups(s: SessionDep) -> schemas.ArchitectureGroups:
+    """Every (dataset, teacher identity) with stored architectures, newest first, and the one a
+    view shows unless told (the latest job's): accuracies of different groups are not compared,
+    so the dashboard and ``reskd pareto`` show one group at a time."""
+    return queries.architecture_groups(s)
+
+
+@router.get(
     "/architectures/points",
     response_model=schemas.ArchitecturePoints,
     dependencies=AUTH,
@@ -61,8 +73,8 @@ def architecture_points(
     cost: schemas.Cost = "mflops",
     limit: Annotated[int, Query(ge=1, le=100_000)] = 100_000,
 ) -> schemas.ArchitecturePoints:
-    """Every student architecture's accuracy and cost as columns (the dashboard's Pareto chart
-    draws all of them)."""
+    """Every student architecture's D_v and test accuracy and cost as columns (the dashboard's
+    Pareto chart draws those with a D_v accuracy)."""
     return queries.architecture_points(s, dataset=dataset, teacher=teacher, cost=cost, limit=limit)
 
 
@@ -84,7 +96,10 @@ async def pareto(
     include_teacher: bool = False,
     if_none_match: Annotated[str | None, Header(max_length=1000)] = None,
 ) -> Response:
-    """The non-dominated architectures: accuracy (higher) against ``cost`` (lower).
+    """The non-dominated architectures: D_v accuracy (higher) against ``cost`` (lower); test
+    accuracy is carried beside it, never ranked on. Rows stored before D_v accuracy was recorded
+    are on no front. Give a dataset and a teacher (``GET /v1/architectures/groups`` lists them):
+    without them the front spans groups whose accuracies are not comparable.
 
     The response carries an ETag that changes whenever any stored front does; sent back as
     If-None-Match it gets a 304 while the front is unchanged. A query repeated between stored

@@ -1,5 +1,8 @@
-"""/v1/checkpoints: upload a trained teacher's or S0's state dict; a job's ``teacher_checkpoint``
-or ``student_checkpoint`` names it.
+"""/v1/checkpoints: upload a trained teacher's or S0's weights (a state dict: ``.pt``/``.pth``
+read weights-only, or ``.safetensors``; a teacher program: TorchScript or ``torch.export``); a
+job's ``teacher_checkpoint`` or ``student_checkpoint`` names it. With ``teacher`` (an
+architecture: ``resnet20``, ``torchvision:resnet18``, ``timm:NAME``, ``torchscript``,
+``exported-program``) and ``dataset``, the file is checked against them before it is kept.
 
 Jobs over the API never read arbitrary server paths: a checkpoint field is the name of an
 uploaded checkpoint (or a path under ``RESKD_DATA_ROOTS``), so the service is no oracle of which
@@ -14,11 +17,13 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from api.http import queries, schemas
 from api.http.deps import AUTH, SettingsDep, responses
 
 SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+SUFFIXES = (".pt", ".pth", ".safetensors", ".pt2", ".ts")
 
 
 def router() -> APIRouter:
@@ -41,8 +46,22 @@ def router() -> APIRouter:
         request: Request,
         settings: SettingsDep,
         name: Annotated[str, Query(min_length=1, max_length=100)] = "teacher.pt",
+        teacher: Annotated[
+            str | None,
+            Query(
+                max_length=200,
+                description="the architecture the file must fit: resnet20, torchvision:resnet18, "
+                "timm:NAME, torchscript or exported-program",
+            ),
+        ] = None,
+        dataset: Annotated[
+            str | None,
+            Query(max_length=100, description="the dataset whose classes it must have"),
+        ] = None,
     ) -> schemas.CheckpointPublic:
-        """The request body is the file ``torch.save(model.state_dict(), f)`` wrote."""
+        """The request body is the file (``torch.save(model.state_dict(), f)``, a
+        ``.safetensors`` file, or a TorchScript / ``torch.export`` program with
+        ``teacher=torchscript`` / ``exported-program``)."""
         directory = settings.checkpoints_dir
         directory.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
@@ -52,9 +71,14 @@ def router() -> APIRouter:
                 async for chunk in request.stream():
                     digest.update(chunk)
                     f.write(chunk)
-            queries.check_state_dict(tmp)  # Refused (400) unless torch loads it weights-only
-            stem = SAFE.sub("_", name.removesuffix(".pt"))[:60] or "checkpoint"
-            final = directory / f"{stem}-{digest.hexdigest()[:12]}.pt"
+            suffix = next((x for x in SUFFIXES if name.endswith(x)), ".pt")
+            checked = tmp.with_name(tmp.name + suffix)  # readers tell formats by the suffix
+            os.replace(tmp, checked)
+            tmp = checked
+            # Refused (400) unless it is a state dict or program that fits what was named
+            await run_in_threadpool(queries.check_upload, tmp, teacher=teacher, dataset=dataset)
+            stem = SAFE.sub("_", name.removesuffix(suffix))[:60] or "checkpoint"
+            final = directory / f"{stem}-{digest.hexdigest()[:12]}{suffix}"
             os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
@@ -65,7 +89,11 @@ def router() -> APIRouter:
     @r.get("", response_model=list[schemas.CheckpointPublic], responses=responses())
     def listing(settings: SettingsDep) -> list[schemas.CheckpointPublic]:
         directory = settings.checkpoints_dir
-        files = sorted(directory.glob("*.pt")) if directory.is_dir() else []
+        files = (
+            sorted(f for f in directory.iterdir() if f.suffix in SUFFIXES and f.is_file())
+            if directory.is_dir()
+            else []
+        )
         return [
             schemas.CheckpointPublic(name=f.name, size=f.stat().st_size, sha256=None) for f in files
         ]

@@ -125,7 +125,8 @@ function jobRow(j) {
     <td><a href="#/job/${j.id}">${j.id}</a></td><td>${esc(j.name)}</td><td>${esc(j.kind)}</td>
     <td>${esc(j.dataset)}</td><td class="state">${badge(j.state)}</td>
     <td>${esc(live ? p.stage : "")}</td><td>${esc(live ? epochText(p) : "")}</td>
-    <td class="num">${j.best ? `${pct(j.best.accuracy)} <span class="muted">${esc(j.best.model)}</span>` : ""}</td>
+    <td class="num">${j.best ? `${pct(j.best.val_accuracy)} <span class="muted">${esc(j.best.model)}</span>` : ""}</td>
+    <td class="num">${j.best ? pct(j.best.accuracy) : ""}</td>
     <td class="num">${j.best ? num(j.best.mflops) : ""}</td>
     <td>${live ? `<button data-cancel="${j.id}">Cancel</button>` : ""}</td></tr>`;
 }
@@ -140,7 +141,8 @@ async function jobsPage(params) {
       <label>dataset <input name="dataset" size="12" value="${esc(q.get("dataset") || "")}"></label>
     </form>
     <table id="jobs"><thead><tr><th>id</th><th>name</th><th>kind</th><th>dataset</th><th>state</th>
-      <th>stage</th><th>epoch / ETA</th><th class="num">best accuracy</th><th class="num">MFLOPs</th><th></th>
+      <th>stage</th><th>epoch / ETA</th><th class="num" title="the student best on D_v (what the export ships)">best, D_v accuracy</th>
+      <th class="num" title="reported beside, never chosen on">its test accuracy</th><th class="num">MFLOPs</th><th></th>
     </tr></thead><tbody></tbody></table><p id="jobs-total" class="muted"></p>`;
   const form = document.getElementById("filters");
   form.onchange = () => {
@@ -160,7 +162,7 @@ async function jobsPage(params) {
     watched.set(j.id, stream(`/v1/jobs/${j.id}/events`, (name, job) => {
       if (name !== "job") return;
       const row = document.getElementById(`job-${job.id}`);
-      if (row) row.outerHTML = jobRow({ ...job, best: bestOf(job) });
+      if (row) row.outerHTML = jobRow(job); // the job carries its best, chosen on D_v
       if (TERMINAL.has(job.state)) { watched.get(job.id)?.(); watched.delete(job.id); }
     }));
   };
@@ -179,14 +181,9 @@ async function jobsPage(params) {
   cleanup.push(() => clearInterval(timer));
 }
 
-function bestOf(job) {
-  const rows = (job.metrics || []).filter((r) => !["teacher", "baseline"].includes(r.role));
-  if (!rows.length) return null;
-  const r = rows.reduce((a, b) => (b.accuracy > a.accuracy ? b : a));
-  return { model: r.model, accuracy: r.accuracy, mflops: r.role === "adaptive" ? r.adaptive_mflops : r.mflops };
-}
-
 // -- one job -----------------------------------------------------------------------------------
+
+const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777"];
 
 function timeline(job) {
   const secs = job.stages.map((s) => s.finished_at ? (new Date(s.finished_at) - new Date(s.started_at)) / 1000
@@ -204,10 +201,10 @@ function timeline(job) {
 
 function reportTable(rows) {
   if (!rows.length) return `<p class="muted">The report appears when the job has succeeded.</p>`;
-  return `<table id="report"><thead><tr><th>model</th><th>arch</th><th class="num">accuracy</th>
+  return `<table id="report"><thead><tr><th>model</th><th>arch</th><th class="num">D_v accuracy</th><th class="num">test accuracy</th>
     <th class="num">MFLOPs</th><th class="num">adaptive MFLOPs</th><th class="num">% of T</th>
     <th class="num">Energy</th><th class="num">params (M)</th></tr></thead><tbody>${rows.map((r) => `<tr>
-    <td>${esc(r.model)}</td><td>${esc(r.arch)}</td><td class="num">${pct(r.accuracy)}</td>
+    <td>${esc(r.model)}</td><td>${esc(r.arch)}</td><td class="num">${pct(r.val_accuracy)}</td><td class="num">${pct(r.accuracy)}</td>
     <td class="num">${num(r.mflops)}</td><td class="num">${num(r.adaptive_mflops)}</td>
     <td class="num">${num(r.pct_of_T, 1)}</td><td class="num">${num(r.energy, 2)}</td>
     <td class="num">${num(r.mparams, 4)}</td></tr>`).join("")}</tbody></table>`;
@@ -225,7 +222,7 @@ async function jobPage(id) {
     options: { parsing: false, plugins: { title: { display: true, text: "loss per epoch" } },
       scales: { x: { type: "linear", title: { display: true, text: "epoch (stages in order)" } } } } });
   const acc = chart(document.getElementById("acc"), { type: "line", data: { datasets: [] },
-    options: { parsing: false, plugins: { title: { display: true, text: "accuracy per epoch" } },
+    options: { parsing: false, plugins: { title: { display: true, text: "accuracy per epoch: training batches (solid), D_v (dashed)" } },
       scales: { x: { type: "linear", title: { display: true, text: "epoch (stages in order)" } },
         y: { ticks: { callback: (v) => `${(100 * v).toFixed(0)}%` } } } } });
   let lastEpochs = -1, imagesShown = false;
@@ -233,13 +230,14 @@ async function jobPage(id) {
     const m = await json(`/v1/jobs/${id}/metrics`);
     let offset = 0;
     const L = [], A = [];
-    for (const s of m.stages) {
+    for (const [i, s] of m.stages.entries()) {
       const pts = (f) => s.epochs.filter((e) => e[f] != null).map((e) => ({ x: offset + e.epoch, y: e[f] }));
       const name = s.phase && s.phase.startsWith("search") ? `${s.name}: ${s.phase.slice(7)}` : s.name;
-      L.push({ label: name, data: pts("loss"), pointRadius: 2 });
-      A.push({ label: `${name} train`, data: pts("train_accuracy"), pointRadius: 2 });
+      const color = PALETTE[i % PALETTE.length]; // a stage's training and D_v curves share it
+      L.push({ label: name, data: pts("loss"), pointRadius: 2, borderColor: color, backgroundColor: color });
+      A.push({ label: `${name} train`, data: pts("train_accuracy"), pointRadius: 2, borderColor: color, backgroundColor: color });
       const ev = pts("eval_accuracy");
-      if (ev.length) A.push({ label: `${name} eval`, data: ev, borderDash: [4, 3], pointRadius: 2 });
+      if (ev.length) A.push({ label: `${name} D_v`, data: ev, borderDash: [4, 3], pointRadius: 2, borderColor: color, backgroundColor: color });
       offset += s.epochs.length ? s.epochs[s.epochs.length - 1].epoch : 0;
     }
     loss.data.datasets = L; acc.data.datasets = A;
@@ -294,44 +292,71 @@ async function jobPage(id) {
 
 const COSTS = { mflops: "MFLOPs", adaptive_mflops: "adaptive MFLOPs (mean per sample)", params: "parameters" };
 
+// The (dataset, teacher identity) a Pareto page shows: the one named in the address, else the
+// newest of the named dataset, else the latest job's (the service's default). Never a mixture.
+function pickGroup(groups, q) {
+  const d = q.get("dataset"), t = q.get("teacher"), dflt = groups.default;
+  if (!d && !t) return groups.groups.find((g) => dflt && g.dataset === dflt.dataset && g.teacher === dflt.teacher) || null;
+  return groups.groups.find((g) => (!d || g.dataset === d) && (!t || g.teacher === t)) || null;
+}
+
 async function paretoPage(params) {
   const q = new URLSearchParams(params);
   const cost = q.get("cost") || "mflops";
-  $main().innerHTML = `<h2>Pareto front: accuracy against cost</h2>
-    <form class="filters" id="pf"><label>dataset <input name="dataset" size="12" value="${esc(q.get("dataset") || "")}"></label>
-      <label>teacher <input name="teacher" size="18" value="${esc(q.get("teacher") || "")}"></label>
+  const groups = await json("/v1/architectures/groups");
+  const group = pickGroup(groups, q);
+  const label = (g) => `${g.dataset} · teacher ${g.teacher} (${g.ranked} with D_v accuracy)`;
+  $main().innerHTML = `<h2>Pareto front: D_v accuracy against cost</h2>
+    <form class="filters" id="pf"><label>dataset and teacher <select name="group">${groups.groups.map((g, i) =>
+        `<option value="${i}" ${g === group ? "selected" : ""}>${esc(label(g))}</option>`).join("")
+        || `<option value="">no architectures yet</option>`}</select></label>
       <label>cost <select name="cost">${Object.entries(COSTS).map(([k, v]) =>
-        `<option value="${k}" ${k === cost ? "selected" : ""}>${v}</option>`).join("")}</select></label>
-      <button type="submit">Show</button></form>
+        `<option value="${k}" ${k === cost ? "selected" : ""}>${v}</option>`).join("")}</select></label></form>
     <p id="pareto-info" class="muted"></p><div class="card chart tall"><canvas id="pareto"></canvas></div>
-    <p class="muted">Every evaluated architecture is a point; hover for its job and architecture, click to open the job.</p>`;
-  document.getElementById("pf").onsubmit = (e) => {
-    e.preventDefault();
-    const f = new URLSearchParams([...new FormData(e.target)].filter(([, v]) => v));
-    location.hash = `#/pareto?${f}`;
+    <p class="muted">One dataset and one teacher at a time: accuracies of different teachers or datasets are not compared.
+      The front ranks on D_v accuracy (drawn from the training set); test accuracy is shown beside it, never ranked on.
+      Hover a point for its job, architecture and both accuracies; click it to open the job.</p>`;
+  document.getElementById("pf").onchange = (e) => {
+    const f = new FormData(e.currentTarget), g = groups.groups[+f.get("group")];
+    const to = new URLSearchParams(g ? { dataset: g.dataset, teacher: g.teacher } : {});
+    to.set("cost", f.get("cost"));
+    location.hash = `#/pareto?${to}`;
   };
-  const f = new URLSearchParams([...q].filter(([k, v]) => v && ["dataset", "teacher"].includes(k)));
+  const info = document.getElementById("pareto-info");
+  if (!group) {
+    info.textContent = groups.groups.length
+      ? `No architectures of ${[q.get("dataset"), q.get("teacher")].filter(Boolean).join(" with teacher ")}; choose another above.`
+      : "No architectures yet: a finished job stores its students here.";
+    return;
+  }
+  const f = new URLSearchParams({ dataset: group.dataset, teacher: group.teacher, cost });
   const [all, front] = await Promise.all([
-    json(`/v1/architectures/points?${f}&cost=${cost}`),
-    json(`/v1/pareto?${f}&cost=${cost}`),
+    json(`/v1/architectures/points?${f}`),
+    json(`/v1/pareto?${f}`),
   ]);
-  const points = all.id.map((id, i) => ({ x: all.cost[i], y: 100 * all.accuracy[i],
-    a: { job_id: all.job_id[i], stage: all.stage[i], arch: all.arch[i] } }));
-  const frontPts = front.front.map((a) => ({ x: a[cost], y: 100 * a.accuracy, a })).sort((p, r) => p.x - r.x);
-  document.getElementById("pareto-info").textContent =
-    `${points.length} architectures (the teacher left out), ${frontPts.length} on the front`;
+  const points = [];
+  all.id.forEach((id, i) => {
+    if (all.val_accuracy[i] == null) return; // stored before D_v accuracy was recorded
+    points.push({ x: all.cost[i], y: 100 * all.val_accuracy[i],
+      a: { job_id: all.job_id[i], stage: all.stage[i], arch: all.arch[i], accuracy: all.accuracy[i] } });
+  });
+  const frontPts = front.front.map((a) => ({ x: a[cost], y: 100 * a.val_accuracy, a })).sort((p, r) => p.x - r.x);
+  const unranked = all.id.length - points.length;
+  info.textContent = `${group.dataset}, teacher ${group.teacher}: ${points.length} architectures (the teacher left out), `
+    + `${frontPts.length} on the front` + (unranked ? `; ${unranked} stored before D_v accuracy was recorded are not drawn` : "")
+    + (groups.groups.length > 1 ? `; ${groups.groups.length - 1} other dataset or teacher to choose above` : "");
   chart(document.getElementById("pareto"), {
     type: "scatter",
     data: { datasets: [
-      { label: "front", data: frontPts, showLine: true, stepped: "before", borderColor: "#dc2626",
+      { label: "front (D_v)", data: frontPts, showLine: true, stepped: "before", borderColor: "#dc2626",
         backgroundColor: "#dc2626", pointRadius: 4 },
       { label: "architectures", data: points, backgroundColor: "rgba(37,99,235,.45)", pointRadius: 2.5 },
     ] },
     options: {
-      scales: { x: { title: { display: true, text: COSTS[cost] } }, y: { title: { display: true, text: "test accuracy (%)" } } },
+      scales: { x: { title: { display: true, text: COSTS[cost] } }, y: { title: { display: true, text: "D_v accuracy (%)" } } },
       plugins: { tooltip: { callbacks: { label: (c) => {
         const a = c.raw.a;
-        return `job ${a.job_id ?? "-"} · ${a.stage} · ${a.arch}: ${c.raw.y.toFixed(2)}% at ${num(c.raw.x)}`;
+        return `job ${a.job_id ?? "-"} · ${a.stage} · ${a.arch}: D_v ${c.raw.y.toFixed(2)}%, test ${pct(a.accuracy)} at ${num(c.raw.x)}`;
       } } } },
       onClick: (_, els, ch) => {
         if (!els.length) return;
@@ -365,20 +390,22 @@ async function sweepPage(id) {
            (with <code>RESKD_OPTUNA_DASHBOARD_URL</code> set, this is a link)`}.</p>
     <div class="grid2"><div class="card chart"><canvas id="sweep-front"></canvas></div>
     <div><table id="trials"><thead><tr><th>#</th><th>state</th>${params.map((p) => `<th>${esc(p)}</th>`).join("")}
-      <th class="num">accuracy</th><th class="num">${esc(s.cost)}</th><th>job</th></tr></thead><tbody>
+      <th class="num" title="the objective">D_v accuracy</th><th class="num" title="reported, never an objective">test accuracy</th>
+      <th class="num">${esc(s.cost)}</th><th>job</th></tr></thead><tbody>
       ${s.trial_list.map((t) => `<tr><td>${t.number}</td><td>${badge(t.state)}</td>${params.map((p) =>
         `<td>${esc(typeof t.params[p] === "number" ? +t.params[p].toPrecision(4) : t.params[p])}</td>`).join("")}
-        <td class="num">${pct(t.accuracy)}</td><td class="num">${num(t.cost)}</td>
+        <td class="num">${pct(t.val_accuracy)}</td><td class="num">${pct(t.accuracy)}</td><td class="num">${num(t.cost)}</td>
         <td>${t.job_id ? `<a href="#/job/${t.job_id}">${t.job_id}</a> ${esc(t.job_state)}` : ""}</td></tr>`).join("")}
-      </tbody></table></div></div>`;
-  const pts = (ts) => ts.filter((t) => t.accuracy != null).map((t) => ({ x: t.cost, y: 100 * t.accuracy, t }));
+      </tbody></table><p class="muted">The front ranks trials on the D_v accuracy of S_n (the sweep's objective);
+        test accuracy is shown beside it, never ranked on.${front.unranked ? ` ${front.unranked} complete trials without a D_v accuracy are not ranked.` : ""}</p></div></div>`;
+  const pts = (ts) => ts.filter((t) => t.val_accuracy != null).map((t) => ({ x: t.cost, y: 100 * t.val_accuracy, t }));
   chart(document.getElementById("sweep-front"), { type: "scatter", data: { datasets: [
-    { label: "front", data: pts(front.front).sort((a, b) => a.x - b.x), showLine: true, stepped: "before",
+    { label: "front (D_v)", data: pts(front.front).sort((a, b) => a.x - b.x), showLine: true, stepped: "before",
       borderColor: "#dc2626", backgroundColor: "#dc2626", pointRadius: 4 },
     { label: "trials", data: pts(s.trial_list), backgroundColor: "rgba(37,99,235,.5)", pointRadius: 3 },
   ] }, options: { parsing: false, scales: { x: { title: { display: true, text: s.cost } },
-      y: { title: { display: true, text: "accuracy (%)" } } },
-    plugins: { tooltip: { callbacks: { label: (c) => `trial ${c.raw.t.number}: ${c.raw.y.toFixed(2)}% at ${num(c.raw.x)}` } } } } });
+      y: { title: { display: true, text: "D_v accuracy of S_n (%)" } } },
+    plugins: { tooltip: { callbacks: { label: (c) => `trial ${c.raw.t.number}: D_v ${c.raw.y.toFixed(2)}%, test ${pct(c.raw.t.accuracy)} at ${num(c.raw.x)}` } } } } });
 }
 
 // -- submit ------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """pareto_groups and pareto_members: each (dataset, teacher)'s row counts and Pareto fronts,
-kept with the architectures so a Pareto query reads the fronts, not the archive; built here for
-an existing archive
+kept with the architectures so a Pareto query reads the fronts, not the archive; an existing
+archive's fronts are built by 0006, which adds the D_v accuracy they rank on
 
 Revision ID: 0004
 Revises: 0003
@@ -42,9 +42,6 @@ def upgrade() -> None:
         "pareto_members",
         ["cost", "with_teacher", "dataset", "teacher"],
     )
-    from api.runtime.fronts import rebuild
-
-    rebuild(op.get_bind(), revise=False)  # the revision's table comes in 0005
 
 
 def downgrade() -> None:

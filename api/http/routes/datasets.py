@@ -1,0 +1,93 @@
+"""/v1/datasets: the datasets a job can use, and image folders uploaded as one archive.
+
+A job's ``root`` names an upload by its name (or a folder under a data root, which the operator
+names with ``reskd serve --data-root DIR`` or ``RESKD_DATA_ROOTS``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from api.http import datasets, schemas
+from api.http.deps import AUTH, SettingsDep, responses
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], dependencies=AUTH)
+
+DatasetName = Annotated[
+    str,
+    Query(
+        min_length=1,
+        max_length=64,
+        pattern=datasets.NAME_PATTERN,
+        description="the upload's name, which a job's `root` then gives: letters, digits and "
+        "._- (a letter or digit first), at most 64",
+    ),
+]
+ARCHIVE = {"schema": {"type": "string", "format": "binary"}}
+ARCHIVE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "a zip, tar or gzipped tar of train/<class>/<image> and val/<class>/<image> "
+        "(or test/), optionally all under one top folder",
+        "content": {
+            media: ARCHIVE
+            for media in (
+                "application/octet-stream",
+                "application/zip",
+                "application/x-tar",
+                "application/gzip",
+            )
+        },
+    }
+}
+EXISTS: dict[int | str, dict[str, Any]] = {
+    409: {"model": schemas.Problem, "description": "a dataset of that name was uploaded"}
+}
+
+
+@router.get("", response_model=list[schemas.DatasetPublic], responses=responses())
+def listing(settings: SettingsDep) -> list[schemas.DatasetPublic]:
+    """The shipped datasets, the uploads, and the image folders and CIFAR roots at or directly
+    under each data root, each with the `dataset` and `root` a job's config gives."""
+    return datasets.listing(settings)
+
+
+@router.post(
+    "",
+    response_model=schemas.DatasetPublic,
+    status_code=201,
+    openapi_extra=ARCHIVE_BODY,
+    responses={**responses(400, 413, 422), **EXISTS},
+)
+async def upload(
+    request: Request, settings: SettingsDep, name: DatasetName
+) -> schemas.DatasetPublic:
+    """The body is the archive. Every member is checked before anything is stored: relative
+    names without `..`, no links or devices, image files only (.png, .jpg, ...: what
+    torchvision's ImageFolder reads; macOS's `__MACOSX/`, `.DS_Store` and `._*` are skipped),
+    the limits on members and unpacked bytes, and the same classes in train/ as in val/ or test/.
+    Its body limit is ``max_dataset_bytes`` (the Guard middleware applies it)."""
+    directory = settings.datasets_dir
+    if (directory / name).exists():
+        raise _http(datasets.exists_refusal(name))
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".upload-", suffix=".part", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            async for chunk in request.stream():
+                f.write(chunk)
+        return await run_in_threadpool(datasets.store, body=Path(tmp), name=name, settings=settings)
+    except datasets.Refused as exc:
+        raise _http(exc) from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _http(refusal: datasets.Refused) -> HTTPException:
+    return HTTPException(refusal.status, str(refusal))

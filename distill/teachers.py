@@ -1,0 +1,335 @@
+"""Teachers from anywhere: the kinds of network a teacher may be, and their checkpoints checked.
+
+A teacher is
+- a network of the zoo (``resnet20``) or a given genotype's: built by ``NetSpec``;
+- any torchvision classification model by name (``torchvision:resnet18``), with a local state
+  dict (``.pt``/``.pth`` read weights-only, or ``.safetensors``); torchvision's own ImageNet
+  weight files load as they are;
+- a timm model by name (``timm:resnet18``; the optional extra ``timm``) with a local checkpoint;
+- a user's own architecture as a TorchScript (``torchscript``) or ``torch.export``
+  (``exported-program``) file, used as a frozen black box: logits only.
+
+Kinds are a registry (``TEACHER_KINDS``): each says whether it gives feature maps (what feature
+distillation needs) and how it builds a network. A checkpoint is checked against its network when
+it arrives: keys and shapes (one line: how many differ, the first few) and classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from contextlib import suppress
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from distill.config import ConfigError
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit its network; the message is one line."""
+
+
+@dataclass(frozen=True)
+class TeacherKind:
+    """One kind of teacher. ``build(arch, num_classes)`` makes the untrained network of an
+    architecture family (None for programs, which are files); ``features``: it exposes
+    ``forward_stages`` (feature-level methods can use it)."""
+
+    name: str
+    description: str
+    features: bool
+    build: Callable[[str, int], nn.Module] | None
+    names: Callable[[], list[str]] | None = None  # the architectures it knows
+
+
+def _torchvision_names() -> list[str]:
+    from torchvision import models
+
+    return sorted(models.list_models(module=models))
+
+
+def _torchvision(arch: str, num_classes: int) -> nn.Module:
+    from torchvision import models
+
+    known = _torchvision_names()
+    if arch not in known:
+        raise ConfigError.at(
+            ("teacher", "torchvision"),
+            f"unknown torchvision classification model {arch!r}; e.g. {', '.join(known[:8])}, "
+            f"... ({len(known)} in all: torchvision.models.list_models(module=torchvision.models))",
+        )
+    return models.get_model(arch, weights=None, num_classes=num_classes)
+
+
+def _timm_module() -> Any:
+    try:
+        import timm
+    except ImportError:
+        raise ConfigError.at(
+            ("teacher", "timm"), "needs the optional extra timm: pip install 'reskd[timm]'"
+        ) from None
+    return timm
+
+
+def _timm_names() -> list[str]:
+    return list(_timm_module().list_models())
+
+
+def _timm(arch: str, num_classes: int) -> nn.Module:
+    timm = _timm_module()
+    if not timm.is_model(arch):
+        raise ConfigError.at(
+            ("teacher", "timm"), f"unknown timm model {arch!r} (timm.list_models() lists them)"
+        )
+    return timm.create_model(arch, pretrained=False, num_classes=num_classes)
+
+
+TEACHER_KINDS: dict[str, TeacherKind] = {
+    "zoo": TeacherKind("zoo", "a network of the zoo or a given genotype's", True, None),
+    "torchvision": TeacherKind(
+        "torchvision", "a torchvision classification model by name", False, _torchvision,
+        _torchvision_names,
+    ),
+    "timm": TeacherKind("timm", "a timm model by name (extra timm)", False, _timm, _timm_names),
+    "torchscript": TeacherKind("torchscript", "a TorchScript file (black box)", False, None),
+    "exported-program": TeacherKind(
+        "exported-program", "a torch.export program file, .pt2 (black box)", False, None
+    ),
+}  # fmt: skip
+PROGRAMS = ("torchscript", "exported-program")
+
+
+def teacher_kind(name: str) -> TeacherKind:
+    if name not in TEACHER_KINDS:
+        raise ConfigError.at(
+            ("teacher",), f"unknown teacher kind {name!r}; known: {', '.join(TEACHER_KINDS)}"
+        )
+    return TEACHER_KINDS[name]
+
+
+def external(family: str, arch: str, num_classes: int) -> nn.Module:
+    """An untrained torchvision or timm network (``NetSpec`` of model ``family:arch``)."""
+    build = teacher_kind(family).build
+    if build is None:
+        raise ConfigError.at(("teacher",), f"{family} networks are files, not built by name")
+    return build(arch, num_classes)
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoints
+# ------------------------------------------------------------------------------------------------
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file (hex): a teacher's identity beside its architecture."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """A state dict from ``.safetensors`` or a torch file read with ``weights_only=True`` (plain,
+    or under ``state_dict``, ``model`` or ``state_dict_ema``); ``module.`` prefixes of
+    DataParallel checkpoints are dropped."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state: Any = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"not a safetensors file ({exc})") from None
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a truncated or foreign file: torch raises several kinds
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"not a state dict torch loads weights-only ({first})") from None
+        if isinstance(state, Mapping):
+            for key in ("state_dict", "model", "state_dict_ema"):
+                if isinstance(state.get(key), Mapping):
+                    state = state[key]
+                    break
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise CheckpointError("not a state dict (tensor names to tensors, or {state_dict: ...})")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    return dict(state)
+
+
+def _shape(t: Tensor) -> str:
+    return "x".join(map(str, t.shape)) or "scalar"
+
+
+def fit_problems(net: nn.Module, state: Mapping[str, Tensor]) -> str | None:
+    """One line saying how ``state`` differs from ``net``'s (None: it fits)."""
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {_shape(state[k])} vs {_shape(v)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if not (missing or unexpected or shapes):
+        return None
+    parts = []
+    if missing:
+        parts.append(
+            f"{len(missing)} missing ({', '.join(missing[:3])}{', ...' * (len(missing) > 3)})"
+        )
+    if unexpected:
+        more = ", ..." * (len(unexpected) > 3)
+        parts.append(f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])}{more})")
+    if shapes:
+        parts.append(
+            f"{len(shapes)} of another shape ({'; '.join(shapes[:2])}{'; ...' * (len(shapes) > 2)})"
+        )
+    return f"{len(missing) + len(unexpected) + len(shapes)} keys differ: " + ", ".join(parts)
+
+
+def classifier_classes(net: nn.Module, state: Mapping[str, Tensor]) -> int | None:
+    """The class count ``state`` holds for ``net``'s last linear layer (None: not found)."""
+    last = None
+    for name, module in net.named_modules():
+        if isinstance(module, nn.Linear):
+            last = name
+    weight = state.get(f"{last}.weight") if last is not None else None
+    return int(weight.shape[0]) if weight is not None and weight.dim() == 2 else None
+
+
+def load_program(path: str | Path, kind: str) -> nn.Module:
+    """A TorchScript or ``torch.export`` file as a frozen module (a black box: logits only)."""
+    import warnings
+
+    try:
+        if kind == "torchscript":
+            with warnings.catch_warnings():  # TorchScript is deprecated upstream; users have it
+                warnings.simplefilter("ignore", FutureWarning)
+                module: nn.Module = torch.jit.load(str(path), map_location="cpu")
+        else:
+            module = torch.export.load(str(path)).module()
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"not a {kind} file ({first[:200]})") from None
+    return BlackBox(module, kind)
+
+
+class BlackBox(nn.Module):
+    """A frozen program: ``forward`` gives logits; it has no parameters to train or stages to
+    read, and stays in evaluation mode."""
+
+    def __init__(self, program: nn.Module, kind: str) -> None:
+        super().__init__()
+        self.program = program
+        self.kind = kind
+        for p in program.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> BlackBox:
+        del mode  # frozen
+        super().train(False)
+        with suppress(NotImplementedError, RuntimeError):  # exported programs refuse mode changes
+            self.program.eval()
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.program(x)
+        if isinstance(out, tuple | list):
+            out = out[0]
+        if not isinstance(out, Tensor) or out.dim() != 2:
+            raise CheckpointError(
+                f"teacher_checkpoint: the {self.kind} program must return logits (N, classes), "
+                f"got {type(out).__name__}"
+                + (f" of shape {tuple(out.shape)}" if isinstance(out, Tensor) else "")
+            )
+        return out
+
+
+@cache
+def _program_classes(path: str, mtime: float, kind: str, shape: tuple[int, ...]) -> int:
+    del mtime  # part of the cache key
+    with torch.no_grad():
+        return int(load_program(path, kind)(torch.zeros(2, *shape)).shape[1])
+
+
+def program_classes(path: str | Path, kind: str, input_shape: tuple[int, ...]) -> int:
+    """The classes a program's logits have on inputs of ``input_shape``."""
+    p = Path(path)
+    try:
+        return _program_classes(str(p), p.stat().st_mtime, kind, tuple(input_shape))
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"the {kind} program fails on inputs of shape (2, {', '.join(map(str, input_shape))}): "
+            f"{first[:200]}"
+        ) from None
+
+
+def parse_teacher(text: str) -> tuple[str, str | None]:
+    """``resnet20`` (the zoo), ``torchvision:resnet18``, ``timm:resnet18``, ``torchscript`` or
+    ``exported-program`` as (kind, architecture)."""
+    family, sep, arch = text.partition(":")
+    if sep:
+        if family not in ("torchvision", "timm") or not arch:
+            raise CheckpointError(
+                f"teacher: {text!r} is not torchvision:NAME or timm:NAME; known kinds: "
+                f"{', '.join(TEACHER_KINDS)}"
+            )
+        return family, arch
+    if text in PROGRAMS:
+        return text, None
+    return "zoo", text
+
+
+def check_teacher_file(
+    path: str | Path, teacher: str, *, num_classes: int | None, input_shape: tuple[int, ...]
+) -> str:
+    """Check an uploaded teacher file against the architecture ``teacher`` names (and the
+    dataset's ``num_classes`` when known); a :class:`CheckpointError` (one line) when it does not
+    fit, else what was checked."""
+    from distill.models import NetSpec
+
+    kind, arch = parse_teacher(teacher)
+    if kind in PROGRAMS:
+        got = program_classes(path, kind, input_shape)
+        if num_classes is not None and got != num_classes:
+            raise CheckpointError(
+                f"the {kind} program gives {got} classes; the dataset has {num_classes}"
+            )
+        return f"a {kind} program giving {got} classes"
+    state = read_state_dict(path)
+    model = arch if kind == "zoo" else f"{kind}:{arch}"
+    assert model is not None
+    try:
+        probe = NetSpec(model, num_classes=num_classes or 1000, in_chans=input_shape[0],
+                        input_size=input_shape[-1])  # fmt: skip
+        net = probe.build()
+    except (ValueError, ConfigError) as exc:
+        raise CheckpointError(f"teacher: {str(exc).split(': ', 1)[-1]}") from None
+    classes = classifier_classes(net, state)
+    if num_classes is not None and classes is not None and classes != num_classes:
+        raise CheckpointError(
+            f"its classifier has {classes} classes; the dataset has {num_classes}"
+        )
+    if num_classes is None and classes is not None and classes != 1000:
+        net = NetSpec(model, num_classes=classes, in_chans=input_shape[0],
+                      input_size=input_shape[-1]).build()  # fmt: skip
+    if kind == "zoo" and "layer1.0.conv1.weight" in state and hasattr(net, "stages"):
+        from space.zoo import torchvision_keys
+
+        state = torchvision_keys(state)
+    problems = fit_problems(net, state)
+    if problems is not None:
+        raise CheckpointError(f"does not fit {probe.label}: {problems}")
+    return f"a state dict that fits {probe.label} ({classes} classes)"
