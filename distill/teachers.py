@@ -301,6 +301,9 @@ def check_teacher_file(
     from distill.models import NetSpec
 
     kind, arch = parse_teacher(teacher)
+    if kind in PROGRAMS and num_classes is None:  # the input it takes is known with the data
+        load_program(path, kind)
+        return f"a {kind} program"
     if kind in PROGRAMS:
         got = program_classes(path, kind, input_shape)
         if num_classes is not None and got != num_classes:

@@ -835,7 +835,7 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="DIR",
                 help="a directory whose files jobs over the API may read: a job's `root` and "
                 "checkpoint paths may name files under it, and GET /v1/datasets lists the "
-                "image folders and CIFAR roots directly under it (repeatable; added to "
+                "image folders and CIFAR roots at or directly under it (repeatable; added to "
                 "RESKD_DATA_ROOTS). Uploaded datasets (POST /v1/datasets) need none",
             )
         p.add_argument("--artifact-root", help="files of jobs and stages (default runs/service)")

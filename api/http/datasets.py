@@ -33,7 +33,7 @@ from torchvision import datasets as tvd
 
 from api.http.schemas import DatasetPublic
 from api.runtime.settings import Settings
-from distill.data import DATASETS, dataset_labels, load_dataset, num_samples
+from distill.data import DATASETS, load_dataset, num_samples
 
 # The suffixes torchvision's ImageFolder reads (its IMG_EXTENSIONS); it skips every other file.
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
@@ -118,10 +118,9 @@ def upload_entry(settings: Settings, name: str) -> DatasetPublic:
 @cache
 def _shipped_facts(name: str) -> Facts:
     bundle = load_dataset(name, augment=False)
-    labels = sorted(set(dataset_labels(bundle.train)))
     size = bundle.info.image_size
     return Facts(
-        tuple(str(label) for label in labels),
+        bundle.info.classes,
         num_samples(bundle.train),
         num_samples(bundle.test),
         size,
@@ -471,6 +470,10 @@ DAMAGED = (
 )
 
 
+def _too_many(most: int) -> TooLarge:
+    return TooLarge(f"body: the archive has more than {most} members (files and folders)")
+
+
 def _damaged(exc: BaseException) -> Refused:
     return Refused(f"body: a damaged or unreadable archive ({type(exc).__name__})")
 
@@ -479,7 +482,7 @@ def _opener(body: Path, settings: Settings) -> Callable[[], _Session]:
     with body.open("rb") as f:
         head = f.read(512)
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        return lambda: _Session(lambda: _Zip(body))
+        return lambda: _Session(lambda: _Zip(body, settings.max_dataset_members))
     # a tar stream holds the files' bytes plus at most about 1 KiB of headers per member
     limit = settings.max_dataset_unpacked_bytes + 1024 * settings.max_dataset_members + 20480
     if head.startswith(b"\x1f\x8b"):
@@ -490,7 +493,10 @@ def _opener(body: Path, settings: Settings) -> Callable[[], _Session]:
 
 
 class _Zip:
-    def __init__(self, body: Path) -> None:
+    def __init__(self, body: Path, most: int) -> None:
+        declared = _zip_entries(body)
+        if declared is not None and declared > most:  # before zipfile reads them all
+            raise _too_many(most)
         self.zip = zipfile.ZipFile(body)
 
     def entries(self) -> Iterator[tuple[str, str, int]]:
@@ -504,6 +510,28 @@ class _Zip:
 
     def close(self) -> None:
         self.zip.close()
+
+
+def _zip_entries(body: Path) -> int | None:
+    """The entry count a zip's end record declares (zip64's too); None where there is none
+    (zipfile then refuses the archive)."""
+    with body.open("rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        start = max(0, size - (1 << 16) - 22)  # the end record and its comment, at most
+        f.seek(start)
+        tail = f.read()
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) < at + 22:
+            return None
+        count = int.from_bytes(tail[at + 10 : at + 12], "little")
+        locator = tail[at - 20 : at] if at >= 20 else b""
+        if count != 0xFFFF or not locator.startswith(b"PK\x06\x07"):
+            return count
+        f.seek(int.from_bytes(locator[8:16], "little"))
+        record = f.read(56)  # zip64's end record: its entry count at bytes 32-40
+        if not record.startswith(b"PK\x06\x06") or len(record) < 40:
+            return None
+        return int.from_bytes(record[32:40], "little")
 
 
 def _zip_kind(info: zipfile.ZipInfo) -> str:
@@ -632,7 +660,7 @@ def _checked(entries: Iterator[tuple[str, str, int]], settings: Settings) -> lis
     total = 0
     for count, (name, kind, size) in enumerate(entries, 1):
         if count > most:
-            raise TooLarge(f"body: the archive has more than {most} members (files and folders)")
+            raise _too_many(most)
         parts = _parts(name)
         if kind not in ("file", "folder"):
             raise Refused(f"body: {_shown(name)} is a {kind}; only image files and folders")

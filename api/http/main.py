@@ -144,7 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(DatabaseGone, unavailable)
     app.add_exception_handler(StarletteHTTPException, not_allowed)
     app.add_exception_handler(Exception, unexpected)
-    for router in (datasets.router, architectures.router, jobs.router, sweeps.router):
+    for router in (architectures.router, datasets.router, jobs.router, sweeps.router):
         app.include_router(router)
     app.include_router(checkpoints.router())
     dashboard.mount(app)

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
         default_factory=list,
         description="directories whose files jobs over the API may read: a job's `root` and "
         "checkpoint paths may name files under them (`reskd serve --data-root DIR` adds one); "
-        "GET /v1/datasets lists the image folders and CIFAR roots directly under each. "
+        "GET /v1/datasets lists the image folders and CIFAR roots at or directly under each. "
         "Datasets uploaded with POST /v1/datasets are always allowed",
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body (413)")

@@ -144,7 +144,8 @@ def test_torchscript_teacher_of_an_architecture_in_no_zoo(
     assert abs(predicted_accuracy(tmp_path / "export", mine.data) - 100 * result["deploy"]["accuracy"]) <= 0.1
     # a black box gives logits only: the feature-map method refuses it at submit, in one line
     refused = service.http.post(
-        "/v1/jobs", json={"kind": "reskd", "config": config | {"method": "assistant"}}
+        "/v1/jobs",
+        json={"kind": "reskd", "config": config | {"method": "assistant", "res_students": []}},
     )
     assert refused.status_code == 422
     assert "feature maps" in refused.text
