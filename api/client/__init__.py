@@ -40,6 +40,24 @@ def _error_of(response: httpx.Response) -> ServiceError:
     return ServiceError(response.status_code, detail)
 
 
+def _teacher_name(teacher: Any) -> str | None:
+    """The architecture a config's ``teacher`` names, as the checkpoint upload reads it
+    (``resnet20``, ``torchvision:resnet18``, ``timm:NAME``, ``torchscript``, ...); None for a
+    genotype network."""
+    if isinstance(teacher, str):
+        return teacher
+    if not isinstance(teacher, dict):
+        return None
+    for family in ("torchvision", "timm"):
+        if isinstance(teacher.get(family), str):
+            return f"{family}:{teacher[family]}"
+    if isinstance(teacher.get("program"), str):
+        return str(teacher["program"])
+    model, width = teacher.get("model"), teacher.get("width", 1)
+    plain = isinstance(model, str) and model not in ("genotype", "searched") and width == 1
+    return model if plain else None  # a zoo net at another width is checked at submit
+
+
 class Client:
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30):
         self.url = (url or os.environ.get("RESKD_URL") or DEFAULT_URL).rstrip("/")
@@ -73,18 +91,27 @@ class Client:
         for field in ("teacher_checkpoint", "student_checkpoint"):
             checkpoint = config.get(field)
             if isinstance(checkpoint, str) and Path(checkpoint).is_file():
-                config = {**config, field: self.upload_checkpoint(Path(checkpoint))}
+                checked = _teacher_name(config.get("teacher")) if field[0] == "t" else None
+                name = self.upload_checkpoint(
+                    Path(checkpoint), teacher=checked, dataset=config.get("dataset")
+                )
+                config = {**config, field: name}
         return dict(
             self._call("POST", "/v1/jobs", json={"kind": kind, "config": config, "name": name})
         )
 
-    def upload_checkpoint(self, path: Path) -> str:
-        """Upload a state dict (``torch.save``'s file); the name a job's config gives it."""
+    def upload_checkpoint(
+        self, path: Path, *, teacher: str | None = None, dataset: str | None = None
+    ) -> str:
+        """Upload a state dict (``torch.save``'s file, or ``.safetensors``) or a teacher program;
+        the name a job's config gives it. With ``teacher`` (``torchvision:resnet18``,
+        ``resnet20``, ``torchscript``, ...) and ``dataset`` the service checks that it fits."""
+        params = {"name": path.name[-100:], "teacher": teacher, "dataset": dataset}
         with path.open("rb") as f:
             answer = self._call(
                 "POST",
                 "/v1/checkpoints",
-                params={"name": path.name[-100:]},
+                params={k: v for k, v in params.items() if v is not None},
                 content=f,
                 headers={
                     "Content-Type": "application/octet-stream",
