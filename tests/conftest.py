@@ -7,6 +7,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,3 +48,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'reskd.db'}"
     server: str = request.getfixturevalue("postgres_server")
     return postgres.fresh_database(server)
+
+
+@pytest.fixture(scope="session")
+def mine(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A user's own ImageFolder and teachers trained on it (``tests.own.digits_folder.Own``)."""
+    from tests.own.digits_folder import Own
+
+    return Own(tmp_path_factory.mktemp("own"))

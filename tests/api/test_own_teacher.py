@@ -13,37 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-import torchvision
 
 from api.cli.main import main
 from tests.api.service import Service
-from tests.own import digits_folder as own
+from tests.own.digits_folder import ARCH, Own
 
 pytestmark = pytest.mark.slow
-
-ARCH = "resnet18"  # torchvision's smallest ResNet; at 16x16 an epoch of 480 images takes seconds
-
-
-class Own:
-    def __init__(self, root: Path) -> None:
-        torch.set_num_threads(2)
-        self.data = own.write_folder(root / "data", per_class=60)
-        self.mean, self.std = own.mean_std(self.data)
-        net = torchvision.models.get_model(ARCH, num_classes=10)
-        self.tv_accuracy = own.train(net, self.data, self.mean, self.std, epochs=8)
-        self.tv_file = root / f"{ARCH}.pt"
-        torch.save(net.state_dict(), self.tv_file)
-        scripted = own.OwnNet()
-        self.ts_accuracy = own.train(scripted, self.data, self.mean, self.std, epochs=8)
-        self.ts_file = root / "own.ts"
-        torch.jit.save(torch.jit.script(scripted), str(self.ts_file))
-
-
-@pytest.fixture(scope="module")
-def mine(tmp_path_factory: pytest.TempPathFactory) -> Own:
-    return Own(tmp_path_factory.mktemp("own"))
-
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, mine: Own) -> Iterator[Service]:
