@@ -259,6 +259,7 @@ def prepare(
             config=t_cfg,
             desc=f"teacher {source.label}",
             progress=progress,
+            eval_data=split.subset(data.train_eval),
         )
         t_key = digest = result.key
         stages.append(result.summary())
@@ -584,7 +585,7 @@ class ResKD:
             objective=stage.objective,
             method=method,
             teacher=None if stage.cache else p.teacher,
-            base=None if stage.cache else stage.base,
+            base=stage.base,  # D_v accuracy each epoch is that of S_i = S_{i-1} + R_i
             cache=stage.cache,
             peer=peer,
         )
@@ -601,7 +602,7 @@ class ResKD:
         }
         result = p.store.train(
             kind, payload, {"model": net}, task=task, train_data=p.data.train, config=stage_cfg,
-            desc=f"{stage.name} {res.spec.label}", progress=p.progress,
+            desc=f"{stage.name} {res.spec.label}", progress=p.progress, eval_data=p.d_v,
         )  # fmt: skip
         net.eval()
         return net, result

@@ -20,6 +20,7 @@ from tests.own.digits_folder import ARCH, Own
 
 pytestmark = pytest.mark.slow
 
+
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, mine: Own) -> Iterator[Service]:
     root = tmp_path_factory.mktemp("service")
@@ -93,8 +94,8 @@ def test_torchvision_teacher_from_a_plain_loop(service: Service, mine: Own, tmp_
     # (a) the teacher scores as it did outside, on the same test images
     assert abs(100 * by["T"]["accuracy"] - mine.tv_accuracy) <= 0.5
     # (b) every cost is counted at the 16x16 the networks see
-    from distill.models import NetSpec, complexity
     from distill.data import peek_info
+    from distill.models import NetSpec, complexity
 
     info = peek_info("imagefolder", root=mine.data)
     assert info.input_shape == (3, 16, 16)
@@ -102,7 +103,10 @@ def test_torchvision_teacher_from_a_plain_loop(service: Service, mine: Own, tmp_
     assert by["S0"]["mflops"] == pytest.approx(complexity(s0, info).mflops)
     # (c) the export by job id reads the raw PNGs as the report's deployed student scores
     result = service.http.get(f"/v1/jobs/{job['id']}/artifacts/report.json").json()
-    assert abs(predicted_accuracy(tmp_path / "export", mine.data) - 100 * result["deploy"]["accuracy"]) <= 0.1
+    assert (
+        abs(predicted_accuracy(tmp_path / "export", mine.data) - 100 * result["deploy"]["accuracy"])
+        <= 0.1
+    )
     assert result["teacher"]["id"].startswith(f"torchvision:{ARCH}@")
 
 
@@ -116,7 +120,10 @@ def test_torchscript_teacher_of_an_architecture_in_no_zoo(
     by = rows(job)
     assert abs(100 * by["T"]["accuracy"] - mine.ts_accuracy) <= 0.5
     result = service.http.get(f"/v1/jobs/{job['id']}/artifacts/report.json").json()
-    assert abs(predicted_accuracy(tmp_path / "export", mine.data) - 100 * result["deploy"]["accuracy"]) <= 0.1
+    assert (
+        abs(predicted_accuracy(tmp_path / "export", mine.data) - 100 * result["deploy"]["accuracy"])
+        <= 0.1
+    )
     # a black box gives logits only: the feature-map method refuses it at submit, in one line
     refused = service.http.post(
         "/v1/jobs",
@@ -126,9 +133,7 @@ def test_torchscript_teacher_of_an_architecture_in_no_zoo(
     assert "feature maps" in refused.text
 
 
-def test_the_gate_stops_a_teacher_fed_the_wrong_normalisation(
-    service: Service, mine: Own
-) -> None:
+def test_the_gate_stops_a_teacher_fed_the_wrong_normalisation(service: Service, mine: Own) -> None:
     name = upload(service, mine.tv_file, teacher=f"torchvision:{ARCH}").json()["name"]
     config = job_config(mine, {"torchvision": ARCH}, name)
     del config["mean"], config["std"]  # the catalog's ImageNet normalisation, not the teacher's

@@ -38,9 +38,10 @@ def test_job_runs_to_success_with_stages_metrics_pareto_and_artifacts(
     assert job["state"] == "queued" and job["dataset"] == "digits"
     job = service.done(job["id"])
     assert job["state"] == "succeeded", job["error"]
-    assert [s["kind"] for s in job["stages"]] == ["teacher", "student", "residual"]
+    assert [s["kind"] for s in job["stages"]] == ["teacher", "gate", "student", "residual"]
+    assert "T resnet8x0.25 on D_v: " in job["stages"][1]["name"]  # the teacher gate's figure
     assert [m["model"] for m in job["metrics"]] == ["T", "S0", "S1", "S1 adaptive"]
-    assert job["progress"]["stages_done"] == 3
+    assert job["progress"]["stages_done"] == 4
     # every epoch of every trained stage is stored: the curves are drawn from it
     metrics = service.http.get(f"/v1/jobs/{job['id']}/metrics").json()
     assert [s["kind"] for s in metrics["stages"]] == ["teacher", "student", "residual"]
@@ -49,6 +50,7 @@ def test_job_runs_to_success_with_stages_metrics_pareto_and_artifacts(
         first = stage["epochs"][0]
         assert first["loss"] > 0 and 0 <= first["train_accuracy"] <= 1 and first["lr"] > 0
         assert first["seconds"] > 0 and first["expected_mflops"] is None
+        assert 0 <= first["eval_accuracy"] <= 1  # on D_v: the validation curve
     assert service.http.get("/v1/jobs/999999/metrics").status_code == 404
     before = service.http.get("/v1/pareto", params={"dataset": "digits"})
     assert before.headers["cache-control"] == "no-cache" and before.json()["considered"] == 3
@@ -59,6 +61,7 @@ def test_job_runs_to_success_with_stages_metrics_pareto_and_artifacts(
     )
     assert [(s["kind"], s["reused"]) for s in second["stages"]] == [
         ("teacher", True),
+        ("gate", True),
         ("student", True),
         ("residual", False),
     ]

@@ -27,7 +27,7 @@ def write_folder(root: Path, *, per_class: int | None = None) -> Path:
         rng.shuffle(index)
         if per_class is not None:
             index = index[:per_class]
-        cut = int(round(0.8 * len(index)))
+        cut = round(0.8 * len(index))
         for split, chosen in (("train", index[:cut]), ("test", index[cut:])):
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)

@@ -137,10 +137,16 @@ def test_a_given_s0_is_checked_before_anything_runs(tmp_path, change: dict, mess
 
 
 def test_the_dry_run_prices_a_given_s0_as_loaded(tmp_path) -> None:
+    import torch
+
+    from search.config import spec_of
     from search.dryrun import dry_run
 
-    for name in ("t.pt", "s0.pt"):
-        (tmp_path / name).write_bytes(b"")  # the dry run reads no weights
+    plain = RunConfig.from_dict(BASE)
+    info = plain.data_info()
+    for name, net in (("t.pt", plain.teacher), ("s0.pt", plain.student)):
+        # checked against their networks when the config is; the dry run reads no weights
+        torch.save(spec_of(net, info).build().state_dict(), tmp_path / name)
     config = RunConfig.from_dict(
         {**BASE, "teacher_checkpoint": str(tmp_path / "t.pt"),
          "student_checkpoint": str(tmp_path / "s0.pt"), "device": "cpu",
