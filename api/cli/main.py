@@ -518,6 +518,11 @@ def _print_job(job: dict[str, Any], base_url: str = "") -> None:
     print(f"job {job['id']} ({job['kind']}, {job['dataset']}): {job['state']}")
     if job.get("error"):
         print(f"error: {job['error']}")
+    teacher = job.get("teacher") or {}
+    if teacher.get("val_accuracy") is not None:
+        print(f"teacher {teacher['id']}: {100 * teacher['val_accuracy']:.2f}% on D_v")
+    for warning in job.get("warnings") or []:
+        print(f"warning: {warning}")
     p = job["progress"]
     if job["state"] == "running" and p.get("stage"):
         print(", ".join(x for x in (f"stage {phase_name(p)}", status_text(p)) if x))

@@ -231,6 +231,8 @@ def get_job(s: Session, job_id: int) -> schemas.JobPublic:
         stages=stages,
         metrics=list((job.result or {}).get("rows", [])),
         searches=_searches(job),
+        teacher=(job.result or {}).get("teacher"),
+        warnings=list((job.result or {}).get("warnings") or []),
         artifacts=[
             schemas.ArtifactPublic(
                 id=a.id,

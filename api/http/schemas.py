@@ -148,6 +148,16 @@ class JobPublic(JobSummary):
     searches: list[SearchPublic] = Field(
         default_factory=list, description="the networks the job searched, once it succeeded"
     )
+    teacher: dict[str, Any] | None = Field(
+        None,
+        description="the teacher's identity (arch, kind, checkpoint digest, id) and its D_v "
+        "accuracy, measured by the teacher gate before anything trained",
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what to know of the outcome: a weak teacher allowed to run, a res-student "
+        "that lowered D_v accuracy, a budget repair that changed the search's operations",
+    )
     artifacts: list[ArtifactPublic]
 
 

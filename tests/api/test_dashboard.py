@@ -117,11 +117,15 @@ def test_a_job_appears_changes_state_live_and_shows_curves_report_and_cells(
     painted(page, "job")
     assert page.locator("#timeline .bar").count() == len(service.job(job["id"])["stages"])
     assert page.locator("#report tbody tr").all_inner_texts()[0].startswith("T\t")
+    gate = page.inner_text("#teacher-gate")  # the teacher gate's D_v accuracy, before the report
+    assert gate.startswith("Teacher resnet8x0.25@") and gate.endswith("% on D_v")
     curves = page.evaluate(
         "['loss', 'acc'].map(id => Chart.getChart(id).data.datasets.map(d => d.data.length))"
     )
     assert curves[0] == [2, 2, 2]  # one loss point per epoch of each of the 3 stages
     assert curves[1][:1] == [2]
+    labels = page.evaluate("Chart.getChart('acc').data.datasets.map(d => d.label)")
+    assert any(label.endswith("D_v") for label in labels)  # validation curves, per stage
     browser.shot(page, "job", full=True)
     assert not page.outside
 

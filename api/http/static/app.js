@@ -247,7 +247,9 @@ async function jobPage(id) {
     document.getElementById("job-head").innerHTML = `<p>${badge(job.state)} ${esc(job.kind)} on
       <b>${esc(job.dataset)}</b>${job.name ? ` · ${esc(job.name)}` : ""} · attempts ${job.attempts}
       ${TERMINAL.has(job.state) ? "" : `<button id="cancel">Cancel</button>`}</p>
-      ${job.error ? `<p class="error">${esc(job.error)}</p>` : ""}`;
+      ${job.error ? `<p class="error">${esc(job.error)}</p>` : ""}
+      ${job.teacher && job.teacher.val_accuracy != null ? `<p id="teacher-gate">Teacher <code>${esc(job.teacher.id)}</code>: <b>${(100 * job.teacher.val_accuracy).toFixed(2)}%</b> on D_v</p>` : ""}
+      ${(job.warnings || []).length ? `<ul class="warnings" id="warnings">${job.warnings.map((w) => `<li class="warning">${esc(w)}</li>`).join("")}</ul>` : ""}`;
     const cancel = document.getElementById("cancel");
     if (cancel) cancel.onclick = () => json(`/v1/jobs/${id}/cancel`, { method: "POST" }).then(render);
     document.getElementById("timeline").innerHTML = timeline(job);
