@@ -47,7 +47,9 @@ class TeacherKind:
     names: Callable[[], list[str]] | None = None  # the architectures it knows
 
 
-def _torchvision_names() -> list[str]:
+@cache
+def torchvision_names() -> list[str]:
+    """torchvision's classification models by name."""
     from torchvision import models
 
     return sorted(models.list_models(module=models))
@@ -56,7 +58,7 @@ def _torchvision_names() -> list[str]:
 def _torchvision(arch: str, num_classes: int) -> nn.Module:
     from torchvision import models
 
-    known = _torchvision_names()
+    known = torchvision_names()
     if arch not in known:
         raise ConfigError.at(
             ("teacher", "torchvision"),
@@ -93,7 +95,7 @@ TEACHER_KINDS: dict[str, TeacherKind] = {
     "zoo": TeacherKind("zoo", "a network of the zoo or a given genotype's", True, None),
     "torchvision": TeacherKind(
         "torchvision", "a torchvision classification model by name", False, _torchvision,
-        _torchvision_names,
+        torchvision_names,
     ),
     "timm": TeacherKind("timm", "a timm model by name (extra timm)", False, _timm, _timm_names),
     "torchscript": TeacherKind("torchscript", "a TorchScript file (black box)", False, None),
@@ -235,8 +237,8 @@ class BlackBox(nn.Module):
             p.requires_grad_(False)
 
     def train(self, mode: bool = True) -> BlackBox:
-        del mode  # frozen
-        super().train(False)
+        del mode  # frozen: always in evaluation mode
+        self.training = False
         with suppress(NotImplementedError, RuntimeError):  # exported programs refuse mode changes
             self.program.eval()
         return self
@@ -257,8 +259,18 @@ class BlackBox(nn.Module):
 @cache
 def _program_classes(path: str, mtime: float, kind: str, shape: tuple[int, ...]) -> int:
     del mtime  # part of the cache key
+    program = load_program(path, kind)
     with torch.no_grad():
-        return int(load_program(path, kind)(torch.zeros(2, *shape)).shape[1])
+        classes = int(program(torch.zeros(2, *shape)).shape[1])
+        try:
+            program(torch.zeros(3, *shape))
+        except Exception:
+            raise CheckpointError(
+                f"the {kind} program must take any batch size (it fails on 3 samples where 2 "
+                "pass; torch.export.export(..., dynamic_shapes=...) with a torch.export.Dim for "
+                "the batch)"
+            ) from None
+    return classes
 
 
 def program_classes(path: str | Path, kind: str, input_shape: tuple[int, ...]) -> int:

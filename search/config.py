@@ -29,6 +29,7 @@ from distill.teachers import (
     program_classes,
     read_state_dict,
     teacher_kind,
+    torchvision_names,
 )
 from distill.train import (
     PAPER_PRESETS,
@@ -43,7 +44,7 @@ from search.run import shape_for
 from search.spec import SearchSpec
 from space.catalog import TORCHVISION_ARCHS
 from space.genotypes import Genotype
-from space.zoo import MODELS
+from space.zoo import MODELS, torchvision_keys
 
 SEARCHED: Final = "searched"  # the ``model`` of a network found by a search
 
@@ -115,6 +116,17 @@ class TorchvisionNet(ConfigModel):
     searched: ClassVar[bool] = False
     kind: ClassVar[str] = "torchvision"
 
+    @field_validator("torchvision")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        known = torchvision_names()
+        if value not in known:
+            raise ValueError(
+                f"unknown torchvision classification model {value!r}; e.g. "
+                f"{', '.join(known[:6])}, ... (torchvision.models.list_models())"
+            )
+        return value
+
     @property
     def arch(self) -> str:
         return self.torchvision
@@ -128,6 +140,17 @@ class TimmNet(ConfigModel):
 
     searched: ClassVar[bool] = False
     kind: ClassVar[str] = "timm"
+
+    @field_validator("timm")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        try:
+            import timm
+        except ImportError:
+            raise ValueError("needs the optional extra timm: pip install 'reskd[timm]'") from None
+        if not timm.is_model(value):
+            raise ValueError(f"unknown timm model {value!r} (timm.list_models() lists them)")
+        return value
 
     @property
     def arch(self) -> str:
@@ -562,23 +585,20 @@ def _check_fit(net_json: str, info: DatasetInfo, path: str, mtime: float) -> Non
     assert spec is not None
     built = spec.build()
     state = read_state_dict(path)
+    hint = ""
+    if isinstance(net, ZooNet) and "layer1.0.conv1.weight" in state:  # loaded renamed
+        state = torchvision_keys(state)
+        if net.model in TORCHVISION_ARCHS:
+            hint = f" (a torchvision file: use teacher: {{torchvision: {net.model}}})"
     classes = classifier_classes(built, state)
     if classes is not None and classes != info.num_classes:
         raise CheckpointError(
             f"its classifier has {classes} classes; {info.name} has {info.num_classes} "
-            f"({spec.label} with num_classes={info.num_classes} is expected)"
+            f"({spec.label} with num_classes={info.num_classes} is expected){hint}"
         )
     problems = fit_problems(built, state)
-    if problems is None:
-        return
-    hint = ""
-    if (
-        isinstance(net, ZooNet)
-        and net.model in TORCHVISION_ARCHS
-        and "layer1.0.conv1.weight" in state
-    ):
-        hint = f" (a torchvision file: use teacher: {{torchvision: {net.model}}})"
-    raise CheckpointError(f"does not fit {spec.label}: {problems}{hint}")
+    if problems is not None:
+        raise CheckpointError(f"does not fit {spec.label}: {problems}{hint}")
 
 
 def spec_of(net: ZooNet | GenotypeNet, info: Any) -> NetSpec:
