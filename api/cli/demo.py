@@ -139,14 +139,19 @@ def run_demo(
                 + (f"; reused: {', '.join(reused)}" if reused else "")
             )
             print(metrics_table(job["metrics"], SUMMARY_COLUMNS))
-        front = client.pareto(dataset="digits", teacher="resnet20")
-        print(f"\nPareto front, accuracy against MFLOPs ({front['considered']} architectures):")
+        teacher_id = next(iter(finished.values()))["teacher"]["id"]  # arch@checkpoint digest
+        front = client.pareto(dataset="digits", teacher=teacher_id)
+        print(
+            f"\nPareto front of teacher {teacher_id}, D_v accuracy against MFLOPs "
+            f"({front['considered']} architectures):"
+        )
         rows = [
             {
                 "job": a["job_id"],
                 "network": a["stage"],
                 "arch": a["arch"],
-                "acc %": 100 * a["accuracy"],
+                "D_v acc %": 100 * a["val_accuracy"],
+                "test acc %": 100 * a["accuracy"],
                 "MFLOPs": a["mflops"],
             }
             for a in front["front"]
@@ -221,7 +226,8 @@ def _sweep(
             "trial": t["number"],
             "budget (MFLOPs)": round(t["params"]["budget_mflops"], 3),
             "t": round(t["params"]["t"], 2),
-            "acc %": None if t["accuracy"] is None else 100 * t["accuracy"],
+            "D_v acc %": None if t.get("val_accuracy") is None else 100 * t["val_accuracy"],
+            "test acc %": None if t["accuracy"] is None else 100 * t["accuracy"],
             "MFLOPs": None if t["cost"] is None else round(t["cost"], 4),
             "pareto": "*" if t["number"] in on_front else "",
         }
