@@ -150,3 +150,25 @@ def test_an_image_folder_keeps_its_size_and_names_its_classes(tmp_path: Path) ->
     assert data.test[0][0].shape == (3, 16, 16) and data.info.class_names == tuple(sorted(NAMES))
     resized = load_dataset("imagefolder", root=root, augment=True, image_size=24)
     assert resized.train[0][0].shape == (3, 24, 24) and resized.test[0][0].shape == (3, 24, 24)
+
+
+def test_the_gate_stops_a_given_teacher_near_chance_and_warns_when_allowed(tmp_path: Path) -> None:
+    from distill.models import NetSpec
+    from search.pipeline import run
+
+    torch.manual_seed(0)
+    untrained = NetSpec("resnet8", 0.25, 10, 1, 8).build()  # near chance: 10 classes
+    torch.save(untrained.state_dict(), tmp_path / "t.pt")
+    raw = BASE | {"teacher": {"model": "resnet8", "width": 0.25},
+                  "teacher_checkpoint": str(tmp_path / "t.pt"), "max_stages": 0,
+                  "res_students": [], "val_size": 100, "preset": "cpu-tiny"}  # fmt: skip
+    with pytest.raises(
+        ConfigError, match=r"teacher_checkpoint: the teacher scores .*% on D_v, under 2x chance"
+    ):
+        run(RunConfig.from_dict(raw), out_dir=tmp_path / "a", progress=False, log=lambda _: None)
+    report = run(
+        RunConfig.from_dict(raw | {"allow_weak_teacher": True, "train": {"epochs": 1}}),
+        out_dir=tmp_path / "b", progress=False, log=lambda _: None,
+    )  # fmt: skip
+    assert any("under 2x chance" in w for w in report.warnings)
+    assert report.to_dict()["teacher"]["val_accuracy"] < 0.2
