@@ -53,7 +53,13 @@ def test_demo_runs_the_service_end_to_end(tmp_path: Path) -> None:
     jobs = result["jobs"]
     assert {j["state"] for j in jobs.values()} == {"succeeded"}
     searched, handcrafted = jobs["searched R1"], jobs["handcrafted R1"]
-    assert [s["kind"] for s in searched["stages"]] == ["teacher", "gate", "student", "search", "finetune"]
+    assert [s["kind"] for s in searched["stages"]] == [
+        "teacher",
+        "gate",
+        "student",
+        "search",
+        "finetune",
+    ]
     assert [s["reused"] for s in handcrafted["stages"]][:3] == [True, True, True]  # T, gate, S0
     rows = {m["model"]: m for m in searched["metrics"]}
     assert rows["S1"]["mflops"] - rows["S0"]["mflops"] <= 0.2  # the budget held

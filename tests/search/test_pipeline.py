@@ -292,7 +292,9 @@ def test_an_empty_dataset_fails_before_training(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def test_class_count_of_a_folder_dataset_is_checked_against_its_class_folders(tmp_path: Path) -> None:
+def test_class_count_of_a_folder_dataset_is_checked_against_its_class_folders(
+    tmp_path: Path,
+) -> None:
     _image_tree(tmp_path / "data", ["a", "b", "c"], per_class=1)
     raw = {
         **TINY,
