@@ -322,7 +322,7 @@ def test_pipeline_searches_then_finetunes_r1_and_reuses_stored_stages(tmp_path: 
     config = _config()
     result = run(config, out_dir=tmp_path, progress=False, log=lambda _: None)
     kinds = [s["kind"] for s in result.stages]
-    assert kinds == ["teacher", "student", "search", "finetune"]
+    assert kinds == ["teacher", "gate", "student", "search", "finetune"]
     found = result.searches[0]
     assert found["mflops"] <= 0.1
     rows = {r.model: r for r in result.rows}
