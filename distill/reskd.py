@@ -53,14 +53,13 @@ from distill.stages import StageResult, StageStore, stage_key, write_atomic
 from distill.teachers import (
     BlackBox,
     CheckpointError,
+    check_program,
     file_digest,
-    fit_problems,
+    fitted,
     load_program,
-    program_classes,
     read_state_dict,
 )
 from distill.train import Supervised, TrainConfig, accuracy, predict_logits, resolve_device
-from space.zoo import Backbone, torchvision_keys
 
 Baseline = Literal["ensemble", "together", "feature_kd"]
 BASELINES: dict[str, tuple[Baseline, ...]] = {
@@ -303,12 +302,8 @@ def _load_teacher(source: TeacherSource, path: str, info: DatasetInfo) -> nn.Mod
     against the data's classes; a misfit is the config's error at ``teacher_checkpoint``."""
     try:
         if source.spec is None:
-            got = program_classes(path, source.kind, info.input_shape)
-            if got != info.num_classes:
-                raise CheckpointError(
-                    f"the {source.kind} program gives {got} classes; {info.name} has "
-                    f"{info.num_classes}"
-                )
+            check_program(path, source.kind, input_shape=info.input_shape,
+                          num_classes=info.num_classes, dataset=info.name)  # fmt: skip
             return load_program(path, source.kind)
         net = source.spec.build()
         load_checkpoint(net, path, "teacher_checkpoint", source.label)
@@ -462,14 +457,9 @@ def load_checkpoint(net: nn.Module, path: str, field_name: str, label: str) -> N
     ``.safetensors``; plain, or under ``state_dict`` or ``model``, as a stage's ``weights.pt``).
     A file that does not fit ``net`` is the config's error, named by ``field_name``, in one line."""
     try:
-        state = read_state_dict(path)
+        state = fitted(net, read_state_dict(path), label=label)
     except CheckpointError as exc:
         raise ConfigError.at((field_name,), str(exc)) from None
-    if isinstance(net, Backbone) and "layer1.0.conv1.weight" in state:  # a torchvision ResNet's
-        state = torchvision_keys(state)
-    problems = fit_problems(net, state)
-    if problems is not None:
-        raise ConfigError.at((field_name,), f"does not fit {label}: {problems}")
     net.load_state_dict(state)
 
 

@@ -37,14 +37,15 @@ class CheckpointError(ValueError):
 @dataclass(frozen=True)
 class TeacherKind:
     """One kind of teacher. ``build(arch, num_classes)`` makes the untrained network of an
-    architecture family (None for programs, which are files); ``features``: it exposes
-    ``forward_stages`` (feature-level methods can use it)."""
+    architecture family (None for programs, which are files) after ``check(arch)`` (a ValueError
+    naming the known ones); ``features``: it exposes ``forward_stages`` (feature-level methods can
+    use it)."""
 
     name: str
     description: str
     features: bool
-    build: Callable[[str, int], nn.Module] | None
-    names: Callable[[], list[str]] | None = None  # the architectures it knows
+    build: Callable[[str, int], nn.Module] | None = None
+    check: Callable[[str], None] | None = None
 
 
 @cache
@@ -55,16 +56,18 @@ def torchvision_names() -> list[str]:
     return sorted(models.list_models(module=models))
 
 
+def _check_torchvision(arch: str) -> None:
+    known = torchvision_names()
+    if arch not in known:
+        raise ValueError(
+            f"unknown torchvision classification model {arch!r}; e.g. {', '.join(known[:6])}, "
+            f"... ({len(known)} in all: torchvision.models.list_models())"
+        )
+
+
 def _torchvision(arch: str, num_classes: int) -> nn.Module:
     from torchvision import models
 
-    known = torchvision_names()
-    if arch not in known:
-        raise ConfigError.at(
-            ("teacher", "torchvision"),
-            f"unknown torchvision classification model {arch!r}; e.g. {', '.join(known[:8])}, "
-            f"... ({len(known)} in all: torchvision.models.list_models(module=torchvision.models))",
-        )
     return models.get_model(arch, weights=None, num_classes=num_classes)
 
 
@@ -72,35 +75,29 @@ def _timm_module() -> Any:
     try:
         import timm
     except ImportError:
-        raise ConfigError.at(
-            ("teacher", "timm"), "needs the optional extra timm: pip install 'reskd[timm]'"
-        ) from None
+        raise ValueError("needs the optional extra timm: pip install 'reskd[timm]'") from None
     return timm
 
 
-def _timm_names() -> list[str]:
-    return list(_timm_module().list_models())
+def _check_timm(arch: str) -> None:
+    if not _timm_module().is_model(arch):
+        raise ValueError(f"unknown timm model {arch!r} (timm.list_models() lists them)")
 
 
 def _timm(arch: str, num_classes: int) -> nn.Module:
-    timm = _timm_module()
-    if not timm.is_model(arch):
-        raise ConfigError.at(
-            ("teacher", "timm"), f"unknown timm model {arch!r} (timm.list_models() lists them)"
-        )
-    return timm.create_model(arch, pretrained=False, num_classes=num_classes)
+    return _timm_module().create_model(arch, pretrained=False, num_classes=num_classes)
 
 
 TEACHER_KINDS: dict[str, TeacherKind] = {
-    "zoo": TeacherKind("zoo", "a network of the zoo or a given genotype's", True, None),
+    "zoo": TeacherKind("zoo", "a network of the zoo or a given genotype's", True),
     "torchvision": TeacherKind(
         "torchvision", "a torchvision classification model by name", False, _torchvision,
-        torchvision_names,
+        _check_torchvision,
     ),
-    "timm": TeacherKind("timm", "a timm model by name (extra timm)", False, _timm, _timm_names),
-    "torchscript": TeacherKind("torchscript", "a TorchScript file (black box)", False, None),
+    "timm": TeacherKind("timm", "a timm model by name (extra timm)", False, _timm, _check_timm),
+    "torchscript": TeacherKind("torchscript", "a TorchScript file (black box)", False),
     "exported-program": TeacherKind(
-        "exported-program", "a torch.export program file, .pt2 (black box)", False, None
+        "exported-program", "a torch.export program file, .pt2 (black box)", False
     ),
 }  # fmt: skip
 PROGRAMS = ("torchscript", "exported-program")
@@ -115,11 +112,25 @@ def teacher_kind(name: str) -> TeacherKind:
 
 
 def external(family: str, arch: str, num_classes: int) -> nn.Module:
-    """An untrained torchvision or timm network (``NetSpec`` of model ``family:arch``)."""
-    build = teacher_kind(family).build
-    if build is None:
+    """An untrained torchvision or timm network (``NetSpec`` of model ``family:arch``); an
+    unknown name is a ValueError listing where the known ones are."""
+    kind = teacher_kind(family)
+    if kind.build is None or kind.check is None:
         raise ConfigError.at(("teacher",), f"{family} networks are files, not built by name")
-    return build(arch, num_classes)
+    kind.check(arch)
+    return kind.build(arch, num_classes)
+
+
+def known_arch(family: str) -> Callable[[str], str]:
+    """A pydantic validator: an architecture name ``family`` knows, else a ValueError."""
+
+    def check(arch: str) -> str:
+        kind = teacher_kind(family)
+        if kind.check is not None:
+            kind.check(arch)
+        return arch
+
+    return check
 
 
 # ------------------------------------------------------------------------------------------------
@@ -206,6 +217,53 @@ def classifier_classes(net: nn.Module, state: Mapping[str, Tensor]) -> int | Non
             last = name
     weight = state.get(f"{last}.weight") if last is not None else None
     return int(weight.shape[0]) if weight is not None and weight.dim() == 2 else None
+
+
+def fitted(
+    net: nn.Module,
+    state: Mapping[str, Tensor],
+    *,
+    label: str,
+    num_classes: int | None = None,
+    dataset: str = "the dataset",
+) -> dict[str, Tensor]:
+    """``state`` as ``net`` loads it (a torchvision ResNet's keys renamed for a zoo ResNet), or a
+    :class:`CheckpointError` in one line: the classifier's classes against ``num_classes``, then
+    keys and shapes."""
+    from space.catalog import TORCHVISION_ARCHS
+    from space.zoo import Backbone, torchvision_keys
+
+    hint = ""
+    if isinstance(net, Backbone) and "layer1.0.conv1.weight" in state:  # torchvision's names
+        state = torchvision_keys(state)
+        if label in TORCHVISION_ARCHS:
+            hint = f" (a torchvision file: use teacher: {{torchvision: {label}}})"
+    classes = classifier_classes(net, state)
+    if num_classes is not None and classes is not None and classes != num_classes:
+        raise CheckpointError(
+            f"its classifier has {classes} classes; {dataset} has {num_classes}{hint}"
+        )
+    problems = fit_problems(net, state)
+    if problems is not None:
+        raise CheckpointError(f"does not fit {label}: {problems}{hint}")
+    return dict(state)
+
+
+def check_program(
+    path: str | Path,
+    kind: str,
+    *,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    dataset: str = "the dataset",
+) -> None:
+    """A :class:`CheckpointError` unless the program at ``path`` takes any batch of
+    ``input_shape`` inputs and gives ``num_classes`` logits."""
+    got = program_classes(path, kind, input_shape)
+    if got != num_classes:
+        raise CheckpointError(
+            f"the {kind} program gives {got} classes; {dataset} has {num_classes}"
+        )
 
 
 def load_program(path: str | Path, kind: str) -> nn.Module:
@@ -313,38 +371,26 @@ def check_teacher_file(
     from distill.models import NetSpec
 
     kind, arch = parse_teacher(teacher)
-    if kind in PROGRAMS and num_classes is None:  # the input it takes is known with the data
-        load_program(path, kind)
-        return f"a {kind} program"
     if kind in PROGRAMS:
-        got = program_classes(path, kind, input_shape)
-        if num_classes is not None and got != num_classes:
-            raise CheckpointError(
-                f"the {kind} program gives {got} classes; the dataset has {num_classes}"
-            )
-        return f"a {kind} program giving {got} classes"
+        if num_classes is None:  # the input it takes is known with the data
+            load_program(path, kind)
+            return f"a {kind} program"
+        check_program(path, kind, input_shape=input_shape, num_classes=num_classes)
+        return f"a {kind} program giving {num_classes} classes"
     state = read_state_dict(path)
     model = arch if kind == "zoo" else f"{kind}:{arch}"
     assert model is not None
-    try:
-        probe = NetSpec(model, num_classes=num_classes or 1000, in_chans=input_shape[0],
-                        input_size=input_shape[-1])  # fmt: skip
-        net = probe.build()
-    except (ValueError, ConfigError) as exc:
-        raise CheckpointError(f"teacher: {str(exc).split(': ', 1)[-1]}") from None
-    classes = classifier_classes(net, state)
-    if num_classes is not None and classes is not None and classes != num_classes:
-        raise CheckpointError(
-            f"its classifier has {classes} classes; the dataset has {num_classes}"
-        )
-    if num_classes is None and classes is not None and classes != 1000:
-        net = NetSpec(model, num_classes=classes, in_chans=input_shape[0],
-                      input_size=input_shape[-1]).build()  # fmt: skip
-    if kind == "zoo" and "layer1.0.conv1.weight" in state and hasattr(net, "stages"):
-        from space.zoo import torchvision_keys
 
-        state = torchvision_keys(state)
-    problems = fit_problems(net, state)
-    if problems is not None:
-        raise CheckpointError(f"does not fit {probe.label}: {problems}")
-    return f"a state dict that fits {probe.label} ({classes} classes)"
+    def build(classes: int) -> nn.Module:
+        spec = NetSpec(model, num_classes=classes, in_chans=input_shape[0],
+                       input_size=input_shape[-1])  # fmt: skip
+        return spec.build()
+
+    try:
+        net = build(num_classes or 1000)
+        if num_classes is None:  # the file's own class count, when it has a classifier
+            net = build(classifier_classes(net, state) or 1000)
+    except ValueError as exc:  # an unknown name (ConfigError is a ValueError)
+        raise CheckpointError(f"teacher: {str(exc).removeprefix('model: ')}") from None
+    fitted(net, state, label=model, num_classes=num_classes)
+    return f"a state dict that fits {model} ({classifier_classes(net, state)} classes)"

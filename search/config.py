@@ -14,7 +14,15 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from pydantic import BeforeValidator, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from distill.catalog import FOLDER_DATASETS, DatasetInfo
 from distill.config import ConfigError, ConfigModel, Flag, Loc, PathText, parse, require
@@ -24,12 +32,11 @@ from distill.residual import MethodConfig
 from distill.reskd import BASELINES, Baseline
 from distill.teachers import (
     CheckpointError,
-    classifier_classes,
-    fit_problems,
-    program_classes,
+    check_program,
+    fitted,
+    known_arch,
     read_state_dict,
     teacher_kind,
-    torchvision_names,
 )
 from distill.train import (
     PAPER_PRESETS,
@@ -42,9 +49,8 @@ from distill.train import (
 from search.budget import BudgetError, check_budget
 from search.run import shape_for
 from search.spec import SearchSpec
-from space.catalog import TORCHVISION_ARCHS
 from space.genotypes import Genotype
-from space.zoo import MODELS, torchvision_keys
+from space.zoo import MODELS
 
 SEARCHED: Final = "searched"  # the ``model`` of a network found by a search
 
@@ -106,55 +112,36 @@ class SearchedNet(ConfigModel):
     num_classes: ClassVar[None] = None
 
 
-class TorchvisionNet(ConfigModel):
+class LibraryNet(ConfigModel):
+    """A network of a model library by name (its field is the library's name)."""
+
+    num_classes: int | None = Field(None, ge=1, description="if given, must match the dataset")
+
+    searched: ClassVar[bool] = False
+    kind: ClassVar[str]
+
+    @property
+    def arch(self) -> str:
+        return str(getattr(self, self.kind))
+
+
+class TorchvisionNet(LibraryNet):
     """A torchvision classification model by name (``torchvision.models.list_models``); with
     ``teacher_checkpoint``, its local weights (torchvision's own files load as they are)."""
 
-    torchvision: str = Field(description="e.g. resnet18, mobilenet_v3_small, efficientnet_b0")
-    num_classes: int | None = Field(None, ge=1, description="if given, must match the dataset")
-
-    searched: ClassVar[bool] = False
+    torchvision: Annotated[str, AfterValidator(known_arch("torchvision"))] = Field(
+        description="e.g. resnet18, mobilenet_v3_small, efficientnet_b0"
+    )
     kind: ClassVar[str] = "torchvision"
 
-    @field_validator("torchvision")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        known = torchvision_names()
-        if value not in known:
-            raise ValueError(
-                f"unknown torchvision classification model {value!r}; e.g. "
-                f"{', '.join(known[:6])}, ... (torchvision.models.list_models())"
-            )
-        return value
 
-    @property
-    def arch(self) -> str:
-        return self.torchvision
-
-
-class TimmNet(ConfigModel):
+class TimmNet(LibraryNet):
     """A timm model by name (the optional extra ``timm``) with a local checkpoint."""
 
-    timm: str = Field(description="a name timm.list_models() gives, e.g. resnet18")
-    num_classes: int | None = Field(None, ge=1, description="if given, must match the dataset")
-
-    searched: ClassVar[bool] = False
+    timm: Annotated[str, AfterValidator(known_arch("timm"))] = Field(
+        description="a name timm.list_models() gives, e.g. resnet18"
+    )
     kind: ClassVar[str] = "timm"
-
-    @field_validator("timm")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        try:
-            import timm
-        except ImportError:
-            raise ValueError("needs the optional extra timm: pip install 'reskd[timm]'") from None
-        if not timm.is_model(value):
-            raise ValueError(f"unknown timm model {value!r} (timm.list_models() lists them)")
-        return value
-
-    @property
-    def arch(self) -> str:
-        return self.timm
 
 
 class ProgramNet(ConfigModel):
@@ -575,30 +562,13 @@ def _check_fit(net_json: str, info: DatasetInfo, path: str, mtime: float) -> Non
                             "student": "resnet8"}).teacher  # fmt: skip
     assert not isinstance(net, SearchedNet)
     if isinstance(net, ProgramNet):
-        got = program_classes(path, net.program, info.input_shape)
-        if got != info.num_classes:
-            raise CheckpointError(
-                f"the {net.program} program gives {got} classes; {info.name} has {info.num_classes}"
-            )
+        check_program(path, net.program, input_shape=info.input_shape,
+                      num_classes=info.num_classes, dataset=info.name)  # fmt: skip
         return
     spec = teacher_spec(net, info)
     assert spec is not None
-    built = spec.build()
-    state = read_state_dict(path)
-    hint = ""
-    if isinstance(net, ZooNet) and "layer1.0.conv1.weight" in state:  # loaded renamed
-        state = torchvision_keys(state)
-        if net.model in TORCHVISION_ARCHS:
-            hint = f" (a torchvision file: use teacher: {{torchvision: {net.model}}})"
-    classes = classifier_classes(built, state)
-    if classes is not None and classes != info.num_classes:
-        raise CheckpointError(
-            f"its classifier has {classes} classes; {info.name} has {info.num_classes} "
-            f"({spec.label} with num_classes={info.num_classes} is expected){hint}"
-        )
-    problems = fit_problems(built, state)
-    if problems is not None:
-        raise CheckpointError(f"does not fit {spec.label}: {problems}{hint}")
+    fitted(spec.build(), read_state_dict(path), label=spec.label, num_classes=info.num_classes,
+           dataset=info.name)  # fmt: skip
 
 
 def spec_of(net: ZooNet | GenotypeNet, info: Any) -> NetSpec:
