@@ -214,14 +214,14 @@ class SweepView(_View):
         states = sweep["trial_states"]
         ended = sum(states.get(k, 0) for k in TERMINAL)
         best = max(
-            (t["accuracy"] for t in sweep["trial_list"] if t.get("accuracy") is not None),
+            (t["val_accuracy"] for t in sweep["trial_list"] if t.get("val_accuracy") is not None),
             default=None,
         )
         facts = {
             "running": states.get("running", 0),
             "queued": states.get("queued", 0),
             "failed": states.get("failed", 0),
-            "best acc": "-" if best is None else f"{100 * best:.2f}%",
+            "best D_v acc": "-" if best is None else f"{100 * best:.2f}%",
         }
         if self.interactive:
             from tqdm import tqdm

@@ -105,7 +105,9 @@ def test_off_a_terminal_a_sweep_prints_a_line_when_it_changes_not_per_poll() -> 
             "trials": trials,
             "trial_states": {"succeeded": ended, "running": running,
                              "queued": trials - ended - running},
-            "trial_list": [{"accuracy": 0.9 + i / 100} for i in range(ended)],
+            # the line follows D_v; test accuracy (here a worse and unordered one) is never chosen on
+            "trial_list": [{"val_accuracy": 0.9 + i / 100, "accuracy": 0.99 - i / 100}
+                           for i in range(ended)],
         }  # fmt: skip
         view.update(sweep)
         if sweep["state"] != "running":
@@ -117,7 +119,7 @@ def test_off_a_terminal_a_sweep_prints_a_line_when_it_changes_not_per_poll() -> 
     assert len(lines) <= clock.t / 60 + trials + 2, len(lines)
     assert lines[-1] == "sweep 3 succeeded"
     assert lines[-2] == (
-        "sweep 3: 8/8 trials ended, running 0, queued 0, failed 0, best acc 97.00%"
+        "sweep 3: 8/8 trials ended, running 0, queued 0, failed 0, best D_v acc 97.00%"
     )
 
 
