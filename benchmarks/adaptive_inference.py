@@ -1,7 +1,8 @@
 """Wall-clock time of sample-adaptive inference (Algorithm 2) against the full S_n, next to the
 MFLOPs ratio, in one run on the CPU.
 
-    python benchmarks/adaptive_inference.py [--combined runs/.../combined_student.pt]
+    python -m benchmarks.adaptive_inference [--combined runs/.../combined_student.pt]
+        [--record FILE]
 
 Without ``--combined`` it first trains a small ResKD student on the real MNIST 5k (S0 ResNet-8,
 R1 ResNet-14; stored results are reused on later runs). Both paths see the same pre-loaded test
@@ -14,19 +15,20 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
+from benchmarks.common import add_record_option, announce, run_quietly, write_record
 from distill.combined import CombinedStudent
 from distill.data import load_dataset
 from distill.train import loader
-from search.config import RunConfig
-from search.pipeline import run
 
 
 def trained_student(out: Path) -> Path:
-    config = RunConfig.from_dict(
+    run_quietly(
         {
             "dataset": "mnist5k",
             "augment": False,
@@ -39,13 +41,15 @@ def trained_student(out: Path) -> Path:
             "preset": "cpu-small",
             "train": {"epochs": 3},
             "teacher_train": {"epochs": 4},
-        }
+        },
+        out,
     )
-    run(config, out_dir=out, progress=False, log=lambda _: None)
     return out / "combined_student.pt"
 
 
-def median_seconds(fn, batches, repeats: int) -> float:  # type: ignore[no-untyped-def]
+def median_seconds(
+    fn: Callable[[Tensor], object], batches: Sequence[Tensor], repeats: int
+) -> float:
     times = []
     with torch.inference_mode():
         for x in batches[:1]:
@@ -64,7 +68,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench-adaptive"))
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
+    add_record_option(parser)
     args = parser.parse_args()
+    announce()
 
     path = args.combined or trained_student(args.out)
     model = CombinedStudent.load(path)
@@ -93,7 +99,7 @@ def main() -> None:
     wall_saving = 1 - t_adaptive / t_full
     print(
         f"combined student: {path}  (TH_energy {model.threshold:.4f}, "
-        f"{model.num_stages} res-student(s), {len(test)} test images, batch {args.batch_size}, "
+        f"{model.num_stages} res-student(s), {len(labels)} test images, batch {args.batch_size}, "
         f"{torch.get_num_threads()} threads)"
     )
     print(
@@ -117,6 +123,16 @@ def main() -> None:
             f"wall-clock saving / MFLOPs saving: {share:.2f}  (goal >= 0.70: "
             f"{'met' if share >= 0.7 else 'not met'})"
         )
+    if args.record:
+        figures = {
+            "combined": str(path),
+            "batch_size": args.batch_size,
+            "threads": torch.get_num_threads(),
+            "accuracy": {"full": full_acc, "adaptive": adaptive_acc},
+            "mflops": {"full": full_mflops, "adaptive": adaptive_mflops},
+            "seconds": {"full": t_full, "adaptive": t_adaptive},
+        }
+        print(f"record: {write_record(args.record, figures)}")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """Latency of the service under load: p50 and p99 of job submission, job status and Pareto
 queries, with 10,000 (or ``--architectures``) evaluated architectures stored, in one run.
 
-    .venv/bin/python benchmarks/api_load.py [--architectures 10000] [--requests 300]
-        [--concurrency 8] [--database-url URL] [--client stdlib|httpx]
+    python -m benchmarks.api_load [--architectures 10000] [--requests 300]
+        [--concurrency 8] [--database-url URL] [--client stdlib|httpx] [--record FILE]
 
 Starts a real ``reskd serve`` (no workers) on 127.0.0.1 with a fresh SQLite database (or the URL
 given), stores the architectures directly in the database (as finished jobs would), then times
-requests from ``--concurrency`` client threads. Goal (issue 17): Pareto p99 at most 20 ms on 2 CPU
+requests from ``--concurrency`` client threads. Goal: Pareto p99 at most 20 ms on 2 CPU
 cores, at 10,000 and at 1,000,000 architectures, on SQLite and on PostgreSQL: the query reads the
 stored fronts (``api.runtime.fronts``), not the archive.
 """
@@ -33,9 +33,8 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from api.cli.demo import demo_configs
+from benchmarks.common import add_record_option, announce, write_record
 from db.models import Architecture
 from db.session import Database
 
@@ -130,7 +129,8 @@ def timed(
                 local.conn = httpx.Client(base_url=url, timeout=60)
                 local.conn.get("/v1/health")  # connected before anything is timed
             else:
-                local.conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+                host = target.hostname or "127.0.0.1"
+                local.conn = http.client.HTTPConnection(host, target.port, timeout=60)
                 local.conn.request("GET", "/v1/health")
                 local.conn.getresponse().read()
             with lock:
@@ -207,7 +207,9 @@ def main() -> None:
         action="store_true",
         help="skip the second service that answers every Pareto query from the fronts' rows",
     )
+    add_record_option(parser)
     args = parser.parse_args()
+    announce()
     root = Path(tempfile.mkdtemp(prefix="reskd-api-load-"))
     url = args.database_url or f"sqlite:///{root / 'reskd.db'}"
     started = time.perf_counter()
@@ -243,6 +245,16 @@ def main() -> None:
         )
     p99 = max(percentile(results["pareto"], 0.99), percentile(results["pareto all"], 0.99))
     print(f"goal: Pareto p99 <= 20 ms -> {'met' if p99 <= 20 else 'NOT met'} ({p99:.1f} ms)")
+    if args.record:
+        figures = {
+            "architectures": args.architectures,
+            "database": url.split(":", 1)[0],
+            "ms": {
+                name: {"p50": statistics.median(ms), "p99": percentile(ms, 0.99)}
+                for name, ms in results.items()
+            },
+        }
+        print(f"record: {write_record(args.record, figures)}")
 
 
 if __name__ == "__main__":

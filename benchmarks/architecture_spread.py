@@ -1,26 +1,27 @@
 """How much of R1's accuracy is its architecture, and how much its training's luck? The size of the
 prize a search can win over random genotypes, measured before judging a search by it.
 
-    python benchmarks/architecture_spread.py --from runs/bench-quality [--budget 1]
+    python -m benchmarks.architecture_spread --from runs/bench-quality [--budget 1]
         [--draw-seeds 0 1 2] [--seeds 0 1 2] [--genotype [NAME=]search-*/genotype.json ...]
         [--augment] [--bench-seeds 3] [--out runs/bench-spread]
-    python benchmarks/architecture_spread.py --records runs/bench-spread/spread.json
+    python -m benchmarks.architecture_spread --records runs/bench-spread/spread.json
 
-``--from`` is a ``benchmarks/search_quality.py --shared-student`` output directory: its T and S0
-(``teacher.pt``, ``student.pt``) serve every run here. The genotypes are the random arm's of that
-benchmark (``--random`` per draw seed, drawn and repaired by the same code, so ``--draw-seeds 0 1
-2`` gives the very genotypes its random arm trained at that budget), plus any ``--genotype`` file
-(a search's ``genotype.json``). Each genotype is trained as R1 once per ``--seeds`` seed, exactly as
-the benchmark trains it (same config, same epochs; only the seed differs).
+``--from`` is a ``python -m benchmarks.search_quality --shared-student`` output directory: its T
+and S0 (``teacher.pt``, ``student.pt``) serve every run here. The genotypes are the random arm's of
+that benchmark (``--random`` per draw seed, drawn and repaired by the same code, so ``--draw-seeds
+0 1 2`` gives the very genotypes its random arm trained at that budget), plus any ``--genotype``
+file (a search's ``genotype.json``). Each genotype is trained as R1 once per ``--seeds`` seed,
+exactly as the benchmark trains it (same config, same epochs; only the seed differs).
 
 Prints each genotype's S1 per seed and its mean, and splits the spread the way a one-way
 random-effects ANOVA does: between genotypes (what a search can exploit) and within a genotype
 (seed-to-seed training noise, which no search can). From the split it says what the quality
 benchmark's test can show at this budget (``power``): how likely a search that always found the
 space's top 10% (or 1%) of genotypes would be to pass it with ``--bench-seeds`` seeds, and how many
-seeds that would take. Writes ``spread.json`` and ``spread.png`` (each genotype's S1 over the
-seeds, sorted by mean) under ``--out``. ``--records`` summarizes an earlier ``spread.json`` again
-(its split and power, under other ``--bench-seeds``) without training anything.
+seeds that would take. Writes ``spread.json`` (with the command line that reproduces it) and
+``spread.png`` (each genotype's S1 over the seeds, sorted by mean) under ``--out``. ``--records``
+summarizes an earlier ``spread.json`` again (its split and power, under other ``--bench-seeds``)
+without training anything.
 """
 
 from __future__ import annotations
@@ -29,55 +30,43 @@ import argparse
 import itertools
 import json
 import math
-import os
-import random
 import statistics
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from scipy.stats import f as f_dist
-from search_quality import (  # benchmarks/, run as a script
+
+from benchmarks.common import (
     DATASETS,
+    add_allocator_option,
     add_data_options,
+    announce,
     base_config,
     check_data_options,
-    random_genotype,
+    preload_allocator,
+    quality_setting,
+    random_genotypes,
+    run_quietly,
+    search_spec,
+    write_record,
 )
-
-from api.runtime.serve import with_allocator
 from distill.data import dataset_info
 from distill.models import NetSpec, complexity
-from search.budget import derive_within_budget
-from search.config import RunConfig
-from search.pipeline import run
-from search.run import shape_for
-from search.spec import SearchSpec
-from space.supernet import argmax_genotype
 
 
 def drawn(seed: int, factor: float, budget: float, count: int, info: Any) -> list[dict[str, Any]]:
-    """The random arm's genotypes of ``search_quality.py`` for this seed and budget."""
-    spec = SearchSpec.model_validate({"budget_mflops": budget, "seed": seed})
-    rng = random.Random(f"{seed}-{factor}")
-    shape = shape_for(spec, info)
-    out = []
-    for k in range(count):
-        scores = random_genotype(rng, shape.steps)
-        d = derive_within_budget(
-            argmax_genotype(scores, shape.steps), scores, shape=shape, budget_mflops=budget,
-            min_channels=spec.min_channels,
-        )  # fmt: skip
-        out.append(
-            {
-                "name": f"random s{seed}#{k}",
-                "genotype": d.genotype.to_dict(),
-                "channels": d.channels,
-                "layers": spec.layers,
-            }
-        )
-    return out
+    """The random arm's genotypes of ``search_quality`` for this seed and budget."""
+    spec = search_spec(budget, seed)
+    return [
+        {
+            "name": f"random s{seed}#{k}",
+            "genotype": d.genotype.to_dict(),
+            "channels": d.channels,
+            "layers": spec.layers,
+        }
+        for k, d in enumerate(random_genotypes(spec, info, factor=factor, count=count))
+    ]
 
 
 def decompose(table: dict[str, list[float]]) -> dict[str, float]:
@@ -146,7 +135,7 @@ def given_vs_random(
 
 @dataclass(frozen=True)
 class Power:
-    """What ``search_quality.py``'s test can show for a search of a given strength (``power``)."""
+    """What ``search_quality``'s test can show for a search of a given strength (``power``)."""
 
     top: float  # the search always returns a genotype at the space's top ``top`` quantile
     margin: float  # its expected S1 over the random arm's, in accuracy units
@@ -160,7 +149,7 @@ class Power:
 def power(
     parts: dict[str, float], *, seeds: int, per_seed: int, top: float, goal: float = 0.8
 ) -> Power:
-    """What ``search_quality.py``'s test can show at this budget, given the variance split.
+    """What ``search_quality``'s test can show at this budget, given the variance split.
 
     A search that always returns a genotype at the space's top ``top`` quantile (an oracle of
     that strength; genotype means taken as normal with sd ``sd_architecture``) is +delta = z *
@@ -216,21 +205,28 @@ def main() -> None:
         "--bench-seeds", type=int, default=3, help="the quality benchmark's seeds, for its power"
     )
     parser.add_argument("--out", default="runs/bench-spread")
-    parser.add_argument("--allocator", default="auto")
+    add_allocator_option(parser)
     args = parser.parse_args()
     if args.records:
-        records = json.loads(Path(args.records).read_text())["records"]
-        summarize(records, Path(args.out), bench_seeds=args.bench_seeds, per_seed=args.random)
+        announce()
+        earlier = json.loads(Path(args.records).read_text())
+        trained_by = {"file": args.records, "command": earlier.get("command")}
+        summarize(
+            earlier["records"], Path(args.out), bench_seeds=args.bench_seeds,
+            per_seed=args.random, records_from=trained_by,
+        )  # fmt: skip
         return
     check_data_options(args)
-    env = with_allocator(args.allocator, os.environ)
-    if env is not None:
-        os.execve(sys.executable, sys.orig_argv, env)
+    preload_allocator(args.allocator)
+    announce()
 
     source, out = Path(args.source), Path(args.out)
     for name in ("teacher.pt", "student.pt"):
         if not (source / name).exists():
-            raise SystemExit(f"--from: no {source / name}; run search_quality.py --shared-student")
+            raise SystemExit(
+                f"--from: no {source / name}; run python -m benchmarks.search_quality "
+                "--shared-student"
+            )
     info = dataset_info(args.dataset)
     unit = complexity(NetSpec.for_dataset("resnet8", info, width=0.5).build(), info).mflops
     budget = round(args.budget * unit, 4)
@@ -249,16 +245,17 @@ def main() -> None:
     records = []
     for item in items:
         for seed in args.seeds:
-            base = base_config(
-                args.dataset, seed, args.epochs, 8,
-                root=args.root, device=args.device, val_size=args.val_size,
+            base = quality_setting(
+                base_config(
+                    args.dataset, seed, epochs=args.epochs, teacher_epochs=8,
+                    root=args.root, device=args.device, val_size=args.val_size,
+                )
             )  # fmt: skip
             base["teacher_checkpoint"] = str(source / "teacher.pt")
             base["student_checkpoint"] = str(source / "student.pt")
             base["augment"] = base["augment"] or args.augment
             r1 = {k: item[k] for k in ("genotype", "channels", "layers")}
-            config = RunConfig.from_dict(base | {"res_students": [r1]})
-            report = run(config, out_dir=out / f"seed{seed}", progress=False, log=lambda _: None)
+            report = run_quietly(base | {"res_students": [r1]}, out / f"seed{seed}")
             rows = {r.model: r for r in report.rows}
             record = {
                 "name": item["name"],
@@ -275,8 +272,15 @@ def main() -> None:
 
 
 def summarize(
-    records: list[dict[str, Any]], out: Path, *, bench_seeds: int = 3, per_seed: int = 3
+    records: list[dict[str, Any]],
+    out: Path,
+    *,
+    bench_seeds: int = 3,
+    per_seed: int = 3,
+    records_from: dict[str, Any] | None = None,
 ) -> dict[str, float]:
+    """Print and write (``OUT/spread.json``, ``OUT/spread.png``) the split of ``records``;
+    ``records_from``: the earlier record they were read from (its file and command line)."""
     table: dict[str, list[float]] = {}
     for r in records:
         table.setdefault(r["name"], []).append(r["s1"])
@@ -314,8 +318,8 @@ def summarize(
         )
     powers = [power(parts, seeds=bench_seeds, per_seed=per_seed, top=q) for q in (0.10, 0.01)]
     print(
-        f"\nsearch_quality.py's test here ({bench_seeds} seeds, {per_seed} random genotypes per "
-        "seed; passed when searched - random > their pooled SE):"
+        f"\nbenchmarks.search_quality's test here ({bench_seeds} seeds, {per_seed} random "
+        "genotypes per seed; passed when searched - random > their pooled SE):"
     )
     for p in powers:
         print(
@@ -325,16 +329,15 @@ def summarize(
             f"{seeds_phrase(p.seeds_for_goal)} for {p.goal:.0%}"
         )
     out.mkdir(parents=True, exist_ok=True)
-    (out / "spread.json").write_text(
-        json.dumps(
-            {
-                "records": records,
-                "anova": parts,
-                "given_vs_random": versus,
-                "power": [asdict(p) for p in powers],
-            },
-            indent=2,
-        )
+    write_record(
+        out / "spread.json",
+        {
+            "records": records,
+            "anova": parts,
+            "given_vs_random": versus,
+            "power": [asdict(p) for p in powers],
+            **({"records_from": records_from} if records_from else {}),
+        },
     )
     split = (
         f"sd between genotypes {100 * parts['sd_architecture']:.2f}, within "

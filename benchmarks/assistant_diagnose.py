@@ -1,8 +1,8 @@
-"""Why does (or doesn't) the assistant win? Reads a finished ``assistant_seeds.py`` run and
+"""Why does (or doesn't) the assistant win? Reads a finished ``benchmarks.assistant_seeds`` run and
 measures, on the test set, the distance of the final feature map to the teacher's (eq. 3's
 quantity, through each model's own 1x1 adapter) for S alone, S + A and the unseparated baseline.
 
-    python benchmarks/assistant_diagnose.py runs/bench-assistant/mnist5k-seed0
+    python -m benchmarks.assistant_diagnose runs/bench-assistant/mnist5k-seed0
 """
 
 from __future__ import annotations
@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from benchmarks.common import announce, stored_weights
 from distill.assistant import AssistedStudent, feature_distance, match_resolution, teacher_adapters
 from distill.data import load_dataset
 from distill.models import NetSpec
@@ -23,22 +25,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run", type=Path)
     args = parser.parse_args()
+    announce()
     config = json.loads((args.run / "config.json").read_text())
     data = load_dataset(config["dataset"], augment=False)
     info = data.info
 
-    def weights(prefix: str) -> dict:
-        path = next(args.run.glob(f"{prefix}-*/weights.pt"))
-        return torch.load(path, map_location="cpu", weights_only=True)
+    def weights(kind: str) -> dict[str, Any]:
+        return torch.load(stored_weights(args.run, kind), map_location="cpu", weights_only=True)
 
-    teacher = NetSpec.for_dataset(config["teacher"]["model"], info).build()
+    teacher = NetSpec.for_dataset(config["teacher"]["model"], info).build_backbone()
     teacher.load_state_dict(weights("teacher")["model"])
     report = json.loads((args.run / "report.json").read_text())
     sep = report["separation"]
     payload = torch.load(args.run / "assisted_student.pt", weights_only=True)
     assisted = AssistedStudent(
-        NetSpec(**payload["student"]).build(),
-        NetSpec(**payload["assistant"]).build(),
+        NetSpec(**payload["student"]).build_backbone(),
+        NetSpec(**payload["assistant"]).build_backbone(),
         variant=payload["variant"],
     )
     state = weights("assistant-assistant")
@@ -46,7 +48,7 @@ def main() -> None:
     adapters = teacher_adapters(teacher, assisted.student)
     adapters.load_state_dict(state["adapters"])
     original = NetSpec.for_dataset(config["student"]["model"], info)
-    baseline = AssistedStudent(original.build(), None)
+    baseline = AssistedStudent(original.build_backbone(), None)
     b_state = weights("feature_kd-student")
     baseline.load_state_dict(b_state["model"])
     b_adapters = teacher_adapters(teacher, baseline.student)

@@ -1,7 +1,8 @@
 """ResKD on real data over several seeds: T, S0, S1 = S0 + R1 (R1 smaller than S0), S1 with
 sample-adaptive inference, and the two Table II baselines with the same architectures.
 
-    python benchmarks/reskd_seeds.py [--dataset mnist5k] [--seeds 0 1 2] [--out runs/bench-reskd]
+    python -m benchmarks.reskd_seeds [--dataset mnist5k] [--seeds 0 1 2] [--out runs/bench-reskd]
+        [--record FILE]
 
 Prints mean and standard deviation over the seeds, and whether S1 >= S0 in accuracy and
 Energy(S1) > Energy(S0) (on D_v, the quantity Algorithm 1 uses) on average.
@@ -13,52 +14,34 @@ import argparse
 import statistics
 from pathlib import Path
 
+from benchmarks.common import (
+    add_record_option,
+    add_seed_options,
+    announce,
+    mean_sd,
+    reskd_config,
+    run_quietly,
+    write_record,
+)
 from distill.report import format_table
-from search.config import RunConfig
-from search.pipeline import run
-
-
-def config(dataset: str, seed: int, epochs: int, teacher_epochs: int) -> RunConfig:
-    return RunConfig.from_dict(
-        {
-            "dataset": dataset,
-            "augment": False,
-            "val_size": 500,
-            "teacher": "resnet20",
-            "student": {"model": "resnet14", "width": 0.25},
-            "res_students": [{"model": "resnet8", "width": 0.25}],
-            "kd": {"method": "kd", "distance": "kl", "tau": 0.9, "t": 4.0},
-            "ratio": 0.9,
-            "max_stages": 1,
-            "preset": "cpu-small",
-            "train": {"epochs": epochs},
-            "teacher_train": {"epochs": teacher_epochs},
-            "baselines": ["ensemble", "together"],
-            "seed": seed,
-        }
-    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset", default="mnist5k", choices=["mnist5k", "digits"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--teacher-epochs", type=int, default=8)
-    parser.add_argument("--out", default="runs/bench-reskd")
+    add_seed_options(parser, out="runs/bench-reskd")
+    add_record_option(parser)
     args = parser.parse_args()
+    announce()
 
     per_model: dict[str, dict[str, list[float]]] = {}
     arch: dict[str, str] = {}
     for seed in args.seeds:
-        result = run(
-            config(args.dataset, seed, args.epochs, args.teacher_epochs),
-            out_dir=Path(args.out) / f"{args.dataset}-seed{seed}",
-            progress=False,
-            log=lambda _: None,
+        config = reskd_config(
+            args.dataset, seed, epochs=args.epochs, teacher_epochs=args.teacher_epochs
         )
+        result = run_quietly(config, Path(args.out) / f"{args.dataset}-seed{seed}")
         dv = {s["network"]: s["energy_dv"] for s in result.stages if "network" in s}
-        for row in (r.to_dict() for r in (x.to_dict() for x in result.rows)):
+        for row in (r.to_dict() for r in result.rows):
             m = per_model.setdefault(row["model"], {})
             arch[row["model"]] = row["arch"]
             for key in ("accuracy", "energy", "mflops", "adaptive_mflops", "l2_to_T"):
@@ -73,22 +56,18 @@ def main() -> None:
             flush=True,
         )
 
-    def ms(values: list[float], digits: int = 4) -> str:
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
-
     rows = []
     for name, m in per_model.items():
         rows.append(
             {
                 "model": name,
                 "arch": arch[name],
-                "accuracy": ms(m["accuracy"]),
-                "energy (test)": ms(m["energy"]),
-                "energy (D_v)": ms(m["energy_dv"]) if "energy_dv" in m else "-",
+                "accuracy": mean_sd(m["accuracy"]),
+                "energy (test)": mean_sd(m["energy"]),
+                "energy (D_v)": mean_sd(m["energy_dv"]) if "energy_dv" in m else "-",
                 "mflops": f"{statistics.mean(m['mflops']):.3f}",
                 "adaptive mflops": f"{statistics.mean(m['adaptive_mflops']):.3f}",
-                "l2 to T": ms(m["l2_to_T"], 3),
+                "l2 to T": mean_sd(m["l2_to_T"], 3),
             }
         )
     print(f"\n{args.dataset}, seeds {args.seeds}, mean ± sd\n")
@@ -98,6 +77,9 @@ def main() -> None:
     energy_ok = statistics.mean(s1["energy_dv"]) > statistics.mean(s0["energy_dv"])
     print(f"\nS1 accuracy >= S0 accuracy (mean): {acc_ok}")
     print(f"Energy(S1, D_v) > Energy(S0, D_v) (mean): {energy_ok}")
+    if args.record:
+        figures = {"dataset": args.dataset, "seeds": args.seeds, "per_model": per_model}
+        print(f"record: {write_record(args.record, figures)}")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """Does the search find better res-students than a person or a dice would? Searched, handcrafted and
 random R1 at three FLOPs budgets over several seeds, every R1 trained the same way once chosen.
 
-    python benchmarks/search_quality.py [--dataset mnist5k] [--root DIR] [--device auto]
-        [--seeds 0 1 2] [--budgets 0.5 1 2] [--random 3] [--set epochs=4 ...]
+    python -m benchmarks.search_quality [--dataset mnist5k] [--root DIR] [--device auto]
+        [--seeds 0 1 2] [--budgets 0.5 1 2] [--random 3] [--set epochs=4 [--set KEY=VALUE ...]]
         [--shared-student [--augment]] [--out runs/bench-quality]
 
 Per seed, one output directory holds every run, so S0 (ResNet-14x0.25 by KD, as in
-``benchmarks/reskd_seeds.py``) is trained once and shared by the arms; T (ResNet-20) is trained
+``benchmarks.reskd_seeds``) is trained once and shared by the arms; T (ResNet-20) is trained
 with the first seed and serves every seed (``--teacher-per-seed`` trains one per seed).
 ``--shared-student``: the teacher seed's S0 serves every seed as well (loaded through the run
 config's ``student_checkpoint``), so that the seeds vary only what the arms differ by, the search
@@ -15,14 +15,15 @@ and R1's training, as they do for a user whose T and S0 are given; S0's own seed
 trains with its gradients clipped at 5 (searched and random genotypes do under ``nas_train``).
 ``--augment`` (with ``--shared-student``, T and S0 taken from ``OUT/teacher.pt`` and ``student.pt``
 as trained without it): the search and every R1 train on random shifts of the images (what it
-does to the architectures' spread: ``benchmarks/architecture_spread.py --augment``).
+does to the architectures' spread: ``python -m benchmarks.architecture_spread --augment``).
 ``--dataset cifar10`` (or ``cifar100``) with ``--root DIR`` (torchvision's files; nothing is
 downloaded) and, on a GPU box, ``--device cuda`` and longer ``--epochs``/``--teacher-epochs``/
 ``--set epochs=N``: a task where R1 has more to close between S0 and T than on MNIST 5k's 1,000
 test images; there every stage, T and S0 included, trains on CIFAR's augmentation.
 Budgets are multiples of ResNet-8x0.5's counted MFLOPs on the dataset. At each budget and seed,
 R1 is
-- searched: the default search (``SearchSpec`` defaults, overridden by ``--set``) on the residual;
+- searched: the default search (``SearchSpec`` defaults, changed by ``--set KEY=VALUE`` as the CLI's
+  ``--set`` changes a config: a YAML value at a dotted key, repeatable) on the residual;
 - handcrafted: the zoo's ResNet-8 at the widest width (a multiple of 1/32) that fits the budget;
 - random: ``--random`` genotypes drawn uniformly from the same space (every edge's operation and
   every node's two inputs uniform, as random architecture weights give them) and brought under the
@@ -35,7 +36,8 @@ installed; it changes no result, only the search minutes), so the minutes are a 
 
 Prints a table (S1 accuracy mean ± sd, R1 MFLOPs, search minutes, the searched normal cell's skip
 count) and each arm's hypervolume (over S0's accuracy and 1.1x the largest budget), writes
-``quality.json`` and ``quality.png`` (the three fronts with error bars) under ``--out``.
+``quality.json`` (the records, with the command line that reproduces them) and ``quality.png`` (the
+three fronts with error bars) under ``--out``.
 """
 
 from __future__ import annotations
@@ -43,65 +45,36 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import random
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from scipy.stats import t as t_dist
 
-from api.runtime.serve import with_allocator
+from benchmarks.common import (
+    DATASETS,
+    add_allocator_option,
+    add_data_options,
+    add_set_option,
+    announce,
+    base_config,
+    check_data_options,
+    mean_sd,
+    preload_allocator,
+    quality_setting,
+    random_genotypes,
+    run_quietly,
+    search_spec,
+    stored_weights,
+    write_record,
+)
 from distill.data import dataset_info
 from distill.models import NetSpec, complexity
 from distill.report import format_table
-from search.budget import NON_ZERO, derive_within_budget
-from search.config import RunConfig
-from search.pipeline import run
-from search.run import shape_for
-from search.spec import SearchSpec
 from space.genotypes import Genotype
-from space.supernet import CELL_KINDS, argmax_genotype, edge_count
 
 ARMS = ("searched", "handcrafted", "random")
-
-
-# Datasets read from a local root (``--root``): every stage, T and S0 included, trains on their
-# papers' augmentation (pad 4, random 32 crop, flip), as a CIFAR teacher must.
-ROOTED = ("cifar10", "cifar100")
-DATASETS = ("mnist5k", "digits", *ROOTED)
-
-
-def base_config(
-    dataset: str,
-    seed: int,
-    epochs: int,
-    teacher_epochs: int,
-    *,
-    root: str | None = None,
-    device: str = "auto",
-    val_size: int = 500,
-) -> dict[str, Any]:
-    return {
-        "dataset": dataset,
-        **({"root": root} if root is not None else {}),
-        "device": device,
-        "augment": dataset in ROOTED,
-        "val_size": val_size,
-        "teacher": "resnet20",
-        "student": {"model": "resnet14", "width": 0.25},
-        "kd": {"method": "kd", "distance": "kl", "tau": 0.9, "t": 4.0},
-        "ratio": 1.0,  # R1 is always trained: this measures R1, not the stopping rule
-        "max_stages": 1,
-        "preset": "cpu-small",
-        # every R1 trains the same way: searched and random genotypes train with nas_train's
-        # clipping at 5 (DARTS's), so the handcrafted one clips too
-        "train": {"epochs": epochs, "grad_clip": 5.0},
-        "teacher_train": {"epochs": teacher_epochs},
-        "seed": seed,
-    }
 
 
 def widest_resnet8(info: Any, budget: float) -> tuple[float, float]:
@@ -118,20 +91,12 @@ def widest_resnet8(info: Any, budget: float) -> tuple[float, float]:
     return best
 
 
-def random_genotype(rng: random.Random, steps: int = 4) -> dict[str, list[dict[str, float]]]:
-    """Uniform random architecture weights: their argmax is a uniformly drawn genotype."""
-    return {
-        kind: [{op: rng.random() for op in NON_ZERO} for _ in range(edge_count(steps))]
-        for kind in CELL_KINDS
-    }
-
-
 def share_stage(directory: Path, kind: str, out: Path) -> Path:
     """The first seed's trained T or S0 (``kind``: teacher, student) as a plain state dict (what
     ``teacher_checkpoint`` and ``student_checkpoint`` load), at ``OUT/<kind>.pt``."""
     import torch
 
-    (weights,) = directory.glob(f"{kind}-*/weights.pt")
+    weights = stored_weights(directory, kind)
     path = out / f"{kind}.pt"
     torch.save(torch.load(weights, map_location="cpu", weights_only=True)["model"], path)
     return path
@@ -160,50 +125,6 @@ def hypervolume(points: list[tuple[float, float]], ref_mflops: float, ref_acc: f
     return area
 
 
-def ms(values: list[float], digits: int = 4) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
-
-
-def add_data_options(parser: argparse.ArgumentParser) -> None:
-    """``--root``, ``--device`` and ``--val-size``: what a run on CIFAR (on a GPU) needs."""
-    parser.add_argument(
-        "--root",
-        help=f"the local directory that holds {' or '.join(ROOTED)} (torchvision's layout: "
-        "cifar-10-batches-py/, cifar-100-python/); needed by those datasets, nothing is downloaded",
-    )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument(
-        "--val-size", type=int, default=500, help="ResKD's D_v, drawn from the training set"
-    )
-
-
-def check_data_options(args: argparse.Namespace) -> None:
-    """Refuse, before any training, a CIFAR dataset without its root, ``--augment`` where every
-    stage already trains on the dataset's augmentation, and a root for a shipped dataset."""
-    if args.dataset in ROOTED:
-        if not args.root:
-            raise SystemExit(
-                f"--root: dataset {args.dataset!r} is read from a local directory (torchvision's "
-                "layout); give its path"
-            )
-        if args.augment:
-            raise SystemExit(
-                f"--augment: {args.dataset} trains every stage, T and S0 included, on its papers' "
-                "augmentation (pad 4, crop, flip) already; leave it out"
-            )
-    elif args.root:
-        raise SystemExit(f"--root: dataset {args.dataset!r} ships in a package; leave it out")
-
-
-def parse_sets(pairs: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        out[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", default="mnist5k", choices=DATASETS)
@@ -223,7 +144,7 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--epochs", type=int, default=6, help="S0 and R1 training epochs")
     parser.add_argument("--teacher-epochs", type=int, default=8)
-    parser.add_argument("--set", nargs="*", default=[], help="search fields, KEY=VALUE")
+    add_set_option(parser, "the search spec")
     parser.add_argument("--out", default="runs/bench-quality")
     parser.add_argument(
         "--teacher-per-seed",
@@ -249,23 +170,14 @@ def main() -> None:
         help="the search and every R1 train on random shifts (pad 2, crop); T and S0 are the "
         "ones in OUT (teacher.pt, student.pt, trained without): needs --shared-student",
     )
-    parser.add_argument(
-        "--allocator",
-        default="auto",
-        help="auto (tcmalloc when installed: what the service's CPU workers run a job under, "
-        "it changes no result), system, or a library path",
-    )
+    add_allocator_option(parser)
     args = parser.parse_args()
     check_data_options(args)
-    env = with_allocator(args.allocator, os.environ)
-    if env is not None:  # the same command again, with the allocator preloaded
-        os.execve(sys.executable, sys.orig_argv, env)
-    if os.environ.get("LD_PRELOAD"):
-        print(f"preloaded: {os.environ['LD_PRELOAD']}")
+    preload_allocator(args.allocator)
+    announce()
 
     info = dataset_info(args.dataset)
     unit = complexity(NetSpec.for_dataset("resnet8", info, width=0.5).build(), info).mflops
-    overrides = parse_sets(args.set)
     out = Path(args.out)
     print(f"ResNet-8x0.5 on {args.dataset}: {unit:.4f} MFLOPs; budgets x{args.budgets}", flush=True)
     records: list[dict[str, Any]] = []
@@ -298,9 +210,11 @@ def main() -> None:
                     f"({args.teacher_seed}) first"
                 )
             shared_student = out / "student.pt"
-        base = base_config(
-            args.dataset, seed, args.epochs, args.teacher_epochs,
-            root=args.root, device=args.device, val_size=args.val_size,
+        base = quality_setting(
+            base_config(
+                args.dataset, seed, epochs=args.epochs, teacher_epochs=args.teacher_epochs,
+                root=args.root, device=args.device, val_size=args.val_size,
+            )
         )  # fmt: skip
         base["augment"] = base["augment"] or args.augment
         if shared_teacher is not None:
@@ -310,7 +224,7 @@ def main() -> None:
         directory = out / f"{args.dataset}-seed{seed}"
         for factor in args.budgets:
             budget = round(factor * unit, 4)
-            spec = SearchSpec.model_validate({"budget_mflops": budget, "seed": seed, **overrides})
+            spec = search_spec(budget, seed, args.set)
             arms: list[tuple[str, dict[str, Any]]] = []
             if "searched" in args.arms:
                 arms.append(("searched", {"search": spec.to_dict()}))
@@ -318,29 +232,12 @@ def main() -> None:
                 width, _ = widest_resnet8(info, budget)
                 arms.append(("handcrafted", {"model": "resnet8", "width": width}))
             if "random" in args.arms:
-                rng = random.Random(f"{seed}-{factor}")
-                shape = shape_for(spec, info)
-                for _ in range(args.random):
-                    scores = random_genotype(rng, shape.steps)
-                    start = argmax_genotype(scores, shape.steps)
-                    d = derive_within_budget(
-                        start, scores, shape=shape, budget_mflops=budget,
-                        min_channels=spec.min_channels,
-                    )  # fmt: skip
-                    arms.append(
-                        (
-                            "random",
-                            {
-                                "genotype": d.genotype.to_dict(),
-                                "channels": d.channels,
-                                "layers": spec.layers,
-                            },
-                        )
-                    )
+                for d in random_genotypes(spec, info, factor=factor, count=args.random):
+                    drawn = {"genotype": d.genotype.to_dict(), "channels": d.channels}
+                    arms.append(("random", drawn | {"layers": spec.layers}))
             for arm, r1 in arms:
                 started = time.perf_counter()
-                config = RunConfig.from_dict(base | {"res_students": [r1]})
-                report = run(config, out_dir=directory, progress=False, log=lambda _: None)
+                report = run_quietly(base | {"res_students": [r1]}, directory)
                 rows = {r.model: r for r in report.rows}
                 search = report.searches[0] if report.searches else None
                 found = {}
@@ -423,7 +320,7 @@ def summarize(records: list[dict[str, Any]], factors: list[float], unit: float, 
                 {
                     "budget": f"x{factor} ({factor * unit:.3f})",
                     "R1": arm,
-                    "S1 accuracy": ms(every),
+                    "S1 accuracy": mean_sd(every),
                     "n": len(every),
                     "R1 MFLOPs": f"{mflops:.3f}",
                     "search min": f"{statistics.mean(search):.1f}" if search else "-",
@@ -488,11 +385,9 @@ def summarize(records: list[dict[str, Any]], factors: list[float], unit: float, 
                 )
             )
     out.mkdir(parents=True, exist_ok=True)
-    (out / "quality.json").write_text(
-        json.dumps(
-            {"records": records, "hypervolume": volumes, "rows": rows, "pooled_paired": pooled},
-            indent=2,
-        )
+    write_record(
+        out / "quality.json",
+        {"records": records, "hypervolume": volumes, "rows": rows, "pooled_paired": pooled},
     )
     plot(fronts, s0, volumes, out / "quality.png", shared)
     print(f"\nwrote {out / 'quality.json'} and {out / 'quality.png'}")
@@ -523,8 +418,8 @@ def pooled_paired(
 ) -> dict[str, float] | None:
     """Searched minus ``other`` over every (budget, seed) pair: the mean, its SE, the t statistic
     and the one-sided p of "searched is no better" (Student's t on n - 1 d.f.). Pooling the
-    budgets asks whether the search beats ``other`` at all, with 3x the pairs of one budget;
-    issue 13's acceptance is per budget, and this does not replace it."""
+    budgets asks whether the search beats ``other`` at all, with 3x the pairs of one budget; the
+    per-budget comparison stays the benchmark's test, and this does not replace it."""
     diffs = [d for factor in factors for d in paired_diffs(records, factor, other)]
     if len(diffs) < 2:
         return None

@@ -2,9 +2,9 @@
 DARTS strategy, on the same cells (4 nodes, 14 edges, DARTS's operations), width, cells, batch and
 threads, in one run.
 
-    make nni-venv && .venv-nni/bin/python benchmarks/search_speed.py [--channels 16] [--layers 8]
+    make nni-venv && .venv-nni/bin/python -m benchmarks.search_speed [--channels 16] [--layers 8]
         [--batch 64] [--steps 20] [--threads 2] [--device cpu] [--in-chans 3 --size 32]
-        [--channels-last] [--compare-pooling]
+        [--channels-last] [--compare-pooling] [--skip-nni] [--record FILE]
     # the demo's search: --channels 4 --layers 5 --in-chans 1 --size 8
 
 Both sides optimise the same objective (KD on a residual target held in a cache) on CIFAR-shaped
@@ -37,27 +37,33 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
+import itertools
 import statistics
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from tempfile import TemporaryDirectory
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.nn import functional as F
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
-from api.runtime.serve import with_allocator
-from distill.residual import MethodConfig
+from benchmarks.common import (
+    add_allocator_option,
+    add_record_option,
+    announce,
+    preload_allocator,
+    write_record,
+)
+from distill.methods import KDConfig
 from search.run import residual_objective
 from search.spec import SearchSpec
-from search.strategies import SearchContext, StacNAS, _cycle
-from search.task import SearchTask
+from search.strategies import SearchContext
+from search.strategies.stacnas import StacNAS
+from search.task import SearchSettings, SearchTask
+from space import pooling
 from space.operations import PRIMITIVES
-from space.pooling import AvgPool3x3, MaxPool3x3
 from space.supernet import NetShape, Supernet, uniform_candidates
 
 Row = dict[str, Any]
@@ -82,7 +88,7 @@ def ours(
     compiled: bool = False,
 ) -> Row:
     data, target = synthetic(args.batch * 2, chans=args.in_chans, size=args.size)
-    method = MethodConfig(distance="kl")
+    method = KDConfig(distance="kl")
     factory = residual_objective(
         method=method, objective=method.objective(), teacher=None, base=None, cache=(target, None)
     )
@@ -99,15 +105,17 @@ def ours(
     if args.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     index = torch.arange(args.batch)
-    held_batches = _cycle([(x, y, index)]) if held is not None else None
+    held_batches = itertools.repeat((x, y, index)) if held is not None else None
     task = SearchTask(
         net,
         objective=factory(net, None),
-        budget_mflops=1e9,
-        flops_weight=1.0,
-        arch_lr=3e-4,
-        arch_weight_decay=1e-3,
-        optimization=optimization,  # type: ignore[arg-type]
+        settings=SearchSettings(
+            budget_mflops=1e9,
+            flops_weight=1.0,
+            arch_lr=3e-4,
+            arch_weight_decay=1e-3,
+            optimization=optimization,  # type: ignore[arg-type]
+        ),
         held_out=held,
         held_out_batches=held_batches,
     ).to(device)
@@ -139,23 +147,24 @@ def ours(
 
 @contextlib.contextmanager
 def pooling_of_pytorch(on: bool) -> Iterator[None]:
-    """Within the block (if ``on``), the training poolings run PyTorch's own kernels."""
+    """Within the block (if ``on``), the training poolings (``space.pooling.max_pool3x3`` and
+    ``avg_pool3x3``, which ``MaxPool3x3`` and ``AvgPool3x3`` call) run PyTorch's own kernels."""
     if not on:
         yield
         return
-    saved = MaxPool3x3._pool, AvgPool3x3._pool
+    saved = pooling.max_pool3x3, pooling.avg_pool3x3
 
-    def max_pool(self: MaxPool3x3, x: torch.Tensor) -> torch.Tensor:
-        return F.max_pool2d(x, 3, self.step, 1)
+    def max_pool(x: torch.Tensor, stride: int) -> torch.Tensor:
+        return F.max_pool2d(x, 3, stride, 1)
 
-    def avg_pool(self: AvgPool3x3, x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(x, 3, self.step, 1, count_include_pad=False)
+    def avg_pool(x: torch.Tensor, stride: int) -> torch.Tensor:
+        return F.avg_pool2d(x, 3, stride, 1, count_include_pad=False)
 
-    MaxPool3x3._pool, AvgPool3x3._pool = max_pool, avg_pool  # type: ignore[method-assign]
+    pooling.max_pool3x3, pooling.avg_pool3x3 = max_pool, avg_pool
     try:
         yield
     finally:
-        MaxPool3x3._pool, AvgPool3x3._pool = saved  # type: ignore[method-assign]
+        pooling.max_pool3x3, pooling.avg_pool3x3 = saved
 
 
 def nni(args: argparse.Namespace, shape: NetShape) -> Row:
@@ -164,7 +173,7 @@ def nni(args: argparse.Namespace, shape: NetShape) -> Row:
     data, target = synthetic(
         args.batch * 2 * (args.warmup + args.steps), chans=args.in_chans, size=args.size
     )
-    method = MethodConfig(distance="kl")
+    method = KDConfig(distance="kl")
     factory = residual_objective(
         method=method, objective=method.objective(), teacher=None, base=None, cache=(target, None)
     )
@@ -179,7 +188,10 @@ def nni(args: argparse.Namespace, shape: NetShape) -> Row:
     )
     timer = nni_adapter.StepTimer()
     with TemporaryDirectory() as tmp:
-        ctx = SearchContext(spec, shape, data, factory, args.device, Path(tmp), progress=False)
+        train_data = cast(Dataset[tuple[torch.Tensor, int]], data)  # its labels are tensors
+        ctx = SearchContext(
+            spec, shape, train_data, factory, args.device, Path(tmp), progress=False
+        )
         exp, _ = nni_adapter.experiment(ctx, max_batches=args.warmup + args.steps, timer=timer)
         try:
             exp.run()
@@ -265,17 +277,11 @@ def main() -> None:
         action="store_true",
         help="also the bilevel step with the supernet's forward under torch.compile (inductor)",
     )
-    parser.add_argument(
-        "--allocator",
-        default="auto",
-        help="auto (tcmalloc when installed, as the service's workers), system, or a library path",
-    )
+    add_allocator_option(parser)
+    add_record_option(parser)
     args = parser.parse_args()
-    env = with_allocator(args.allocator, os.environ)
-    if env is not None:  # the same command again, with the allocator preloaded
-        os.execve(sys.executable, sys.orig_argv, env)
-    if os.environ.get("LD_PRELOAD"):
-        print(f"preloaded: {os.environ['LD_PRELOAD']}")
+    preload_allocator(args.allocator)
+    announce()
     torch.set_num_threads(args.threads)
     shape = NetShape.of(
         channels=args.channels,
@@ -318,20 +324,21 @@ def main() -> None:
 
     if not args.skip_reference:
         print(f"fused cells / per-edge cells: {rows[2]['images/s'] / rows[3]['images/s']:.2f}x")
-    if args.skip_nni:
-        print()
-        print(format_table(rows, list(rows[0])))
-        return
-    nni_row = with_gflops(
-        nni(args, shape), step_gflop(shape, PRIMITIVES, "bilevel", args.batch), peak
-    )
-    rows.append(nni_row)
+    if not args.skip_nni:
+        nni_row = with_gflops(
+            nni(args, shape), step_gflop(shape, PRIMITIVES, "bilevel", args.batch), peak
+        )
+        rows.append(nni_row)
     print()
     print(format_table(rows, list(rows[0])))
-    print()
-    for row in rows[:-1]:  # from the medians (images/s is rounded to 0.1)
-        ratio = nni_row["ms/step"] / row["ms/step"]
-        print(f"{row['search step']} ({row['optimization']}) / NNI: {ratio:.2f}x")
+    if not args.skip_nni:
+        print()
+        for row in rows[:-1]:  # from the medians (images/s is rounded to 0.1)
+            ratio = nni_row["ms/step"] / row["ms/step"]
+            print(f"{row['search step']} ({row['optimization']}) / NNI: {ratio:.2f}x")
+    if args.record:
+        figures = {"matmul_peak_gflops": peak, "threads": args.threads, "rows": rows}
+        print(f"record: {write_record(args.record, figures)}")
 
 
 if __name__ == "__main__":

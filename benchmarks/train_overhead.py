@@ -1,6 +1,6 @@
 """How close the one training loop (``distill.train.fit``) runs to a plain PyTorch loop.
 
-    python benchmarks/train_overhead.py [--epochs 2] [--repeats 2] [--threads 2]
+    python -m benchmarks.train_overhead [--epochs 2] [--repeats 2] [--threads 2] [--record FILE]
 
 For each case, the same model (same initial weights), data, optimizer (SGD, momentum 0.9, the
 preset's lr and weight decay, cosine schedule), batch size and threads are trained by
@@ -9,16 +9,15 @@ preset's lr and weight decay, cosine schedule), batch size and threads are train
 - a minimal hand-written loop: ``DataLoader(shuffle=True)``, forward, cross-entropy, backward,
   step; nothing else.
 Cases: ResNet-20 on CIFAR-shaped tensors (3x32x32, 2,048 images), the demo's teacher stage on
-digits (ResNet-20, 1,437 images, batch 64) and the MNIST 5k S0 of ``benchmarks/reskd_seeds.py``
+digits (ResNet-20, 1,437 images, batch 64) and the MNIST 5k S0 of ``benchmarks.reskd_seeds``
 (ResNet-14x0.25, 4,000 images, batch 64). The runs alternate (fit, plain, fit, plain, ...) and
 the best of ``--repeats`` of each counts. Prints images/s of both and their ratio; goal
-(issue 17): ``fit`` at least 0.95 of the plain loop.
+``fit`` at least 0.95 of the plain loop.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,8 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from benchmarks.common import add_record_option, announce, write_record
 from distill import observe
 from distill.data import TensorImages, dataset_info, load_dataset, test_transform
 from distill.models import NetSpec
@@ -118,7 +116,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--observed", action="store_true", help="with a worker's observer")
+    add_record_option(parser)
     args = parser.parse_args()
+    announce()
     torch.set_num_threads(args.threads)
     base = PRESETS["cpu-small"]
     print(f"threads {args.threads}, {args.epochs} epochs per run, best of {args.repeats}")
@@ -149,6 +149,10 @@ def main() -> None:
     worst = min(r[3] for r in rows)
     print(f"goal: fit >= 0.95 of the plain loop -> {'met' if worst >= 0.95 else 'NOT met'} "
           f"(worst {worst:.3f})")  # fmt: skip
+    if args.record:
+        keys = ("case", "fit images/s", "plain images/s", "ratio")
+        figures = {"threads": args.threads, "rows": [dict(zip(keys, r, strict=True)) for r in rows]}
+        print(f"record: {write_record(args.record, figures)}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ never leave ``db`` and ``api``'s services: the HTTP layer has its own pydantic s
   with heartbeats), a cancel request, the error a user can act on, the result.
 - ``stages``: a job's stages as they run (kind, stage key, state, progress: epoch, loss, accuracy,
   ETA). A stage key is shared by every job whose stage has the same config and inputs.
+- ``epoch_metrics``: one row per epoch a stage trained (loss, accuracies, learning rate, seconds,
+  a search's E[MFLOPs]): what a job's curves are drawn from.
 - ``stage_locks``: one row per stage key while a worker computes it, so no stage runs twice at
   once; a lock whose lease expired belongs to a dead worker and is taken over.
 - ``artifacts``: files under the artifact root (relative paths), per job.
@@ -13,7 +15,8 @@ never leave ``db`` and ``api``'s services: the HTTP layer has its own pydantic s
   accuracy (``accuracy``, reported beside it), costs, and the teacher's identity.
 - ``pareto_groups`` and ``pareto_members``: per (dataset, teacher identity) its row counts and,
   per cost, its Pareto front of D_v accuracy, maintained with the architectures
-  (``api.runtime.fronts``).
+  (``api.runtime.fronts``); ``pareto_revision``: one counter every change of a front raises,
+  which the API's kept Pareto responses are checked against.
 - ``sweeps``: Optuna budget sweeps (the spec, state, and the name of the Optuna study, which lives
   in the same database in Optuna's own tables); their trials are jobs with ``sweep_id`` and
   ``trial`` (the Optuna trial number) set.

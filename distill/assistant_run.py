@@ -21,9 +21,9 @@ from distill.assistant import (
     teacher_adapters as make_adapters,
 )
 from distill.models import NetSpec
+from distill.prepare import Prepared
 from distill.report import Report
 from distill.residual import stage_seed
-from distill.reskd import Prepared
 from space.zoo import Backbone
 
 

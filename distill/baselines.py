@@ -4,23 +4,28 @@ the run's KD settings. ``ensemble`` trains them independently and sums their log
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from distill.combined import LogitSum
 from distill.models import NetSpec, complexity
+from distill.prepare import Prepared
 from distill.report import Row
 from distill.residual import ResidualDistillation, stage_seed
 from distill.train import TrainConfig
 
-if TYPE_CHECKING:
-    from distill.reskd import Prepared
+Baseline = Literal["ensemble", "together", "feature_kd"]
+# the baselines of each run method (``feature_kd`` is the assistant method's, in its own run)
+BASELINES: dict[str, tuple[Baseline, ...]] = {
+    "reskd": ("ensemble", "together"),
+    "assistant": ("feature_kd",),
+}
 
 
 def baseline_row(
-    kind: Literal["ensemble", "together", "feature_kd"],
+    kind: str,
     p: Prepared,
     specs: list[NetSpec],
     t_train: Tensor | None,
@@ -28,6 +33,8 @@ def baseline_row(
     """Train (or reuse) the baseline ``kind`` and report it. Both networks learn from T itself,
     as S0 does, so they take S0's KD settings (``student_kd``, else ``kd``); a genotype network
     among them is trained as a searched res-student is (``nas_train``, gradients clipped at 5)."""
+    if kind not in BASELINES["reskd"]:
+        raise ValueError(f"baselines: {kind!r} is not a baseline of method reskd")
     config = p.config
     kd = config.kd_for(0)
 
@@ -40,7 +47,7 @@ def baseline_row(
     nets = [s.build() for s in specs]
     payload = {
         "specs": [s.to_dict() for s in specs],
-        "kd": kd.model_dump(),
+        "kd": kd.settings(),
         "train": train_cfg.to_dict(),
         "input": p.t_key,
         **p.data_key,
@@ -52,7 +59,7 @@ def baseline_row(
         task = ResidualDistillation(
             model,
             objective=kd.objective(),
-            method=kd.model_copy(update={"method": "kd"}),
+            method=kd,  # no peer: a baseline trains its networks alone
             teacher=None if cache else p.teacher,
             cache=cache,
         )

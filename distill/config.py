@@ -28,6 +28,7 @@ M = TypeVar("M", bound="ConfigModel")
 UNION_TAGS = frozenset(
     {"zoo-net", "genotype-net", "searched-net", "torchvision-net", "timm-net", "program-net"}
 )
+TAG_SUFFIX = ":tag"  # the suffix of the tags of a union whose members are registered (KD methods)
 
 
 def _no_lone_surrogates(value: str) -> str:
@@ -72,7 +73,7 @@ def dotted(loc: Sequence[str | int]) -> str:
 
 
 def clean_loc(loc: Iterable[str | int]) -> list[str | int]:
-    return [p for p in loc if p not in UNION_TAGS]
+    return [p for p in loc if p not in UNION_TAGS and not str(p).endswith(TAG_SUFFIX)]
 
 
 _BOUNDS = {

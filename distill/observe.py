@@ -1,10 +1,12 @@
-"""Who is watching a run: a stage observer receives stage starts, reuses and ends, every epoch's
-record and, between batches, the chance to stop the run (a cancelled job). It also serialises
-work on one stage key across processes. Library code reads the current observer from a context
-variable, so nothing passes it through every call; without one, runs are unobserved.
+"""Who is watching a run: a :class:`StageObserver` receives stage starts, reuses and ends (from
+``distill.stages.StageStore``), every epoch's record and, between batches, the progress so far
+and the chance to stop the run (a cancelled job), through the training loop's ``Observed``
+callback (``distill.callbacks``). It also serialises work on one stage key across processes
+(``exclusive``). Library code reads the current observer from a context variable set by
+``observing``, so nothing passes it through every call; without one, runs are unobserved.
 
-The service's workers (``api.worker``) install one that writes progress to the database, holds
-the stage lock there and raises :class:`Cancelled` when the job is cancelled.
+The service's workers (``api.runtime.worker``) install one that writes progress to the database,
+holds the stage lock there and raises :class:`Cancelled` when the job is cancelled.
 """
 
 from __future__ import annotations

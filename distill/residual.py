@@ -1,5 +1,5 @@
-"""The residual method of ResKD (Li et al.): the KD settings of S0 and the res-students, the
-residual task (S0 and every R_i in one class), and the quantities of Algorithm 1 (residual targets,
+"""The residual method of ResKD (Li et al.): the residual task (S0 and every R_i in one class)
+under any KD method (``distill.methods``), and the quantities of Algorithm 1 (residual targets,
 Energy, the termination rule, distances to the teacher). The pipeline that runs these as stages
 is ``search.pipeline``.
 """
@@ -8,68 +8,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any, Literal
 
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
-from distill.config import ConfigModel, Flag
-from distill.losses import (
-    KDLoss,
-    Objective,
-    RelationalObjective,
-    energy,
-    mutual_kl,
-)
+from distill.losses import Objective, energy, mutual_kl
+from distill.methods import MethodConfig as MethodConfig  # the base of every method's settings
 from distill.train import TrainTask
 
-Method = Literal["kd", "dml", "relational"]
-ResidualTarget = Literal["residual", "combined"]
-CeOn = Literal["combined", "residual"]
-METHODS: tuple[Method, ...] = ("kd", "dml", "relational")
 AUX_WEIGHT = 0.4
-
-
-class MethodConfig(ConfigModel):
-    """The KD method of S0 and of every res-student.
-
-    ``residual_target``: what a res-student's KD term compares. ``residual`` is the paper's
-    literal form, eq. 3 between R_i and T_i = T - S_{i-1}; ``combined`` compares S_i = S_{i-1} + R_i
-    with T instead (the same optimum up to a per-sample constant, which softmax ignores).
-
-    ``ce_on``: the paper does not say whether the cross-entropy term of eq. 3 applies to R_i or
-    to S_i. R_i's logits are a correction, not a classifier, so the default applies it to S_i
-    (``combined``): the res-student is pushed to fix the labels S_{i-1} gets wrong. ``residual``
-    applies it to R_i alone, as a literal reading of "R_i = KD(T_i)" would.
-    """
-
-    method: Method = Field("kd", description="kd (eq. 3), dml (mutual learning) or relational")
-    distance: Literal["l2", "kl"] = Field("l2", description="eq. 3's distance: l2 (paper) or kl")
-    tau: float = Field(0.9, ge=0, le=1, description="weight of the KD term against cross-entropy")
-    t: float = Field(4.0, gt=0, le=1000, description="KD temperature")
-    residual_target: ResidualTarget = "residual"
-    ce_on: CeOn = "combined"
-    distance_weight: float = Field(25.0, ge=0, le=1e6, description="relational only")
-    angle_weight: float = Field(50.0, ge=0, le=1e6, description="relational only")
-    zero_init_residual: Flag = Field(
-        True, description="zero each res-student's classifier so S_i starts at S_{i-1}"
-    )
-
-    def for_stage(self, i: int) -> dict[str, Any]:
-        """The settings that matter to stage ``i`` (S0 ignores the residual-only ones)."""
-        settings = self.model_dump()
-        if i == 0:
-            for residual_only in ("residual_target", "ce_on", "zero_init_residual"):
-                settings.pop(residual_only)
-        return settings
-
-    def objective(self) -> Objective:
-        if self.method == "relational":
-            return RelationalObjective(
-                tau=self.tau, distance_weight=self.distance_weight, angle_weight=self.angle_weight
-            )
-        return KDLoss(distance=self.distance, tau=self.tau, t=self.t)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -82,8 +29,9 @@ class ResidualDistillation(TrainTask):
 
     Teacher and base logits come either from a per-sample cache (no random augmentation: each
     sample's frozen outputs never change, so they are computed once) or from the frozen networks
-    on each augmented batch under ``no_grad``. With ``peer`` (deep mutual learning) a second copy
-    trains alongside, each also matching the other's prediction.
+    on each augmented batch under ``no_grad``. ``method`` says where the objective applies (its
+    ``residual_target`` and ``ce_on``). With ``peer`` (a method that ``needs_peer``, deep mutual
+    learning) a second copy trains alongside, each also matching the other's prediction.
     """
 
     def __init__(

@@ -9,9 +9,27 @@ A teacher is
 - a user's own architecture as a TorchScript (``torchscript``) or ``torch.export``
   (``exported-program``) file, used as a frozen black box: logits only.
 
-Kinds are a registry (``TEACHER_KINDS``): each says whether it gives feature maps (what feature
-distillation needs) and how it builds a network. A checkpoint is checked against its network when
-it arrives: keys and shapes (one line: how many differ, the first few) and classes.
+Kinds are a registry (``TEACHER_KINDS``, the entry-point group ``reskd.teachers``) of
+:class:`TeacherKind`: each says whether it gives feature maps (what feature distillation needs)
+and how its networks are made: built by architecture name (``build`` and ``check``), or read from
+a file as a black box (``load``). The built-ins below register as a plug-in does, through the
+project's ``pyproject.toml``. A third party adds a kind in one file, one object and one entry
+point::
+
+    # reskd_onnx.py
+    from distill.teachers import TeacherKind
+
+    def load(path: str) -> torch.nn.Module:
+        ...  # a module whose forward gives logits (N, classes)
+
+    ONNX = TeacherKind("onnx", "an ONNX file (black box)", features=False, load=load)
+
+    # its pyproject.toml
+    [project.entry-points."reskd.teachers"]
+    onnx = "reskd_onnx:ONNX"
+
+The entry point's name is the kind's. A checkpoint is checked against its network when it
+arrives: keys and shapes (one line: how many differ, the first few) and classes.
 """
 
 from __future__ import annotations
@@ -28,6 +46,8 @@ import torch
 from torch import Tensor, nn
 
 from distill.config import ConfigError
+from space.registry import Registry, RegistryError, UnknownName
+from space.zoo import create_model
 
 
 class CheckpointError(ValueError):
@@ -37,15 +57,23 @@ class CheckpointError(ValueError):
 @dataclass(frozen=True)
 class TeacherKind:
     """One kind of teacher. ``build(arch, num_classes)`` makes the untrained network of an
-    architecture family (None for programs, which are files) after ``check(arch)`` (a ValueError
-    naming the known ones); ``features``: it exposes ``forward_stages`` (feature-level methods can
-    use it)."""
+    architecture family (a teacher named ``kind:arch``) after ``check(arch)`` (a ValueError
+    naming the known ones); ``load(path)`` reads a program file (a teacher named ``kind``) as the
+    network itself, given logits only; a kind with neither is the zoo's, built by ``NetSpec``.
+    ``features``: it exposes ``forward_stages`` (feature-level methods can use it). ``order``
+    places it in listings: lower first, then by name."""
 
     name: str
     description: str
     features: bool
     build: Callable[[str, int], nn.Module] | None = None
     check: Callable[[str], None] | None = None
+    load: Callable[[str], nn.Module] | None = None
+    order: int = 100
+
+    def model(self, arch: str) -> str:
+        """``NetSpec``'s model name of the architecture ``arch`` of this kind."""
+        return f"{self.name}:{arch}" if self.build is not None else arch
 
 
 @cache
@@ -88,27 +116,59 @@ def _timm(arch: str, num_classes: int) -> nn.Module:
     return _timm_module().create_model(arch, pretrained=False, num_classes=num_classes)
 
 
-TEACHER_KINDS: dict[str, TeacherKind] = {
-    "zoo": TeacherKind("zoo", "a network of the zoo or a given genotype's", True),
-    "torchvision": TeacherKind(
-        "torchvision", "a torchvision classification model by name", False, _torchvision,
-        _check_torchvision,
-    ),
-    "timm": TeacherKind("timm", "a timm model by name (extra timm)", False, _timm, _check_timm),
-    "torchscript": TeacherKind("torchscript", "a TorchScript file (black box)", False),
-    "exported-program": TeacherKind(
-        "exported-program", "a torch.export program file, .pt2 (black box)", False
-    ),
-}  # fmt: skip
-PROGRAMS = ("torchscript", "exported-program")
+def _torchscript(path: str) -> nn.Module:
+    import warnings
+
+    with warnings.catch_warnings():  # TorchScript is deprecated upstream; users have it
+        warnings.simplefilter("ignore", FutureWarning)
+        module: nn.Module = torch.jit.load(path, map_location="cpu")
+    return module
+
+
+def _exported_program(path: str) -> nn.Module:
+    return torch.export.load(path).module()
+
+
+def _check(name: str, kind: TeacherKind) -> None:
+    if not isinstance(kind, TeacherKind):
+        raise RegistryError(f"teacher kind {name!r}: a TeacherKind, not {type(kind).__name__}")
+    if kind.name != name:
+        raise RegistryError(f"teacher kind {name!r}: it is named {kind.name!r}")
+    if (kind.build is None) != (kind.check is None):
+        raise RegistryError(f"teacher kind {name!r}: build and check go together")
+
+
+TEACHER_KINDS: Registry[TeacherKind] = Registry(
+    "teacher kind", "reskd.teachers", check=_check, order=lambda k: (k.order, k.name)
+)
+
+# The built-in kinds: entry points of this project (pyproject.toml), as a plug-in's are.
+ZOO = TeacherKind("zoo", "a network of the zoo or a given genotype's", True, order=0)
+TORCHVISION = TeacherKind(
+    "torchvision",
+    "a torchvision classification model by name",
+    False,
+    _torchvision,
+    _check_torchvision,
+    order=10,
+)
+TIMM = TeacherKind("timm", "a timm model by name (extra timm)", False, _timm, _check_timm, order=20)
+TORCHSCRIPT = TeacherKind(
+    "torchscript", "a TorchScript file (black box)", False, load=_torchscript, order=30
+)
+EXPORTED_PROGRAM = TeacherKind(
+    "exported-program", "a torch.export program file, .pt2 (black box)", False,
+    load=_exported_program, order=40,
+)  # fmt: skip
 
 
 def teacher_kind(name: str) -> TeacherKind:
-    if name not in TEACHER_KINDS:
+    try:
+        return TEACHER_KINDS.get(name)
+    except UnknownName:
         raise ConfigError.at(
             ("teacher",), f"unknown teacher kind {name!r}; known: {', '.join(TEACHER_KINDS)}"
-        )
-    return TEACHER_KINDS[name]
+        ) from None
 
 
 def external(family: str, arch: str, num_classes: int) -> nn.Module:
@@ -116,7 +176,7 @@ def external(family: str, arch: str, num_classes: int) -> nn.Module:
     unknown name is a ValueError listing where the known ones are."""
     kind = teacher_kind(family)
     if kind.build is None or kind.check is None:
-        raise ConfigError.at(("teacher",), f"{family} networks are files, not built by name")
+        raise ConfigError.at(("teacher",), f"{family} networks are not built as {family}:NAME")
     kind.check(arch)
     return kind.build(arch, num_classes)
 
@@ -267,16 +327,13 @@ def check_program(
 
 
 def load_program(path: str | Path, kind: str) -> nn.Module:
-    """A TorchScript or ``torch.export`` file as a frozen module (a black box: logits only)."""
-    import warnings
-
+    """A program file of the teacher kind ``kind`` (a TorchScript or ``torch.export`` file) as a
+    frozen module (a black box: logits only)."""
+    load = teacher_kind(kind).load
+    if load is None:
+        raise CheckpointError(f"{kind} teachers are networks by name, not program files")
     try:
-        if kind == "torchscript":
-            with warnings.catch_warnings():  # TorchScript is deprecated upstream; users have it
-                warnings.simplefilter("ignore", FutureWarning)
-                module: nn.Module = torch.jit.load(str(path), map_location="cpu")
-        else:
-            module = torch.export.load(str(path)).module()
+        module = load(str(path))
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"not a {kind} file ({first[:200]})") from None
@@ -351,15 +408,16 @@ def parse_teacher(text: str) -> tuple[str, str | None]:
     ``exported-program`` as (kind, architecture)."""
     family, sep, arch = text.partition(":")
     if sep:
-        if family not in ("torchvision", "timm") or not arch:
+        by_name = [k.name for k in TEACHER_KINDS.values() if k.build is not None]
+        if family not in by_name or not arch:
             raise CheckpointError(
-                f"teacher: {text!r} is not torchvision:NAME or timm:NAME; known kinds: "
-                f"{', '.join(TEACHER_KINDS)}"
+                f"teacher: {text!r} is not {' or '.join(f'{k}:NAME' for k in by_name)}; "
+                f"known kinds: {', '.join(TEACHER_KINDS)}"
             )
         return family, arch
-    if text in PROGRAMS:
+    if text in TEACHER_KINDS and TEACHER_KINDS[text].load is not None:
         return text, None
-    return "zoo", text
+    return ZOO.name, text
 
 
 def check_teacher_file(
@@ -368,23 +426,21 @@ def check_teacher_file(
     """Check an uploaded teacher file against the architecture ``teacher`` names (and the
     dataset's ``num_classes`` when known); a :class:`CheckpointError` (one line) when it does not
     fit, else what was checked."""
-    from distill.models import NetSpec
-
     kind, arch = parse_teacher(teacher)
-    if kind in PROGRAMS:
+    if arch is None:  # a program
         if num_classes is None:  # the input it takes is known with the data
             load_program(path, kind)
             return f"a {kind} program"
         check_program(path, kind, input_shape=input_shape, num_classes=num_classes)
         return f"a {kind} program giving {num_classes} classes"
     state = read_state_dict(path)
-    model = arch if kind == "zoo" else f"{kind}:{arch}"
-    assert model is not None
+    model = teacher_kind(kind).model(arch)
 
     def build(classes: int) -> nn.Module:
-        spec = NetSpec(model, num_classes=classes, in_chans=input_shape[0],
-                       input_size=input_shape[-1])  # fmt: skip
-        return spec.build()
+        if teacher_kind(kind).build is not None:
+            return external(kind, arch, classes)
+        return create_model(arch, num_classes=classes, in_chans=input_shape[0],
+                            input_size=input_shape[-1])  # fmt: skip
 
     try:
         net = build(num_classes or 1000)

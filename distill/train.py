@@ -1,134 +1,80 @@
 """ONE training loop, used by every method (supervised, KD, residual stages, ...).
 
 A method is a :class:`TrainTask`: the networks it trains, the frozen networks it reads, and the
-loss it minimises on a batch. The loop owns the optimizer, the LR schedule, the device, the
-progress bar, evaluation and per-epoch checkpoints (an interrupted run resumes at its last epoch).
+loss it minimises on a batch. The loop (:func:`fit`) owns the optimizer, the LR schedule, the
+device, evaluation and per-epoch checkpoints (an interrupted run resumes at its last epoch); it
+reports through callbacks only (``distill.callbacks``: the progress bar, the epoch log, the stage
+observer, the caller's own). What it is configured by lives in ``distill.train_config``, how it
+batches in ``distill.batching``; both are re-exported here.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm import tqdm
+from torch.utils.data import Dataset
 
 from distill import observe
-from distill.config import ConfigModel
+from distill.batching import Indexed, TensorBatches, loader
+from distill.callbacks import (
+    Callback,
+    Callbacks,
+    EachEpoch,
+    EpochCallback,
+    EpochLog,
+    EpochProgress,
+    EpochRecord,
+    Observed,
+    ProgressBar,
+)
 from distill.losses import KDLoss
+from distill.train_config import (
+    PAPER_PRESETS,
+    PRESETS,
+    Optimizer,
+    Schedule,
+    TrainConfig,
+    TrainOverrides,
+    cosine_power_factors,
+    make_optimizer,
+    make_schedule,
+    preset,
+    resolve_device,
+)
 
-Optimizer = Literal["sgd", "adam"]
-Schedule = Literal["multistep", "cosine", "cosine-power", "constant"]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How a network is trained. Epoch numbers in ``milestones`` count from 0."""
-
-    epochs: int = 3
-    batch_size: int = 128
-    optimizer: Optimizer = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: Schedule = "multistep"
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-    num_workers: int = 0
-    grad_clip: float | None = None  # max gradient norm (DARTS clips at 5)
-    lr_min: float = 0.0  # cosine-power: the last epoch's learning rate
-    power: float = 10.0  # cosine-power: the exponent order (1: plain cosine; StacNAS uses 2)
-
-    def __post_init__(self) -> None:
-        checks: list[tuple[str, bool, str]] = [
-            ("epochs", self.epochs >= 1, "an integer >= 1"),
-            ("batch_size", self.batch_size >= 1, "an integer >= 1"),
-            ("optimizer", self.optimizer in ("sgd", "adam"), "one of sgd, adam"),
-            ("lr", self.lr > 0, "a number > 0"),
-            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
-            ("weight_decay", self.weight_decay >= 0, "a number >= 0"),
-            (
-                "schedule",
-                self.schedule in ("multistep", "cosine", "cosine-power", "constant"),
-                "one of multistep, cosine, cosine-power, constant",
-            ),
-            ("milestones", all(m > 0 for m in self.milestones), "epochs > 0"),
-            ("gamma", 0 < self.gamma <= 1, "in (0, 1]"),
-            ("num_workers", self.num_workers >= 0, "an integer >= 0"),
-            ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "None or > 0"),
-            ("lr_min", 0 <= self.lr_min < self.lr, "in [0, lr)"),
-            ("power", self.power >= 1, "a number >= 1"),
-        ]
-        for name, ok, allowed in checks:
-            if not ok:
-                raise ValueError(f"{name}: must be {allowed}, got {getattr(self, name)!r}")
-        object.__setattr__(self, "milestones", tuple(self.milestones))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The config as stage keys hash it: a field added later is left out at its default, so
-        stages stored before it existed keep their keys."""
-        data = {**asdict(self), "milestones": list(self.milestones)}
-        if self.grad_clip is None:
-            del data["grad_clip"]
-        for name in ("lr_min", "power"):
-            if data[name] == getattr(TrainConfig, name):
-                del data[name]
-        return data
-
-
-PRESETS: dict[str, TrainConfig] = {
-    # ResKD paper, section IV-A.
-    "cifar": TrainConfig(epochs=250, batch_size=128, lr=0.1, milestones=(150, 200)),
-    "tiny-imagenet": TrainConfig(epochs=150, batch_size=128, lr=0.1, milestones=(40, 80, 120)),
-    "imagenet": TrainConfig(epochs=90, batch_size=128, lr=0.1, milestones=(30, 60, 80)),
-    # Small runs on a CPU: a few epochs, cosine decay.
-    "cpu-small": TrainConfig(
-        epochs=6, batch_size=64, lr=0.05, schedule="cosine", weight_decay=5e-4
-    ),
-    "cpu-tiny": TrainConfig(epochs=2, batch_size=64, lr=0.05, schedule="cosine", weight_decay=5e-4),
-}
-
-
-class TrainOverrides(ConfigModel):
-    """What a run config changes of its preset's :class:`TrainConfig` (unset fields keep the
-    preset's value; the seed and device come from the run config itself)."""
-
-    epochs: int | None = Field(None, ge=1, le=100_000)
-    batch_size: int | None = Field(None, ge=1, le=65_536)
-    optimizer: Optimizer | None = None
-    lr: float | None = Field(None, gt=0, le=10)
-    momentum: float | None = Field(None, ge=0, lt=1)
-    weight_decay: float | None = Field(None, ge=0, le=1)
-    schedule: Schedule | None = None
-    milestones: tuple[Annotated[int, Field(ge=1, le=100_000)], ...] | None = Field(
-        None, max_length=64
-    )
-    gamma: float | None = Field(None, gt=0, le=1)
-    num_workers: int | None = Field(None, ge=0, le=64)
-    grad_clip: float | None = Field(None, gt=0, le=1e4)
-    lr_min: float | None = Field(None, ge=0, le=10, description="cosine-power: the last lr")
-    power: float | None = Field(None, ge=1, le=1e3, description="cosine-power: exponent order")
-
-    def settings(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
-
-
-PAPER_PRESETS = ("cifar", "tiny-imagenet", "imagenet")  # their protocols augment the images
-
-
-def preset(name: str, **overrides: Any) -> TrainConfig:
-    if name not in PRESETS:
-        raise ValueError(f"preset: unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
-    return replace(PRESETS[name], **overrides)
+__all__ = [
+    "CHECKPOINT_NAME",
+    "PAPER_PRESETS",
+    "PRESETS",
+    "Callback",
+    "Distillation",
+    "EpochCallback",
+    "EpochRecord",
+    "History",
+    "Indexed",
+    "Optimizer",
+    "Schedule",
+    "Supervised",
+    "TensorBatches",
+    "TrainConfig",
+    "TrainOverrides",
+    "TrainTask",
+    "accuracy",
+    "cosine_power_factors",
+    "evaluate",
+    "fit",
+    "loader",
+    "predict_logits",
+    "preset",
+    "resolve_device",
+    "save_atomic",
+]
 
 
 def save_atomic(payload: Any, tmp: Path, path: Path) -> None:
@@ -140,18 +86,6 @@ def save_atomic(payload: Any, tmp: Path, path: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"device: {exc}; use auto, cpu, cuda or cuda:N") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} asked for but no CUDA device is visible")
-    return resolved
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,30 +205,6 @@ class Distillation(TrainTask):
 # --------------------------------------------------------------------------------------------
 
 
-class Indexed(Dataset[tuple[Tensor, int, int]]):
-    """Adds each sample's index, so a task can look up per-sample cached targets."""
-
-    def __init__(self, dataset: Dataset[tuple[Tensor, int]]) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
-        x, y = self.dataset[index]
-        return x, y, index
-
-
-@dataclass
-class EpochRecord:
-    epoch: int
-    loss: float
-    train_accuracy: float
-    eval_accuracy: float | None
-    lr: float
-    seconds: float
-
-
 @dataclass
 class History:
     epochs: list[EpochRecord] = field(default_factory=list)
@@ -305,129 +215,44 @@ class History:
         return self.epochs[-1]
 
 
-EpochCallback = Callable[[EpochRecord, int], None]
-
-
-def cosine_power_factors(epochs: int, lr: float, lr_min: float, power: float) -> list[float]:
-    """Cosine power annealing (Hundt et al., sharpDARTS; StacNAS trains its networks with it):
-    the learning rate of each epoch over ``lr``. With c_e = (1 + cos(pi e / E)) / 2 for epochs
-    e = 1..E, the curve power^(c_e + 1) (c_e itself when power is 1) is rescaled to run from 1
-    at the first epoch to 0 at the last, then mapped onto [lr_min, lr]."""
-    cos = [(1 + math.cos(math.pi * e / epochs)) / 2 for e in range(1, epochs + 1)]
-    curve = cos if power == 1 else [power ** (c + 1) for c in cos]
-    low, high = min(curve), max(curve)
-    scaled = [(v - low) / (high - low) if high > low else 1.0 for v in curve]
-    return [(lr_min + (lr - lr_min) * p) / lr for p in scaled]
-
-
-def _optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(
-        params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-
-
-def _schedule(
-    optimizer: torch.optim.Optimizer, config: TrainConfig
-) -> torch.optim.lr_scheduler.LRScheduler:
-    if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    if config.schedule == "cosine-power":
-        factors = cosine_power_factors(config.epochs, config.lr, config.lr_min, config.power)
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda epoch: factors[min(epoch, len(factors) - 1)]
-        )
-    if config.schedule == "multistep":
-        return torch.optim.lr_scheduler.MultiStepLR(
-            optimizer, milestones=list(config.milestones), gamma=config.gamma
-        )
-    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-
-
-class TensorBatches:
-    """Batches of an in-memory set gathered by index (``batch_of``, e.g. ``TensorImages``
-    without augmentation), under ``Subset`` and ``Indexed`` wrappers: what a ``DataLoader``
-    yields, in the same order (its sampler's draws from ``generator`` are repeated exactly), but
-    without a ``__getitem__`` and a collation per sample."""
-
-    def __init__(
-        self,
-        source: Any,
-        positions: Tensor,
-        *,
-        indexed: bool,
-        batch_size: int,
-        shuffle: bool,
-        generator: torch.Generator | None,
-    ) -> None:
-        self.source, self.positions, self.indexed = source, positions, indexed
-        self.batch_size, self.shuffle, self.generator = batch_size, shuffle, generator
-
-    def __len__(self) -> int:
-        return -(-len(self.positions) // self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
-        n, g = len(self.positions), self.generator
-        torch.empty((), dtype=torch.int64).random_(generator=g)  # DataLoader's workers' seed
-        order, sampler = torch.arange(n), g
-        if self.shuffle:  # as RandomSampler draws
-            if sampler is None:
-                sampler = torch.Generator()
-                sampler.manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
-            order = torch.randperm(n, generator=sampler)
-        for chunk in order.split(self.batch_size):
-            x, y = self.source.batch_of(self.positions[chunk])
-            yield (x, y, chunk) if self.indexed else (x, y)
-        if self.shuffle:
-            torch.randperm(n, generator=sampler)  # RandomSampler's last (empty) draw
-
-
-def _tensor_view(dataset: Dataset[Any]) -> tuple[Any, Tensor, bool] | None:
-    """The in-memory set under ``dataset``'s wrappers, the positions it reads, and whether
-    the batches carry their indices; None when batches need the per-sample path."""
-    indexed = isinstance(dataset, Indexed)
-    inner: Any = dataset.dataset if isinstance(dataset, Indexed) else dataset
-    positions: Tensor | None = None
-    while isinstance(inner, Subset):
-        index = torch.as_tensor(list(inner.indices), dtype=torch.long)
-        positions = index if positions is None else index[positions]
-        inner = inner.dataset
-    if not getattr(inner, "batchable", False) or not hasattr(inner, "batch_of"):
-        return None
-    if positions is None:
-        positions = torch.arange(len(inner))
-    return inner, positions, indexed
-
-
-def loader(
-    dataset: Dataset[Any],
-    *,
-    batch_size: int,
-    shuffle: bool = False,
-    num_workers: int = 0,
-    generator: torch.Generator | None = None,
-) -> DataLoader[Any] | TensorBatches:
-    """Batches of ``dataset``: an in-memory set without augmentation (digits, MNIST 5k) as
-    tensors gathered by index (``TensorBatches``), anything else through a ``DataLoader``."""
-    view = _tensor_view(dataset) if num_workers == 0 else None
-    if view is not None:
-        source, positions, indexed = view
-        return TensorBatches(
-            source, positions, indexed=indexed, batch_size=batch_size, shuffle=shuffle,
-            generator=generator,
-        )  # fmt: skip
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=num_workers,
-        generator=generator,
-        drop_last=False,
-    )
-
-
 CHECKPOINT_NAME = "last.pt"
+
+
+@dataclass
+class _Run:
+    """What a checkpoint holds besides the config: the trained networks, the optimizer, the
+    schedule, the batch order's generator, the global RNG, the history and the task's state."""
+
+    task: TrainTask
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    history: History = field(default_factory=History)
+
+    def resume(self, path: Path, device: torch.device) -> None:
+        state = torch.load(path, map_location=device, weights_only=False)
+        self.task.trained.load_state_dict(state["trained"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["rng"])
+        self.history.epochs = [EpochRecord(**r) for r in state["history"]]
+        self.task.load_extra_state(state.get("task", {}))
+        self.history.resumed_from = len(self.history.epochs)
+
+    def save(self, path: Path, config: TrainConfig) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "trained": self.task.trained.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "rng": torch.get_rng_state(),
+            "history": [asdict(r) for r in self.history.epochs],
+            "config": config.to_dict(),
+            "task": self.task.extra_state(),
+        }
+        save_atomic(payload, path.with_suffix(".tmp"), path)
 
 
 def fit(
@@ -440,14 +265,16 @@ def fit(
     desc: str = "train",
     progress: bool = True,
     on_epoch: EpochCallback | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> History:
     """Train ``task`` for ``config.epochs`` epochs; resume from ``checkpoint_dir`` if it holds one.
 
     ``eval_data``: after every epoch, the accuracy of ``task.predict`` on it is the record's
     ``eval_accuracy`` (the task's whole prediction: a residual task predicts S_i = S_{i-1} + R_i
-    when its base network is given, ``ResidualDistillation(base=...)``). ``on_epoch(record,
-    total_epochs)`` is called after every epoch (progress reporting).
-    """
+    when its base network is given, ``ResidualDistillation(base=...)``). The run is reported to,
+    in this order: ``on_epoch(record, total_epochs)`` after every epoch, ``callbacks``, the
+    current stage observer (``observe.current()``), and with ``progress`` a bar and a line per
+    epoch."""
     if len(train_data) == 0:  # type: ignore[arg-type]
         raise ValueError(f"{desc}: the training set is empty")
     device = resolve_device(config.device)
@@ -456,25 +283,14 @@ def fit(
     params = task.optimized_parameters()
     if not params:
         raise ValueError(f"{desc}: the task has no trainable parameters")
-    optimizer = _optimizer(params, config)
-    scheduler = _schedule(optimizer, config)
+    optimizer = make_optimizer(params, config)
     generator = torch.Generator().manual_seed(config.seed)
-    history = History()
-
+    run = _Run(task, optimizer, make_schedule(optimizer, config), generator)
     path = checkpoint_dir / CHECKPOINT_NAME if checkpoint_dir is not None else None
     if path is not None and path.is_file():
-        state = torch.load(path, map_location=device, weights_only=False)
-        task.trained.load_state_dict(state["trained"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["rng"])
-        history.epochs = [EpochRecord(**r) for r in state["history"]]
-        task.load_extra_state(state.get("task", {}))
-        history.resumed_from = len(history.epochs)
-
+        run.resume(path, device)
     task.grad_clip = config.grad_clip
-    observer = observe.current()
+    hooks = _reporting(task, run.history, on_epoch, callbacks, progress)
     batches = loader(
         Indexed(train_data),
         batch_size=config.batch_size,
@@ -482,86 +298,72 @@ def fit(
         num_workers=config.num_workers,
         generator=generator,
     )
-    for epoch in range(history.resumed_from, config.epochs):
+    for epoch in range(run.history.resumed_from, config.epochs):
         started = time.perf_counter()
         task.start_epoch(epoch, config.epochs)
         task.train()
-        total_loss, correct, seen = 0.0, 0, 0
         lr = optimizer.param_groups[0]["lr"]
-        bar = tqdm(
-            batches,
-            desc=f"{desc} {epoch + 1}/{config.epochs}",
-            leave=False,
-            disable=None if progress else True,  # None: shown on a terminal only
-            unit="batch",
-        )
-        for b, (x, y, index) in enumerate(bar):
-            if observer is not None:
-                observer.check()  # a cancelled job stops here, between batches
-                if seen:
-                    observer.batch(epoch, b, len(batches), total_loss / seen, config.epochs, desc)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss, logits = task.step(x, y, index, optimizer)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; "
-                    f"lower the learning rate (lr {config.lr})"
-                )
-            total_loss += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(y)
-            if not bar.disable:  # the task's status may cost a device sync: only when shown
-                bar.set_postfix(
-                    {"loss": f"{total_loss / seen:.4f}", "acc": f"{correct / seen:.3f}"}
-                    | task.status()
-                )
-        scheduler.step()
+        state = EpochProgress(desc, epoch, config.epochs, len(batches))
+        hooks.on_epoch_start(state)
+        _train_epoch(task, batches, optimizer, device, state, hooks, lr=config.lr)
+        run.scheduler.step()
         eval_acc = (
             evaluate(task, eval_data, batch_size=config.batch_size * 2, device=device)
             if eval_data is not None
             else None
         )
-        record = EpochRecord(
-            epoch=epoch + 1,
-            loss=total_loss / seen,
-            train_accuracy=correct / seen,
-            eval_accuracy=eval_acc,
-            lr=lr,
-            seconds=time.perf_counter() - started,
-        )
-        history.epochs.append(record)
+        seconds = time.perf_counter() - started
+        record = EpochRecord(epoch + 1, state.loss, state.accuracy, eval_acc, lr, seconds)
+        run.history.epochs.append(record)
         task.end_epoch(record)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            save_atomic(
-                {
-                    "trained": task.trained.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "generator": generator.get_state(),
-                    "rng": torch.get_rng_state(),
-                    "history": [asdict(r) for r in history.epochs],
-                    "config": config.to_dict(),
-                    "task": task.extra_state(),
-                },
-                tmp,
-                path,
-            )
-        if on_epoch is not None:
-            on_epoch(record, config.epochs)
-        if observer is not None:
-            extra = {"phase": desc, **task.epoch_metrics()}
-            observer.epoch(record, config.epochs, history.resumed_from, extra)
-        if progress:
-            shown = f", eval acc {100 * eval_acc:.2f}%" if eval_acc is not None else ""
-            shown += "".join(f", {k} {v}" for k, v in task.status().items())
-            tqdm.write(
-                f"{desc} epoch {epoch + 1}/{config.epochs}: loss {record.loss:.4f}, "
-                f"train acc {record.train_accuracy:.4f}{shown} ({record.seconds:.1f}s)"
-            )
+            run.save(path, config)
+        hooks.on_epoch_end(record, state)
     task.eval()
-    return history
+    return run.history
+
+
+def _reporting(
+    task: TrainTask,
+    history: History,
+    on_epoch: EpochCallback | None,
+    callbacks: Sequence[Callback],
+    progress: bool,
+) -> Callbacks:
+    """Everything ``fit`` reports to, in its order."""
+    hooks: list[Callback] = [EachEpoch(on_epoch)] if on_epoch is not None else []
+    hooks += callbacks
+    observer = observe.current()
+    if observer is not None:
+        metrics = task.epoch_metrics
+        hooks.append(Observed(observer, resumed_from=history.resumed_from, metrics=metrics))
+    if progress:
+        hooks += [ProgressBar(task.status), EpochLog(task.status)]
+    return Callbacks(hooks)
+
+
+def _train_epoch(
+    task: TrainTask,
+    batches: Iterable[Any],
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    state: EpochProgress,
+    hooks: Callback,
+    *,
+    lr: float,
+) -> None:
+    """One pass over ``batches``, a step each, summed into ``state``."""
+    for x, y, index in batches:
+        hooks.on_batch_start(state)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss, logits = task.step(x, y, index, optimizer)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"{state.desc}: loss became {loss.item()} at epoch {state.epoch + 1}; "
+                f"lower the learning rate (lr {lr})"
+            )
+        state.add(loss.item() * len(y), int((logits.argmax(1) == y).sum()), len(y))
+        hooks.on_batch_end(state)
 
 
 @torch.no_grad()

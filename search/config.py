@@ -1,43 +1,25 @@
 """The run config: one pydantic schema for YAML files, the CLI and the HTTP API (``/docs`` documents
 every field; a wrong type is a 422 whose ``loc`` names it).
 
-A network is one of three (a discriminated union): a zoo model (``resnet8`` or ``{model: resnet8,
-width: 0.5}``), the network of a given genotype (``{genotype: {...}, channels: C, layers: L}``) or
-one found by a search under a budget (``{search: {budget_mflops: ..., ...}}``).
+Its networks (teacher, student, res-students) are the discriminated unions of ``search.nets``;
+its KD settings (``kd``, ``student_kd``) the union of the registered KD methods
+(``distill.methods``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
-from pydantic import (
-    AfterValidator,
-    BeforeValidator,
-    Discriminator,
-    Field,
-    Tag,
-    field_validator,
-    model_validator,
-)
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from distill.baselines import BASELINES, Baseline
 from distill.catalog import FOLDER_DATASETS, DatasetInfo
-from distill.config import ConfigError, ConfigModel, Flag, Loc, PathText, parse, require
+from distill.config import ConfigError, ConfigModel, Flag, Loc, PathText, require
 from distill.data import DATASETS, DatasetError, dataset_info, peek_info
-from distill.models import GENOTYPE_MODEL, NetSpec
-from distill.residual import MethodConfig
-from distill.reskd import BASELINES, Baseline
-from distill.teachers import (
-    CheckpointError,
-    check_program,
-    fitted,
-    known_arch,
-    read_state_dict,
-    teacher_kind,
-)
+from distill.methods import KDConfig, MethodConfig, method_union
+from distill.teachers import CheckpointError, teacher_kind
 from distill.train import (
     PAPER_PRESETS,
     PRESETS,
@@ -47,161 +29,26 @@ from distill.train import (
     resolve_device,
 )
 from search.budget import BudgetError, check_budget
+from search.nets import (
+    GenotypeNet,
+    NetConfig,
+    ProgramNet,
+    SearchedNet,
+    Teacher,
+    TeacherConfig,
+    ZooNet,
+    check_teacher_checkpoint,
+    teacher_kind_of,
+)
+from search.nets import spec_of as spec_of  # the public path of the networks' specs
 from search.run import shape_for
-from search.spec import SearchSpec
-from space.genotypes import Genotype
-from space.zoo import MODELS
-
-SEARCHED: Final = "searched"  # the ``model`` of a network found by a search
-
-
-class ZooNet(ConfigModel):
-    """A handcrafted network of the zoo."""
-
-    model: str = Field(
-        description=f"one of {', '.join(MODELS)}", json_schema_extra={"enum": list(MODELS)}
-    )
-    width: float = Field(1.0, gt=0, le=64, description="channel width multiplier")
-    num_classes: int | None = Field(None, ge=1, description="if given, must match the dataset")
-
-    @field_validator("model")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        if value not in MODELS:
-            raise ValueError(f"unknown model {value!r}; allowed: {', '.join(MODELS)}")
-        return value
-
-    searched: ClassVar[bool] = False
-
-
-class GenotypeNet(ConfigModel):
-    """The network of a given genotype (DARTS's format)."""
-
-    model: Literal["genotype"] = GENOTYPE_MODEL
-    genotype: dict[str, Any] = Field(description="{normal: [[op, input], ...], reduce: [...]}")
-    channels: int = Field(ge=2, le=512, multiple_of=2, description="initial channels (even)")
-    layers: int = Field(ge=3, le=64, description="cells")
-    auxiliary: Flag = False
-    drop_path_prob: float = Field(0.0, ge=0, lt=1)
-    width: float = Field(1.0, gt=0, le=64)
-    num_classes: int | None = Field(None, ge=1)
-
-    @field_validator("genotype")
-    @classmethod
-    def _genotype(cls, value: dict[str, Any]) -> dict[str, Any]:
-        cells = [value.get(k) for k in ("normal", "reduce", "normal_concat", "reduce_concat")]
-        if any(c is not None and (not isinstance(c, list) or len(c) > 32) for c in cells):
-            raise ValueError("normal and reduce: lists of at most 32 [operation, input] pairs")
-        try:
-            return Genotype.from_dict(value).to_dict()  # names what is wrong with it
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, ValueError):
-                raise
-            raise ValueError("normal and reduce: lists of [operation, input] pairs") from None
-
-    searched: ClassVar[bool] = False
-
-
-class SearchedNet(ConfigModel):
-    """A network found by a search under a FLOPs budget."""
-
-    model: Literal["searched"] = SEARCHED
-    search: SearchSpec
-
-    searched: ClassVar[bool] = True
-    num_classes: ClassVar[None] = None
-
-
-class LibraryNet(ConfigModel):
-    """A network of a model library by name (its field is the library's name)."""
-
-    num_classes: int | None = Field(None, ge=1, description="if given, must match the dataset")
-
-    searched: ClassVar[bool] = False
-    kind: ClassVar[str]
-
-    @property
-    def arch(self) -> str:
-        return str(getattr(self, self.kind))
-
-
-class TorchvisionNet(LibraryNet):
-    """A torchvision classification model by name (``torchvision.models.list_models``); with
-    ``teacher_checkpoint``, its local weights (torchvision's own files load as they are)."""
-
-    torchvision: Annotated[str, AfterValidator(known_arch("torchvision"))] = Field(
-        description="e.g. resnet18, mobilenet_v3_small, efficientnet_b0"
-    )
-    kind: ClassVar[str] = "torchvision"
-
-
-class TimmNet(LibraryNet):
-    """A timm model by name (the optional extra ``timm``) with a local checkpoint."""
-
-    timm: Annotated[str, AfterValidator(known_arch("timm"))] = Field(
-        description="a name timm.list_models() gives, e.g. resnet18"
-    )
-    kind: ClassVar[str] = "timm"
-
-
-class ProgramNet(ConfigModel):
-    """A user's own architecture as a file (``teacher_checkpoint``): a TorchScript module
-    (``torch.jit.save``) or a ``torch.export`` program (``torch.export.save``, .pt2), used as a
-    frozen black box that gives logits: logit distillation only (method reskd)."""
-
-    program: Literal["torchscript", "exported-program"] = Field(description="the file's format")
-    num_classes: int | None = Field(None, ge=1, description="if given, must match the dataset")
-
-    searched: ClassVar[bool] = False
-
-    @property
-    def kind(self) -> str:
-        return self.program
-
-
-def _net_tag(raw: Any) -> str:
-    if isinstance(raw, TorchvisionNet | TimmNet | ProgramNet):
-        return f"{raw.kind}-net" if isinstance(raw, TorchvisionNet | TimmNet) else "program-net"
-    if isinstance(raw, Mapping):
-        for key in ("torchvision", "timm", "program"):
-            if raw.get(key) is not None:
-                return f"{key}-net"
-        if raw.get("search") is not None or raw.get("model") == SEARCHED:
-            return "searched-net"
-        if raw.get("genotype") is not None or raw.get("model") == GENOTYPE_MODEL:
-            return "genotype-net"
-    elif isinstance(raw, SearchedNet | GenotypeNet):
-        return "searched-net" if isinstance(raw, SearchedNet) else "genotype-net"
-    return "zoo-net"
-
-
-def _named(raw: Any) -> Any:
-    return {"model": raw} if isinstance(raw, str) else raw
-
 
 # the fields that name a trained network's weights (a file; over the API, an upload)
 CHECKPOINTS: Final = ("teacher_checkpoint", "student_checkpoint")
-
-NetConfig = Annotated[
-    Annotated[ZooNet, Tag("zoo-net")]
-    | Annotated[GenotypeNet, Tag("genotype-net")]
-    | Annotated[SearchedNet, Tag("searched-net")],
-    Discriminator(_net_tag),
-    BeforeValidator(_named),
-]
-
-
-TeacherConfig = Annotated[
-    Annotated[ZooNet, Tag("zoo-net")]
-    | Annotated[GenotypeNet, Tag("genotype-net")]
-    | Annotated[SearchedNet, Tag("searched-net")]
-    | Annotated[TorchvisionNet, Tag("torchvision-net")]
-    | Annotated[TimmNet, Tag("timm-net")]
-    | Annotated[ProgramNet, Tag("program-net")],
-    Discriminator(_net_tag),
-    BeforeValidator(_named),
-]
-Teacher = ZooNet | GenotypeNet | TorchvisionNet | TimmNet | ProgramNet
+if TYPE_CHECKING:
+    KDSettings = MethodConfig
+else:  # the registered KD methods' settings, told apart by ``method`` (plug-ins included)
+    KDSettings = method_union()
 
 
 def _listed(raw: Any) -> Any:
@@ -282,8 +129,12 @@ class RunConfig(ConfigModel):
         "instead of trained by KD, and the res-students learn its residual; over the API, an "
         "uploaded one",
     )
-    kd: MethodConfig = Field(default_factory=MethodConfig)
-    student_kd: MethodConfig | None = Field(
+    kd: KDSettings = Field(
+        default_factory=KDConfig,
+        description="the KD method of S0 and the res-students and its settings; method: kd "
+        "(default), dml, relational or a plug-in's (entry-point group reskd.methods)",
+    )
+    student_kd: KDSettings | None = Field(
         None, description="S0's KD settings when they differ from the res-students' (default: kd)"
     )
     ratio: float = Field(0.9, gt=0, le=1, description="stop when Energy(S_i) > ratio x Energy(T)")
@@ -526,79 +377,3 @@ class RunConfig(ConfigModel):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
-
-
-def teacher_kind_of(net: Teacher | SearchedNet) -> str:
-    """The teacher kind (``distill.teachers.TEACHER_KINDS``) of a teacher config."""
-    return "zoo" if isinstance(net, ZooNet | GenotypeNet | SearchedNet) else net.kind
-
-
-def teacher_spec(net: Teacher, info: DatasetInfo) -> NetSpec | None:
-    """The buildable spec of a teacher (None for a program, which is its file)."""
-    if isinstance(net, ProgramNet):
-        return None
-    if isinstance(net, TorchvisionNet | TimmNet):
-        return NetSpec(f"{net.kind}:{net.arch}", 1.0, info.num_classes, info.in_chans,
-                       info.image_size)  # fmt: skip
-    return spec_of(net, info)
-
-
-def teacher_label(net: Teacher, info: DatasetInfo) -> str:
-    spec = teacher_spec(net, info)
-    return spec.label if spec is not None else f"{teacher_kind_of(net)} program"
-
-
-def check_teacher_checkpoint(net: Teacher, info: DatasetInfo, path: str) -> None:
-    """A :class:`CheckpointError` (one line) unless the file at ``path`` fits the teacher ``net``
-    on ``info``'s data: keys and shapes, and the classes of its classifier."""
-    p = Path(path)
-    _check_fit(net.model_dump_json(), info, str(p), p.stat().st_mtime)
-
-
-@cache
-def _check_fit(net_json: str, info: DatasetInfo, path: str, mtime: float) -> None:
-    del mtime  # part of the cache key: a changed file is checked again
-    net = parse(RunConfig, {"dataset": "digits", "teacher": json.loads(net_json),
-                            "student": "resnet8"}).teacher  # fmt: skip
-    assert not isinstance(net, SearchedNet)
-    if isinstance(net, ProgramNet):
-        check_program(path, net.program, input_shape=info.input_shape,
-                      num_classes=info.num_classes, dataset=info.name)  # fmt: skip
-        return
-    spec = teacher_spec(net, info)
-    assert spec is not None
-    fitted(spec.build(), read_state_dict(path), label=spec.label, num_classes=info.num_classes,
-           dataset=info.name)  # fmt: skip
-
-
-def spec_of(net: ZooNet | GenotypeNet, info: Any) -> NetSpec:
-    """The buildable spec of a handcrafted or given-genotype network on ``info``'s data."""
-    if isinstance(net, GenotypeNet):
-        return NetSpec.of_genotype(
-            Genotype.from_dict(net.genotype),
-            info,
-            channels=net.channels,
-            layers=net.layers,
-            auxiliary=net.auxiliary,
-            drop_path_prob=net.drop_path_prob,
-        )
-    return NetSpec.for_dataset(net.model, info, width=net.width)
-
-
-def load_config(path: Path) -> RunConfig:
-    """A run config from a YAML or JSON file."""
-    import yaml
-
-    if not path.is_file():
-        raise ConfigError.at(("config",), f"no file at {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())  # JSON is YAML
-    except yaml.YAMLError as exc:  # one line (PyYAML's own message spans several)
-        mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError.at(
-            ("config",), f"{path} is not valid YAML or JSON{at}: {problem or exc}"
-        ) from None
-    if not isinstance(raw, Mapping):
-        raise ConfigError.at(("config",), f"{path} must hold a mapping of fields")
-    return RunConfig.from_dict(raw)

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
 from search.budget import NON_ZERO
-from search.strategies import SearchContext, StrategyResult
+from search.strategies.base import SearchContext, StrategyResult
 from space.genotypes import Genotype
 from space.supernet import CELL_KINDS, NetShape, argmax_genotype, edge_inputs
 

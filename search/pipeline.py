@@ -1,4 +1,4 @@
-"""The ResKD pipeline, wired: a run config -> the teacher (``distill.reskd.prepare``) -> Algorithm 1
+"""The ResKD pipeline, wired: a run config -> the teacher (``distill.prepare``) -> Algorithm 1
 (``distill.reskd``) or Gao et al.'s method (``distill.assistant_run``), with every searched
 network found by ``search.run`` in a stage of the same store before it is fine-tuned.
 
@@ -18,21 +18,13 @@ from distill.assistant_run import run_assistant
 from distill.catalog import DatasetInfo
 from distill.config import ConfigError
 from distill.models import NetSpec
+from distill.prepare import Prepared, TeacherSource, prepare
 from distill.report import Report
-from distill.reskd import (
-    Prepared,
-    ResKD,
-    ResStudent,
-    Source,
-    StageInputs,
-    TeacherSource,
-    fixed,
-    prepare,
-)
+from distill.reskd import ResKD, ResStudent, Source, StageInputs, fixed
 from distill.stages import StageStore
-from search.config import (
+from search.config import RunConfig
+from search.nets import (
     GenotypeNet,
-    RunConfig,
     SearchedNet,
     ZooNet,
     spec_of,
@@ -142,25 +134,36 @@ def run(
     """Algorithm 1 (with the Table II baselines when asked) or the assistant method, then the
     report. A service shares one ``stages_dir`` between its jobs."""
     p = _prepare(config, out_dir, stages_dir, progress, log)
-    info = p.data.info
     for deviation in config.deviations():
         log(f"note: {deviation}")
-    if config.method == "assistant":
-        student = config.student
-        assert isinstance(student, ZooNet)
-        a = config.assistant
-        report = run_assistant(
-            p, student=spec_of(student, info), variant=a.variant, separation=a.separation,
-            at_weight=a.at_weight, at_mode=a.at_mode,
-        )  # fmt: skip
-    else:
-        algorithm = ResKD(p)
-        for i in range(config.stages + 1):  # i = 0 is S0
-            net = config.student if i == 0 else config.res_student(i)
-            if algorithm.step(i, source_of(net, info)):
-                break
-        report = algorithm.finish()
-    return report
+    return RUNNERS[config.method](config, p)
+
+
+def _run_reskd(config: RunConfig, p: Prepared) -> Report:
+    """Algorithm 1: S0, then res-students until Energy says stop, then the combined student."""
+    algorithm = ResKD(p)
+    for i in range(config.stages + 1):  # i = 0 is S0
+        net = config.student if i == 0 else config.res_student(i)
+        if algorithm.step(i, source_of(net, p.data.info)):
+            break
+    return algorithm.finish()
+
+
+def _run_assistant(config: RunConfig, p: Prepared) -> Report:
+    """Gao et al.'s method on the student split into S and A."""
+    student, a = config.student, config.assistant
+    assert isinstance(student, ZooNet)  # checked: the assistant method splits a zoo network
+    return run_assistant(
+        p, student=spec_of(student, p.data.info), variant=a.variant, separation=a.separation,
+        at_weight=a.at_weight, at_mode=a.at_mode,
+    )  # fmt: skip
+
+
+# what each run method (``RunConfig.method``) runs once the teacher is prepared
+RUNNERS: dict[str, Callable[[RunConfig, Prepared], Report]] = {
+    "reskd": _run_reskd,
+    "assistant": _run_assistant,
+}
 
 
 def search(

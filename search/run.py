@@ -32,8 +32,14 @@ from search.budget import (
 from search.cells import draw_cells, genotype_text
 from search.plot import plot_search
 from search.rank import candidates, rank
-from search.spec import SearchSpec
-from search.strategies import STRATEGIES, ObjectiveFactory, SearchContext
+from search.spec import StrategySpec
+from search.strategies import (
+    ObjectiveFactory,
+    SearchContext,
+    StrategyResult,
+    SupernetPlan,
+    strategy_for,
+)
 from space.flops import Complexity, count
 from space.genotypes import Genotype
 from space.supernet import NetShape
@@ -41,7 +47,7 @@ from space.supernet import NetShape
 
 @dataclass
 class SearchResult:
-    spec: SearchSpec
+    spec: StrategySpec
     derivation: Derivation
     argmax: Genotype
     complexity: Complexity  # the derived network, by the product counter
@@ -84,7 +90,7 @@ class SearchResult:
         )
 
 
-def shape_for(spec: SearchSpec, info: DatasetInfo) -> NetShape:
+def shape_for(spec: StrategySpec, info: DatasetInfo) -> NetShape:
     """The supernet's and the derived network's shape; ``channels: auto`` resolved on the budget."""
     shape = NetShape.of(
         channels=spec.channels if spec.channels != "auto" else spec.min_channels,
@@ -131,7 +137,7 @@ def residual_objective(
 
 
 def run_search(
-    spec: SearchSpec,
+    spec: StrategySpec,
     *,
     info: DatasetInfo,
     train_data: Dataset[tuple[Tensor, int]],
@@ -141,37 +147,19 @@ def run_search(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> SearchResult:
+    """Search with ``spec``'s strategy, derive the network within the budget (ranking the best
+    candidates when asked), check it with the product counter and write it to ``out_dir``."""
     shape = shape_for(spec, info)
     check_budget(shape, spec.budget_mflops, spec.min_channels)  # before any work
     out_dir.mkdir(parents=True, exist_ok=True)
-    strategy = STRATEGIES[spec.strategy]
-    log(
-        f"search ({spec.strategy}, {spec.resolved_optimization}): {shape.channels} channels"
-        + (
-            f" (supernet {spec.supernet_channels(shape.channels)})"
-            if spec.search_width != 1
-            else ""
-        )
-        + f", {spec.layers} cells"
-        + (f" ({spec.stage1_layers} in stage 1)" if spec.stage1_layers is not None else "")
-        + f", budget {spec.budget_mflops:g} MFLOPs, {spec.epochs} epoch(s)"
-        + (" per stage" if spec.strategy == "stacnas" else "")
-    )
+    strategy = strategy_for(spec)
+    log(_announce(spec, shape, strategy.plan(spec, shape)))
     started = time.perf_counter()
     ctx = SearchContext(
         spec, shape, train_data, objective_factory, device, out_dir / "checkpoints", progress, log
     )
     found = strategy.search(ctx)
-    start = found.genotype
-    if spec.max_skips is not None:
-        start = cap_skips(start, found.scores, spec.max_skips, shape.steps)
-    derivation = derive_within_budget(
-        start,
-        found.scores,
-        shape=shape,
-        budget_mflops=spec.budget_mflops,
-        min_channels=spec.min_channels,
-    )
+    derivation = _derive(spec, shape, found)
     ranking: list[dict[str, Any]] = []
     if spec.rank_candidates > 1:
         options = candidates(
@@ -186,13 +174,7 @@ def run_search(
         ranking = [r.to_dict() for r in ranked]
         derivation = ranked[0].derivation
         log(f"rank: kept the {ranked[0].source} network of {len(ranked)}")
-    net = shape.derived(derivation.genotype, derivation.channels)
-    counted = count(net, input_shape=info.input_shape)
-    if counted.macs != derivation.macs or counted.mflops > spec.budget_mflops:
-        raise AssertionError(  # the layout's cost and the counter disagree: a bug, never ignored
-            f"derived network counted {counted.mflops:.6f} MFLOPs, layout said "
-            f"{derivation.mflops:.6f}, budget {spec.budget_mflops:g}"
-        )
+    counted = _counted(derivation, shape, info, spec.budget_mflops)
     for move in derivation.moves:
         log(f"budget: {move}")
     result = SearchResult(
@@ -206,16 +188,70 @@ def run_search(
         out_dir,
         found.selection | ({"ranking": ranking} if ranking else {}),
     )
-    if found.history:
+    _write(result)
+    log(result.summary())
+    return result
+
+
+def _announce(spec: StrategySpec, shape: NetShape, plan: list[SupernetPlan]) -> str:
+    """The search's opening line: strategy, optimisation, shape, budget and epochs."""
+    wider = spec.supernet_channels(shape.channels)
+    shallower = [f" ({p.layers} in {p.stage})" for p in plan if p.layers != spec.layers]
+    return (
+        f"search ({spec.strategy}, {spec.resolved_optimization}): {shape.channels} channels"
+        + (f" (supernet {wider})" if wider != shape.channels else "")
+        + f", {spec.layers} cells{''.join(shallower)}"
+        + f", budget {spec.budget_mflops:g} MFLOPs, {spec.epochs} epoch(s)"
+        + (" per stage" if len(plan) > 1 else "")
+    )
+
+
+def _derive(spec: StrategySpec, shape: NetShape, found: StrategyResult) -> Derivation:
+    """The search's genotype (its skips capped) repaired to fit the budget."""
+    start = found.genotype
+    if spec.max_skips is not None:
+        start = cap_skips(start, found.scores, spec.max_skips, shape.steps)
+    return derive_within_budget(
+        start,
+        found.scores,
+        shape=shape,
+        budget_mflops=spec.budget_mflops,
+        min_channels=spec.min_channels,
+    )
+
+
+def _counted(
+    derivation: Derivation, shape: NetShape, info: DatasetInfo, budget_mflops: float
+) -> Complexity:
+    """The derived network by the product counter, which must agree with the layout's cost."""
+    net = shape.derived(derivation.genotype, derivation.channels)
+    counted = count(net, input_shape=info.input_shape)
+    if counted.macs != derivation.macs or counted.mflops > budget_mflops:
+        raise AssertionError(  # the layout's cost and the counter disagree: a bug, never ignored
+            f"derived network counted {counted.mflops:.6f} MFLOPs, layout said "
+            f"{derivation.mflops:.6f}, budget {budget_mflops:g}"
+        )
+    return counted
+
+
+# What an epoch record of a strategy's history needs for alphas.png (a strategy that trains no
+# supernet, e.g. random search, records none of it and gets no weights plot).
+PLOTTED = {"probabilities", "expected_mflops", "loss"}
+
+
+def _write(result: SearchResult) -> None:
+    """``alphas.png``, ``cells.png``, ``genotype.json`` and ``search.json`` in its directory."""
+    spec, out_dir, counted = result.spec, result.directory, result.complexity
+    if result.history and all(PLOTTED <= set(epoch) for epoch in result.history):
         result.plot = plot_search(
-            found.history, budget_mflops=spec.budget_mflops, path=out_dir / "alphas.png"
+            result.history, budget_mflops=spec.budget_mflops, path=out_dir / "alphas.png"
         )
     draw_cells(
         result.genotype,
         out_dir / "cells.png",
         title=f"{result.channels} channels, {spec.layers} cells, {counted.mflops:.4f} MFLOPs "
-        f"(budget {spec.budget_mflops:g}); repair changed {derivation.operations_changed} "
-        "operation(s)",
+        f"(budget {spec.budget_mflops:g}); repair changed "
+        f"{result.derivation.operations_changed} operation(s)",
     )
     (out_dir / "genotype.json").write_text(
         json.dumps(
@@ -229,5 +265,3 @@ def run_search(
         )
     )
     (out_dir / "search.json").write_text(json.dumps(result.to_dict(), indent=2))
-    log(result.summary())
-    return result

@@ -1,45 +1,68 @@
-"""The search spec: what a user sets for one res-student search (a pydantic config)."""
+"""The search spec: what a user sets for one res-student search (a pydantic config).
+
+Every search strategy has its own config model, a subclass of :class:`StrategySpec` (the fields
+every strategy shares) whose ``strategy`` field is ``Literal[<its name>]``; the models live with
+their strategies (``search.strategies``). :data:`SearchSpec` is the discriminated union of the
+registered strategies' models, told apart by ``strategy`` (``stacnas`` when a config names none:
+stored configs and YAML files omit it), so ``/openapi.json`` documents each strategy's fields and
+an unknown name is a 422 that lists the registered ones. :data:`STRATEGIES` is the registry
+(entry-point group ``reskd.strategies``) that built-ins and plug-ins join alike.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union, get_args
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import (
+    BeforeValidator,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from distill.config import ConfigModel, Flag
+from distill.config import TAG_SUFFIX, ConfigModel, Flag
 from distill.train import TrainConfig
 from search.budget import FILL
+from space.registry import Registry, RegistryError, UnknownName
 
-Strategy = Literal["stacnas", "darts", "nni-darts"]
-STRATEGY_NAMES: tuple[Strategy, ...] = ("stacnas", "darts", "nni-darts")
+if TYPE_CHECKING:
+    from pydantic import GetCoreSchemaHandler
+    from pydantic_core import CoreSchema
 
+    from search.strategies.base import Strategy
 
-# What nni-darts (NNI's own supernet, weights and export) cannot take: field -> (the value it
-# needs, why).
-NNI_FIXED: dict[str, tuple[Any, str]] = {
-    "selection": ("argmax", "nni-darts derives by argmax (NNI's own export): use argmax"),
-    "weighting": ("softmax", "nni-darts uses NNI's own softmax weights: use softmax"),
-    "aux_skip": (0.0, "nni-darts trains NNI's own supernet, which has none: use 0"),
-    "search_width": (1.0, "nni-darts searches NNI's own space at the derived width: use 1"),
-}
+DEFAULT_STRATEGY = "stacnas"  # the strategy of a spec that names none
+Optimization = Literal["one-level", "bilevel"]
 
 
-class SearchSpec(ConfigModel):
-    """One architecture search under a hard FLOPs budget.
+class StrategySpec(ConfigModel):
+    """One architecture search under a hard FLOPs budget: the fields every strategy shares.
 
-    ``epochs`` is per search stage (STACNAS runs two). ``channels`` and ``layers`` shape both the
-    supernet and the derived network (the budget may narrow the channels); ``channels: auto``
-    (default) takes the widest count at which a cell of learnable operations fits the budget.
-    ``optimization: auto`` is one-level for ``stacnas`` (as StacNAS does) and first-order bilevel
-    for ``darts`` and ``nni-darts`` (as DARTS does). ``arch_lr`` defaults to 10x DARTS's 3e-4
+    ``epochs`` is per search stage. ``channels`` and ``layers`` shape both the supernet and the
+    derived network (the budget may narrow the channels); ``channels: auto`` (default) takes the
+    widest count at which a cell of learnable operations fits the budget. ``optimization: auto``
+    is the strategy's own (``default_optimization``). ``arch_lr`` defaults to 10x DARTS's 3e-4
     because searches here run a few epochs, not 50. ``auxiliary`` and ``drop_path_prob`` apply to
-    the fine-tuned network.
+    the fine-tuned network. A strategy's model subclasses this one with ``strategy:
+    Literal[<name>]`` and adds its own fields and checks.
     """
+
+    # what ``auto`` and an unset ``budget_floor`` mean for the strategy
+    default_optimization: ClassVar[Optimization] = "bilevel"
+    default_budget_floor: ClassVar[float] = FILL
 
     budget_mflops: float = Field(
         gt=0, le=1e6, allow_inf_nan=False, description="the derived network's MFLOPs cap"
     )
-    strategy: Strategy = "stacnas"
+    strategy: str = Field(description="the registered search strategy")
     epochs: int = Field(4, ge=1, le=1000, description="per search stage")
     channels: int | Literal["auto"] = Field(
         "auto",
@@ -56,13 +79,6 @@ class SearchSpec(ConfigModel):
         "to an even count): room for the convolutions to learn during the search; the FLOPs "
         "term is still counted at the derived network's channels",
     )
-    stage1_layers: int | None = Field(
-        None,
-        ge=3,
-        le=64,
-        description="stacnas: cells of stage 1's proxy supernet (StacNAS: 14, then 20 = layers "
-        "in stage 2 and the derived network, to close the depth gap); default: layers",
-    )
     optimization: Literal["auto", "one-level", "bilevel"] = "auto"
     flops_weight: float = Field(1.0, ge=0, le=1e6)
     budget_floor: float | None = Field(
@@ -73,7 +89,7 @@ class SearchSpec(ConfigModel):
         description="the search is penalised (with flops_weight) when its derived network "
         "would use less than this share of the budget, as it is above the budget, so that it "
         "spends the budget itself instead of leaving the derivation's repair to fill it; "
-        "default: 0.85 (the repair's own fill) for stacnas and darts, 0 (off) for nni-darts",
+        "default: 0.85 (the repair's own fill), 0 (off) for a strategy without a FLOPs term",
     )
     batch_size: int = Field(64, ge=1, le=65_536)
     lr: float = Field(0.025, gt=0, le=10)
@@ -87,37 +103,12 @@ class SearchSpec(ConfigModel):
         le=1000,
         description="per search stage: train the weights only, then the architecture too",
     )
-    beta_decay: float = Field(
-        0.0,
-        ge=0,
-        le=1e4,
-        allow_inf_nan=False,
-        description="beta-DARTS: weight of the Beta-Decay regularisation (mean log-sum-exp of "
-        "each edge's architecture parameters), ramped linearly from 0 over each stage; 0: off",
-    )
-    random_smoothing: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        allow_inf_nan=False,
-        description="SDARTS-RS: the weights train at the softmax weights plus uniform noise in "
-        "[-epsilon, epsilon] (clipped, renormalised), epsilon ramped linearly from 0.03 to this "
-        "value over each stage (SDARTS: 0.3); 0: off",
-    )
     weighting: Literal["softmax", "sigmoid", "gumbel"] = Field(
         "softmax",
         description="how an edge's architecture parameters weight its candidates: softmax "
         "(DARTS: they compete for one unit), sigmoid (FairDARTS: each on its own) or gumbel "
         "(GDAS: each pass samples one operation per edge from the softmax, straight-through, "
         "temperature 10 to 0.1 over each stage)",
-    )
-    zero_one_loss: float = Field(
-        0.0,
-        ge=0,
-        le=1e4,
-        allow_inf_nan=False,
-        description="FairDARTS: weight of the zero-one loss that pushes each sigmoid weight to 0 "
-        "or 1 (FairDARTS: 10); needs weighting: sigmoid; 0: off",
     )
     aux_skip: float = Field(
         0.0,
@@ -138,10 +129,7 @@ class SearchSpec(ConfigModel):
         "argmax",
         description="how the operations and edges are chosen from the trained supernet: argmax "
         "(the largest architecture weights, DARTS) or perturbation (DARTS-PT: what removing "
-        "each one costs the objective); nni-darts always uses argmax",
-    )
-    selection_samples: int = Field(
-        256, ge=8, le=1_000_000, description="perturbation: training images it scores on"
+        "each one costs the objective)",
     )
     rank_candidates: int = Field(
         1,
@@ -163,6 +151,23 @@ class SearchSpec(ConfigModel):
     drop_path_prob: float = Field(0.0, ge=0, lt=1)
     seed: int = Field(0, ge=0, lt=2**63)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _fields_of_other_strategies(cls, raw: Any) -> Any:
+        """A field that only other strategies have names them, not just "unknown field"."""
+        if not isinstance(raw, Mapping):
+            return raw
+        errors = []
+        for key in raw:
+            owners = [n for n, s in STRATEGIES.items() if key in s.config.model_fields]
+            if owners and key not in cls.model_fields:
+                which = f"the {' and '.join(owners)} strateg{'y' if len(owners) == 1 else 'ies'}"
+                errors.append((key, f"only {which} {'has' if len(owners) == 1 else 'have'} it; "
+                               "leave it unset", raw[key]))  # fmt: skip
+        if errors:
+            raise _invalid("value_error", errors)
+        return raw
+
     @field_validator("channels", mode="before")
     @classmethod
     def _even_or_auto(cls, value: Any) -> Any:
@@ -182,50 +187,6 @@ class SearchSpec(ConfigModel):
             raise ValueError(f"must be an integer in [0, epochs={epochs})")
         return value
 
-    @field_validator("stage1_layers")
-    @classmethod
-    def _shallower_stage1(cls, value: int | None, info: ValidationInfo) -> int | None:
-        if value is None:
-            return value
-        if info.data.get("strategy", "stacnas") != "stacnas":
-            raise ValueError("only the stacnas strategy has two stages; leave it unset")
-        layers = info.data.get("layers", value)
-        if value > layers:
-            raise ValueError(f"must be an integer in [3, layers={layers}]")
-        return value
-
-    @field_validator(*NNI_FIXED)
-    @classmethod
-    def _nni_fixed(cls, value: Any, info: ValidationInfo) -> Any:
-        needed, why = NNI_FIXED[str(info.field_name)]
-        if value != needed and info.data.get("strategy") == "nni-darts":
-            raise ValueError(why)
-        return value
-
-    @field_validator("budget_floor")
-    @classmethod
-    def _ours_only(cls, value: float | None, info: ValidationInfo) -> float | None:
-        if value and info.data.get("strategy") == "nni-darts":
-            raise ValueError("nni-darts has no FLOPs term of ours (only the derivation): use 0")
-        return value
-
-    @field_validator("weighting")
-    @classmethod
-    def _not_smoothed(cls, value: str, info: ValidationInfo) -> str:
-        if value == "gumbel" and info.data.get("random_smoothing"):
-            raise ValueError(
-                "gumbel trains on sampled architectures, not on SDARTS-RS's perturbed weights: "
-                "use random_smoothing: 0 with it"
-            )
-        return value
-
-    @field_validator("zero_one_loss")
-    @classmethod
-    def _sigmoid_only(cls, value: float, info: ValidationInfo) -> float:
-        if value and info.data.get("weighting", "softmax") != "sigmoid":
-            raise ValueError("needs weighting: sigmoid (softmax weights already sum to 1); use 0")
-        return value
-
     @field_validator("min_channels")
     @classmethod
     def _at_most_channels(cls, value: int, info: ValidationInfo) -> int:
@@ -242,6 +203,12 @@ class SearchSpec(ConfigModel):
             raise ValueError(f"must divide channels={channels}: one of 1, 2, 4")
         return value
 
+    @classmethod
+    def registered_name(cls) -> str | None:
+        """The name in ``strategy: Literal[<name>]`` (None: not one strategy's model)."""
+        names = get_args(cls.model_fields["strategy"].annotation)
+        return names[0] if len(names) == 1 and isinstance(names[0], str) else None
+
     def supernet_channels(self, channels: int) -> int:
         """The supernet's channels for a derived network of ``channels``: ``search_width`` times
         as many, rounded to a multiple of 2 and of ``partial_channels``."""
@@ -250,15 +217,11 @@ class SearchSpec(ConfigModel):
 
     @property
     def resolved_budget_floor(self) -> float:
-        if self.budget_floor is not None:
-            return self.budget_floor
-        return 0.0 if self.strategy == "nni-darts" else FILL
+        return self.default_budget_floor if self.budget_floor is None else self.budget_floor
 
     @property
-    def resolved_optimization(self) -> Literal["one-level", "bilevel"]:
-        if self.optimization != "auto":
-            return self.optimization
-        return "one-level" if self.strategy == "stacnas" else "bilevel"
+    def resolved_optimization(self) -> Optimization:
+        return self.default_optimization if self.optimization == "auto" else self.optimization
 
     def train_config(self, device: str) -> TrainConfig:
         """How the supernet's weights are trained (DARTS: SGD, cosine)."""
@@ -273,33 +236,114 @@ class SearchSpec(ConfigModel):
             device=device,
         )
 
+    def left_out(self) -> set[str]:
+        """Fields a stage key leaves out at their "off" value, so that searches stored before
+        they existed keep their keys (a strategy's model adds its own)."""
+        off = {
+            "selection": self.selection == "argmax",
+            "rank_candidates": self.rank_candidates == 1,
+            "rank_epochs": self.rank_candidates == 1,
+            "search_width": self.search_width == 1,
+            "weighting": self.weighting == "softmax",
+            "aux_skip": self.aux_skip == 0,
+            "budget_floor": self.resolved_budget_floor == 0,
+        }
+        return {name for name, unset in off.items() if unset}
+
     def to_dict(self) -> dict[str, Any]:
-        """Every field, as stage keys hash it (``stage1_layers`` only when set, the selection's
-        fields only when it is not the argmax, the ranking's only when it ranks, so searches
-        stored before they existed keep their keys)."""
-        left_out = set()
-        if self.stage1_layers is None:
-            left_out.add("stage1_layers")
-        if self.selection == "argmax":
-            left_out |= {"selection", "selection_samples"}
-        if self.rank_candidates == 1:
-            left_out |= {"rank_candidates", "rank_epochs"}
-        if self.search_width == 1:
-            left_out.add("search_width")
-        if self.beta_decay == 0:
-            left_out.add("beta_decay")
-        if self.random_smoothing == 0:
-            left_out.add("random_smoothing")
-        if self.weighting == "softmax":
-            left_out.add("weighting")
-        if self.zero_one_loss == 0:
-            left_out.add("zero_one_loss")
-        if self.aux_skip == 0:
-            left_out.add("aux_skip")
-        floor = self.resolved_budget_floor
-        if floor == 0:  # searches stored before the floor existed keep their keys
-            left_out.add("budget_floor")
-        fields = self.model_dump(exclude=left_out)
-        if floor:
-            fields["budget_floor"] = floor
+        """Every field, as stage keys hash it (:meth:`left_out` left out; ``budget_floor``
+        resolved)."""
+        fields = self.model_dump(exclude=self.left_out())
+        if "budget_floor" in fields:
+            fields["budget_floor"] = self.resolved_budget_floor
         return fields
+
+
+def _invalid(kind: str, errors: list[tuple[str, str, Any]], **context: Any) -> ValidationError:
+    """A validation error of ``kind`` for each ``(field, message, value)``."""
+    details = [
+        InitErrorDetails(
+            type=PydanticCustomError(kind, message, context or None),
+            loc=(field,),
+            input=value,
+        )
+        for field, message, value in errors
+    ]
+    return ValidationError.from_exception_data("SearchSpec", details)
+
+
+def _check(name: str, entry: type[Strategy]) -> None:
+    """An entry carries ``config``: a :class:`StrategySpec` whose ``strategy`` is
+    ``Literal[name]`` (so the union can tell it), and the hooks ``search`` and ``plan``."""
+    config = getattr(entry, "config", None)
+    if not (isinstance(config, type) and issubclass(config, StrategySpec)):
+        raise RegistryError(f"search strategy {name!r}: {entry!r} has no StrategySpec config")
+    if config.registered_name() != name:
+        raise RegistryError(
+            f"search strategy {name!r}: {config.__name__}.strategy must be Literal[{name!r}]"
+        )
+    missing = [hook for hook in ("search", "plan") if not callable(getattr(entry, hook, None))]
+    if missing:
+        raise RegistryError(f"search strategy {name!r}: no {' or '.join(missing)}()")
+
+
+STRATEGIES: Registry[type[Strategy]] = Registry("search strategy", "reskd.strategies", check=_check)
+
+
+def _strategy_tag(raw: Any) -> str:
+    """The union member of ``raw``: its strategy's (``stacnas`` when it names none)."""
+    if isinstance(raw, StrategySpec):
+        return raw.strategy + TAG_SUFFIX
+    name = raw.get("strategy", DEFAULT_STRATEGY) if isinstance(raw, Mapping) else DEFAULT_STRATEGY
+    return f"{name}{TAG_SUFFIX}"
+
+
+def _known_strategy(raw: Any) -> Any:
+    """An unknown ``strategy`` is an error at that field whose message is ``UnknownName``'s
+    (it lists the registered names)."""
+    name = raw.get("strategy", DEFAULT_STRATEGY) if isinstance(raw, Mapping) else None
+    if name is not None and name not in STRATEGIES:
+        unknown = UnknownName(STRATEGIES.what, name, STRATEGIES.names())
+        expected = " or ".join(", ".join(map(repr, unknown.known)).rsplit(", ", 1))
+        raise _invalid("literal_error", [("strategy", str(unknown), name)], expected=expected)
+    return raw
+
+
+def spec_union() -> Any:
+    """The registered strategies' models as one discriminated union on ``strategy`` (read from
+    the registry when a config that holds it is defined, so a plug-in's model joins it)."""
+    members = tuple(
+        Annotated[entry.config, Tag(name + TAG_SUFFIX)] for name, entry in STRATEGIES.items()
+    )
+    return Annotated[
+        Union[members],  # noqa: UP007 (a union built from a tuple)
+        Discriminator(_strategy_tag),
+        BeforeValidator(_known_strategy),
+    ]
+
+
+@lru_cache(maxsize=4)
+def _adapter(entries: tuple[tuple[str, type[Strategy]], ...]) -> TypeAdapter[StrategySpec]:
+    return TypeAdapter(spec_union())
+
+
+class _RegisteredSpec:
+    """``SearchSpec`` at run time: as a field's type, :func:`spec_union`; called (or its
+    ``model_validate``), the registered strategy's model of the fields."""
+
+    def __new__(cls, **fields: Any) -> StrategySpec:  # type: ignore[misc]
+        return cls.model_validate(fields)
+
+    @classmethod
+    def model_validate(cls, raw: Any) -> StrategySpec:
+        return _adapter(tuple(STRATEGIES.items())).validate_python(raw)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return handler.generate_schema(spec_union())
+
+
+if TYPE_CHECKING:
+    SearchSpec = StrategySpec
+else:  # the registered strategies' models, told apart by ``strategy`` (plug-ins included)
+    SearchSpec = _RegisteredSpec

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -106,7 +107,7 @@ def frozen(parameters: list[nn.Parameter]) -> Iterator[None]:
     only the architecture's is taken). ``torch.autograd.grad`` prunes built-in operations'
     weight gradients by itself, but a custom autograd function sees only ``requires_grad``
     (``ctx.needs_input_grad``): without this, the fused cells' depthwise weight gradients
-    (``space.fused._Depthwise5x5``) were computed and dropped, 0.2 of the 2.7 s architecture
+    (``space.kernels.Depthwise5x5``) were computed and dropped, 0.2 of the 2.7 s architecture
     pass at the default search benchmark's shape. The architecture's gradient is the same."""
     before = [p.requires_grad for p in parameters]
     for p in parameters:
@@ -131,60 +132,74 @@ def flops_penalty(
     return weight * (torch.relu(use - 1.0) + torch.relu(floor - use))
 
 
+@dataclass(frozen=True)
+class SearchSettings:
+    """What the search objective and its architecture steps are set to: the FLOPs term
+    (``budget_mflops``, ``flops_weight``, ``budget_floor``: :func:`flops_penalty`), the
+    architecture's Adam (``arch_lr``, ``arch_weight_decay``) and ``optimization``, the weights'
+    ``grad_clip``, ``warmup_epochs`` of weights only, the regularisers (``beta_decay``,
+    ``random_smoothing``, ``zero_one``, ``aux_skip``, each 0 for off) and the ``seed`` of their
+    noise."""
+
+    budget_mflops: float
+    flops_weight: float
+    arch_lr: float
+    arch_weight_decay: float
+    optimization: Optimization
+    budget_floor: float = 0.0
+    grad_clip: float = 5.0
+    warmup_epochs: int = 0
+    beta_decay: float = 0.0
+    random_smoothing: float = 0.0
+    zero_one: float = 0.0
+    aux_skip: float = 0.0
+    seed: int = 0
+
+
 class SearchTask(TrainTask):
     """``objective`` is the residual KD task with the supernet as its trained network (its frozen
     teacher and base, or their cached logits, give T - S_{i-1}); ``held_out`` is the same on the
-    held-out half for bilevel optimisation."""
+    held-out half for bilevel optimisation, ``held_out_batches`` an endless iterator of its
+    batches (images, labels, dataset indices)."""
 
     def __init__(
         self,
         supernet: Supernet,
         *,
         objective: ResidualDistillation,
-        budget_mflops: float,
-        flops_weight: float,
-        budget_floor: float = 0.0,
-        arch_lr: float,
-        arch_weight_decay: float,
-        optimization: Optimization,
-        grad_clip: float = 5.0,
-        warmup_epochs: int = 0,
-        beta_decay: float = 0.0,
-        random_smoothing: float = 0.0,
-        zero_one: float = 0.0,
-        aux_skip: float = 0.0,
-        seed: int = 0,
+        settings: SearchSettings,
         held_out: ResidualDistillation | None = None,
         held_out_batches: Iterator[tuple[Tensor, Tensor, Tensor]] | None = None,
     ) -> None:
         super().__init__(trained={"model": supernet}, frozen=dict(objective.frozen.items()))
-        if optimization == "bilevel" and (held_out is None or held_out_batches is None):
+        if settings.optimization == "bilevel" and (held_out is None or held_out_batches is None):
             raise ValueError("optimization: bilevel needs a held-out split")
         self.supernet = supernet
         self.objective = objective
         self.held_out = held_out
         self.held_out_batches = held_out_batches
-        self.budget = budget_mflops
-        self.flops_weight = flops_weight
-        self.budget_floor = budget_floor
-        self.optimization = optimization
-        self.weight_clip = grad_clip
-        self.warmup_epochs = warmup_epochs
-        self.arch_active = warmup_epochs == 0
-        self.beta_decay = beta_decay
+        self.settings = settings
+        self.budget = settings.budget_mflops
+        self.flops_weight = settings.flops_weight
+        self.budget_floor = settings.budget_floor
+        self.optimization = settings.optimization
+        self.weight_clip = settings.grad_clip
+        self.warmup_epochs = settings.warmup_epochs
+        self.arch_active = settings.warmup_epochs == 0
+        self.beta_decay = settings.beta_decay
         self.beta_weight = 0.0  # this epoch's, ramped linearly from 0 (start_epoch)
-        self.random_smoothing = random_smoothing
-        self.zero_one = zero_one
-        self.aux_skip = aux_skip
+        self.random_smoothing = settings.random_smoothing
+        self.zero_one = settings.zero_one
+        self.aux_skip = settings.aux_skip
         self.epsilon = 0.0  # this epoch's, ramped linearly (start_epoch)
-        self.noise = torch.Generator().manual_seed(seed)
+        self.noise = torch.Generator().manual_seed(settings.seed)
         self.gumbel = supernet.weighting == "gumbel"
         self.tau = GUMBEL_TAU[0]  # this epoch's (start_epoch)
         self.arch_optimizer = torch.optim.Adam(
             supernet.arch_parameters(),
-            lr=arch_lr,
+            lr=settings.arch_lr,
             betas=(0.5, 0.999),
-            weight_decay=arch_weight_decay,
+            weight_decay=settings.arch_weight_decay,
         )
         self.history: list[dict[str, Any]] = []
         self._expected = float(supernet.expected_mflops().detach())

@@ -53,6 +53,17 @@ class CellPlan:
         return 2 if self.reduction and node < 2 else 1
 
 
+def edge_count(steps: int) -> int:
+    """Edges of a search cell with ``steps`` nodes: node j reads the two inputs and nodes 0..j-1."""
+    return sum(2 + j for j in range(steps))
+
+
+def edge_inputs(steps: int) -> list[tuple[int, int]]:
+    """``(node, input)`` of each edge of a search cell, in DARTS's order (node 0 reads inputs 0
+    and 1, ...)."""
+    return [(j, i) for j in range(steps) for i in range(2 + j)]
+
+
 def stem_kind(input_size: int) -> StemKind:
     return "imagenet" if input_size >= IMAGENET_STEM_MIN_SIZE else "cifar"
 

@@ -251,11 +251,6 @@ def bn_macs(c: int, hw: int, affine: bool = True) -> int:
     return (4 if affine else 2) * c * hw
 
 
-def relu_conv_bn_macs(c_in: int, c_out: int, size: int, affine: bool = True) -> int:
-    """ReLUConvBN with a 1x1 stride-1 conv (the cells' preprocessing)."""
-    return size * size * c_out * c_in + bn_macs(c_out, size * size, affine)
-
-
 def op_macs(name: str, c: int, size: int, stride: int, affine: bool = True) -> int:
     """Multiply-accumulates of ``OPS[name](c, stride, affine)`` on a ``c x size x size`` input."""
     o = out_size(size, stride)

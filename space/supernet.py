@@ -33,6 +33,8 @@ from space.network import (
     CellPlan,
     GenotypeNetwork,
     StemKind,
+    edge_count,
+    edge_inputs,
     head_macs,
     layout,
     make_stem,
@@ -50,15 +52,6 @@ Weighting = Literal["softmax", "sigmoid", "gumbel"]
 # of a node while a search runs): at 0.05, a difference of 0.1 is a 7:1 odds of being kept.
 EDGE_TEMPERATURE = 0.05
 Candidates = tuple[tuple[str, ...], ...]  # per edge, the candidate operations
-
-
-def edge_count(steps: int) -> int:
-    return sum(2 + j for j in range(steps))
-
-
-def edge_inputs(steps: int) -> list[tuple[int, int]]:
-    """``(node, input)`` of each edge, in DARTS's order (node 0 reads inputs 0 and 1, ...)."""
-    return [(j, i) for j in range(steps) for i in range(2 + j)]
 
 
 def uniform_candidates(ops: Sequence[str], steps: int = 4) -> dict[str, Candidates]:

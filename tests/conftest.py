@@ -19,6 +19,24 @@ def pytest_configure(config: pytest.Config) -> None:
     network.isolate()
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``pytest -n 2 --dist loadgroup`` sends the cases of one ``xdist_group`` to one worker by a
+    suffix of their node id (``...@group``). pytest-xdist 3.8 writes it to ``item._nodeid``, which
+    pytest 9 no longer reads (its node ids live in ``item._id``): every group would be ignored,
+    and two Ray clusters or two copies of a module's service would run at once. The suffix is
+    set here where pytest reads it, as xdist sets it, in the test workers only."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    for item in items:
+        marks = item.iter_markers("xdist_group")
+        groups = sorted(
+            {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in marks}
+        )
+        if groups and "@" not in item.nodeid:
+            item._id = type(item._id).parse(f"{item.nodeid}@{'_'.join(groups)}")
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return "network: " + (
         "isolated (only 127.0.0.1)" if network.isolated() else f"shared; {network.REASON}"
@@ -41,9 +59,9 @@ def postgres_server() -> Iterator[str]:
     server.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database of each backend."""
+    """An empty database of each backend (PostgreSQL's server takes seconds to start: slow)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'reskd.db'}"
     server: str = request.getfixturevalue("postgres_server")

@@ -17,9 +17,10 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
+
+from tests.waiting import wait_until
 
 ENV = "RESKD_TEST_POSTGRES_URL"
 
@@ -32,7 +33,8 @@ def _bin(name: str) -> str | None:
     return candidates[0] if candidates else found
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port free on 127.0.0.1 now (another process may take it before it is bound)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -57,40 +59,39 @@ class Server:
         self.pg_ctl = pg_ctl
         self.dir = directory
         self.data = directory / "data"
-        self.port = _free_port()
         directory.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(directory, "postgres")
+        log = directory / "server.log"
         run = {"check": True, "capture_output": True, "text": True}
-        try:
-            subprocess.run(
-                _as_server_user(
-                    [initdb, "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8"]
-                ),
-                **run,  # type: ignore[call-overload]
-            )
-            subprocess.run(
-                _as_server_user(
-                    [
-                        pg_ctl,
-                        "-D",
-                        str(self.data),
-                        "-l",
-                        str(directory / "server.log"),
-                        "-o",
-                        f"-h 127.0.0.1 -p {self.port} -k {directory} -c fsync=off",
-                        "-w",
-                        "start",
-                    ]
-                ),
-                **run,  # type: ignore[call-overload]
-            )
-        except subprocess.CalledProcessError as exc:
-            log = directory / "server.log"
-            raise RuntimeError(
-                f"PostgreSQL did not start: {exc.stderr or exc.stdout}"
-                + (log.read_text() if log.exists() else "")
-            ) from exc
+        # A free port can be taken by another process (a parallel test worker's server) before
+        # this one binds it: then the start is tried again on another.
+        for attempt in range(3):
+            self.port = free_port()
+            try:
+                if attempt == 0:
+                    subprocess.run(
+                        _as_server_user(
+                            [initdb, "-D", str(self.data), "-U", "postgres", "-A", "trust",
+                             "-E", "UTF8"]
+                        ),
+                        **run,  # type: ignore[call-overload]
+                    )  # fmt: skip
+                subprocess.run(
+                    _as_server_user(
+                        [pg_ctl, "-D", str(self.data), "-l", str(log), "-o",
+                         f"-h 127.0.0.1 -p {self.port} -k {directory} -c fsync=off", "-w", "start"]
+                    ),
+                    **run,  # type: ignore[call-overload]
+                )  # fmt: skip
+                break
+            except subprocess.CalledProcessError as exc:
+                said = log.read_text() if log.exists() else ""
+                if attempt < 2 and "could not bind" in said:
+                    continue
+                raise RuntimeError(
+                    f"PostgreSQL did not start: {exc.stderr or exc.stdout}{said}"
+                ) from exc
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def stop(self) -> None:
@@ -98,21 +99,23 @@ class Server:
 
 
 def fresh_database(server_url: str) -> str:
-    """A new empty database on the server; its URL."""
+    """A new empty database on the server (once it accepts connections); its URL."""
     import psycopg
 
     name = f"reskd_{uuid.uuid4().hex[:12]}"
     plain = server_url.replace("postgresql+psycopg://", "postgresql://")
-    deadline = time.time() + 30
-    while True:
+    refused: list[Exception] = []
+
+    def created() -> bool:
         try:
             with psycopg.connect(plain, autocommit=True) as conn:
                 conn.execute(f'CREATE DATABASE "{name}"')
-            break
-        except psycopg.OperationalError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.5)
+        except psycopg.OperationalError as exc:
+            refused.append(exc)
+            return False
+        return True
+
+    wait_until(created, timeout=30, every=0.2, what=lambda: f"{server_url}: {refused[-1:]}")
     return server_url.rsplit("/", 1)[0] + f"/{name}"
 
 

@@ -37,3 +37,58 @@ def test_no_private_name_is_imported_across_modules() -> None:
                 ]
                 offenders += [f"{path.relative_to(ROOT)}: {n}" for n in private]
     assert offenders == []
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def private_uses(source: str) -> list[str]:
+    """The packages' private names that ``source`` reaches: ``from pkg.mod import _x`` and
+    ``name._x`` where ``name`` was imported from a package (a module, class or function)."""
+    import ast
+
+    tree = ast.parse(source)
+    ours = (*PACKAGES, "benchmarks")
+    imported: set[str] = set()
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ours:
+            found += [f"from {node.module} import {a.name}" for a in node.names if _private(a.name)]
+            imported |= {a.asname or a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] in ours:
+                    found += [f"import {a.name}"] if any(map(_private, a.name.split("."))) else []
+                    imported.add(a.asname or a.name.split(".")[0])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _private(node.attr):
+            root: ast.expr = node.value
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if isinstance(root, ast.Name) and root.id in imported:
+                found.append(f"{ast.unparse(node)} (line {node.lineno})")
+    return found
+
+
+def test_private_uses_are_found() -> None:
+    source = (
+        "from search.strategies import _cycle, train_supernet\n"
+        "from space import pooling\nfrom space.pooling import MaxPool3x3\nimport search.run\n"
+        "pooling._cache\nMaxPool3x3._pool = None\nsearch.run._shape\nlocal._fine\npooling.__doc__\n"
+    )
+    assert private_uses(source) == [
+        "from search.strategies import _cycle",
+        "pooling._cache (line 5)",
+        "MaxPool3x3._pool (line 6)",
+        "search.run._shape (line 7)",
+    ]
+
+
+def test_benchmarks_use_only_public_names_of_the_packages() -> None:
+    offenders = [
+        f"{path.relative_to(ROOT)}: {use}"
+        for path in sorted((ROOT / "benchmarks").glob("*.py"))
+        for use in private_uses(path.read_text())
+    ]
+    assert offenders == []

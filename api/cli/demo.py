@@ -13,6 +13,7 @@ sweep trials run in pairs).
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
@@ -20,9 +21,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from api.cli.options import Subparsers
 from api.client import Client
 from api.client.plots import plot_pareto, plot_sweep
 from distill.report import SUMMARY_COLUMNS, format_table, metrics_table, repair_text
@@ -78,6 +82,48 @@ def demo_sweep(epochs: int, trials: int, parallel: int = 1) -> dict[str, Any]:
     }
 
 
+def add_parsers(subparsers: Subparsers) -> None:
+    demo = subparsers.add_parser(
+        "demo",
+        help="the service end to end: ResKD jobs with a searched and a handcrafted R1 over "
+        "HTTP on the shipped digits, results, Pareto front and its plot",
+    )
+    demo.add_argument("--out", default="runs/demo", help="output directory")
+    demo.add_argument("--epochs", type=int, default=8, help="epochs per training stage")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument(
+        "--sweep-trials", type=int, default=4, help="trials of the demo's Optuna sweep (0: none)"
+    )
+    demo.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        choices=range(1, 65),
+        metavar="N",
+        help="worker processes of the demo's service (default 1; 2 on 2 cores run the second "
+        "job's R1 beside the search and sweep trials in pairs, about 1.5x sooner, but each "
+        "worker then trains on 1 thread, so the figures differ from the README's)",
+    )
+    demo.add_argument(
+        "--exit",
+        action="store_true",
+        help="stop the service at the end (default: the dashboard stays up until Ctrl-C)",
+    )
+    demo.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    run_demo(
+        out_dir=Path(args.out),
+        epochs=args.epochs,
+        progress=not args.quiet,
+        sweep_trials=args.sweep_trials,
+        keep_serving=not args.exit,
+        workers=args.workers,
+    )
+    return 0
+
+
 def run_demo(
     *,
     out_dir: Path,
@@ -95,99 +141,16 @@ def run_demo(
     out_dir.mkdir(parents=True, exist_ok=True)
     if threading.current_thread() is threading.main_thread():  # SIGTERM still stops the service
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    port = _free_port()
-    env = dict(os.environ) | {"RESKD_ARTIFACT_ROOT": str(out_dir / "service")}
-    log = (out_dir / "serve.log").open("w")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "api.cli.main",
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        client = Client(f"http://127.0.0.1:{port}")
-        _wait_for(client, server, out_dir)
+    with _service(out_dir, workers) as (client, server):
         print(f"service up at {client.url} (SQLite and artifacts in {out_dir / 'service'})")
         print(
             f"dashboard: {client.url}/ (jobs live, curves, Pareto front, sweeps); API docs: "
             f"{client.url}/docs"
         )
-        jobs = {}
-        for name, config in demo_configs(epochs).items():
-            job = client.submit(config, kind="reskd", name=name)
-            jobs[name] = job["id"]
-            print(f"submitted job {job['id']}: ResKD on digits, {name}")
-        finished = {}
-        for name, job_id in jobs.items():
-            job = client.wait(job_id, progress=progress)
-            if job["state"] != "succeeded":
-                raise RuntimeError(f"job {job_id} ({name}) {job['state']}: {job['error']}")
-            finished[name] = job
-            reused = [s["name"] for s in job["stages"] if s["reused"]]
-            print(
-                f"\njob {job_id} ({name}) succeeded"
-                + (f"; reused: {', '.join(reused)}" if reused else "")
-            )
-            print(metrics_table(job["metrics"], SUMMARY_COLUMNS))
+        finished = _jobs(client, epochs, progress)
         teacher_id = next(iter(finished.values()))["teacher"]["id"]  # arch@checkpoint digest
-        front = client.pareto(dataset="digits", teacher=teacher_id)
-        print(
-            f"\nPareto front of teacher {teacher_id}, D_v accuracy against MFLOPs "
-            f"({front['considered']} architectures):"
-        )
-        rows = [
-            {
-                "job": a["job_id"],
-                "network": a["stage"],
-                "arch": a["arch"],
-                "D_v acc %": 100 * a["val_accuracy"],
-                "test acc %": 100 * a["accuracy"],
-                "MFLOPs": a["mflops"],
-            }
-            for a in front["front"]
-        ]
-        print(format_table(rows, list(rows[0])))
-        everything = client._call(
-            "GET", "/v1/architectures", params={"dataset": "digits", "limit": 10000}
-        )["architectures"]
-        teacher = next((a for a in everything if a["stage"] == "T"), None)
-        plot = plot_pareto(
-            front,
-            [a for a in everything if a["stage"] != "T"],
-            out_dir / "pareto.png",
-            teacher=teacher,
-        )
-        print(f"\nPareto plot: {plot}")
-        # imported here, not before the service starts: they import torch (3 s on 2 slow cores)
-        from search.cells import genotype_text
-        from space.genotypes import Genotype
-
-        search = finished["searched R1"]
-        totals = {m["model"]: m["mflops"] for m in search["metrics"]}
-        for found in search["searches"]:
-            i = found["network"].removeprefix("R")
-            print(
-                f"\nsearched {found['network']} ({found['channels']} channels): "
-                f"{found['mflops']:.4f} MFLOPs of its own under the "
-                f"{found.get('budget_mflops') or BUDGET:g} MFLOPs budget; S{i} = S0 + ... + "
-                f"{found['network']} costs {totals.get(f'S{i}', float('nan')):.4f} MFLOPs in all:\n"
-                f"{genotype_text(Genotype.from_dict(found['genotype']))}\n"
-                f"{repair_text(found['repair'])}"
-            )
-        for name in ("R1-genotype.json", "R1-cells.png"):
-            if any(a["name"] == name for a in search["artifacts"]):
-                path = client.download(search["id"], name, out_dir / name)
-                print(f"searched R1 {name.split('-')[1]} (downloaded over HTTP): {path}")
+        front, plot = _front(client, teacher_id, out_dir)
+        _searched(client, finished["searched R1"], out_dir)
         result: dict[str, Any] = {"jobs": finished, "pareto": front, "plot": str(plot)}
         if sweep_trials:
             result["sweep"] = _sweep(client, epochs, sweep_trials, out_dir, progress, workers)
@@ -199,6 +162,27 @@ def run_demo(
             except KeyboardInterrupt:
                 print("stopping the service")
         return result
+
+
+@contextmanager
+def _service(out_dir: Path, workers: int) -> Iterator[tuple[Client, subprocess.Popen[bytes]]]:
+    """``reskd serve`` on a free port of 127.0.0.1 with its files under ``out_dir`` (its log in
+    serve.log), once it answers; stopped (its whole process group) on leaving."""
+    port = _free_port()
+    env = dict(os.environ) | {"RESKD_ARTIFACT_ROOT": str(out_dir / "service")}
+    log = (out_dir / "serve.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "api.cli.main", "serve", "--port", str(port),
+         "--workers", str(workers)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        client = Client(f"http://127.0.0.1:{port}")
+        _wait_for(client, server, out_dir)
+        yield client, server
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -206,6 +190,84 @@ def run_demo(
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
         log.close()
+
+
+def _jobs(client: Client, epochs: int, progress: bool) -> dict[str, dict[str, Any]]:
+    """The demo's two jobs, submitted together, followed to their end and printed; a
+    RuntimeError for one that did not succeed."""
+    jobs = {}
+    for name, config in demo_configs(epochs).items():
+        job = client.submit(config, kind="reskd", name=name)
+        jobs[name] = job["id"]
+        print(f"submitted job {job['id']}: ResKD on digits, {name}")
+    finished = {}
+    for name, job_id in jobs.items():
+        job = client.wait(job_id, progress=progress)
+        if job["state"] != "succeeded":
+            raise RuntimeError(f"job {job_id} ({name}) {job['state']}: {job['error']}")
+        finished[name] = job
+        reused = [s["name"] for s in job["stages"] if s["reused"]]
+        print(
+            f"\njob {job_id} ({name}) succeeded"
+            + (f"; reused: {', '.join(reused)}" if reused else "")
+        )
+        print(metrics_table(job["metrics"], SUMMARY_COLUMNS))
+    return finished
+
+
+def _front(client: Client, teacher_id: str, out_dir: Path) -> tuple[dict[str, Any], Path]:
+    """The Pareto front of the jobs' teacher, printed and plotted (pareto.png)."""
+    front = client.pareto(dataset="digits", teacher=teacher_id)
+    print(
+        f"\nPareto front of teacher {teacher_id}, D_v accuracy against MFLOPs "
+        f"({front['considered']} architectures):"
+    )
+    rows = [
+        {
+            "job": a["job_id"],
+            "network": a["stage"],
+            "arch": a["arch"],
+            "D_v acc %": 100 * a["val_accuracy"],
+            "test acc %": 100 * a["accuracy"],
+            "MFLOPs": a["mflops"],
+        }
+        for a in front["front"]
+    ]
+    print(format_table(rows, list(rows[0])))
+    everything = client.architectures(dataset="digits", limit=10000)
+    teacher = next((a for a in everything if a["stage"] == "T"), None)
+    plot = plot_pareto(
+        front,
+        [a for a in everything if a["stage"] != "T"],
+        out_dir / "pareto.png",
+        teacher=teacher,
+    )
+    print(f"\nPareto plot: {plot}")
+    return front, plot
+
+
+def _searched(client: Client, search: dict[str, Any], out_dir: Path) -> None:
+    """The searched job's networks (genotype, MFLOPs against the budget), and its R1's genotype
+    and cells plot downloaded into ``out_dir``."""
+    # imported here, not before the service starts: they import torch (3 s on 2 slow cores)
+    from search.cells import genotype_text
+    from space.genotypes import Genotype
+
+    totals = {m["model"]: m["mflops"] for m in search["metrics"]}
+    for found in search["searches"]:
+        i = found["network"].removeprefix("R")
+        print(
+            f"\nsearched {found['network']} ({found['channels']} channels): "
+            f"{found['mflops']:.4f} MFLOPs of its own under the "
+            f"{found.get('budget_mflops') or BUDGET:g} MFLOPs budget; S{i} = S0 + ... + "
+            f"{found['network']} costs {totals.get(f'S{i}', float('nan')):.4f} MFLOPs in all:\n"
+            f"{genotype_text(Genotype.from_dict(found['genotype']))}\n"
+            f"{repair_text(found['repair'])}"
+        )
+    for name in ("R1-genotype.json", "R1-cells.png"):
+        if any(a["name"] == name for a in search["artifacts"]):
+            path = client.download(search["id"], name, out_dir / name)
+            print(f"searched R1 {name.split('-')[1]} (downloaded over HTTP): {path}")
 
 
 def _sweep(

@@ -11,6 +11,10 @@ from typing import Any, TextIO
 
 import httpx
 
+from api.client.config_files import load_json_or_yaml, with_sets
+
+__all__ = ["DEFAULT_URL", "TERMINAL", "Client", "ServiceError", "load_json_or_yaml", "with_sets"]
+
 DEFAULT_URL = "http://127.0.0.1:8321"
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -141,6 +145,15 @@ class Client:
                 "GET", "/v1/pareto", params={k: v for k, v in params.items() if v is not None}
             )
         )
+
+    def architecture_groups(self) -> list[dict[str, Any]]:
+        """The (dataset, teacher identity) groups of stored architectures, newest job first."""
+        return list(self._call("GET", "/v1/architectures/groups")["groups"])
+
+    def architectures(self, **filters: Any) -> list[dict[str, Any]]:
+        """Stored architectures (``dataset``, ``teacher``, ``limit``, ... where given)."""
+        params = {k: v for k, v in filters.items() if v is not None}
+        return list(self._call("GET", "/v1/architectures", params=params)["architectures"])
 
     def create_sweep(self, spec: dict[str, Any]) -> dict[str, Any]:
         return dict(self._call("POST", "/v1/sweeps", json=spec))
@@ -285,20 +298,3 @@ class Client:
 
 class _Refused(Exception):
     """The service holds its most event streams."""
-
-
-def load_json_or_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    if not path.is_file():
-        raise ValueError(f"config: no file at {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())  # JSON is YAML
-    except yaml.YAMLError as exc:  # one line: where and what, not PyYAML's traceback
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ValueError(f"config: {path} is not valid YAML or JSON{at}: {problem}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"config: {path} must hold a mapping of fields")
-    return raw

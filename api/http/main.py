@@ -1,5 +1,9 @@
-"""The HTTP API (FastAPI, under /v1): one router per resource; routes are thin, ``queries`` does
-the work.
+"""The HTTP API's app (FastAPI, under /v1). ``create_app`` migrates and opens the database and
+the job queue, includes one router per resource (``routes/``, thin: ``queries/`` reads and submits,
+``datasets/`` lists and keeps uploaded datasets, ``checkpoints`` checks an uploaded checkpoint),
+mounts the dashboard and the offline API docs, answers the service's refusals with their HTTP
+status (the handlers below), and puts the ``Guard`` (Host, token, body limits) and the kept Pareto
+responses (``kept``) in front of the routes.
 
 Auth: with a token configured, every route but /v1/health needs ``Authorization: Bearer <token>``
 (401 without it, 403 with a wrong one). Without a token the server binds 127.0.0.1 only
@@ -20,13 +24,14 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.http import dashboard, queries
+from api.http import dashboard
+from api.http.errors import NotFound, Refused
 from api.http.guard import Guard, host_names
-from api.http.kept import KeptPareto
+from api.http.kept import KeptPareto, ParetoResponses
 from api.http.routes import architectures, checkpoints, datasets, jobs, sweeps
 from api.http.streams import Streams
+from api.runtime.queues import open_queue
 from api.runtime.settings import Settings
-from api.runtime.store import open_queue
 from api.runtime.sweeps import SweepNotFound
 from db.session import Database, DatabaseGone
 from distill.config import ConfigError, clean_loc
@@ -135,12 +140,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings, app.state.db, app.state.queue = settings, db, open_queue(db)
     app.state.streams = Streams(settings)
-    app.state.pareto = queries.ParetoResponses(settings.pareto_cache_entries)
+    app.state.pareto = ParetoResponses(settings.pareto_cache_entries)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(ConfigError, invalid_config)
-    app.add_exception_handler(queries.NotFound, not_found)
+    app.add_exception_handler(NotFound, not_found)
     app.add_exception_handler(SweepNotFound, not_found)
-    app.add_exception_handler(queries.Refused, refused)
+    app.add_exception_handler(Refused, refused)
     app.add_exception_handler(DatabaseGone, unavailable)
     app.add_exception_handler(StarletteHTTPException, not_allowed)
     app.add_exception_handler(Exception, unexpected)

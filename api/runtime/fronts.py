@@ -18,7 +18,7 @@ Every writer first raises the one row of ``pareto_revision`` (which also locks i
 transaction ends), then locks its groups' rows (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite
 writes one transaction at a time). So writers take turns, always in that order (no two wait on
 each other crosswise), and a reader that sees an unchanged revision knows every front is
-unchanged: the API answers a repeated query from its last response (``api.http.queries``).
+unchanged: the API answers a repeated query from its last response (``api.http.kept``).
 
 A query over several groups (no dataset or no teacher given) takes the front of the union of
 their fronts, which is the front of the union of their rows. Ties (equal cost and D_v accuracy)

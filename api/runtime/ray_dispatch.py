@@ -27,8 +27,9 @@ from dataclasses import asdict
 from typing import Any
 
 from api.runtime.loop import Executor
+from api.runtime.queues import open_queue
 from api.runtime.settings import Settings
-from api.runtime.store import Claim, open_queue
+from api.runtime.store import Claim
 from db.session import Database
 
 

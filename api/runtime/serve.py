@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from api.runtime.exits import EXIT_DATABASE_GONE
 from api.runtime.settings import Settings
 
 if TYPE_CHECKING:
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 # gperftools' tcmalloc, the allocator ``allocator: auto`` preloads into CPU workers when installed
 TCMALLOC_NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
-EXIT_DATABASE_GONE = 3  # a worker's exit status when its database file was deleted
 
 
 def library_dirs() -> list[Path]:
@@ -110,7 +110,6 @@ class WorkerPool:
     settings: Settings
     count: int | None = None
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    restarts: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
@@ -147,7 +146,6 @@ class WorkerPool:
                 if p.poll() == EXIT_DATABASE_GONE:
                     continue  # restarting would open a new, empty database in its place
                 if p.poll() is not None:
-                    self.restarts += 1
                     print(
                         f"worker {i} (pid {p.pid}) exited ({p.returncode}); restarting", flush=True
                     )

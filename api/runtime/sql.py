@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from api.runtime import fronts
-from api.runtime.store import TERMINAL, Beat, Claim, JobQueue
+from api.runtime.store import TERMINAL, Beat, Claim, Clock, JobQueue
 from db.models import Architecture, Artifact, EpochMetric, Job, Stage, StageLock
 from db.session import Database
 
@@ -25,10 +25,12 @@ def _close_stages(s: Any, job_id: int, why: str) -> None:
 
 
 class SqlQueue(JobQueue):
-    """The queue on SQLite or PostgreSQL (see :mod:`api.runtime.store` for the contract)."""
+    """The queue on SQLite or PostgreSQL (see :mod:`api.runtime.store` for the contract).
+    Leases are read from ``clock`` in this process, not from the database server's ``now()``."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, clock: Clock = time.time) -> None:
         self.db = db
+        self.clock = clock
 
     def submit(
         self,
@@ -55,7 +57,7 @@ class SqlQueue(JobQueue):
             return job.id
 
     def claim(self, *, worker: str, lease_seconds: float) -> Claim | None:
-        now = time.time()
+        now = self.clock()
         claimable = or_(Job.state == "queued", (Job.state == "running") & (Job.lease_until < now))
         with self.db.session() as s:
             # A cancelled job whose worker died is finished here, not run again.
@@ -93,7 +95,7 @@ class SqlQueue(JobQueue):
         return None
 
     def heartbeat(self, *, job_id: int, worker: str, lease_seconds: float) -> Beat:
-        now = time.time()
+        now = self.clock()
         with self.db.session() as s:
             renewed = s.execute(
                 update(Job)
@@ -168,7 +170,7 @@ class SqlQueue(JobQueue):
             _close_stages(s, job_id, "the Ray task was retried")
 
     def lock_stage(self, *, key: str, worker: str, lease_seconds: float) -> bool:
-        now = time.time()
+        now = self.clock()
         try:
             with self.db.session() as s:
                 s.add(StageLock(key=key, worker=worker, lease_until=now + lease_seconds))

@@ -10,15 +10,23 @@ Contract
 - ``lock_stage`` gives one owner per stage key across all jobs (no stage computed twice at once);
   locks are leased like jobs and renewed by ``heartbeat``; a dead owner's lock is taken over.
 - ``finish`` only takes effect for the current owner.
+- A stage row that an attempt left ``running`` (its worker died or handed the job back) is closed
+  as ``interrupted`` when the job is claimed again; the next attempt records the stage anew,
+  resumed from its checkpoint.
+- Leases are absolute times on the queue's clock (``time.time`` unless one is injected: the tests
+  advance a fake clock instead of waiting for a lease to run out). Every process that shares a
+  database must read the same clock.
 
-The implementation is chosen by the database URL (SQLite or PostgreSQL through SQLAlchemy).
+The implementation is chosen by the database URL (SQLite or PostgreSQL through SQLAlchemy) in
+:func:`api.runtime.queues.open_queue`; this module names none.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, TypeAlias
 
 from api.runtime.kinds import (  # noqa: F401  (re-exported: the names store users import)
     TERMINAL,
@@ -26,11 +34,9 @@ from api.runtime.kinds import (  # noqa: F401  (re-exported: the names store use
     JobState,
     SweepState,
 )
-from db.session import Database
 
-# A stage row's state; ``interrupted``: its attempt's worker died or handed the job back (the
-# next attempt records the stage again, resumed from its checkpoint).
-StageState = Literal["running", "succeeded", "failed", "cancelled", "interrupted"]
+Clock: TypeAlias = Callable[[], float]
+"""Seconds since the epoch, now (``time.time``); a lease runs out when the clock passes it."""
 
 
 @dataclass(frozen=True)
@@ -124,10 +130,3 @@ class JobQueue(ABC):
         artifacts: list[dict[str, Any]],
         architectures: list[dict[str, Any]],
     ) -> None: ...
-
-
-def open_queue(db: Database) -> JobQueue:
-    """The queue for a database (one SQL implementation serves SQLite and PostgreSQL)."""
-    from api.runtime.sql import SqlQueue
-
-    return SqlQueue(db)

@@ -20,6 +20,7 @@ import time
 import warnings
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -105,6 +106,10 @@ def _sweep_lock(
     )
 
 
+# A trial job as a step reads it: id, trial number, state, result, error.
+TrialJob = tuple[int, int | None, str, dict[str, Any] | None, str | None]
+
+
 def _advance(db: Database, queue: JobQueue, sweep_id: int) -> str:
     with db.session(readonly=True) as s:
         sweep = s.get(Sweep, sweep_id)
@@ -114,7 +119,7 @@ def _advance(db: Database, queue: JobQueue, sweep_id: int) -> str:
             return sweep.state
         spec = parse(SweepSpec, sweep.spec)  # checked whole when the sweep was created
         study_name = sweep.study_name
-        jobs = [
+        jobs: list[TrialJob] = [
             (j.id, j.trial, j.state, j.result, j.error)
             for j in s.scalars(select(Job).where(Job.sweep_id == sweep_id).order_by(Job.id))
         ]
@@ -122,8 +127,26 @@ def _advance(db: Database, queue: JobQueue, sweep_id: int) -> str:
     study = optuna.load_study(
         study_name=study_name, storage=storage, sampler=make_sampler(spec, len(jobs))
     )
+    _tell_ended(study, storage, spec, jobs)
+    active = sum(state not in TERMINAL for _, _, state, _, _ in jobs)
+    asked = len(jobs)
+    while active < spec.parallel and asked < spec.trials:
+        active += _ask(db, queue, study, spec, sweep_id)
+        asked += 1
+    if asked >= spec.trials and active == 0:
+        return _finish(db, study, sweep_id, jobs)
+    return "running"
+
+
+def _tell_ended(
+    study: optuna.Study,
+    storage: optuna.storages.RDBStorage,
+    spec: SweepSpec,
+    jobs: list[TrialJob],
+) -> None:
+    """Tell the study the outcome of every trial whose job ended since the last step."""
     running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    study_id = storage.get_study_id_from_name(study_name)
+    study_id = storage.get_study_id_from_name(study.study_name)
     for _, number, state, result, _error in jobs:
         if number not in running or state not in TERMINAL:
             continue
@@ -140,59 +163,59 @@ def _advance(db: Database, queue: JobQueue, sweep_id: int) -> str:
                 continue
         study.tell(number, state=TrialState.FAIL)
 
-    active = sum(state not in TERMINAL for _, _, state, _, _ in jobs)
-    asked = len(jobs)
-    while active < spec.parallel and asked < spec.trials:
-        trial = study.ask()
-        params = spec.suggest(trial)
-        config = spec.trial_config(params)
-        name = f"sweep {sweep_id} trial {trial.number}"
-        try:
-            checked = config_for_job(parse(RunConfig, config), "reskd").to_dict()
-        except ValueError as exc:  # recorded as a failed trial; the sweep goes on
-            study.tell(trial, state=TrialState.FAIL)
-            with db.session() as s:
-                s.add(
-                    Job(
-                        kind="reskd",
-                        config=config,
-                        dataset=spec.base["dataset"],
-                        name=name,
-                        state="failed",
-                        error=f"ValueError: {exc}",
-                        sweep_id=sweep_id,
-                        trial=trial.number,
-                        finished_at=datetime.now(UTC),
-                    )
-                )
-            asked += 1
-            continue
-        job_id = queue.submit(
-            kind="reskd",
-            config=checked,
-            dataset=str(checked["dataset"]),
-            name=name,
-            sweep_id=sweep_id,
-            trial=trial.number,
-        )
-        trial.set_user_attr("job_id", job_id)
-        active += 1
-        asked += 1
 
-    if asked >= spec.trials and active == 0:
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+def _ask(db: Database, queue: JobQueue, study: optuna.Study, spec: SweepSpec, sweep_id: int) -> int:
+    """Ask the study for one trial and queue its job: 1 when it was queued, 0 when its config
+    was refused (recorded as a failed trial and a failed job; the sweep goes on)."""
+    trial = study.ask()
+    params = spec.suggest(trial)
+    config = spec.trial_config(params)
+    name = f"sweep {sweep_id} trial {trial.number}"
+    try:
+        checked = config_for_job(parse(RunConfig, config), "reskd").to_dict()
+    except ValueError as exc:  # recorded as a failed trial; the sweep goes on
+        study.tell(trial, state=TrialState.FAIL)
         with db.session() as s:
-            sweep = s.get(Sweep, sweep_id)
-            assert sweep is not None
-            if complete:
-                sweep.state = "succeeded"
-            else:
-                sweep.state = "failed"
-                errors = [e for *_, e in jobs if e]
-                sweep.error = "every trial failed" + (f"; first: {errors[0]}" if errors else "")
-            sweep.finished_at = datetime.now(UTC)
-            return sweep.state
-    return "running"
+            s.add(
+                Job(
+                    kind="reskd",
+                    config=config,
+                    dataset=spec.base["dataset"],
+                    name=name,
+                    state="failed",
+                    error=f"ValueError: {exc}",
+                    sweep_id=sweep_id,
+                    trial=trial.number,
+                    finished_at=datetime.now(UTC),
+                )
+            )
+        return 0
+    job_id = queue.submit(
+        kind="reskd",
+        config=checked,
+        dataset=str(checked["dataset"]),
+        name=name,
+        sweep_id=sweep_id,
+        trial=trial.number,
+    )
+    trial.set_user_attr("job_id", job_id)
+    return 1
+
+
+def _finish(db: Database, study: optuna.Study, sweep_id: int, jobs: list[TrialJob]) -> str:
+    """The sweep after its last trial: succeeded if any trial completed, else failed."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    with db.session() as s:
+        sweep = s.get(Sweep, sweep_id)
+        assert sweep is not None
+        if complete:
+            sweep.state = "succeeded"
+        else:
+            sweep.state = "failed"
+            errors = [e for *_, e in jobs if e]
+            sweep.error = "every trial failed" + (f"; first: {errors[0]}" if errors else "")
+        sweep.finished_at = datetime.now(UTC)
+        return sweep.state
 
 
 def advance_running(db: Database, queue: JobQueue, *, owner: str) -> None:

@@ -22,12 +22,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from api.runtime.exits import EXIT_DATABASE_GONE
 from api.runtime.lease import held
 from api.runtime.loop import Executor
+from api.runtime.queues import open_queue
 from api.runtime.runner import run_job
-from api.runtime.serve import EXIT_DATABASE_GONE
 from api.runtime.settings import Settings
-from api.runtime.store import Claim, JobQueue, open_queue
+from api.runtime.store import Claim, JobQueue
 from db.session import Database, DatabaseGone
 from distill import observe
 from distill.observe import Cancelled

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,12 +15,8 @@ import httpx
 import pytest
 
 from tests import network, postgres
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.postgres import free_port
+from tests.waiting import wait_until
 
 
 class Service:
@@ -64,16 +58,21 @@ class Service:
         )
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=60)
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if self.process.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"service did not start:\n{(root / 'serve.log').read_text()}")
-            time.sleep(0.2)
+        try:
+            wait_until(self._ready, timeout=60, every=0.2, what="its health answers 200")
+        except (TimeoutError, RuntimeError) as exc:
+            raise RuntimeError(f"service did not start ({exc}):\n{self.read_log()}") from exc
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"it exited with {self.process.returncode}")
+        try:
+            return httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def read_log(self) -> str:
+        return (self.root / "serve.log").read_text()
 
     def submit(self, config: dict[str, Any], kind: str = "reskd") -> dict[str, Any]:
         r = self.http.post("/v1/jobs", json={"kind": kind, "config": config})
@@ -86,14 +85,19 @@ class Service:
         return dict(r.json())
 
     def wait(self, job_id: int, until: Any, timeout: float = 300) -> dict[str, Any]:
-        deadline = time.time() + timeout
-        while True:
-            job = self.job(job_id)
-            if until(job):
-                return job
-            if time.time() > deadline:
-                raise TimeoutError(f"job {job_id}: {job}\n{(self.root / 'serve.log').read_text()}")
-            time.sleep(0.2)
+        """The job once ``until(job)`` holds."""
+        seen: list[dict[str, Any]] = []
+
+        def reached() -> dict[str, Any] | None:
+            seen[:] = [self.job(job_id)]
+            return seen[0] if until(seen[0]) else None
+
+        return wait_until(
+            reached,
+            timeout=timeout,
+            every=0.2,
+            what=lambda: f"job {job_id}: {seen}\n{self.read_log()}",
+        )
 
     def done(self, job_id: int, timeout: float = 300) -> dict[str, Any]:
         return self.wait(
@@ -156,6 +160,19 @@ class RayCluster:
 
     def stop(self) -> None:
         subprocess.run([self.ray, "stop", "--force"], capture_output=True)
+
+
+# In a parallel run (``pytest -n 2 --dist loadgroup``) the cases that start Ray share one test
+# worker: Ray keeps one cluster per machine (its session under /tmp/ray), and ``ray stop --force``
+# ends every cluster there.
+RAY = pytest.mark.xdist_group("ray")
+
+
+def backends(module: str, *names: str) -> list[Any]:
+    """The params of a module-scoped ``backend_service`` fixture (``local-sqlite``, ...), each in
+    an xdist group: one module's service is started once, on one test worker; Ray's in ``RAY``."""
+    groups = {name: "ray" if name.startswith("ray-") else f"{module}-{name}" for name in names}
+    return [pytest.param(name, marks=pytest.mark.xdist_group(g)) for name, g in groups.items()]
 
 
 @contextmanager

@@ -11,8 +11,7 @@ import pytest
 
 from api.cli.demo import run_demo
 from api.cli.main import main
-
-pytestmark = pytest.mark.slow  # trains models or starts servers: not in make test-fast
+from tests.waiting import Lines, wait_until
 
 
 def test_flops_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -48,6 +47,7 @@ def test_bad_width_is_an_error_naming_the_field(capsys: pytest.CaptureFixture[st
     assert "width: must be > 0" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_runs_the_service_end_to_end(tmp_path: Path) -> None:
     result = run_demo(out_dir=tmp_path, epochs=2, progress=False, sweep_trials=2)
     jobs = result["jobs"]
@@ -89,6 +89,7 @@ train: {epochs: 1}
 """
 
 
+@pytest.mark.slow
 def test_run_writes_report_and_combined_student(tmp_path: Path, capsys) -> None:
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_YAML)
@@ -99,6 +100,7 @@ def test_run_writes_report_and_combined_student(tmp_path: Path, capsys) -> None:
     assert json.loads((tmp_path / "out" / "report.json").read_text())["rows"][0]["model"] == "T"
 
 
+@pytest.mark.slow
 def test_run_with_a_bad_config_names_the_field(tmp_path: Path, capsys) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text(TINY_YAML.replace("ratio", "x") + "ratio: 2\n")
@@ -113,13 +115,23 @@ def _reskd(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_help_and_client_commands_import_no_torch_and_answer_fast() -> None:
     """`reskd --help` took 4.9 s and client commands imported torch; now neither does."""
     started = time.perf_counter()
     done = _reskd("--help")
     seconds = time.perf_counter() - started
     assert done.returncode == 0 and "submit" in done.stdout
-    assert seconds < 2.0, f"reskd --help took {seconds:.2f} s"
+    # what made it slow: torch imported for the parser (a bound in seconds is only generous on a
+    # shared machine; the import is the claim)
+    assert seconds < 10.0, f"reskd --help took {seconds:.2f} s"
+    helped = subprocess.run(
+        [sys.executable, "-c", "import sys, contextlib; from api.cli.main import main\n"
+         "with contextlib.suppress(SystemExit): main(['--help'])\n"
+         "print('torch' in sys.modules, file=sys.stderr)"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert helped.stderr.split()[-1:] == ["False"], helped.stderr
     probe = (
         "import sys; from api.cli.main import main; "
         "code = main(['jobs', '--url', 'http://127.0.0.1:9']); "
@@ -137,6 +149,7 @@ def test_version() -> None:
     assert done.returncode == 0 and done.stdout.strip() == "reskd 0.1.0"
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     """`reskd show 3 --json | head` ended in a BrokenPipeError traceback."""
     proc = subprocess.Popen(
@@ -166,6 +179,7 @@ def test_malformed_yaml_is_one_line_naming_where(
         )
 
 
+@pytest.mark.slow
 def test_models_are_counted_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -173,17 +187,23 @@ def test_models_are_counted_once(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert main(["models", "--dataset", "digits", "--json"]) == 0
     first = json.loads(capsys.readouterr().out)
+
+    def counted(*args: object, **kwargs: object) -> None:
+        raise AssertionError("counted again")
+
+    monkeypatch.setattr("distill.models.complexity", counted)  # the cache answers, not thop
     started = time.perf_counter()
     assert main(["models", "--dataset", "digits", "--json"]) == 0
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 5  # generous: thop took 31 s
     assert json.loads(capsys.readouterr().out) == first
     assert len(list((tmp_path / "reskd").glob("counts-*.json"))) == 1
 
 
+@pytest.mark.slow
 def test_set_changes_config_fields_from_the_command_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from api.cli.main import with_sets
+    from api.client import with_sets
 
     raw = {"train": {"epochs": 8}, "res_students": [{"model": "resnet8", "width": 0.25}]}
     changed = with_sets(
@@ -218,6 +238,7 @@ def test_set_changes_config_fields_from_the_command_line(
     assert "train.epochs: " in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_worker_options_are_the_ones_it_uses() -> None:
     done = _reskd("worker", "--help")
     assert done.returncode == 0 and "--database-url" in done.stdout
@@ -236,6 +257,7 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_sigterm_of_reskd_worker_stops_its_workers(tmp_path: Path) -> None:
     """After SIGTERM of `reskd worker` its child kept running about 40 s."""
     import signal
@@ -244,19 +266,21 @@ def test_sigterm_of_reskd_worker_stops_its_workers(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "api.cli.main", "worker", "--database-url", url,
          "--artifact-root", str(tmp_path), "--workers", "1", "--device", "cpu"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while not (children := _children(proc.pid)) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        assert proc.stdout is not None
+        # the worker is up and polling: it prints its settings once its SIGTERM handler is set
+        Lines(proc.stdout).wait_for('{"worker": ', timeout=60)
+        children = _children(proc.pid)
         assert children, "no worker process started"
-        time.sleep(2.0)  # the worker is up and polling
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
-        started = time.monotonic()
-        while any(Path(f"/proc/{c}").exists() for c in children) and time.monotonic() - started < 5:
-            time.sleep(0.1)
+        wait_until(  # well before the 40 s of the bug
+            lambda: not any(Path(f"/proc/{c}").exists() for c in children),
+            timeout=10,
+            what="the workers exit",
+        )
         assert not any(Path(f"/proc/{c}/stat").exists() for c in children)
     finally:
         if proc.poll() is None:
@@ -268,7 +292,7 @@ def test_show_reads_progress_inside_an_epoch_with_rounded_figures(
 ) -> None:
     """`reskd show` read "-/-" until a search's first epoch ended, printed raw floats and
     "ETA 0s" between stages."""
-    from api.cli.main import _print_job
+    from api.cli.tables import print_job
 
     running = {"stage": "search R1", "epoch": None, "epochs": 2, "batch": 12, "batches": 63,
                "loss": 0.12462300017330907, "eta_seconds": 0.0}  # fmt: skip
@@ -278,12 +302,13 @@ def test_show_reads_progress_inside_an_epoch_with_rounded_figures(
         "stages": [{"name": "search R1", "kind": "search", "state": "running", "reused": False,
                     "resumed_from_epoch": None, "progress": running}],
     }  # fmt: skip
-    _print_job(job)
+    print_job(job)
     out = capsys.readouterr().out
     assert "stage search R1, epoch 0/2, batch 12/63, loss 0.1246\n" in out
     assert "-/-" not in out and "ETA" not in out and "0.12462300017330907" not in out
 
 
+@pytest.mark.slow
 def test_submit_wait_follows_the_event_stream_with_a_line_per_search_phase(
     tmp_path: Path,
 ) -> None:

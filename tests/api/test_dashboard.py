@@ -9,7 +9,6 @@ import json
 import os
 import random
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,10 @@ import optuna
 import pytest
 
 from tests.api.service import Service, tiny_config
+from tests.waiting import wait_until
 
-pytestmark = pytest.mark.slow
+# one browser and one service for the module: on one test worker in a parallel run
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dashboard")]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api")
@@ -146,10 +147,12 @@ def test_sweep_page_lists_trials_and_front_and_searched_cells_are_drawn(
         "name": "dashboard sweep",
     }
     created = service.http.post("/v1/sweeps", json=body).json()
-    deadline = time.time() + 400
-    while service.http.get(f"/v1/sweeps/{created['id']}").json()["state"] == "running":
-        assert time.time() < deadline
-        time.sleep(0.5)
+    wait_until(
+        lambda: service.http.get(f"/v1/sweeps/{created['id']}").json()["state"] != "running",
+        timeout=400,
+        every=0.5,
+        what=lambda: f"the sweep ends\n{service.read_log()}",
+    )
     page = browser.page(service)
     page.goto(f"{service.url}/#/sweeps")
     painted(page, "sweeps")

@@ -22,7 +22,7 @@ from sklearn.datasets import load_digits
 
 from api.cli.main import main
 from api.http.main import create_app
-from api.http.queries import confine
+from api.http.paths import confine
 from api.runtime.settings import Settings
 from distill.config import ConfigError
 from search.config import RunConfig
@@ -347,6 +347,6 @@ def test_reskd_datasets_lists_a_services_uploads(
 def test_the_image_suffixes_are_those_torchvisions_image_folder_reads() -> None:
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
-    from api.http.datasets import IMAGE_SUFFIXES
+    from api.http.datasets.layout import IMAGE_SUFFIXES
 
     assert sorted(IMAGE_SUFFIXES) == sorted(IMG_EXTENSIONS)

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.cli import main as cli
+from api.cli import remote
 from api.client import Client
 from api.http.main import create_app
 from api.runtime.settings import Settings
@@ -124,7 +125,7 @@ def test_groups_and_reskd_pareto_show_one_teacher_and_name_the_others(
 
     service = Client("http://127.0.0.1")
     service.http = client  # the CLI's requests go to the app in this process
-    monkeypatch.setattr(cli, "_client", lambda args: service)
+    monkeypatch.setattr(remote, "client_of", lambda args: service)
     assert cli.main(["pareto"]) == 0
     out = capsys.readouterr().out
     assert f"Pareto front of digits, teacher {NEW} (the latest job's)" in out

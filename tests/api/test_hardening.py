@@ -22,8 +22,10 @@ import pytest
 import torch
 
 from tests.api.service import Service, tiny_config
+from tests.waiting import Lines, wait_until
 
-pytestmark = pytest.mark.slow  # starts servers
+# starts servers; the module's service on one test worker in a parallel run
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("hardening")]
 
 BIG = 2**63  # one past SQLite's and PostgreSQL's largest integer
 
@@ -293,15 +295,15 @@ def _server_pid(svc: Service) -> int:
     return svc.process.pid  # `python -m api.cli.main serve` itself (no workers)
 
 
+# A health request every 50 ms (the pace of the probe, not a wait), each latency printed at once.
 PROBE = """
-import json, signal, sys, time, httpx
-times = []
-signal.signal(signal.SIGTERM, lambda *_: (print(json.dumps(times)), sys.exit(0)))
+import signal, sys, time, httpx
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 with httpx.Client(base_url=sys.argv[1], timeout=10) as client:
     while True:
         t0 = time.perf_counter()
         assert client.get("/v1/health").status_code == 200
-        times.append(time.perf_counter() - t0)
+        print(time.perf_counter() - t0, flush=True)
         time.sleep(0.05)
 """
 
@@ -330,29 +332,41 @@ def test_200_event_streams_do_not_freeze_the_api(svc: Service) -> None:
     prober = subprocess.Popen(
         [sys.executable, "-c", PROBE, svc.url], stdout=subprocess.PIPE, text=True
     )
+    assert prober.stdout is not None
+    probes = Lines(prober.stdout)
     try:
-        time.sleep(1.0)
+        wait_until(lambda: probes.seen, timeout=60, what="the probe's first answer")
+        before = len(probes.seen)
         statuses = asyncio.run(streams())
-        time.sleep(1.0)
+        during = len(probes.seen) - before  # answered while the streams were open
+        wait_until(lambda: len(probes.seen) > 20, timeout=60, what="21 health probes")
     finally:
         prober.terminate()
-    latencies = sorted(json.loads(prober.communicate(timeout=30)[0] or "[]"))
+        prober.wait(timeout=30)
+    latencies = sorted(float(line) for line in probes.seen)
     assert statuses == [200] * 200
-    assert len(latencies) > 20
+    assert len(latencies) > 20 and during > 0
     p99 = latencies[int(0.99 * (len(latencies) - 1))]
     print(f"200 streams: {len(latencies)} health probes, p99 {p99 * 1000:.1f} ms")
-    assert p99 < 0.1, f"health p99 {p99 * 1000:.0f} ms, median {statistics.median(latencies)}"
+    # Frozen, a probe would wait for the streams' 3 s: the bound is well under that, not the
+    # 100 ms an idle machine gives (a shared one's load would fail that, not the API).
+    assert p99 < 1.0, f"health p99 {p99 * 1000:.0f} ms, median {statistics.median(latencies)}"
     log = (svc.root / "serve.log").read_text()
     assert "QueuePool limit" not in log and "Traceback" not in log
+
     # Back to idle: the streams' sockets close at once; the thread pool's extra workers end
     # after 10 s without work (anyio prunes them as the next call comes).
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        threads, sockets = _threads_and_sockets(pid)
-        if threads <= idle[0] + 2 and sockets <= idle[1] + 2:
-            break
+    def settled() -> tuple[int, int] | None:
+        now = _threads_and_sockets(pid)
         svc.http.get("/v1/health")
-        time.sleep(1.0)
+        return now if now[0] <= idle[0] + 2 and now[1] <= idle[1] + 2 else None
+
+    threads, sockets = wait_until(
+        settled,
+        timeout=30,
+        every=1.0,
+        what=lambda: f"back to idle {idle}: {_threads_and_sockets(pid)}",
+    )
     assert sockets <= idle[1] + 2, (idle, (threads, sockets))
     assert threads <= idle[0] + 2, (idle, (threads, sockets))
 
@@ -378,7 +392,12 @@ def test_streams_per_client_are_capped_and_end_with_the_job(tmp_path: Path) -> N
             svc.http.post(f"/v1/jobs/{job['id']}/cancel")
             rest = list(lines)
             assert "event: end" in rest  # the stream ends with the job
-        time.sleep(0.5)
+
+        def opens() -> bool:
+            with httpx.stream("GET", url, timeout=10) as r:
+                return r.status_code == 200
+
+        wait_until(opens, timeout=30, what="a stream opens after both ended")
         with httpx.stream("GET", url, timeout=10) as again:  # the slots were given back
             assert again.status_code == 200
     finally:
@@ -414,17 +433,24 @@ def test_auth_is_checked_before_the_body_is_read(tmp_path: Path) -> None:
 def test_a_deleted_database_stops_the_service_instead_of_losing_data(tmp_path: Path) -> None:
     svc = Service(tmp_path / "gone", workers=1)
     try:
-        deadline = time.time() + 60  # the worker is up (it prints its settings)
-        while '"worker"' not in (svc.root / "serve.log").read_text() and time.time() < deadline:
-            time.sleep(0.2)
-        time.sleep(1.0)  # and has looked for work at least once
-        svc.submit(tiny_config())
+        wait_until(  # the worker is up (it prints its settings)
+            lambda: '"worker"' in svc.read_log(), timeout=60, what="the worker's settings"
+        )
+        job = svc.submit(tiny_config())
+        # and has looked for work: it has opened the file (a worker that never had cannot tell
+        # a deleted file from a new one)
+        svc.wait(job["id"], lambda j: j["state"] != "queued", timeout=60)
         (svc.root / "reskd.db").unlink()
         r = svc.http.get("/v1/health")
         assert r.status_code == 503 and "deleted" in r.json()["detail"]
         assert svc.http.get("/v1/jobs").status_code == 503
         assert not (svc.root / "reskd.db").exists()  # nothing wrote a fresh, empty one
-        time.sleep(3)  # the worker saw it too and stopped (not restarted into a new file)
+        # the worker saw it too and stopped (not restarted into a new file)
+        wait_until(
+            lambda: "stops: the database file was deleted" in svc.read_log(),
+            timeout=60,
+            what=lambda: f"the worker stops\n{svc.read_log()}",
+        )
         assert not (svc.root / "reskd.db").exists()
         assert "stops: the database file was deleted" in (svc.root / "serve.log").read_text()
     finally:
@@ -505,7 +531,8 @@ def test_a_search_reports_batches_and_stops_within_seconds_of_a_cancel(tmp_path:
         svc.http.post(f"/v1/jobs/{job['id']}/cancel")
         done = svc.done(job["id"], timeout=30)
         waited = time.time() - asked
-        assert done["state"] == "cancelled" and waited < 5, waited
+        # generous on a shared machine: its 200 epochs would take minutes
+        assert done["state"] == "cancelled" and waited < 20, waited
         assert done["stages"][-1]["state"] == "cancelled"
     finally:
         svc.stop()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from api.http import queries
+from api.http.kept import ParetoResponses
 from api.http.main import create_app
 from api.runtime.settings import Settings
 
@@ -25,13 +25,13 @@ ROW = {
 def routed(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """The query strings the route itself answered (it reports each one it validated)."""
     seen: list[bytes] = []
-    validated = queries.ParetoResponses.validated
+    validated = ParetoResponses.validated
 
-    def spy(self: queries.ParetoResponses, query_string: bytes, key: Any) -> None:
+    def spy(self: ParetoResponses, query_string: bytes, key: Any) -> None:
         seen.append(query_string)
         validated(self, query_string, key)
 
-    monkeypatch.setattr(queries.ParetoResponses, "validated", spy)
+    monkeypatch.setattr(ParetoResponses, "validated", spy)
     return seen
 
 

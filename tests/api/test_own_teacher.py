@@ -18,7 +18,8 @@ from api.cli.main import main
 from tests.api.service import Service
 from tests.own.digits_folder import ARCH, Own
 
-pytestmark = pytest.mark.slow
+# the module's service on one test worker in a parallel run
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("own-teacher")]
 
 
 @pytest.fixture(scope="module")

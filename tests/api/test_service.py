@@ -16,12 +16,14 @@ import pytest
 
 from api.cli.main import main
 from search.pareto import dominated
-from tests.api.service import Service, backend_service, ray_cluster, tiny_config
+from tests.api.service import RAY, Service, backend_service, backends, ray_cluster, tiny_config
 
 pytestmark = pytest.mark.slow  # trains models or starts servers: not in make test-fast
 
 
-@pytest.fixture(scope="module", params=["local-sqlite", "local-postgresql", "ray-sqlite"])
+@pytest.fixture(
+    scope="module", params=backends("service", "local-sqlite", "local-postgresql", "ray-sqlite")
+)
 def service(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
@@ -161,10 +163,10 @@ def test_cancel_stops_a_running_stage_within_seconds(service: Service) -> None:
     r = service.http.post(f"/v1/jobs/{job['id']}/cancel")
     assert r.status_code == 200
     job = service.done(job["id"], timeout=30)
-    assert job["state"] == "cancelled" and time.time() - asked < 10
+    # generous on a shared machine: the stage would otherwise run its 400 epochs
+    assert job["state"] == "cancelled" and time.time() - asked < 20
     assert job["stages"][-1]["state"] == "cancelled"
     queued = service.submit(long)
-    time.sleep(0.05)
     cancelled = service.http.post(f"/v1/jobs/{queued['id']}/cancel").json()
     assert cancelled["state"] in ("cancelled", "running")
     assert service.done(queued["id"], timeout=30)["state"] == "cancelled"
@@ -209,6 +211,7 @@ def test_a_killed_worker_loses_at_most_its_current_epoch(tmp_path: Path) -> None
         svc.stop()
 
 
+@RAY
 def test_a_killed_ray_worker_process_is_retried_and_the_job_completes(tmp_path: Path) -> None:
     """SIGKILL the Ray worker process running a job's task mid-stage: Ray retries the task, the
     retry owns the same job (the dispatcher held its lease), counts an attempt and resumes the

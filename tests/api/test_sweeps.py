@@ -12,7 +12,8 @@ import pytest
 
 from api.cli.main import main as cli
 from search.pareto import dominated
-from tests.api.service import Service, backend_service, tiny_config
+from tests.api.service import Service, backend_service, backends, tiny_config
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow  # trains models or starts servers: not in make test-fast
 
@@ -41,7 +42,7 @@ def sweep_body(**overrides: Any) -> dict[str, Any]:
     return body | overrides
 
 
-@pytest.fixture(scope="module", params=["local-sqlite", "ray-postgresql"])
+@pytest.fixture(scope="module", params=backends("sweeps", "local-sqlite", "ray-postgresql"))
 def service(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
@@ -51,16 +52,16 @@ def service(
 
 
 def wait_sweep(service: Service, sweep_id: int, timeout: float = 600) -> dict[str, Any]:
-    import time
+    """The sweep once it is no longer running."""
+    seen: list[dict[str, Any]] = []
 
-    deadline = time.time() + timeout
-    while True:
-        sweep = service.http.get(f"/v1/sweeps/{sweep_id}").json()
-        if sweep["state"] != "running":
-            return dict(sweep)
-        if time.time() > deadline:
-            raise TimeoutError(f"{sweep}\n{(service.root / 'serve.log').read_text()}")
-        time.sleep(0.5)
+    def ended() -> dict[str, Any] | None:
+        seen[:] = [service.http.get(f"/v1/sweeps/{sweep_id}").json()]
+        return dict(seen[0]) if seen[0]["state"] != "running" else None
+
+    return wait_until(
+        ended, timeout=timeout, every=0.5, what=lambda: f"{seen}\n{service.read_log()}"
+    )
 
 
 def test_a_sweep_of_six_trials_runs_over_http_with_two_workers(

@@ -64,7 +64,7 @@ def test_training_commands_restart_under_the_allocator(
 ) -> None:
     """``reskd run`` and ``reskd search`` from a shell exec themselves again under the
     allocator, once; a bad RESKD_ALLOCATOR is refused, naming it."""
-    from api.cli import main as cli
+    from api.cli.allocator import restart_under_allocator
 
     library = tmp_path / "libtcmalloc_minimal.so.4"
     library.write_bytes(b"")
@@ -73,13 +73,13 @@ def test_training_commands_restart_under_the_allocator(
     monkeypatch.setattr(sys, "orig_argv", [sys.executable, "reskd", "search", "x.yaml"])
     monkeypatch.delenv("LD_PRELOAD", raising=False)
     monkeypatch.setenv("RESKD_ALLOCATOR", str(library))
-    assert cli._restart_under_allocator() is None
+    assert restart_under_allocator() is None
     assert execs == [(sys.executable, sys.orig_argv, execs[0][2])]
     assert execs[0][2]["LD_PRELOAD"] == str(library)
     monkeypatch.setenv("LD_PRELOAD", str(library))  # the restarted process: no second exec
-    assert cli._restart_under_allocator() is None and len(execs) == 1
+    assert restart_under_allocator() is None and len(execs) == 1
     monkeypatch.setenv("RESKD_ALLOCATOR", str(tmp_path / "missing.so"))
-    assert "RESKD_ALLOCATOR" in (cli._restart_under_allocator() or "")
+    assert "RESKD_ALLOCATOR" in (restart_under_allocator() or "")
 
 
 @pytest.mark.skipif(allocator_library("auto") is None, reason="tcmalloc is not installed")

@@ -1,8 +1,10 @@
 """The store (schema, queue, stage locks, results, sweeps' studies) against SQLite and a real
-PostgreSQL server: every test runs on both backends."""
+PostgreSQL server: every test runs on both backends (SQLite's in ``make test-fast``). Leases run
+on a fake clock that the tests advance: nothing here waits for one to run out."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -12,21 +14,25 @@ import optuna
 import pytest
 from sqlalchemy import func, inspect, select
 
-from api.http import queries
+from api.http.kept import ParetoResponses
+from api.http.queries import architectures as architecture_queries
+from api.http.queries import jobs as job_queries
+from api.http.queries import sweeps as sweep_queries
 from api.runtime import sweeps
-from api.runtime.store import JobQueue, open_queue
+from api.runtime.lease import Busy, held
+from api.runtime.queues import open_queue
+from api.runtime.store import Clock, JobQueue
 from db.models import Job, Sweep
 from db.session import Database
 from search.sweep import SweepSpec
 from tests.api.service import tiny_config
+from tests.waiting import FakeClock
 
-pytestmark = pytest.mark.slow  # trains models or starts servers: not in make test-fast
 
-
-def open_store(url: str) -> tuple[Database, JobQueue]:
+def open_store(url: str, clock: Clock = time.time) -> tuple[Database, JobQueue]:
     db = Database(url)
     db.migrate()
-    queue = open_queue(db)
+    queue = open_queue(db, clock=clock)
     return db, queue
 
 
@@ -198,13 +204,17 @@ def test_concurrent_claims_hand_each_job_to_exactly_one_worker(database_url: str
 
 
 def test_leases_heartbeats_and_owner_only_finish(database_url: str) -> None:
-    db, queue = open_store(database_url)
+    clock = FakeClock()
+    db, queue = open_store(database_url, clock)
     job_id = queue.submit(kind="reskd", config={}, dataset="digits", name="x")
-    claim = queue.claim(worker="a", lease_seconds=0.3)
+    claim = queue.claim(worker="a", lease_seconds=30)
     assert claim is not None and claim.job_id == job_id and claim.attempts == 1
     assert queue.claim(worker="b", lease_seconds=30) is None  # leased
-    assert queue.heartbeat(job_id=job_id, worker="a", lease_seconds=0.3).owned
-    time.sleep(0.5)  # a's lease expires: it died
+    clock.advance(20)
+    assert queue.heartbeat(job_id=job_id, worker="a", lease_seconds=30).owned
+    clock.advance(20)  # 40 s after the claim: the heartbeat renewed the lease
+    assert queue.claim(worker="b", lease_seconds=30) is None
+    clock.advance(11)  # a's lease expires: it died
     again = queue.claim(worker="b", lease_seconds=30)
     assert again is not None and again.job_id == job_id and again.attempts == 2
     assert not queue.heartbeat(job_id=job_id, worker="a", lease_seconds=30).owned
@@ -218,12 +228,13 @@ def test_leases_heartbeats_and_owner_only_finish(database_url: str) -> None:
 def test_a_dead_or_departed_attempt_leaves_no_stage_running(database_url: str) -> None:
     """Its stage rows close as ``interrupted`` when the job is claimed again (lease expired:
     SIGKILL) or handed back (the server stopped), and the live attempt's progress is shown."""
-    db, queue = open_store(database_url)
+    clock = FakeClock()
+    db, queue = open_store(database_url, clock)
     job_id = queue.submit(kind="reskd", config={}, dataset="digits", name="x")
-    assert queue.claim(worker="a", lease_seconds=0.2) is not None
+    assert queue.claim(worker="a", lease_seconds=30) is not None
     first = queue.stage_started(job_id=job_id, kind="teacher", key="k", name="teacher")
     queue.stage_progress(stage_id=first, progress={"epoch": 3, "epochs": 8}, resumed_from=0)
-    time.sleep(0.3)  # a died
+    clock.advance(31)  # a died
     assert queue.claim(worker="b", lease_seconds=30) is not None
     second = queue.stage_started(job_id=job_id, kind="teacher", key="k", name="teacher")
     queue.stage_progress(stage_id=second, progress={"epoch": 1, "epochs": 8}, resumed_from=3)
@@ -231,7 +242,7 @@ def test_a_dead_or_departed_attempt_leaves_no_stage_running(database_url: str) -
     assert queue.claim(worker="c", lease_seconds=30) is not None
     queue.stage_started(job_id=job_id, kind="teacher", key="k", name="teacher", state="succeeded")
     with db.session(readonly=True) as s:
-        job = queries.get_job(s, job_id)
+        job = job_queries.get_job(s, job_id)
     assert [st.state for st in job.stages] == ["interrupted", "interrupted", "succeeded"]
     assert all(st.finished_at is not None and st.error for st in job.stages[:2])
     reused = job.stages[2]
@@ -242,16 +253,45 @@ def test_a_dead_or_departed_attempt_leaves_no_stage_running(database_url: str) -
 
 
 def test_stage_locks_have_one_owner_until_released_or_expired(database_url: str) -> None:
-    db, queue = open_store(database_url)
-    assert queue.lock_stage(key="teacher-abc", worker="a", lease_seconds=0.3)
+    clock = FakeClock()
+    db, queue = open_store(database_url, clock)
+    assert queue.lock_stage(key="teacher-abc", worker="a", lease_seconds=30)
     assert not queue.lock_stage(key="teacher-abc", worker="b", lease_seconds=30)
-    assert queue.lock_stage(key="teacher-abc", worker="a", lease_seconds=0.3)  # re-entrant
-    time.sleep(0.5)
+    clock.advance(20)
+    assert queue.lock_stage(key="teacher-abc", worker="a", lease_seconds=30)  # re-entrant
+    clock.advance(20)  # renewed by a's second lock: still a's
+    assert not queue.lock_stage(key="teacher-abc", worker="b", lease_seconds=30)
+    clock.advance(11)
     assert queue.lock_stage(key="teacher-abc", worker="b", lease_seconds=30)  # a died
     queue.unlock_stage(key="teacher-abc", worker="a")  # not a's any more: no effect
     assert not queue.lock_stage(key="teacher-abc", worker="c", lease_seconds=30)
     queue.unlock_stage(key="teacher-abc", worker="b")
     assert queue.lock_stage(key="teacher-abc", worker="c", lease_seconds=30)
+    db.dispose()
+
+
+def test_held_waits_for_the_owner_then_takes_over_its_expired_lock(database_url: str) -> None:
+    """``held`` gives up with :class:`Busy` after its wait while the owner's lease runs, takes
+    the key once that lease has run out (its owner died), and lets it go on leaving the block;
+    on the fake clock its polls are what moves time."""
+    clock = FakeClock()
+    db, queue = open_store(database_url, clock)
+    assert queue.lock_stage(key="sweep-1", worker="a", lease_seconds=30)
+    start, waits = clock(), []
+
+    def b_holds(wait: float | None) -> contextlib.AbstractContextManager[None]:
+        return held(
+            queue, "sweep-1", owner="b", lease_seconds=30, wait=wait, poll=1.0,
+            waiting=lambda: waits.append(clock()), clock=clock, sleep=clock.sleep,
+        )  # fmt: skip
+
+    with pytest.raises(Busy, match="sweep-1: busy"), b_holds(wait=5):
+        raise AssertionError("b held a's key")
+    assert 5 <= clock() - start <= 7 and len(waits) >= 5
+    with b_holds(wait=None):  # no limit: until a's lease has run out
+        assert 30 <= clock() - start <= 32
+        assert not queue.lock_stage(key="sweep-1", worker="c", lease_seconds=30)
+    assert queue.lock_stage(key="sweep-1", worker="c", lease_seconds=30)  # b let it go
     db.dispose()
 
 
@@ -289,10 +329,10 @@ def test_cancel_results_and_pareto_queries(database_url: str) -> None:
         ],
     )
     with db.session(readonly=True) as s:
-        front = queries.pareto(
+        front = architecture_queries.pareto(
             s, dataset="digits", teacher=None, cost="mflops", include_teacher=False
         )
-        shown = queries.get_job(s, job_id)
+        shown = job_queries.get_job(s, job_id)
     # membership is D_v's (S2 is best on the test set but dominated on D_v by S1); the last
     # row, stored without a D_v accuracy, is on no front and not considered
     assert [(a.stage, a.val_accuracy, a.accuracy) for a in front.front] == [
@@ -321,7 +361,7 @@ def test_loop_reads_never_wait_for_the_shared_pool_and_survive_a_dropped_connect
         started = time.perf_counter()
         count = db.loop_read(lambda c: c.execute(select(func.count()).select_from(Job)).scalar())
         assert count == 1
-        assert time.perf_counter() - started < 2  # the shared pool's timeout is 30 s
+        assert time.perf_counter() - started < 10  # the shared pool's timeout is 30 s
     finally:
         for connection in held:
             connection.close()
@@ -393,7 +433,7 @@ def test_stored_fronts_equal_the_fronts_of_all_rows_after_random_inserts_and_rep
                             expected = pareto_front(
                                 sorted(chosen), accuracy=lambda p: p[1], cost=lambda p: p[2]
                             )
-                            got = queries.pareto(
+                            got = architecture_queries.pareto(
                                 s, dataset=dataset, teacher=teacher, cost=cost,
                                 include_teacher=include_teacher,
                             )  # fmt: skip
@@ -401,7 +441,7 @@ def test_stored_fronts_equal_the_fronts_of_all_rows_after_random_inserts_and_rep
                             assert got.considered == len(chosen)
 
     # the API's kept responses (few: evictions too) answer as the fronts do after every write
-    kept = queries.ParetoResponses(entries=3)
+    kept = ParetoResponses(entries=3)
     keys = [(d, t, c, w) for d in (None, "digits") for t in (None, "resnet8") for c in COSTS
             for w in (True, False)]  # fmt: skip
 
@@ -409,7 +449,7 @@ def test_stored_fronts_equal_the_fronts_of_all_rows_after_random_inserts_and_rep
         for key in rng.sample(keys, 6):
             _, body = db.loop_read(lambda c, key=key: kept.read(c, key, None))
             with db.session(readonly=True) as s:
-                fresh = queries.pareto(
+                fresh = architecture_queries.pareto(
                     s, dataset=key[0], teacher=key[1], cost=key[2], include_teacher=key[3]
                 )
             assert body is not None and json.loads(body) == json.loads(fresh.model_dump_json())
@@ -437,7 +477,7 @@ def test_pareto_responses_are_kept_per_revision_and_revalidated_by_etag(
 
     db, queue = open_store(database_url)
     job = queue.submit(kind="reskd", config={}, dataset="digits", name=None)
-    kept = queries.ParetoResponses(entries=4)
+    kept = ParetoResponses(entries=4)
     key = ("digits", None, "mflops", False)
     start = db.loop_read(fronts.revision)
     tag, empty = db.loop_read(lambda c: kept.read(c, key, None))
@@ -455,7 +495,7 @@ def test_pareto_responses_are_kept_per_revision_and_revalidated_by_etag(
     _, replaced = db.loop_read(lambda c: kept.read(c, key, new_tag))
     front = json.loads(replaced or b"{}")["front"]
     assert [a["val_accuracy"] for a in front] == [0.95]
-    off = queries.ParetoResponses(entries=0)  # keeps nothing: every query reads the fronts
+    off = ParetoResponses(entries=0)  # keeps nothing: every query reads the fronts
     _, one = db.loop_read(lambda c: off.read(c, key, None))
     _, two = db.loop_read(lambda c: off.read(c, key, None))
     assert one == two and one is not two
@@ -536,8 +576,8 @@ def test_sweep_ask_tell_marks_a_failed_trial_and_goes_on(database_url: str) -> N
     with db.session(readonly=True) as s:
         sweep = s.get(Sweep, sweep_id)
         assert sweep is not None and sweep.state == "succeeded"
-        trials = queries.trials(s, database_url, sweep_id)
-        front = queries.sweep_pareto(s, database_url, sweep_id)
+        trials = sweep_queries.trials(s, database_url, sweep_id)
+        front = sweep_queries.sweep_pareto(s, database_url, sweep_id)
     states = ["complete", "fail", "complete", "complete", "complete", "fail"]
     assert [t.state for t in trials] == states
     assert trials[1].error == "RuntimeError: x"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -7,14 +9,24 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms import v2
 
+from distill.catalog import DATASETS, DIGITS, DatasetEntry, DatasetInfo
 from distill.data import (
+    DataBundle,
     DatasetError,
+    LoadOptions,
+    TensorImages,
     ValidationSplit,
     dataset_info,
     dataset_labels,
     load_dataset,
+    register_dataset,
+    train_transform,
     validation_split,
+)
+from distill.data import (
+    test_transform as plain_view,  # not a test: the test split's view
 )
 from tests.distill.cifar_files import write_cifar10, write_cifar100
 
@@ -211,3 +223,48 @@ def test_validation_split_subsets_the_training_set() -> None:
 def test_validation_split_errors(kwargs: dict, match: str) -> None:
     with pytest.raises(DatasetError, match=match):
         validation_split(10, seed=0, **kwargs)
+
+
+def test_the_built_in_datasets_are_entry_points_listed_without_torch() -> None:
+    """Built-ins register as a plug-in does (pyproject.toml's reskd.datasets), and listing them
+    imports no torch (their loaders are imported on the first load)."""
+    probe = (
+        "import sys; from importlib.metadata import entry_points; "
+        "from distill.catalog import DATASETS; "
+        "points = {e.name for e in entry_points(group='reskd.datasets')}; "
+        "print(list(DATASETS), points == set(DATASETS), 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    names = ["mnist5k", "digits", "cifar10", "cifar100", "imagefolder", "imagenet", "tiny-imagenet"]
+    assert out.stdout.strip() == f"{names} True False", out.stderr
+
+
+def test_a_dataset_registered_in_code_loads_with_its_own_hooks() -> None:
+    """A plug-in's entry: its info, its loader and its augmentation, all used by name."""
+    images = torch.arange(2 * 4 * 4, dtype=torch.uint8).reshape(2, 1, 4, 4) * 7
+    labels = torch.tensor([0, 1])
+
+    def load(dataset: DatasetEntry, root: Path | None, options: LoadOptions) -> DataBundle:
+        assert root is None
+        train = TensorImages(images, labels, train_transform(dataset, augment=options.augment))
+        plain = TensorImages(images, labels, plain_view(dataset.info))
+        return DataBundle(dataset.info, train, plain, plain, options.augment)
+
+    info = DatasetInfo("flips", 2, 1, 4, (0.0,), (1.0,), False, "two 4x4 images")
+    entry = DatasetEntry(info, load, augmentation=lambda size: [v2.RandomHorizontalFlip(p=1.0)])
+    register_dataset(entry)
+    try:
+        data = load_dataset("flips")
+        assert data.info.name == "flips" and len(data.test) == 2
+        assert torch.equal(data.train[1][0], data.test[1][0].flip(-1))  # its own augmentation
+        torch.testing.assert_close(data.test[1][0][0, 0], images[1, 0, 0].float() / 255)
+        with pytest.raises(DatasetError, match="'flips' is already registered"):
+            register_dataset(entry)
+        with pytest.raises(DatasetError, match="unknown dataset 'svhn'.*tiny-imagenet, flips"):
+            load_dataset("svhn")
+        copy = register_dataset(DIGITS.with_info(name="digits-again", description="a copy"))
+        assert len(load_dataset(copy.info.name, augment=False).test) == 360
+    finally:
+        DATASETS.unregister("flips")
+        DATASETS.unregister("digits-again")
+    assert "flips" not in DATASETS

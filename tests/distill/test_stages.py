@@ -13,7 +13,8 @@ from torch import nn
 
 from distill.combined import LogitSum
 from distill.observe import observing
-from distill.residual import MethodConfig, ResidualDistillation
+from distill.methods import KDConfig
+from distill.residual import ResidualDistillation
 from distill.stages import StageStore, stage_key
 from distill.train import Supervised, TrainConfig, evaluate
 
@@ -136,7 +137,7 @@ def test_a_residual_stage_reports_the_d_v_accuracy_of_s_i_every_epoch(tmp_path: 
     r = nn.Linear(4, 3)
     nn.init.zeros_(r.weight)
     nn.init.zeros_(r.bias)
-    method = MethodConfig()
+    method = KDConfig()
     task = ResidualDistillation(
         r, objective=method.objective(), method=method, base=base, cache=(cached, cached)
     )

@@ -3,6 +3,7 @@ registries' errors, and the data options (image size, mean/std) a run config tak
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,10 @@ from distill.data import DatasetError, load_dataset, peek_info
 from distill.teachers import (
     TEACHER_KINDS,
     CheckpointError,
+    TeacherKind,
     check_teacher_file,
     load_program,
+    parse_teacher,
     read_state_dict,
 )
 from search.config import RunConfig
@@ -172,3 +175,27 @@ def test_the_gate_stops_a_given_teacher_near_chance_and_warns_when_allowed(tmp_p
     )  # fmt: skip
     assert any("under 2x chance" in w for w in report.warnings)
     assert report.to_dict()["teacher"]["val_accuracy"] < 0.2
+
+
+def test_teacher_kinds_are_entry_points_and_one_registered_in_code_is_used_by_name(
+    tmp_path: Path,
+) -> None:
+    assert list(TEACHER_KINDS) == ["zoo", "torchvision", "timm", "torchscript", "exported-program"]
+    assert {e.name for e in entry_points(group="reskd.teachers")} == set(TEACHER_KINDS)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    torch.save(net, tmp_path / "t.pickle")  # a whole module, pickled: a plug-in's own format
+    kind = TeacherKind("pickled", "a pickled module (black box)", False,
+                       load=lambda path: torch.load(path, weights_only=False))  # fmt: skip
+    TEACHER_KINDS.register(kind.name, kind)
+    try:
+        assert parse_teacher("pickled") == ("pickled", None)
+        checked = check_teacher_file(
+            tmp_path / "t.pickle", "pickled", num_classes=10, input_shape=(1, 8, 8)
+        )
+        assert checked == "a pickled program giving 10 classes"
+        x = torch.randn(3, 1, 8, 8)
+        assert torch.allclose(load_program(tmp_path / "t.pickle", "pickled")(x), net(x))
+        with pytest.raises(CheckpointError, match="known kinds: zoo, .*exported-program, pickled"):
+            parse_teacher("onnx:net")
+    finally:
+        TEACHER_KINDS.unregister("pickled")

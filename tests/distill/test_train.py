@@ -12,13 +12,12 @@ from distill.train import (
     Distillation,
     Supervised,
     TrainConfig,
-    _optimizer,
-    _schedule,
     cosine_power_factors,
     evaluate,
     fit,
     preset,
 )
+from distill.train_config import make_optimizer, make_schedule
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +126,8 @@ def test_cosine_power_annealing_as_stacnas_trains_its_networks() -> None:
     # power 1 is plain cosine over epochs 1..E rescaled: 1, 1/3, 0 for 3 epochs
     assert cosine_power_factors(3, 1.0, 0.0, 1) == pytest.approx([1.0, 1 / 3, 0.0])
     config = TrainConfig(epochs=3, lr=0.1, schedule="cosine-power", lr_min=1e-4, power=2)
-    optimizer = _optimizer([torch.nn.Parameter(torch.zeros(1))], config)
-    schedule, seen = _schedule(optimizer, config), []
+    optimizer = make_optimizer([torch.nn.Parameter(torch.zeros(1))], config)
+    schedule, seen = make_schedule(optimizer, config), []
     for _ in range(4):  # past the end it stays at lr_min
         seen.append(optimizer.param_groups[0]["lr"])
         optimizer.step()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from distill.config import ConfigError
-from distill.residual import MethodConfig
+from distill.methods import KDConfig
 from distill.stages import stage_key
 from search.config import RunConfig
 from search.spec import SearchSpec
@@ -63,8 +63,8 @@ def test_stage_payloads_keep_the_keys_of_the_dataclass_configs() -> None:
     unfloored = SearchSpec(budget_mflops=0.1, epochs=1, channels=4, layers=3, budget_floor=0)
     assert stage_key("search", {"spec": unfloored.to_dict()}) == "0d265b07ef1c"
     kd = {
-        "kd": MethodConfig(distance="kl", t=4.0).for_stage(1),
-        "kd0": MethodConfig(distance="l2", tau=0.5).for_stage(0),
+        "kd": KDConfig(distance="kl", t=4.0).for_stage(1),
+        "kd0": KDConfig(distance="l2", tau=0.5).for_stage(0),
     }
     assert stage_key("residual", kd) == "6f62db104fa3"
     c = RunConfig.from_dict({**BASE, "train": {"epochs": 3, "milestones": [2]}})
@@ -98,7 +98,7 @@ def test_paper_presets_read_eq3_literally_unless_told_otherwise() -> None:
     assert any(d.startswith("kd.ce_on: combined with preset imagenet") for d in told.deviations())
     target = RunConfig.from_dict(base | {"preset": "cifar", "kd": {"residual_target": "combined"}})
     assert any(d.startswith("kd.residual_target: combined") for d in target.deviations())
-    given = RunConfig.from_dict(base | {"preset": "cifar", "kd": MethodConfig(tau=0.5)})
+    given = RunConfig.from_dict(base | {"preset": "cifar", "kd": KDConfig(tau=0.5)})
     assert given.kd.ce_on == "residual" and given.kd.tau == 0.5
 
 
@@ -139,7 +139,7 @@ def test_a_given_s0_is_checked_before_anything_runs(tmp_path, change: dict, mess
 def test_the_dry_run_prices_a_given_s0_as_loaded(tmp_path) -> None:
     import torch
 
-    from search.config import spec_of
+    from search.nets import spec_of
     from search.dryrun import dry_run
 
     plain = RunConfig.from_dict(BASE)

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Subset
 
 from distill.data import load_dataset
-from distill.residual import MethodConfig
+from distill.methods import KDConfig
 from search.run import residual_objective, run_search
 from search.spec import SearchSpec
 from space.flops import count
@@ -18,11 +18,9 @@ from space.genotypes import DARTS_V1, DARTS_V2, Genotype
 from space.network import GenotypeNetwork
 from space.supernet import NetShape
 
-pytestmark = pytest.mark.slow  # trains models or starts servers: not in make test-fast
-
 nni_adapter = pytest.importorskip(
     "search.nni_adapter",
-    reason="NNI 3.0 is not installed (optional extra: make nni-venv)",
+    reason="NNI 3.0 is not installed here; make test-nni runs these in its own environment",
     exc_type=ImportError,  # the adapter re-raises NNI's absence with install instructions
 )
 
@@ -53,7 +51,7 @@ def test_nni_darts_strategy_searches_our_objective_within_budget(tmp_path: Path)
     data = load_dataset("digits")
     n = 64
     train = Subset(data.train, list(range(n)))
-    method = MethodConfig(distance="kl")
+    method = KDConfig(distance="kl")
     factory = residual_objective(
         method=method,
         objective=method.objective(),

@@ -9,10 +9,13 @@ import pytest
 import torch
 
 from distill.combined import CombinedStudent
-from search.config import RunConfig, load_config
+from api.client import load_json_or_yaml
+from search.config import RunConfig
 from search.pipeline import run
 
-pytestmark = pytest.mark.slow  # trains models or starts servers: not in make test-fast
+# make test-fast runs the unmarked cases: configs that fail before any training. The module's
+# finished run is made once, on one test worker in a parallel run.
+pytestmark = pytest.mark.xdist_group("pipeline")
 
 TINY = {
     "dataset": "digits",
@@ -35,6 +38,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory):
     return out, config, run(config, out_dir=out, progress=False, log=lambda _: None)
 
 
+@pytest.mark.slow
 def test_run_reports_every_model(finished) -> None:
     out, _, result = finished
     names = [r.model for r in result.rows]
@@ -63,6 +67,7 @@ def test_run_reports_every_model(finished) -> None:
         assert s0.gi_fixed is None
 
 
+@pytest.mark.slow
 def test_combined_student_file_reproduces_the_adaptive_row(finished) -> None:
     out, _, result = finished
     model = CombinedStudent.load(out / "combined_student.pt")
@@ -74,6 +79,7 @@ def test_combined_student_file_reproduces_the_adaptive_row(finished) -> None:
     assert evaluation.accuracy == pytest.approx(result.rows[4].accuracy)
 
 
+@pytest.mark.slow
 def test_a_second_run_reuses_every_stage(finished) -> None:
     out, config, first = finished
     second = run(config, out_dir=out, progress=False, log=lambda _: None)
@@ -81,6 +87,7 @@ def test_a_second_run_reuses_every_stage(finished) -> None:
     assert [r.accuracy for r in second.rows] == [r.accuracy for r in first.rows]
 
 
+@pytest.mark.slow
 def test_a_changed_res_student_retrains_only_from_there(finished) -> None:
     out, _config, _ = finished
     changed = RunConfig.from_dict(
@@ -98,6 +105,7 @@ def test_a_changed_res_student_retrains_only_from_there(finished) -> None:
     assert trained == {"teacher": False, "gate": False, "S0": False, "R1": False, "R2": True}
 
 
+@pytest.mark.slow
 def test_an_interrupted_stage_resumes_from_its_epoch_checkpoint(
     tmp_path: Path, monkeypatch
 ) -> None:
@@ -129,6 +137,7 @@ def test_an_interrupted_stage_resumes_from_its_epoch_checkpoint(
     assert epochs_seen[0] == 2  # the teacher resumed after its 2nd epoch, not from scratch
 
 
+@pytest.mark.slow
 def test_augmented_runs_compute_frozen_logits_per_batch(tmp_path: Path) -> None:
     config = RunConfig.from_dict({**TINY, "augment": True, "teacher_train": {"epochs": 1}})
     result = run(config, out_dir=tmp_path, progress=False, log=lambda _: None)
@@ -172,12 +181,13 @@ def test_val_size_larger_than_the_training_set_fails_before_training(tmp_path: P
 def test_yaml_config_file(tmp_path: Path) -> None:
     path = tmp_path / "run.yaml"
     path.write_text("dataset: digits\nteacher: resnet20\nstudent: resnet8\nres_students: resnet8\n")
-    config = load_config(path)
+    config = RunConfig.from_dict(load_json_or_yaml(path))
     assert config.res_students[0].model == "resnet8" and config.stages == 1
     with pytest.raises(ValueError, match="config: no file"):
-        load_config(tmp_path / "missing.yaml")
+        load_json_or_yaml(tmp_path / "missing.yaml")
 
 
+@pytest.mark.slow
 def test_teacher_checkpoint_is_loaded_instead_of_trained(tmp_path: Path) -> None:
     from distill.data import dataset_info
     from distill.models import build_model
@@ -192,6 +202,7 @@ def test_teacher_checkpoint_is_loaded_instead_of_trained(tmp_path: Path) -> None
     assert any("under 2x chance" in w for w in result.warnings)
 
 
+@pytest.mark.slow
 def test_a_given_s0_is_loaded_and_its_residual_learnt(finished, tmp_path: Path) -> None:
     """``student_checkpoint``: S0's trained weights (a stage's ``weights.pt`` here) are loaded,
     not trained; S0's accuracy is the trained one's, and R1 learns that S0's residual."""
@@ -236,16 +247,18 @@ def digits_t_s0():
     return data, teacher.eval(), s0.eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["kd", "dml", "relational"])
 @pytest.mark.parametrize("frozen", ["cached", "per-batch"])
 def test_every_method_trains_a_res_student(digits_t_s0, method: str, frozen: str) -> None:
     from distill.models import build_model
-    from distill.residual import MethodConfig, ResidualDistillation
+    from distill.methods import METHODS
+    from distill.residual import ResidualDistillation
     from distill.train import fit, predict_logits, preset
 
     data, teacher, s0 = digits_t_s0
     before = {k: v.clone() for k, v in s0.state_dict().items()}
-    kd = MethodConfig(method=method, distance="kl")
+    kd = METHODS[method](**({} if method == "relational" else {"distance": "kl"}))
     cache = None
     if frozen == "cached":
         cache = (
@@ -261,7 +274,7 @@ def test_every_method_trains_a_res_student(digits_t_s0, method: str, frozen: str
         cache=cache,
         teacher=None if cache else teacher,
         base=None if cache else s0,
-        peer=build_model("resnet8", data.info, width=0.25) if method == "dml" else None,
+        peer=build_model("resnet8", data.info, width=0.25) if kd.needs_peer else None,
     )
     history = fit(task, data.train, config=preset("cpu-tiny", epochs=2), progress=False)
     assert history.epochs[-1].loss < history.epochs[0].loss
@@ -292,6 +305,7 @@ def test_an_empty_dataset_fails_before_training(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_class_count_of_a_folder_dataset_is_checked_against_its_class_folders(
     tmp_path: Path,
 ) -> None:
@@ -306,6 +320,7 @@ def test_class_count_of_a_folder_dataset_is_checked_against_its_class_folders(
         RunConfig.from_dict(raw)  # the folder's class folders are read when the config is checked
 
 
+@pytest.mark.slow
 def test_table_ii_baselines_distil_from_t_with_s0s_settings_and_clip_genotype_nets(
     tmp_path: Path,
 ) -> None:

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Subset
 
 from distill.data import load_dataset
-from distill.residual import MethodConfig
+from distill.methods import KDConfig
 from search.budget import NON_ZERO, derive_within_budget
 from search.rank import candidates, drawn_scores
 from search.run import residual_objective, run_search
@@ -76,7 +76,7 @@ def test_a_ranked_search_keeps_the_candidate_with_the_lowest_held_out_objective(
     n = 160
     torch.manual_seed(0)
     teacher, student = torch.randn(n, 10) * 3, torch.randn(n, 10)
-    method = MethodConfig(distance="kl")
+    method = KDConfig(distance="kl")
     factory = residual_objective(
         method=method, objective=method.objective(), teacher=None, base=None,
         cache=(teacher, student),

@@ -11,7 +11,7 @@ from torch.utils.data import Subset
 from api.cli.main import main
 from distill.config import parse
 from distill.data import load_dataset
-from distill.residual import MethodConfig
+from distill.methods import KDConfig
 from search.budget import BudgetError
 from search.config import RunConfig
 from search.pipeline import run, search
@@ -20,7 +20,8 @@ from search.spec import SearchSpec
 from space.genotypes import Genotype
 from space.operations import PRIMITIVES
 
-pytestmark = pytest.mark.slow  # trains models or starts servers: not in make test-fast
+# make test-fast runs the unmarked cases: one 1-epoch search per strategy on a 3-cell, 4-channel
+# supernet and 96 digits, and the checks that fail before any work.
 
 torch.set_num_threads(1)
 
@@ -36,7 +37,7 @@ def digits_subset() -> tuple:
 
 
 def _factory(teacher: torch.Tensor, student: torch.Tensor | None):
-    method = MethodConfig(distance="kl")
+    method = KDConfig(distance="kl")
     return residual_objective(
         method=method,
         objective=method.objective(),
@@ -57,7 +58,7 @@ def _one_level_task(net: Any, digits_subset: tuple, **options: Any) -> Any:
     """A one-level ``SearchTask`` on the digits subset's logits, with no pull from the FLOPs term
     (a 100 MFLOPs budget) and no weight decay on the architecture; ``options`` add to or replace
     these (``arch_lr`` 0.05 unless given)."""
-    from search.task import SearchTask
+    from search.task import SearchSettings, SearchTask
 
     _, _, teacher, student = digits_subset
     settings: dict[str, Any] = {
@@ -65,7 +66,9 @@ def _one_level_task(net: Any, digits_subset: tuple, **options: Any) -> Any:
         "optimization": "one-level",
     }  # fmt: skip
     return SearchTask(
-        net, objective=_factory(teacher, student)(net, None), **{**settings, **options}
+        net,
+        objective=_factory(teacher, student)(net, None),
+        settings=SearchSettings(**{**settings, **options}),
     )
 
 
@@ -115,6 +118,7 @@ def test_search_derives_a_genotype_within_budget_with_plot_and_records(
         assert stage2_ops <= set(PRIMITIVES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["stacnas", "darts"])
 def test_perturbation_selection_derives_what_removing_each_operation_costs(
     strategy: str, digits_subset: tuple, tmp_path: Path
@@ -154,10 +158,11 @@ def test_perturbation_selection_derives_what_removing_each_operation_costs(
         )
 
 
+@pytest.mark.slow
 def test_the_search_objective_is_the_kd_loss_against_the_residual(digits_subset: tuple) -> None:
     """With S0's logits as the base, the search loss of a candidate is eq. 3 between its logits
     and T - S0 (plus the FLOPs term, zero within budget)."""
-    from search.task import SearchTask
+    from search.task import SearchSettings, SearchTask
     from space.operations import PRIMITIVES
     from space.supernet import NetShape, Supernet, uniform_candidates
 
@@ -168,29 +173,33 @@ def test_the_search_objective_is_the_kd_loss_against_the_residual(digits_subset:
     task = SearchTask(
         net,
         objective=objective,
-        budget_mflops=100.0,
-        flops_weight=1.0,
-        arch_lr=1e-3,
-        arch_weight_decay=0.0,
-        optimization="one-level",
+        settings=SearchSettings(
+            budget_mflops=100.0,
+            flops_weight=1.0,
+            arch_lr=1e-3,
+            arch_weight_decay=0.0,
+            optimization="one-level",
+        ),
     )
     x = torch.stack([train[i][0] for i in range(8)])
     y = torch.tensor([train[i][1] for i in range(8)])
     index = torch.arange(8)
     net.eval()
     loss, _ = task.loss(x, y, index)
-    method = MethodConfig(distance="kl")
+    method = KDConfig(distance="kl")
     r = net(x)
     want = method.objective()(r, teacher[:8] - student[:8], y, student[:8] + r)
     assert float(loss.detach()) == pytest.approx(float(want), rel=1e-5)
     over = SearchTask(
         net,
         objective=objective,
-        budget_mflops=0.01,
-        flops_weight=2.0,
-        arch_lr=1e-3,
-        arch_weight_decay=0.0,
-        optimization="one-level",
+        settings=SearchSettings(
+            budget_mflops=0.01,
+            flops_weight=2.0,
+            arch_lr=1e-3,
+            arch_weight_decay=0.0,
+            optimization="one-level",
+        ),
     )
     expected = float(net.expected_mflops().detach())
     assert float(over.loss(x, y, index)[0]) == pytest.approx(
@@ -199,18 +208,21 @@ def test_the_search_objective_is_the_kd_loss_against_the_residual(digits_subset:
     under = SearchTask(  # the floor: a derived network using under 85% of the budget pays too
         net,
         objective=objective,
-        budget_mflops=10 * expected,
-        flops_weight=2.0,
-        budget_floor=0.85,
-        arch_lr=1e-3,
-        arch_weight_decay=0.0,
-        optimization="one-level",
+        settings=SearchSettings(
+            budget_mflops=10 * expected,
+            flops_weight=2.0,
+            budget_floor=0.85,
+            arch_lr=1e-3,
+            arch_weight_decay=0.0,
+            optimization="one-level",
+        ),
     )
     assert float(under.loss(x, y, index)[0]) == pytest.approx(
         float(want) + 2.0 * (0.85 - 0.1), rel=1e-4
     )
 
 
+@pytest.mark.slow
 def test_the_budget_floor_pulls_the_architecture_to_dearer_operations() -> None:
     """Below the floor the penalty's gradient raises the architecture weight of every edge's
     dearest operation and lowers the cheapest's; within [floor, 1] of the budget it is 0."""
@@ -318,6 +330,7 @@ def _config(**search: object) -> RunConfig:
     )
 
 
+@pytest.mark.slow
 def test_pipeline_searches_then_finetunes_r1_and_reuses_stored_stages(tmp_path: Path) -> None:
     config = _config()
     result = run(config, out_dir=tmp_path, progress=False, log=lambda _: None)
@@ -339,11 +352,12 @@ def test_pipeline_searches_then_finetunes_r1_and_reuses_stored_stages(tmp_path: 
     )
 
 
+@pytest.mark.slow
 def test_an_interrupted_search_resumes_from_its_last_epoch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import distill.train as train_module
-    import search.strategies as strategies
+    import search.strategies.training as strategies
 
     config = _config(epochs=2, strategy="darts", optimization="one-level")
     real_fit = train_module.fit
@@ -379,6 +393,7 @@ def test_an_interrupted_search_resumes_from_its_last_epoch(
     assert [h["epoch"] for h in history] == [1, 2]
 
 
+@pytest.mark.slow
 def test_reskd_search_command_prints_genotype_mflops_and_plot(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -418,23 +433,26 @@ def _task_with_held_out(
     net: Any, factory: Any, batch: tuple, optimization: str, **options: Any
 ) -> Any:
     """A ``SearchTask`` with no pull from the FLOPs term whose held-out batches repeat ``batch``."""
-    from search.strategies import _cycle
-    from search.task import SearchTask
+    from search.strategies import cycle
+    from search.task import SearchSettings, SearchTask
 
     return SearchTask(
         net,
         objective=factory(net, None),
-        budget_mflops=100.0,
-        flops_weight=1.0,
-        arch_lr=1e-2,
-        arch_weight_decay=0.0,
-        optimization=optimization,  # type: ignore[arg-type]
+        settings=SearchSettings(
+            budget_mflops=100.0,
+            flops_weight=1.0,
+            arch_lr=1e-2,
+            arch_weight_decay=0.0,
+            optimization=optimization,  # type: ignore[arg-type]
+            **options,
+        ),
         held_out=factory(net, None),
-        held_out_batches=_cycle([batch]),
-        **options,
+        held_out_batches=cycle([batch]),
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimization", ["one-level", "bilevel"])
 def test_warmup_epochs_train_the_weights_only(digits_subset: tuple, optimization: str) -> None:
     from space.operations import PRIMITIVES
@@ -467,18 +485,18 @@ def test_the_bilevel_architecture_step_asks_no_weight_gradient(monkeypatch: Any)
     """The architecture step of bilevel optimisation takes only the architecture's gradient: a
     custom autograd function in the fused cells (the channels-last depthwise weight gradient on
     32x32 maps) is told its weight needs none there, and is asked for it in the weight step."""
-    from space import fused
+    from space import kernels
     from space.operations import PRIMITIVES
     from space.supernet import NetShape, Supernet, uniform_candidates
 
     asked: list[bool] = []
-    backward = fused._Depthwise5x5.backward
+    backward = kernels.Depthwise5x5.backward
 
     def recording(ctx: Any, grad: torch.Tensor) -> Any:
         asked.append(ctx.needs_input_grad[1])
         return backward(ctx, grad)
 
-    monkeypatch.setattr(fused._Depthwise5x5, "backward", staticmethod(recording))
+    monkeypatch.setattr(kernels.Depthwise5x5, "backward", staticmethod(recording))
     shape = NetShape.of(channels=4, layers=3, num_classes=10, in_chans=3, input_size=32)
     net = Supernet(shape, uniform_candidates(PRIMITIVES))
     g = torch.Generator().manual_seed(0)
@@ -515,6 +533,7 @@ def test_run_configs_round_trip_through_to_dict() -> None:
         assert RunConfig.from_dict(config.to_dict()) == config
 
 
+@pytest.mark.slow
 def test_stacnas_stage1_on_a_shallower_proxy_closes_the_depth_gap_in_stage2(
     digits_subset: tuple, tmp_path: Path
 ) -> None:
@@ -554,6 +573,7 @@ def replace_spec(spec: SearchSpec, **changes: object) -> SearchSpec:
     return SearchSpec.model_validate(spec.model_dump() | changes)
 
 
+@pytest.mark.slow
 def test_a_wider_supernet_counts_its_cost_at_the_derived_width(
     digits_subset: tuple, tmp_path: Path
 ) -> None:
@@ -605,6 +625,7 @@ def replace_shape(shape, layers: int):  # type: ignore[no-untyped-def]
     return replace(shape, layers=layers)
 
 
+@pytest.mark.slow
 def test_beta_decay_regularises_the_architecture_weights(digits_subset: tuple) -> None:
     """beta-DARTS: the term is the mean over edges of log-sum-exp of the architecture parameters
     (its gradient is each edge's softmax over its present candidates); its weight ramps linearly
@@ -646,6 +667,7 @@ def test_beta_decay_regularises_the_architecture_weights(digits_subset: tuple) -
     assert lse[50.0] < lse[0.0] - 0.1
 
 
+@pytest.mark.slow
 def test_random_smoothing_perturbs_the_weights_step_only(digits_subset: tuple) -> None:
     """SDARTS-RS: the smoothed weights stay a distribution over each edge's present candidates
     (masked ones at 0) within epsilon of the softmax before renormalising; epsilon ramps from 0.03
@@ -687,6 +709,7 @@ def test_random_smoothing_perturbs_the_weights_step_only(digits_subset: tuple) -
     assert not torch.allclose(alphas[0.0], alphas[0.3])
 
 
+@pytest.mark.slow
 def test_sigmoid_weighting_and_zero_one_loss(digits_subset: tuple) -> None:
     """FairDARTS: with ``weighting: sigmoid`` each candidate's weight is its own sigmoid (masked
     ones at 0, an edge's weights need not sum to 1); the zero-one loss is minus the mean squared
@@ -736,6 +759,7 @@ def test_sigmoid_weighting_and_zero_one_loss(digits_subset: tuple) -> None:
     assert fair["weighting"] == "sigmoid" and fair["zero_one_loss"] == 10.0
 
 
+@pytest.mark.slow
 def test_gumbel_weighting_samples_one_operation_per_edge(digits_subset: tuple) -> None:
     """GDAS: each sampled weight is one-hot in value (one present candidate per edge, never a
     masked one) with the tempered softmax's gradient (straight-through); the draws follow the
@@ -804,6 +828,7 @@ def test_gumbel_weighting_samples_one_operation_per_edge(digits_subset: tuple) -
     assert SearchSpec(budget_mflops=1.0, weighting="gumbel").to_dict()["weighting"] == "gumbel"
 
 
+@pytest.mark.slow
 def test_auxiliary_skip_decays_to_zero_and_is_a_spec_option(digits_subset: tuple) -> None:
     """DARTS-: the search sets the auxiliary skip's coefficient each epoch, from the set value at
     the first epoch linearly to 0 at the last (the supernet derivation reads is the plain one),

@@ -36,7 +36,7 @@ CASES = {
     "stacnas-stage1": (uniform_candidates(STAGE1), 6, 15, 1),  # odd sizes: padded reduce
     "stacnas-stage2": (stage2_candidates(0), 4, 16, 1),
     # 32x32 maps with a different candidate list per edge: pooling on some edges only, weighted
-    # into the edges' sums by one batched product (space.fused._weighted_shared)
+    # into the edges' sums by one batched product (space.kernels.weighted_shared)
     "stacnas-stage2-32x32": (stage2_candidates(0), 4, 32, 1),
     "pc-darts-k2": (uniform_candidates(PRIMITIVES), 4, 16, 2),
     # 4x4, 2x2 and 1x1 maps: the product kernels as one matrix product, the separable convs'

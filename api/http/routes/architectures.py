@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from api.http import queries, schemas
+from api.http import schemas
 from api.http.deps import (
     AUTH,
     DatabaseDep,
@@ -16,6 +16,9 @@ from api.http.deps import (
     SettingsDep,
     responses,
 )
+from api.http.kept import ParetoKey, ParetoResponses, pareto_response
+from api.http.queries import architectures as queries
+from api.http.queries.health import health as service_health
 
 router = APIRouter(prefix="/v1", tags=["architectures"])
 
@@ -27,7 +30,7 @@ router = APIRouter(prefix="/v1", tags=["architectures"])
     responses={503: responses()[503], 421: responses()[421]},
 )
 def health(s: SessionDep, settings: SettingsDep) -> schemas.Health:
-    return queries.health(s, settings.url)
+    return service_health(s, settings.url)
 
 
 @router.get(
@@ -104,10 +107,10 @@ async def pareto(
     The response carries an ETag that changes whenever any stored front does; sent back as
     If-None-Match it gets a 304 while the front is unchanged. A query repeated between stored
     results is answered from the API's last response after one read of the fronts' revision."""
-    kept: queries.ParetoResponses = request.app.state.pareto
+    kept: ParetoResponses = request.app.state.pareto
     # On the event loop, on its own connection: the revision and the stored front are short,
     # bounded reads, and a hop to the thread pool (and back) cost more than them under load.
-    key: queries.ParetoKey = (dataset, teacher, cost, include_teacher)
+    key: ParetoKey = (dataset, teacher, cost, include_teacher)
     tag, body = db.loop_read(lambda conn: kept.read(conn, key, if_none_match))
     kept.validated(request.scope["query_string"], key)  # next time answered before the route
-    return queries.pareto_response(tag, body)
+    return pareto_response(tag, body)

@@ -19,7 +19,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from api.http import queries, schemas
+from api.http import schemas
+from api.http.checkpoints import check_upload
 from api.http.deps import AUTH, SettingsDep, responses
 
 SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -76,7 +77,7 @@ def router() -> APIRouter:
             os.replace(tmp, checked)
             tmp = checked
             # Refused (400) unless it is a state dict or program that fits what was named
-            await run_in_threadpool(queries.check_upload, tmp, teacher=teacher, dataset=dataset)
+            await run_in_threadpool(check_upload, tmp, teacher=teacher, dataset=dataset)
             stem = SAFE.sub("_", name.removesuffix(suffix))[:60] or "checkpoint"
             final = directory / f"{stem}-{digest.hexdigest()[:12]}{suffix}"
             os.replace(tmp, final)

@@ -14,7 +14,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from api.http import datasets, schemas
+from api.http import schemas
+from api.http.datasets import listing as datasets_listing
+from api.http.datasets.archives import Refused
+from api.http.datasets.layout import NAME_PATTERN
+from api.http.datasets.uploads import exists_refusal, store
 from api.http.deps import AUTH, SettingsDep, responses
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], dependencies=AUTH)
@@ -24,7 +28,7 @@ DatasetName = Annotated[
     Query(
         min_length=1,
         max_length=64,
-        pattern=datasets.NAME_PATTERN,
+        pattern=NAME_PATTERN,
         description="the upload's name, which a job's `root` then gives: letters, digits and "
         "._- (a letter or digit first), at most 64",
     ),
@@ -55,7 +59,7 @@ EXISTS: dict[int | str, dict[str, Any]] = {
 def listing(settings: SettingsDep) -> list[schemas.DatasetPublic]:
     """The shipped datasets, the uploads, and the image folders and CIFAR roots at or directly
     under each data root, each with the `dataset` and `root` a job's config gives."""
-    return datasets.listing(settings)
+    return datasets_listing.listing(settings)
 
 
 @router.post(
@@ -75,19 +79,19 @@ async def upload(
     Its body limit is ``max_dataset_bytes`` (the Guard middleware applies it)."""
     directory = settings.datasets_dir
     if (directory / name).exists():
-        raise _http(datasets.exists_refusal(name))
+        raise _http(exists_refusal(name))
     directory.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".upload-", suffix=".part", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             async for chunk in request.stream():
                 f.write(chunk)
-        return await run_in_threadpool(datasets.store, body=Path(tmp), name=name, settings=settings)
-    except datasets.Refused as exc:
+        return await run_in_threadpool(store, body=Path(tmp), name=name, settings=settings)
+    except Refused as exc:
         raise _http(exc) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
 
 
-def _http(refusal: datasets.Refused) -> HTTPException:
+def _http(refusal: Refused) -> HTTPException:
     return HTTPException(refusal.status, str(refusal))

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
-from api.http import queries, schemas
+from api.http import schemas
 from api.http.deps import (
     AUTH,
     OWNER,
@@ -21,6 +21,8 @@ from api.http.deps import (
     SettingsDep,
     responses,
 )
+from api.http.errors import NotFound
+from api.http.queries import jobs as queries
 from api.http.streams import Streams, TooManyStreams
 from api.runtime import sweeps
 from api.runtime.store import TERMINAL, JobKind, JobState
@@ -78,7 +80,7 @@ def get_metrics(job_id: JobId, s: SessionDep) -> schemas.JobMetrics:
 @router.post("/{job_id}/cancel", response_model=schemas.JobPublic, responses=responses(404, 422))
 def cancel(job_id: JobId, q: QueueDep, db: DatabaseDep) -> schemas.JobPublic:
     if q.cancel(job_id=job_id) is None:
-        raise queries.NotFound(f"job {job_id} not found")
+        raise NotFound(f"job {job_id} not found")
     with db.session(readonly=True) as s:
         job = queries.get_job(s, job_id)
     if job.sweep_id is not None and job.state == "cancelled":  # a trial: the sweep goes on

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.http import queries, schemas
+from api.http import schemas
 from api.http.deps import (
     AUTH,
     OWNER,
@@ -18,6 +18,7 @@ from api.http.deps import (
     SweepId,
     responses,
 )
+from api.http.queries import sweeps as queries
 from api.runtime import sweeps
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], dependencies=AUTH)

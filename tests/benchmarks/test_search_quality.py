@@ -1,4 +1,4 @@
-"""``benchmarks/search_quality.py``'s ``--augment`` (R1 and the search on random shifts, with T and
+"""``benchmarks.search_quality``'s ``--augment`` (R1 and the search on random shifts, with T and
 S0 given, trained without them, never silently retrained with them), its CIFAR runs from a local
 root, and its pooled comparison."""
 
@@ -13,8 +13,10 @@ from tests.distill.cifar_files import write_cifar10
 
 
 @pytest.fixture(scope="module")
-def quality(benchmark):  # type: ignore[no-untyped-def]
-    return benchmark("search_quality")
+def quality():  # type: ignore[no-untyped-def]
+    from benchmarks import search_quality
+
+    return search_quality
 
 
 def _main(quality, monkeypatch, *args: str) -> str:  # type: ignore[no-untyped-def]

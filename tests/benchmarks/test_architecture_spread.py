@@ -1,4 +1,4 @@
-"""The variance split of ``benchmarks/architecture_spread.py`` (how much of R1's accuracy its
+"""The variance split of ``benchmarks.architecture_spread`` (how much of R1's accuracy its
 architecture explains), on tables whose components are known."""
 
 from __future__ import annotations
@@ -7,8 +7,10 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def spread(benchmark):  # type: ignore[no-untyped-def]
-    return benchmark("architecture_spread")
+def spread():  # type: ignore[no-untyped-def]
+    from benchmarks import architecture_spread
+
+    return architecture_spread
 
 
 def test_between_and_within_components(spread) -> None:  # type: ignore[no-untyped-def]

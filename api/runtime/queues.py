@@ -1,0 +1,16 @@
+"""Which job queue serves a database: the one place that names an implementation of
+:class:`api.runtime.store.JobQueue` (the contract stays free of its implementations)."""
+
+from __future__ import annotations
+
+import time
+
+from api.runtime.sql import SqlQueue
+from api.runtime.store import Clock, JobQueue
+from db.session import Database
+
+
+def open_queue(db: Database, *, clock: Clock = time.time) -> JobQueue:
+    """The queue for ``db`` (one SQL implementation serves SQLite and PostgreSQL); its leases
+    run on ``clock``."""
+    return SqlQueue(db, clock=clock)

@@ -1,0 +1,1 @@
+"""A toy plug-in for reskd: a random-search strategy and a cosine KD method."""
