@@ -301,8 +301,10 @@ def _strategy_tag(raw: Any) -> str:
 def _known_strategy(raw: Any) -> Any:
     """An unknown ``strategy`` is an error at that field whose message is ``UnknownName``'s
     (it lists the registered names)."""
-    name = raw.get("strategy", DEFAULT_STRATEGY) if isinstance(raw, Mapping) else None
-    if name is not None and name not in STRATEGIES:
+    if not isinstance(raw, Mapping):
+        return raw
+    name = raw.get("strategy", DEFAULT_STRATEGY)
+    if name not in STRATEGIES:
         unknown = UnknownName(STRATEGIES.what, name, STRATEGIES.names())
         expected = " or ".join(", ".join(map(repr, unknown.known)).rsplit(", ", 1))
         raise _invalid("literal_error", [("strategy", str(unknown), name)], expected=expected)

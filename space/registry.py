@@ -85,7 +85,7 @@ class Registry(Generic[T]):
     __getitem__ = get
 
     def __contains__(self, name: object) -> bool:
-        return name in self._all()
+        return isinstance(name, str) and name in self._all()
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._all()))

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from distill.combined import LogitSum
-from distill.observe import observing
 from distill.methods import KDConfig
+from distill.observe import observing
 from distill.residual import ResidualDistillation
 from distill.stages import StageStore, stage_key
 from distill.train import Supervised, TrainConfig, evaluate

@@ -139,8 +139,8 @@ def test_a_given_s0_is_checked_before_anything_runs(tmp_path, change: dict, mess
 def test_the_dry_run_prices_a_given_s0_as_loaded(tmp_path) -> None:
     import torch
 
-    from search.nets import spec_of
     from search.dryrun import dry_run
+    from search.nets import spec_of
 
     plain = RunConfig.from_dict(BASE)
     info = plain.data_info()

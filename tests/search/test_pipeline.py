@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.combined import CombinedStudent
 from api.client import load_json_or_yaml
+from distill.combined import CombinedStudent
 from search.config import RunConfig
 from search.pipeline import run
 
@@ -251,8 +251,8 @@ def digits_t_s0():
 @pytest.mark.parametrize("method", ["kd", "dml", "relational"])
 @pytest.mark.parametrize("frozen", ["cached", "per-batch"])
 def test_every_method_trains_a_res_student(digits_t_s0, method: str, frozen: str) -> None:
-    from distill.models import build_model
     from distill.methods import METHODS
+    from distill.models import build_model
     from distill.residual import ResidualDistillation
     from distill.train import fit, predict_logits, preset
 

@@ -87,18 +87,41 @@ async function blobUrl(path) {
   return url;
 }
 
-// -- formatting --------------------------------------------------------------------------------
+// -- formatting: one convention wherever a person reads a number (tables, tooltips, axes) ----
 
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g,
   (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
-const pct = (x) => (x == null ? "" : `${(100 * x).toFixed(2)}%`);
-const num = (x, d = 3) => (x == null ? "" : Number(x).toFixed(d));
-function duration(s) {
-  if (s == null || !isFinite(s)) return "";
-  s = Math.round(s);
-  return s >= 3600 ? `${Math.floor(s / 3600)}h${String(Math.floor(s / 60) % 60).padStart(2, "0")}`
-    : s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s` : `${s}s`;
+const absent = (x) => x == null || !isFinite(x);
+// x to n significant digits, never in exponent notation: sig(0.24234, 3) = "0.242", sig(40.84, 3) = "40.8"
+function sig(x, n) {
+  if (absent(x)) return "";
+  const r = Number(Number(x).toPrecision(n));
+  return r === 0 ? "0" : r.toFixed(Math.max(0, n - 1 - Math.floor(Math.log10(Math.abs(r)))));
 }
+const pct = (x) => (absent(x) ? "" : `${(100 * x).toFixed(2)}%`); // a fraction: "97.25%"
+const mflops = (x) => sig(x, 3);
+const energy = (x) => sig(x, 4);
+const fixed = (x, d) => (absent(x) ? "" : Number(x).toFixed(d));
+// a count to 3 significant digits: 812, 24.6k, 1.23M (on an axis without trailing zeros: 50k)
+const trim = (t) => (t.includes(".") ? t.replace(/\.?0+$/, "") : t);
+function count(x, axis = false) {
+  if (absent(x)) return "";
+  const [scaled, unit] = Math.abs(x) >= 1e6 ? [x / 1e6, "M"] : Math.abs(x) >= 1e3 ? [x / 1e3, "k"] : [x, ""];
+  const t = unit ? sig(scaled, 3) : String(Math.round(x));
+  return (axis ? trim(t) : t) + unit;
+}
+// "42 s", "3 min 36 s", "1 h 5 min"
+function duration(s) {
+  if (absent(s)) return "";
+  s = Math.round(s);
+  const h = Math.floor(s / 3600), m = Math.floor(s / 60) % 60, r = s % 60;
+  if (h) return m ? `${h} h ${m} min` : `${h} h`;
+  if (m) return r ? `${m} min ${r} s` : `${m} min`;
+  return `${r} s`;
+}
+// a cost as its kind reads: parameters counted, MFLOPs to 3 significant digits
+const costText = (kind, x) => (kind === "params" ? count(x) : mflops(x));
+
 const badge = (state) => `<span class="badge ${esc(state)}">${esc(state)}</span>`;
 function epochText(p) {
   if (!p || p.epochs == null) return "";
@@ -109,9 +132,73 @@ function epochText(p) {
   return t;
 }
 
+// -- charts ------------------------------------------------------------------------------------
+
+// The fewest decimals (at most 6) that write every tick's step exactly and no two ticks alike.
+function tickDecimals(values) {
+  const gaps = values.slice(1).map((v, i) => Math.abs(v - values[i])).filter((g) => g > 1e-12);
+  let d = 0;
+  if (gaps.length) {
+    const step = Math.min(...gaps);
+    while (d < 6 && Math.abs(step * 10 ** d - Math.round(step * 10 ** d)) > 1e-6 * step * 10 ** d) d++;
+  }
+  while (d < 6 && new Set(values.map((v) => v.toFixed(d))).size < values.length) d++;
+  return d;
+}
+// a linear axis's tick labels with the decimals its step needs; unit "%" or "" (count: 24.6k)
+const linearTicks = (unit = "") => (value, _, ticks) => (unit === "count" ? count(value, true)
+  : `${Number(value).toFixed(tickDecimals(ticks.map((t) => t.value)))}${unit}`);
+
+// The range of some values with a small margin, kept within [lo, hi].
+function around(values, lo = -Infinity, hi = Infinity) {
+  const v = values.filter((x) => isFinite(x));
+  if (!v.length) return {};
+  const min = Math.min(...v), max = Math.max(...v);
+  const margin = max > min ? 0.05 * (max - min) : Math.max(0.5, 0.01 * Math.abs(max));
+  return { suggestedMin: Math.max(lo, min - margin), suggestedMax: Math.min(hi, max + margin) };
+}
+
+// A percent axis (values 0 to 100) fitted to its data and never past 0 or 100.
+function percentAxis(values, title) {
+  return { ...around(values, 0, 100), title: { display: true, text: title }, ticks: { callback: linearTicks("%") },
+    afterBuildTicks: (scale) => {
+      scale.ticks = scale.ticks.filter((t) => t.value >= 0 && t.value <= 100);
+      scale.min = Math.max(scale.min, 0); scale.max = Math.min(scale.max, 100);
+    } };
+}
+
+// Epochs: whole numbers only.
+const epochAxis = (title) => ({ type: "linear", title: { display: true, text: title },
+  ticks: { precision: 0, callback: linearTicks() } });
+
+// A cost axis: logarithmic when the costs span more than 1.5 decades, labelled 1-2-5 per decade.
+function costAxis(values, kind, title) {
+  const v = values.filter((x) => x > 0);
+  const spread = v.length ? Math.log10(Math.max(...v) / Math.min(...v)) : 0;
+  if (spread <= 1.5) {
+    return { type: "linear", title: { display: true, text: title },
+      ticks: { callback: linearTicks(kind === "params" ? "count" : "") } };
+  }
+  return { type: "logarithmic", title: { display: true, text: `${title}, log scale` },
+    ticks: { callback: (value) => (kind === "params" ? count(value, true) : String(Number(Number(value).toPrecision(3)))) },
+    afterBuildTicks: (scale) => {
+      const lead = (x) => x / 10 ** Math.floor(Math.log10(x) + 1e-9); // 1 to 9.99
+      const kept = scale.ticks.filter((t) => t.value > 0 && [1, 2, 5].some((k) => Math.abs(lead(t.value) - k) < 1e-6));
+      if (kept.length >= 3) scale.ticks = kept;
+    } };
+}
+
+// One tooltip line per point: of items drawn at the same place (a front point is also one of
+// all the points) the first is kept.
+const onePerPoint = (item, i, items) => items.findIndex((o) =>
+  o.parsed.x === item.parsed.x && o.parsed.y === item.parsed.y) === i;
+
 function chart(canvas, config) {
+  const options = config.options || {}, plugins = options.plugins || {};
   const c = new Chart(canvas, { ...config,
-    options: { animation: false, responsive: true, maintainAspectRatio: false, ...config.options } });
+    options: { animation: false, responsive: true, maintainAspectRatio: false,
+      interaction: { mode: "nearest", intersect: true }, ...options,
+      plugins: { ...plugins, tooltip: { filter: onePerPoint, ...plugins.tooltip } } } });
   cleanup.push(() => c.destroy());
   return c;
 }
@@ -127,7 +214,7 @@ function jobRow(j) {
     <td>${esc(live ? p.stage : "")}</td><td>${esc(live ? epochText(p) : "")}</td>
     <td class="num">${j.best ? `${pct(j.best.val_accuracy)} <span class="muted">${esc(j.best.model)}</span>` : ""}</td>
     <td class="num">${j.best ? pct(j.best.accuracy) : ""}</td>
-    <td class="num">${j.best ? num(j.best.mflops) : ""}</td>
+    <td class="num">${j.best ? mflops(j.best.mflops) : ""}</td>
     <td>${live ? `<button data-cancel="${j.id}">Cancel</button>` : ""}</td></tr>`;
 }
 
@@ -205,42 +292,54 @@ function reportTable(rows) {
     <th class="num">MFLOPs</th><th class="num">adaptive MFLOPs</th><th class="num">% of T</th>
     <th class="num">Energy</th><th class="num">params (M)</th></tr></thead><tbody>${rows.map((r) => `<tr>
     <td>${esc(r.model)}</td><td>${esc(r.arch)}</td><td class="num">${pct(r.val_accuracy)}</td><td class="num">${pct(r.accuracy)}</td>
-    <td class="num">${num(r.mflops)}</td><td class="num">${num(r.adaptive_mflops)}</td>
-    <td class="num">${num(r.pct_of_T, 1)}</td><td class="num">${num(r.energy, 2)}</td>
-    <td class="num">${num(r.mparams, 4)}</td></tr>`).join("")}</tbody></table>`;
+    <td class="num">${mflops(r.mflops)}</td><td class="num">${mflops(r.adaptive_mflops)}</td>
+    <td class="num">${fixed(r.pct_of_T, 1)}</td><td class="num">${energy(r.energy)}</td>
+    <td class="num">${sig(r.mparams, 3)}</td></tr>`).join("")}</tbody></table>`;
 }
 
 async function jobPage(id) {
   $main().innerHTML = `<h2>Job ${esc(id)}</h2><div id="job-head"></div>
     <h3>Stages</h3><div class="timeline card" id="timeline"></div>
-    <h3>Training curves</h3><div class="grid2"><div class="card chart"><canvas id="loss"></canvas></div>
-      <div class="card chart"><canvas id="acc"></canvas></div></div>
+    <h3>Training curves</h3><div id="curves"><p class="muted">Loading…</p></div>
     <h3>Report</h3><div id="report-box"></div>
-    <h3>Searched cells and architecture weights</h3><div id="images" class="images grid2"></div>
+    <h3>Searched cells and architecture weights</h3><div id="images" class="images"></div>
     <h3>Artifacts</h3><ul id="artifacts"></ul>`;
-  const loss = chart(document.getElementById("loss"), { type: "line", data: { datasets: [] },
-    options: { parsing: false, plugins: { title: { display: true, text: "loss per epoch" } },
-      scales: { x: { type: "linear", title: { display: true, text: "epoch (stages in order)" } } } } });
-  const acc = chart(document.getElementById("acc"), { type: "line", data: { datasets: [] },
-    options: { parsing: false, plugins: { title: { display: true, text: "accuracy per epoch: training batches (solid), D_v (dashed)" } },
-      scales: { x: { type: "linear", title: { display: true, text: "epoch (stages in order)" } },
-        y: { ticks: { callback: (v) => `${(100 * v).toFixed(0)}%` } } } } });
-  let lastEpochs = -1, imagesShown = false;
+  let lastEpochs = -1, imagesShown = false, loss = null, acc = null;
+  const epochTitle = (items) => `epoch ${items[0].parsed.x} (stages in order)`;
+  // the two charts, once there is an epoch to draw (a job that failed before any has none)
+  const charts = () => {
+    document.getElementById("curves").innerHTML = `<div class="grid2"><div class="card chart"><canvas id="loss"></canvas></div>
+      <div class="card chart"><canvas id="acc"></canvas></div></div>`;
+    loss = chart(document.getElementById("loss"), { type: "line", data: { datasets: [] },
+      options: { parsing: false, plugins: { title: { display: true, text: "loss per epoch" },
+        tooltip: { callbacks: { title: epochTitle, label: (c) => `${c.dataset.label}: ${sig(c.parsed.y, 3)}` } } },
+        scales: { x: epochAxis("epoch (stages in order)"), y: { title: { display: true, text: "loss" }, ticks: { callback: linearTicks() } } } } });
+    acc = chart(document.getElementById("acc"), { type: "line", data: { datasets: [] },
+      options: { parsing: false, plugins: { title: { display: true, text: "accuracy per epoch: training batches (solid), D_v (dashed)" },
+        tooltip: { callbacks: { title: epochTitle, label: (c) => `${c.dataset.label}: ${pct(c.parsed.y / 100)}` } } },
+        scales: { x: epochAxis("epoch (stages in order)"), y: percentAxis([], "accuracy (%)") } } });
+  };
   const drawCurves = async () => {
     const m = await json(`/v1/jobs/${id}/metrics`);
     let offset = 0;
     const L = [], A = [];
     for (const [i, s] of m.stages.entries()) {
-      const pts = (f) => s.epochs.filter((e) => e[f] != null).map((e) => ({ x: offset + e.epoch, y: e[f] }));
+      const pts = (f, scale = 1) => s.epochs.filter((e) => e[f] != null).map((e) => ({ x: offset + e.epoch, y: scale * e[f] }));
       const name = s.phase && s.phase.startsWith("search") ? `${s.name}: ${s.phase.slice(7)}` : s.name;
       const color = PALETTE[i % PALETTE.length]; // a stage's training and D_v curves share it
       L.push({ label: name, data: pts("loss"), pointRadius: 2, borderColor: color, backgroundColor: color });
-      A.push({ label: `${name} train`, data: pts("train_accuracy"), pointRadius: 2, borderColor: color, backgroundColor: color });
-      const ev = pts("eval_accuracy");
+      A.push({ label: `${name} train`, data: pts("train_accuracy", 100), pointRadius: 2, borderColor: color, backgroundColor: color });
+      const ev = pts("eval_accuracy", 100);
       if (ev.length) A.push({ label: `${name} D_v`, data: ev, borderDash: [4, 3], pointRadius: 2, borderColor: color, backgroundColor: color });
       offset += s.epochs.length ? s.epochs[s.epochs.length - 1].epoch : 0;
     }
+    if (!L.some((d) => d.data.length)) {
+      document.getElementById("curves").innerHTML = `<p class="muted" id="no-epochs">No epochs recorded.</p>`;
+      return;
+    }
+    if (!loss) charts();
     loss.data.datasets = L; acc.data.datasets = A;
+    Object.assign(acc.options.scales.y, around(A.flatMap((d) => d.data.map((p) => p.y)), 0, 100));
     loss.update(); acc.update();
   };
   const render = async (job) => {
@@ -248,7 +347,7 @@ async function jobPage(id) {
       <b>${esc(job.dataset)}</b>${job.name ? ` · ${esc(job.name)}` : ""} · attempts ${job.attempts}
       ${TERMINAL.has(job.state) ? "" : `<button id="cancel">Cancel</button>`}</p>
       ${job.error ? `<p class="error">${esc(job.error)}</p>` : ""}
-      ${job.teacher && job.teacher.val_accuracy != null ? `<p id="teacher-gate">Teacher <code>${esc(job.teacher.id)}</code>: <b>${(100 * job.teacher.val_accuracy).toFixed(2)}%</b> on D_v</p>` : ""}
+      ${job.teacher && job.teacher.val_accuracy != null ? `<p id="teacher-gate">Teacher <code>${esc(job.teacher.id)}</code>: <b>${pct(job.teacher.val_accuracy)}</b> on D_v</p>` : ""}
       ${(job.warnings || []).length ? `<ul class="warnings" id="warnings">${job.warnings.map((w) => `<li class="warning">${esc(w)}</li>`).join("")}</ul>` : ""}`;
     const cancel = document.getElementById("cancel");
     if (cancel) cancel.onclick = () => json(`/v1/jobs/${id}/cancel`, { method: "POST" }).then(render);
@@ -273,11 +372,10 @@ async function jobPage(id) {
       imagesShown = true;
       const box = document.getElementById("images");
       for (const a of pngs) {
-        const fig = document.createElement("figure");
-        fig.innerHTML = `<figcaption>${esc(a.name)}</figcaption>`;
-        const img = document.createElement("img");
-        img.alt = a.name; img.src = await blobUrl(a.url);
-        fig.prepend(img); box.append(fig);
+        const url = await blobUrl(a.url), fig = document.createElement("figure");
+        fig.innerHTML = `<a href="${url}" target="_blank" rel="noopener" title="open full size in a new tab"><img alt="${esc(a.name)}" src="${url}"></a>
+          <figcaption>${esc(a.name)} · <a href="${url}" target="_blank" rel="noopener">full size</a></figcaption>`;
+        box.append(fig);
       }
     } else if (!pngs.length) {
       document.getElementById("images").innerHTML = `<p class="muted">No search in this job${TERMINAL.has(job.state) ? "" : " yet"}.</p>`;
@@ -293,6 +391,7 @@ async function jobPage(id) {
 // -- Pareto ------------------------------------------------------------------------------------
 
 const COSTS = { mflops: "MFLOPs", adaptive_mflops: "adaptive MFLOPs (mean per sample)", params: "parameters" };
+const COST_UNITS = { mflops: "MFLOPs", adaptive_mflops: "MFLOPs", params: "parameters" };
 
 // The (dataset, teacher identity) a Pareto page shows: the one named in the address, else the
 // newest of the named dataset, else the latest job's (the service's default). Never a mixture.
@@ -339,8 +438,8 @@ async function paretoPage(params) {
   const points = [];
   all.id.forEach((id, i) => {
     if (all.val_accuracy[i] == null) return; // stored before D_v accuracy was recorded
-    points.push({ x: all.cost[i], y: 100 * all.val_accuracy[i],
-      a: { job_id: all.job_id[i], stage: all.stage[i], arch: all.arch[i], accuracy: all.accuracy[i] } });
+    points.push({ x: all.cost[i], y: 100 * all.val_accuracy[i], a: { job_id: all.job_id[i], stage: all.stage[i],
+      arch: all.arch[i], val_accuracy: all.val_accuracy[i], accuracy: all.accuracy[i] } });
   });
   const frontPts = front.front.map((a) => ({ x: a[cost], y: 100 * a.val_accuracy, a })).sort((p, r) => p.x - r.x);
   const unranked = all.id.length - points.length;
@@ -355,10 +454,10 @@ async function paretoPage(params) {
       { label: "architectures", data: points, backgroundColor: "rgba(37,99,235,.45)", pointRadius: 2.5 },
     ] },
     options: {
-      scales: { x: { title: { display: true, text: COSTS[cost] } }, y: { title: { display: true, text: "D_v accuracy (%)" } } },
+      scales: { x: costAxis(points.map((p) => p.x), cost, COSTS[cost]), y: percentAxis(points.map((p) => p.y), "D_v accuracy (%)") },
       plugins: { tooltip: { callbacks: { label: (c) => {
         const a = c.raw.a;
-        return `job ${a.job_id ?? "-"} · ${a.stage} · ${a.arch}: D_v ${c.raw.y.toFixed(2)}%, test ${pct(a.accuracy)} at ${num(c.raw.x)}`;
+        return `job ${a.job_id ?? "-"} · ${a.stage} · ${a.arch}: D_v ${pct(a.val_accuracy)}, test ${pct(a.accuracy)} at ${costText(cost, c.raw.x)} ${COST_UNITS[cost]}`;
       } } } },
       onClick: (_, els, ch) => {
         if (!els.length) return;
@@ -396,7 +495,7 @@ async function sweepPage(id) {
       <th class="num">${esc(s.cost)}</th><th>job</th></tr></thead><tbody>
       ${s.trial_list.map((t) => `<tr><td>${t.number}</td><td>${badge(t.state)}</td>${params.map((p) =>
         `<td>${esc(typeof t.params[p] === "number" ? +t.params[p].toPrecision(4) : t.params[p])}</td>`).join("")}
-        <td class="num">${pct(t.val_accuracy)}</td><td class="num">${pct(t.accuracy)}</td><td class="num">${num(t.cost)}</td>
+        <td class="num">${pct(t.val_accuracy)}</td><td class="num">${pct(t.accuracy)}</td><td class="num">${costText(s.cost, t.cost)}</td>
         <td>${t.job_id ? `<a href="#/job/${t.job_id}">${t.job_id}</a> ${esc(t.job_state)}` : ""}</td></tr>`).join("")}
       </tbody></table><p class="muted">The front ranks trials on the D_v accuracy of S_n (the sweep's objective);
         test accuracy is shown beside it, never ranked on.${front.unranked ? ` ${front.unranked} complete trials without a D_v accuracy are not ranked.` : ""}</p></div></div>`;
@@ -405,24 +504,36 @@ async function sweepPage(id) {
     { label: "front (D_v)", data: pts(front.front).sort((a, b) => a.x - b.x), showLine: true, stepped: "before",
       borderColor: "#dc2626", backgroundColor: "#dc2626", pointRadius: 4 },
     { label: "trials", data: pts(s.trial_list), backgroundColor: "rgba(37,99,235,.5)", pointRadius: 3 },
-  ] }, options: { parsing: false, scales: { x: { title: { display: true, text: s.cost } },
-      y: { title: { display: true, text: "D_v accuracy of S_n (%)" } } },
-    plugins: { tooltip: { callbacks: { label: (c) => `trial ${c.raw.t.number}: D_v ${c.raw.y.toFixed(2)}%, test ${pct(c.raw.t.accuracy)} at ${num(c.raw.x)}` } } } } });
+  ] }, options: { parsing: false, scales: { x: costAxis(pts(s.trial_list).map((p) => p.x), s.cost, COSTS[s.cost] || s.cost),
+      y: percentAxis(pts(s.trial_list).map((p) => p.y), "D_v accuracy of S_n (%)") },
+    plugins: { tooltip: { callbacks: { label: (c) => `trial ${c.raw.t.number}: D_v ${pct(c.raw.t.val_accuracy)}, test ${pct(c.raw.t.accuracy)} at ${costText(s.cost, c.raw.x)} ${COST_UNITS[s.cost] || ""}` } } } } });
 }
 
 // -- submit ------------------------------------------------------------------------------------
 
 function lineOf(text, loc) {
-  // the line of a field given as a path of keys (list indices skipped): each key searched
-  // after the previous one's line
+  // the line of a field given as a path of keys (list indices skipped), in JSON ("key":) or
+  // YAML (key:): each key searched after the previous one's line
   const lines = text.split("\n");
   let at = 0;
   for (const key of loc.filter((k) => typeof k === "string")) {
-    const i = lines.findIndex((l, n) => n >= at && l.includes(`"${key}"`));
+    const k = key.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    const field = new RegExp(`"${k}"\\s*:|(^|[\\s{,-])${k}\\s*:`);
+    const i = lines.findIndex((l, n) => n >= at && field.test(l));
     if (i < 0) break;
     at = i;
   }
   return at;
+}
+
+// The config in the editor, YAML or JSON (JSON is YAML); a syntax error carries its 0-based line.
+function parseConfig(text) {
+  try {
+    return { config: jsyaml.load(text) };
+  } catch (e) {
+    const line = e.mark ? e.mark.line : null;
+    return { error: e.reason || e.message, line };
+  }
 }
 
 async function submitPage() {
@@ -434,8 +545,9 @@ async function submitPage() {
       <label>name <input id="job-name" size="24"></label>
       <button class="primary" id="submit">Submit</button></div>
     <div class="grid2"><div class="editor"><div class="gutter" id="gutter"></div><textarea id="config" spellcheck="false"></textarea></div>
-      <div><p class="muted">The run config as JSON (the fields of <code>reskd run</code>'s YAML).
-        Errors appear here and against their line.</p><ul class="field-errors" id="errors"></ul></div></div>`;
+      <div><p class="muted">The run config as YAML or JSON: the fields of <code>reskd run</code>'s YAML, so a file
+        from <code>configs/</code> can be pasted as it is. Errors appear here and against their line.</p>
+        <ul class="field-errors" id="errors"></ul></div></div>`;
   const area = document.getElementById("config"), gutter = document.getElementById("gutter");
   const errors = document.getElementById("errors");
   let bad = new Map();
@@ -445,6 +557,15 @@ async function submitPage() {
     gutter.innerHTML = Array.from({ length: n }, (_, i) =>
       `<div class="${bad.has(i) ? "bad" : ""}" title="${esc(bad.get(i) || "")}">${i + 1}</div>`).join("");
   };
+  // select a line of the editor and scroll to it
+  const showLine = (line) => {
+    const lines = area.value.split("\n");
+    const start = lines.slice(0, line).reduce((n, l) => n + l.length + 1, 0);
+    area.focus();
+    area.setSelectionRange(start, start + (lines[line] || "").length);
+    const row = gutter.children[line];
+    if (row) row.scrollIntoView({ block: "center" });
+  };
   const pick = () => {
     const i = +document.getElementById("example").value;
     area.value = i >= 0 ? JSON.stringify(examples.examples[i].config, null, 2) : "{\n}";
@@ -452,12 +573,26 @@ async function submitPage() {
   };
   document.getElementById("example").onchange = pick;
   area.oninput = drawGutter;
+  errors.onclick = (e) => {
+    const li = e.target.closest("li[data-line]");
+    if (li && li.dataset.line !== "") showLine(+li.dataset.line);
+  };
   pick();
   document.getElementById("submit").onclick = async () => {
     bad = new Map(); errors.innerHTML = "";
-    let config;
-    try { config = JSON.parse(area.value); } catch (e) {
-      errors.innerHTML = `<li class="error">Not JSON: ${esc(e.message)}</li>`; drawGutter(); return;
+    const parsed = parseConfig(area.value);
+    if (parsed.error) {
+      const at = parsed.line != null ? `line ${parsed.line + 1}: ` : "";
+      if (parsed.line != null) bad.set(parsed.line, parsed.error);
+      errors.innerHTML = `<li class="error" data-line="${parsed.line ?? ""}">Not YAML or JSON: ${esc(at + parsed.error)}</li>`;
+      drawGutter();
+      if (parsed.line != null) showLine(parsed.line);
+      return;
+    }
+    const config = parsed.config;
+    if (config === null || typeof config !== "object" || Array.isArray(config)) {
+      errors.innerHTML = `<li class="error" data-line="">The config must be a mapping of fields (dataset: …, teacher: …).</li>`;
+      drawGutter(); return;
     }
     const body = { kind: document.getElementById("kind").value, config };
     const name = document.getElementById("job-name").value.trim();
