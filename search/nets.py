@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal, Union, cast
 
 from pydantic import (
     AfterValidator,
@@ -19,13 +19,21 @@ from pydantic import (
     Field,
     Tag,
     TypeAdapter,
+    create_model,
     field_validator,
 )
 
 from distill.catalog import DatasetInfo
 from distill.config import ConfigModel, Flag
 from distill.models import GENOTYPE_MODEL, NetSpec
-from distill.teachers import check_program, fitted, known_arch, read_state_dict
+from distill.teachers import (
+    TEACHER_KINDS,
+    check_program,
+    fitted,
+    known_arch,
+    read_state_dict,
+    teacher_kind,
+)
 from search.spec import SearchSpec
 from space.genotypes import Genotype
 from space.zoo import MODELS
@@ -91,7 +99,9 @@ class SearchedNet(ConfigModel):
 
 
 class LibraryNet(ConfigModel):
-    """A network of a model library by name (its field is the library's name)."""
+    """A network of a model library by name: one model per teacher kind that builds by name
+    (``distill.teachers.TEACHER_KINDS``), whose field is the kind's name (``{torchvision:
+    resnet18}``); made from the registry by :func:`library_net`."""
 
     num_classes: int | None = Field(None, ge=1, description="if given, must match the dataset")
 
@@ -103,31 +113,43 @@ class LibraryNet(ConfigModel):
         return str(getattr(self, self.kind))
 
 
-class TorchvisionNet(LibraryNet):
-    """A torchvision classification model by name (``torchvision.models.list_models``); with
-    ``teacher_checkpoint``, its local weights (torchvision's own files load as they are)."""
-
-    torchvision: Annotated[str, AfterValidator(known_arch("torchvision"))] = Field(
-        description="e.g. resnet18, mobilenet_v3_small, efficientnet_b0"
+@cache
+def library_net(name: str) -> type[LibraryNet]:
+    """The config model of the teacher kind ``name`` (one that builds networks by name)."""
+    kind = teacher_kind(name)
+    field = Annotated[str, AfterValidator(known_arch(name))]
+    model = create_model(  # type: ignore[call-overload]
+        "".join(part.title() for part in name.replace("_", "-").split("-")) + "Net",
+        __base__=LibraryNet,
+        __doc__=f"{kind.description}; with ``teacher_checkpoint``, its local weights.",
+        **{name: (field, Field(description=f"the architecture's name ({kind.description})"))},
     )
-    kind: ClassVar[str] = "torchvision"
+    model.kind = name
+    return cast(type[LibraryNet], model)
 
 
-class TimmNet(LibraryNet):
-    """A timm model by name (the optional extra ``timm``) with a local checkpoint."""
+def _program_kinds() -> list[str]:
+    return [name for name, kind in TEACHER_KINDS.items() if kind.load is not None]
 
-    timm: Annotated[str, AfterValidator(known_arch("timm"))] = Field(
-        description="a name timm.list_models() gives, e.g. resnet18"
-    )
-    kind: ClassVar[str] = "timm"
+
+def _program_kind(name: str) -> str:
+    if name not in _program_kinds():
+        raise ValueError(
+            f"unknown program format {name!r}; registered: {', '.join(_program_kinds())}"
+        )
+    return name
 
 
 class ProgramNet(ConfigModel):
-    """A user's own architecture as a file (``teacher_checkpoint``): a TorchScript module
-    (``torch.jit.save``) or a ``torch.export`` program (``torch.export.save``, .pt2), used as a
-    frozen black box that gives logits: logit distillation only (method reskd)."""
+    """A user's own architecture as a file (``teacher_checkpoint``), read by a teacher kind that
+    loads files (``torchscript``: ``torch.jit.save``; ``exported-program``: ``torch.export.save``,
+    .pt2; or a plug-in's), used as a frozen black box that gives logits: logit distillation only
+    (method reskd)."""
 
-    program: Literal["torchscript", "exported-program"] = Field(description="the file's format")
+    program: Annotated[str, AfterValidator(_program_kind)] = Field(
+        description="the file's format: a teacher kind that reads files",
+        json_schema_extra={"enum": cast(Any, _program_kinds())},
+    )
     num_classes: int | None = Field(None, ge=1, description="if given, must match the dataset")
 
     searched: ClassVar[bool] = False
@@ -137,11 +159,17 @@ class ProgramNet(ConfigModel):
         return self.program
 
 
+def _library_kinds() -> list[str]:
+    return [name for name, kind in TEACHER_KINDS.items() if kind.build is not None]
+
+
 def _net_tag(raw: Any) -> str:
-    if isinstance(raw, TorchvisionNet | TimmNet | ProgramNet):
-        return f"{raw.kind}-net" if isinstance(raw, TorchvisionNet | TimmNet) else "program-net"
+    if isinstance(raw, LibraryNet):
+        return f"{raw.kind}-net"
+    if isinstance(raw, ProgramNet):
+        return "program-net"
     if isinstance(raw, Mapping):
-        for key in ("torchvision", "timm", "program"):
+        for key in (*_library_kinds(), "program"):
             if raw.get(key) is not None:
                 return f"{key}-net"
         if raw.get("search") is not None or raw.get("model") == SEARCHED:
@@ -166,17 +194,26 @@ NetConfig = Annotated[
 ]
 
 
-TeacherConfig = Annotated[
-    Annotated[ZooNet, Tag("zoo-net")]
-    | Annotated[GenotypeNet, Tag("genotype-net")]
-    | Annotated[SearchedNet, Tag("searched-net")]
-    | Annotated[TorchvisionNet, Tag("torchvision-net")]
-    | Annotated[TimmNet, Tag("timm-net")]
-    | Annotated[ProgramNet, Tag("program-net")],
-    Discriminator(_net_tag),
-    BeforeValidator(_named),
-]
-Teacher = ZooNet | GenotypeNet | TorchvisionNet | TimmNet | ProgramNet
+def teacher_union() -> Any:
+    """The type of a ``teacher`` field: a zoo, genotype or searched network, one model per
+    registered teacher kind that builds by name, and a program file (built when the config that
+    holds it is defined, so a plug-in's kind joins it)."""
+    libraries = tuple(Annotated[library_net(k), Tag(f"{k}-net")] for k in _library_kinds())
+    members = (
+        Annotated[ZooNet, Tag("zoo-net")],
+        Annotated[GenotypeNet, Tag("genotype-net")],
+        Annotated[SearchedNet, Tag("searched-net")],
+        *libraries,
+        Annotated[ProgramNet, Tag("program-net")],
+    )
+    return Annotated[Union[members], Discriminator(_net_tag), BeforeValidator(_named)]  # noqa: UP007
+
+
+if TYPE_CHECKING:
+    TeacherConfig = ZooNet | GenotypeNet | SearchedNet | LibraryNet | ProgramNet
+else:
+    TeacherConfig = teacher_union()
+Teacher = ZooNet | GenotypeNet | LibraryNet | ProgramNet
 
 
 def teacher_kind_of(net: Teacher | SearchedNet) -> str:
@@ -188,8 +225,8 @@ def teacher_spec(net: Teacher, info: DatasetInfo) -> NetSpec | None:
     """The buildable spec of a teacher (None for a program, which is its file)."""
     if isinstance(net, ProgramNet):
         return None
-    if isinstance(net, TorchvisionNet | TimmNet):
-        return NetSpec(f"{net.kind}:{net.arch}", 1.0, info.num_classes, info.in_chans,
+    if isinstance(net, LibraryNet):
+        return NetSpec(teacher_kind(net.kind).model(net.arch), 1.0, info.num_classes, info.in_chans,
                        info.image_size)  # fmt: skip
     return spec_of(net, info)
 

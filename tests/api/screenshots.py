@@ -22,7 +22,7 @@ from tests.api.service import Service, tiny_config
 from tests.waiting import wait_until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-VIEWPORT = {"width": 1366, "height": 900}
+VIEWPORT: Any = {"width": 1366, "height": 900}
 
 
 class Browser:
@@ -40,7 +40,7 @@ class Browser:
         """A page in a fresh context; every request that leaves ``service`` is aborted and
         recorded (``page.outside``). The pages' Content-Security-Policy is bypassed (Playwright's
         waits evaluate strings, which it forbids) unless ``csp``."""
-        page = self.browser.new_context(viewport=VIEWPORT, bypass_csp=not csp).new_page()
+        page: Any = self.browser.new_context(viewport=VIEWPORT, bypass_csp=not csp).new_page()
         outside: list[str] = []
         page.outside = outside
 

@@ -1,14 +1,13 @@
 """The dashboard in a real headless browser (Playwright driving Debian's chromium) against a real
 server on 127.0.0.1: what a person sees. Every request that leaves the server is aborted and
 recorded, so the pages are shown to work offline. Screenshots go to ``$RESKD_SCREENSHOTS``
-(default: the test's temporary directory)."""
+(default: the test's temporary directory); ``python -m tests.api.screenshots`` writes the docs'."""
 
 from __future__ import annotations
 
 import json
 import os
-import random
-import shutil
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,52 +15,33 @@ from typing import Any
 import optuna
 import pytest
 
+from tests.api.screenshots import CHROMIUM, Browser, fill, painted, tick_labels
 from tests.api.service import Service, tiny_config
 from tests.waiting import wait_until
 
 # one browser and one service for the module: on one test worker in a parallel run
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dashboard")]
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-playwright = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 if CHROMIUM is None:  # .ci/run installs it; a machine without it cannot run these
     pytest.skip("no chromium on this machine (apt-get install chromium)", allow_module_level=True)
 
+CONFIGS = Path(__file__).parents[2] / "configs"
 
-class Browser:
-    def __init__(self, shots: Path) -> None:
-        self.pw = playwright.sync_playwright().start()
-        self.browser = self.pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        self.shots = shots
-        self.errors: list[str] = []
 
-    def page(self, service: Service, *, csp: bool = False) -> Any:
-        """A page in a fresh context; the pages' Content-Security-Policy is bypassed (Playwright's
-        waits evaluate strings, which it forbids) unless ``csp``."""
-        page = self.browser.new_context(
-            viewport={"width": 1280, "height": 860}, bypass_csp=not csp
-        ).new_page()
-        outside: list[str] = []
-        page.outside = outside
-
-        def only_local(route: Any) -> None:
-            if route.request.url.startswith(service.url):
-                route.continue_()
-            else:
-                outside.append(route.request.url)
-                route.abort()
-
-        page.route("**/*", only_local)
-        page.on("pageerror", lambda e: self.errors.append(str(e)))
-        page.set_default_timeout(60_000)
-        return page
-
-    def shot(self, page: Any, name: str, full: bool = False) -> None:
-        page.screenshot(path=str(self.shots / f"{name}.png"), full_page=full)
-
-    def close(self) -> None:
-        self.browser.close()
-        self.pw.stop()
+def assert_ticks_read_well(page: Any, *, epochs: tuple[str, ...] = ()) -> dict[str, Any]:
+    """No axis of any chart on the page repeats a tick label; the x axes of the ``epochs``
+    charts are whole epochs; no percent axis goes past 100%."""
+    ticks = tick_labels(page)
+    assert ticks, "no chart on the page"
+    for chart, scales in ticks.items():
+        for axis, labels in scales.items():
+            shown = [label for label in labels if label]
+            assert len(set(shown)) == len(shown), (chart, axis, labels)
+            assert all(float(x[:-1]) <= 100 for x in shown if x.endswith("%")), (chart, axis)
+    for chart in epochs:
+        assert all(re.fullmatch(r"\d+", x) for x in ticks[chart]["x"]), ticks[chart]["x"]
+    return ticks
 
 
 @pytest.fixture(scope="module")
@@ -81,12 +61,6 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     svc = Service(tmp_path_factory.mktemp("dashboard"), workers=2, extra_env=env)
     yield svc
     svc.stop()
-
-
-def painted(page: Any, name: str) -> float:
-    """Milliseconds from navigation to the page drawn with its data (the app's mark)."""
-    page.wait_for_function(f"document.body.dataset.painted === '{name}'")
-    return float(page.evaluate("performance.getEntriesByName('reskd-painted')[0].startTime"))
 
 
 def test_a_job_appears_changes_state_live_and_shows_curves_report_and_cells(
@@ -127,6 +101,8 @@ def test_a_job_appears_changes_state_live_and_shows_curves_report_and_cells(
     assert curves[1][:1] == [2]
     labels = page.evaluate("Chart.getChart('acc').data.datasets.map(d => d.label)")
     assert any(label.endswith("D_v") for label in labels)  # validation curves, per stage
+    assert_ticks_read_well(page, epochs=("loss", "acc"))
+    assert page.evaluate("Chart.getChart('acc').scales.y.max") <= 100
     browser.shot(page, "job", full=True)
     assert not page.outside
 
@@ -167,6 +143,8 @@ def test_sweep_page_lists_trials_and_front_and_searched_cells_are_drawn(
     assert link == f"http://127.0.0.1:8080/dashboard/studies/{study}"
     points = page.evaluate("Chart.getChart('sweep-front').data.datasets[1].data.length")
     assert points == 2
+    assert_ticks_read_well(page)
+    assert page.evaluate("Chart.getChart('sweep-front').scales.y.max") <= 100
     browser.shot(page, "sweep")
 
     trial_job = service.http.get(f"/v1/sweeps/{created['id']}").json()["trial_list"][0]["job_id"]
@@ -183,6 +161,11 @@ def test_sweep_page_lists_trials_and_front_and_searched_cells_are_drawn(
     names = page.locator("#images figcaption").all_inner_texts()
     assert any(n.endswith("cells.png") for n in names), names
     assert page.evaluate("document.querySelector('#images img').naturalWidth") > 100
+    # each figure opens full size in a new tab
+    links = page.locator("#images figure > a[target=_blank]")
+    assert links.count() == len(names)
+    assert (links.first.get_attribute("href") or "").startswith("blob:")
+    assert_ticks_read_well(page, epochs=("loss", "acc"))
     browser.shot(page, "job-search", full=True)
 
 
@@ -217,6 +200,10 @@ def test_pareto_chart_has_a_point_per_stored_architecture(
     page.mouse.move(chart_box["x"] + x, chart_box["y"] + y)
     page.wait_for_function("Chart.getChart('pareto').tooltip.opacity > 0")
     label = page.evaluate("Chart.getChart('pareto').tooltip.body[0].lines[0]")
+    # the front's point is also one of all the points: still one line for it
+    assert page.evaluate("Chart.getChart('pareto').tooltip.body.length") == 1
+    assert re.search(r"D_v \d+\.\d\d%, test \d+\.\d\d% at ", label), label
+    assert_ticks_read_well(page)
     assert label.startswith("job ") and front[0]["arch"] in label and "D_v" in label
     browser.shot(page, "pareto")
     page.mouse.click(chart_box["x"] + x, chart_box["y"] + y)
@@ -269,68 +256,6 @@ def test_the_api_docs_render_offline(service: Service, browser: Browser) -> None
     assert not page.outside, page.outside
 
 
-def fill(service: Service, jobs: int, architectures: int) -> None:
-    """Bulk rows straight into the service's database (what months of use leave there)."""
-    from datetime import UTC, datetime
-
-    from sqlalchemy import insert
-
-    from db.models import Architecture, Job
-    from db.session import Database
-
-    rng = random.Random(0)
-    now = datetime.now(UTC)
-    db = Database(service.database_url)
-    with db.session() as s:
-        s.execute(
-            insert(Job),
-            [
-                {
-                    "kind": "reskd",
-                    "name": f"bulk {i}",
-                    "state": "succeeded",
-                    "config": {},
-                    "dataset": "cifar10",
-                    "attempts": 1,
-                    "created_at": now,
-                    "result": {
-                        "rows": [
-                            {
-                                "model": "S1",
-                                "role": "stage",
-                                "accuracy": 0.9,
-                                "mflops": 1.0,
-                                "adaptive_mflops": 0.8,
-                            }
-                        ]
-                    },
-                }
-                for i in range(jobs)
-            ],
-        )
-        s.execute(
-            insert(Architecture),
-            [
-                {
-                    "dataset": "cifar10",
-                    "teacher": "resnet56",
-                    "stage": "S1",
-                    "arch": f"resnet20-nas[C{rng.randint(4, 16)}L8]",
-                    "accuracy": rng.uniform(0.8, 0.95),
-                    "val_accuracy": rng.uniform(0.8, 0.95),
-                    "mflops": rng.uniform(10, 200),
-                    "adaptive_mflops": rng.uniform(5, 150),
-                    "params": rng.randint(10_000, 1_000_000),
-                    "energy": 0.9,
-                    "seed": 0,
-                    "created_at": now,
-                }
-                for _ in range(architectures)
-            ],
-        )
-    db.engine.dispose()
-
-
 def test_token_prompt_guards_every_page_and_first_paint_is_under_a_second(
     browser: Browser, tmp_path: Path
 ) -> None:
@@ -376,6 +301,11 @@ def test_token_prompt_guards_every_page_and_first_paint_is_under_a_second(
         page.goto(service.url + "/#/pareto?dataset=cifar10")
         painted(page, "pareto")
         assert page.evaluate("Chart.getChart('pareto').data.datasets[1].data.length") == 10_000
+        # 1.5 to 125 MFLOPs: a log axis, labelled 1-2-5 per decade, no label twice
+        ticks = assert_ticks_read_well(page)
+        assert page.evaluate("Chart.getChart('pareto').scales.x.type") == "logarithmic"
+        assert {"2", "5", "10", "20", "50", "100"} <= set(ticks["pareto"]["x"]), ticks
+        assert page.evaluate("Chart.getChart('pareto').scales.y.max") <= 100
         browser.shot(page, "pareto-10000")
         page.goto(service.url + "/")
         painted(page, "jobs")
@@ -387,3 +317,104 @@ def test_token_prompt_guards_every_page_and_first_paint_is_under_a_second(
         assert timings["jobs"] < 1500 and timings["pareto"] < 1500, timings
     finally:
         service.stop()
+
+
+def test_numbers_read_one_way_everywhere(service: Service, browser: Browser) -> None:
+    """Accuracy in percent with two decimals, MFLOPs to 3 significant digits, Energy to 4,
+    durations in words."""
+    page = browser.page(service)
+    page.goto(f"{service.url}/#/sweeps")
+    painted(page, "sweeps")
+    cases = {
+        "pct(0.97254)": "97.25%",
+        "pct(1)": "100.00%",
+        "mflops(0.24234)": "0.242",
+        "mflops(2.5561)": "2.56",
+        "mflops(40.84)": "40.8",
+        "mflops(9.996)": "10.0",
+        "mflops(125.4)": "125",
+        "energy(0.97123)": "0.9712",
+        "energy(0.9701)": "0.9701",
+        "count(24600)": "24.6k",
+        "duration(42)": "42 s",
+        "duration(216)": "3 min 36 s",
+        "duration(3900)": "1 h 5 min",
+        "tickDecimals([96.9, 97, 97.1, 97.2, 97.3])": 1,
+        "tickDecimals([96.75, 97, 97.25])": 2,
+        "tickDecimals([0, 20, 40])": 0,
+    }
+    assert page.evaluate(f"[{', '.join(cases)}]") == list(cases.values())
+
+
+def test_a_job_without_epochs_says_so_instead_of_empty_axes(
+    service: Service, browser: Browser
+) -> None:
+    from db.models import Job
+    from db.session import Database
+
+    db = Database(service.database_url)
+    with db.session() as s:  # failed before any stage trained
+        job = Job(
+            kind="reskd",
+            state="failed",
+            config={},
+            dataset="digits",
+            attempts=1,
+            error="the teacher checkpoint could not be read",
+        )
+        s.add(job)
+        s.flush()
+        job_id = job.id
+    db.engine.dispose()
+    page = browser.page(service)
+    page.goto(f"{service.url}/#/job/{job_id}")
+    painted(page, "job")
+    page.wait_for_selector("#no-epochs")
+    assert page.inner_text("#no-epochs") == "No epochs recorded."
+    assert page.locator("#curves canvas").count() == 0
+    assert "could not be read" in page.inner_text("#job-head")
+
+
+def test_the_submit_editor_takes_a_shipped_yaml_config_and_marks_a_syntax_error(
+    service: Service, browser: Browser
+) -> None:
+    shipped = (CONFIGS / "digits-reskd.yaml").read_text()
+    page = browser.page(service)
+    page.goto(f"{service.url}/#/submit")
+    painted(page, "submit")
+    before = service.http.get("/v1/jobs").json()["total"]
+
+    # a wrong field in YAML: its error at the YAML line
+    wrong = shipped.replace("train: {epochs: 8}", "train: {epochs: 0}")
+    page.fill("#config", wrong)
+    page.click("#submit")
+    error = page.locator("#errors li").first
+    error.wait_for()
+    line = next(i for i, ln in enumerate(wrong.split("\n")) if ln.startswith("train:"))
+    assert "train.epochs" in error.inner_text() and f"(line {line + 1})" in error.inner_text()
+    assert page.locator("#gutter div.bad").inner_text() == str(line + 1)
+
+    # a syntax error: "line N: ..." and that line marked and selected
+    broken = shipped.replace("val_size: 300", "val_size: 300\n  oops: [1,")
+    page.fill("#config", broken)
+    page.click("#submit")
+    page.wait_for_function("document.querySelector('#errors li')?.textContent.includes('line')")
+    said = page.inner_text("#errors li")
+    n = int(re.search(r"line (\d+): ", said).group(1))  # type: ignore[union-attr]
+    bad = page.locator("#gutter div.bad")
+    assert bad.count() == 1 and bad.inner_text() == str(n)
+    assert 3 <= n <= 6, said  # at the broken lines, not the end of the file
+    selected = page.evaluate(
+        "(a => a.value.slice(a.selectionStart, a.selectionEnd))(document.getElementById('config'))"
+    )
+    assert selected == broken.split("\n")[n - 1]
+    assert service.http.get("/v1/jobs").json()["total"] == before  # nothing stored
+
+    # the shipped file as it is: the job is created (cancelled at once: only its config matters)
+    page.fill("#config", shipped)
+    page.click("#submit")
+    page.wait_for_function("location.hash.startsWith('#/job/')")
+    job_id = int(page.evaluate("location.hash.split('/')[2]"))
+    service.http.post(f"/v1/jobs/{job_id}/cancel")
+    assert service.job(job_id)["config"]["val_size"] == 300
+    service.done(job_id, timeout=120)
