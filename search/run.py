@@ -242,7 +242,7 @@ PLOTTED = {"probabilities", "expected_mflops", "loss"}
 def _write(result: SearchResult) -> None:
     """``alphas.png``, ``cells.png``, ``genotype.json`` and ``search.json`` in its directory."""
     spec, out_dir, counted = result.spec, result.directory, result.complexity
-    if result.history and all(PLOTTED <= set(epoch) for epoch in result.history):
+    if result.history and all(set(epoch) >= PLOTTED for epoch in result.history):
         result.plot = plot_search(
             result.history, budget_mflops=spec.budget_mflops, path=out_dir / "alphas.png"
         )

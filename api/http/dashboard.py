@@ -2,10 +2,10 @@
 from files shipped in the package (``api/http/static``), so they work with no internet.
 
 Vendored at pinned versions, each with its licence next to it: Chart.js 4.4.7 (MIT; the charts),
-js-yaml 4.3.2 (MIT; the submit page reads YAML or JSON), Swagger UI 5.17.14 (Apache-2.0; the first that renders OpenAPI 3.1, which FastAPI writes) and
-ReDoc 2.4.0 (MIT). The pages hold no data: they read the API with the bearer token the user
-types once (kept in the tab's session storage, sent as the Authorization header, never in a URL),
-so they need no token themselves.
+js-yaml 4.3.2 (MIT; the submit page reads YAML or JSON), Swagger UI 5.17.14 (Apache-2.0; the
+first that renders OpenAPI 3.1, which FastAPI writes) and ReDoc 2.4.0 (MIT). The pages hold no
+data: they read the API with the bearer token the user types once (kept in the tab's session
+storage, sent as the Authorization header, never in a URL), so they need no token themselves.
 """
 
 from __future__ import annotations
