@@ -196,6 +196,63 @@ def check(model: CombinedStudent | AssistedStudent, manifest: Path, x: Tensor) -
     )
 
 
+def _export_parts(
+    model: Student, out_dir: Path, fmt: Format, sample: Tensor, written: list[Path]
+) -> list[dict[str, str]]:
+    """Each part's file in ``out_dir`` (listed in ``written`` before it is written)."""
+    parts = []
+    for name, net in _parts(model):
+        path = out_dir / f"{name}{SUFFIX[fmt]}"
+        written.append(path)
+        try:
+            _export_part(net, sample, path, fmt)
+        except Exception as exc:  # the exporter's own message, with the part's name
+            raise ExportError(f"{name}: cannot be exported to {fmt}: {exc}") from exc
+        parts.append({"name": name, "file": path.name})
+    return parts
+
+
+def _manifest(
+    model: Student,
+    fmt: Format,
+    parts: list[dict[str, str]],
+    input_shape: list[int],
+    preprocessing: dict[str, Any] | None,
+    class_names: list[str],
+) -> dict[str, Any]:
+    combined = isinstance(model, CombinedStudent)
+    manifest: dict[str, Any] = {
+        "format": adaptive_runner.MANIFEST,
+        "kind": "combined" if combined else "assisted",
+        "model_format": fmt,
+        "parts": parts,
+        "input_shape": input_shape,
+        "preprocessing": preprocessing,
+        "class_names": class_names,
+        "stages": len(parts) - 1 if combined else 0,
+        "energy": "sum(softmax(logits) ** 2) per sample (eq. 8)",
+    }
+    if isinstance(model, CombinedStudent):
+        manifest |= {
+            "threshold": model.threshold,
+            "rule": "start with S0's logits; add R_1, R_2, ... while the sample's Energy "
+            "is <= threshold (Algorithm 2)",
+            "mflops": model.mflops,
+        }
+    return manifest
+
+
+def _require_agreement(agreement: Agreement, fmt: Format) -> None:
+    disagree = agreement.samples - agreement.used_equal - agreement.near_threshold
+    if agreement.max_abs_full > ATOL or agreement.max_abs_adaptive > ATOL or disagree > 0:
+        raise ExportError(
+            f"the {fmt} export disagrees with PyTorch on {agreement.samples} inputs: max "
+            f"|logit difference| {agreement.max_abs_full:.2e} (full), "
+            f"{agreement.max_abs_adaptive:.2e} (adaptive), res-students used differ on "
+            f"{agreement.samples - agreement.used_equal}; nothing was kept"
+        )
+
+
 def export(
     model: CombinedStudent | AssistedStudent,
     out_dir: Path,
@@ -216,7 +273,6 @@ def export(
     if fmt not in FORMATS:
         raise ExportError(f"format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
     model = model.eval()
-    combined = isinstance(model, CombinedStudent)
     if preprocessing is None and isinstance(model, CombinedStudent):
         preprocessing = model.preprocessing
     with torch.no_grad():
@@ -225,33 +281,8 @@ def export(
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     try:
-        parts = []
-        for name, net in _parts(model):
-            path = out_dir / f"{name}{SUFFIX[fmt]}"
-            written.append(path)
-            try:
-                _export_part(net, check_inputs[:2], path, fmt)
-            except Exception as exc:  # the exporter's own message, with the part's name
-                raise ExportError(f"{name}: cannot be exported to {fmt}: {exc}") from exc
-            parts.append({"name": name, "file": path.name})
-        manifest: dict[str, Any] = {
-            "format": adaptive_runner.MANIFEST,
-            "kind": "combined" if combined else "assisted",
-            "model_format": fmt,
-            "parts": parts,
-            "input_shape": list(check_inputs.shape[1:]),
-            "preprocessing": described,
-            "class_names": names,
-            "stages": len(parts) - 1 if combined else 0,
-            "energy": "sum(softmax(logits) ** 2) per sample (eq. 8)",
-        }
-        if isinstance(model, CombinedStudent):
-            manifest |= {
-                "threshold": model.threshold,
-                "rule": "start with S0's logits; add R_1, R_2, ... while the sample's Energy "
-                "is <= threshold (Algorithm 2)",
-                "mflops": model.mflops,
-            }
+        parts = _export_parts(model, out_dir, fmt, check_inputs[:2], written)
+        manifest = _manifest(model, fmt, parts, list(check_inputs.shape[1:]), described, names)
         path = out_dir / "manifest.json"
         written.append(path)
         path.write_text(json.dumps(manifest, indent=2))
@@ -262,14 +293,7 @@ def export(
         written.append(predict)
         predict.write_text(PREDICT_PY)
         agreement = check(model, path, check_inputs)
-        disagree = agreement.samples - agreement.used_equal - agreement.near_threshold
-        if agreement.max_abs_full > ATOL or agreement.max_abs_adaptive > ATOL or disagree > 0:
-            raise ExportError(
-                f"the {fmt} export disagrees with PyTorch on {agreement.samples} inputs: max "
-                f"|logit difference| {agreement.max_abs_full:.2e} (full), "
-                f"{agreement.max_abs_adaptive:.2e} (adaptive), res-students used differ on "
-                f"{agreement.samples - agreement.used_equal}; nothing was kept"
-            )
+        _require_agreement(agreement, fmt)
         manifest["check"] = agreement.to_dict()
         path.write_text(json.dumps(manifest, indent=2))
         return path, agreement

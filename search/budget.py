@@ -178,6 +178,72 @@ def cap_skips(genotype: Genotype, scores: Scores, max_skips: int, steps: int = 4
     )
 
 
+Table = Mapping[str, list[dict[str, int]]]  # per kind, per edge: MACs of each operation
+Move = tuple[float, str, int, str, int]  # (weight lost per MAC, kind, position, operation, delta)
+
+
+class _Trade:
+    """The operations of a genotype being traded, one move at a time, with the moves made."""
+
+    def __init__(self, genotype: Genotype, scores: Scores, steps: int) -> None:
+        self._genotype = genotype
+        self._scores = scores
+        self._index = _edge_index(steps)
+        self.moves: list[str] = []
+        self.restart([])
+
+    def restart(self, moves: list[str]) -> None:
+        """Back to the genotype's operations, with ``moves`` as the only moves made."""
+        self.kinds = {"normal": list(self._genotype.normal), "reduce": list(self._genotype.reduce)}
+        self.moves[:] = moves
+
+    def _edge(self, kind: str, k: int) -> int:
+        return self._index[(k // 2, self.kinds[kind][k][1])]
+
+    def best(self, table: Table, room: float, *, cheaper: bool) -> Move | None:
+        """The move with the least weight lost per MFLOP: to a cheaper operation with
+        ``cheaper``, else to a dearer one that adds at most ``room``."""
+        best: Move | None = None
+        for kind in CELL_KINDS:
+            for k, (op, _) in enumerate(self.kinds[kind]):
+                e = self._edge(kind, k)
+                for new in NON_ZERO:
+                    delta = table[kind][e][new] - table[kind][e][op]
+                    if (cheaper and delta >= 0) or (not cheaper and (delta <= 0 or delta > room)):
+                        continue
+                    lost = self._scores[kind][e].get(op, 0.0) - self._scores[kind][e].get(new, 0.0)
+                    ratio = lost / abs(delta)
+                    if best is None or ratio < best[0]:
+                        best = (ratio, kind, k, new, delta)
+        return best
+
+    def apply(self, move: Move) -> int:
+        """Make ``move``; the MACs it adds (negative: saves)."""
+        _, kind, k, new, delta = move
+        old, i = self.kinds[kind][k]
+        self.kinds[kind][k] = (new, i)
+        self.moves.append(
+            f"{kind} node {k // 2} input {i}: {old} -> {new} ({delta / 1e6:+.4f} MFLOPs)"
+        )
+        return int(delta)
+
+    def total(self, table: Table, fixed: int) -> int:
+        """The network's MACs with the current operations."""
+        return fixed + sum(
+            table[kind][self._edge(kind, k)][op]
+            for kind in CELL_KINDS
+            for k, (op, _) in enumerate(self.kinds[kind])
+        )
+
+    def genotype(self) -> Genotype:
+        return Genotype.of(
+            self.kinds["normal"],
+            self.kinds["reduce"],
+            normal_concat=self._genotype.normal_concat,
+            reduce_concat=self._genotype.reduce_concat,
+        )
+
+
 def derive_within_budget(
     genotype: Genotype,
     scores: Scores,
@@ -190,79 +256,36 @@ def derive_within_budget(
     count costs at most ``budget_mflops`` and, where the space allows, at least 85% of it."""
     check_budget(shape, budget_mflops, min_channels)
     budget = budget_mflops * 1e6
-    index = _edge_index(shape.steps)
-    kinds = {"normal": list(genotype.normal), "reduce": list(genotype.reduce)}
-    moves: list[str] = []
-
-    def edge_of(kind: str, k: int) -> int:
-        return index[(k // 2, kinds[kind][k][1])]
-
-    def best_move(table: dict[str, list[dict[str, int]]], room: float, cheaper: bool) -> Any:
-        """(ratio, kind, k, op, delta) of the move with the least weight lost per MFLOP."""
-        best = None
-        for kind in CELL_KINDS:
-            for k, (op, _) in enumerate(kinds[kind]):
-                e = edge_of(kind, k)
-                for new in NON_ZERO:
-                    delta = table[kind][e][new] - table[kind][e][op]
-                    if (cheaper and delta >= 0) or (not cheaper and (delta <= 0 or delta > room)):
-                        continue
-                    lost = scores[kind][e].get(op, 0.0) - scores[kind][e].get(new, 0.0)
-                    ratio = lost / abs(delta)
-                    if best is None or ratio < best[0]:
-                        best = (ratio, kind, k, new, delta)
-        return best
-
-    def apply(move: Any, table: dict[str, list[dict[str, int]]]) -> int:
-        _, kind, k, new, delta = move
-        old, i = kinds[kind][k]
-        kinds[kind][k] = (new, i)
-        moves.append(f"{kind} node {k // 2} input {i}: {old} -> {new} ({delta / 1e6:+.4f} MFLOPs)")
-        return int(delta)
-
-    def total_of(table: dict[str, list[dict[str, int]]], fixed: int) -> int:
-        return fixed + sum(
-            table[kind][edge_of(kind, k)][op]
-            for kind in CELL_KINDS
-            for k, (op, _) in enumerate(kinds[kind])
-        )
-
+    trade = _Trade(genotype, scores, shape.steps)
     channels = shape.channels
     narrowed: list[str] = []
     start_macs = 0
     while True:
         current = shape.with_channels(channels)
         table, fixed = current.cost_table(NON_ZERO), current.fixed_macs()
-        total = total_of(table, fixed)
+        total = trade.total(table, fixed)
         start_macs = start_macs or total
-        while total > budget and (move := best_move(table, 0.0, cheaper=True)) is not None:
-            total += apply(move, table)
+        while total > budget and (move := trade.best(table, 0.0, cheaper=True)) is not None:
+            total += trade.apply(move)
         if total <= budget or channels - 2 < min_channels:
             break
         narrowed.append(f"channels {channels} -> {channels - 2} (cheapest operations still over)")
         channels -= 2
-        kinds = {"normal": list(genotype.normal), "reduce": list(genotype.reduce)}
-        moves[:] = narrowed
+        trade.restart(narrowed)
     assert total <= budget, "check_budget guarantees a fit at min_channels"
     while total < FILL * budget:
-        move = best_move(table, budget - total, cheaper=False)
+        move = trade.best(table, budget - total, cheaper=False)
         if move is None:
             break
-        total += apply(move, table)
-    derived = Genotype.of(
-        kinds["normal"],
-        kinds["reduce"],
-        normal_concat=genotype.normal_concat,
-        reduce_concat=genotype.reduce_concat,
-    )
+        total += trade.apply(move)
     return Derivation(
-        derived,
+        trade.genotype(),
         channels,
         total,
         budget_mflops,
         minimum_mflops(shape, min_channels),
         maximum_mflops(shape),
-        moves,
+        trade.moves,
         genotype,
         shape.channels,
         start_macs,

@@ -125,13 +125,13 @@ class _ResidualKD(NniLightningModule):
             self._objective[0].frozen.to(self.device)
         return self._objective[0]
 
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+    def training_step(self, batch: Any, _batch_idx: int) -> Tensor:
         x, y, index = batch
         loss, _ = self._task().loss(x, y, index.cpu())
         self.log("train_loss", loss, prog_bar=True)
         return loss
 
-    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+    def validation_step(self, batch: Any, _batch_idx: int) -> Tensor:
         x, y, index = batch
         loss, _ = self._task().loss(x, y, index.cpu())
         self.log("val_loss", loss)

@@ -162,7 +162,10 @@ def light(browser: Browser, root: Path) -> None:
     env = {"RESKD_OPTUNA_DASHBOARD_URL": "http://127.0.0.1:8080"}
     service = Service(root / "light", workers=2, extra_env=env)
     try:
-        plain = service.submit(tiny_config(train={"epochs": 4, "batch_size": 32}))
+        config = tiny_config(train={"epochs": 4, "batch_size": 32})
+        plain = service.http.post(
+            "/v1/jobs", json={"kind": "reskd", "config": config, "name": "digits, one res-student"}
+        ).json()
         sweep = service.http.post(
             "/v1/sweeps",
             json={

@@ -323,6 +323,7 @@ def test_submit_wait_follows_the_event_stream_with_a_line_per_search_phase(
     )  # fmt: skip
     (tmp_path / "job.json").write_text(json.dumps(config))
     svc = Service(tmp_path / "svc", workers=1)
+    started = time.monotonic()
     try:
         cli = subprocess.Popen(
             [sys.executable, "-m", "api.cli.main", "submit", str(tmp_path / "job.json"),
@@ -339,6 +340,8 @@ def test_submit_wait_follows_the_event_stream_with_a_line_per_search_phase(
         out, err = cli.communicate(timeout=300)
     finally:
         svc.stop()
+    # a line per phase, plus at most one every 20 s while a phase runs (a slower box waits longer)
+    allowed = 12 + int((time.monotonic() - started) / 20)
     assert cli.returncode == 0 and job["state"] == "succeeded", err
     # one stream for the whole job, and one read at its end: no polling
     assert requests.count(f"/v1/jobs/{job_id}/events") == 1
@@ -348,5 +351,5 @@ def test_submit_wait_follows_the_event_stream_with_a_line_per_search_phase(
         lines = text.splitlines()
         assert any("R1 search (stacnas) / search stage1: epoch" in x for x in lines), text
         assert any("R1 search (stacnas) / search stage2: epoch" in x for x in lines), text
-        assert lines[-1] == f"job {job_id} succeeded" and len(lines) <= 12, text
+        assert lines[-1] == f"job {job_id} succeeded" and len(lines) <= allowed, text
     assert f"job {job_id} (reskd, digits): succeeded" in out

@@ -113,6 +113,7 @@ print(digest.hexdigest(), "tcmalloc" in maps)
 """
 
 
+@pytest.mark.slow  # two trainings in subprocesses
 @pytest.mark.skipif(allocator_library("auto") is None, reason="tcmalloc is not installed")
 def test_training_under_the_preloaded_allocator_gives_the_same_floats() -> None:
     """What ``allocator: auto`` changes in a worker: the allocator, not one bit of a result."""

@@ -53,6 +53,7 @@ def combined(info: object) -> CombinedStudent:
     return CombinedStudent(nets[0], nets[1:], specs=specs, mflops=[1.0, 1.0, 1.0]).eval()
 
 
+@pytest.mark.slow  # trains and exports real students (seconds each)
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_adaptive_export_matches_pytorch_sample_by_sample(
     fmt: str, digits: tuple, tmp_path: Path
@@ -89,6 +90,7 @@ def test_adaptive_export_matches_pytorch_sample_by_sample(
     np.testing.assert_allclose(one, reference.logits[:1].numpy(), atol=1e-4)
 
 
+@pytest.mark.slow  # trains and exports real students (seconds each)
 @pytest.mark.parametrize("fmt", ["onnx", "exported-program"])
 def test_the_assisted_student_exports_and_runs_the_same(
     fmt: str, digits: tuple, tmp_path: Path
@@ -160,6 +162,7 @@ def test_what_cannot_be_exported_correctly_is_refused_and_nothing_kept(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # trains and exports real students (seconds each)
 def test_bad_sources_are_errors_naming_the_argument(tmp_path: Path) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -363,6 +366,7 @@ def digits_preprocessing(**changes: object) -> dict:
     } | changes
 
 
+@pytest.mark.slow  # trains and exports real students (seconds each)
 def test_export_ships_the_stage_best_on_dv_unless_stages_says(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -414,6 +418,7 @@ def test_export_ships_the_stage_best_on_dv_unless_stages_says(
     assert [p["name"] for p in exported()["parts"]] == ["S0", "R1", "R2"]
 
 
+@pytest.mark.slow  # trains and exports real students (seconds each)
 def test_an_older_student_file_takes_the_datasets_preprocessing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -450,6 +455,7 @@ def test_an_older_student_file_takes_the_datasets_preprocessing(
     assert stored["class_names"][:2] == ["zero", "one"]
 
 
+@pytest.mark.slow  # trains and exports real students (seconds each)
 def test_a_dataset_read_from_a_root_is_checked_on_the_runs_root_or_root(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -198,7 +198,8 @@ function chart(canvas, config) {
   const c = new Chart(canvas, { ...config,
     options: { animation: false, responsive: true, maintainAspectRatio: false,
       interaction: { mode: "nearest", intersect: true }, ...options,
-      plugins: { ...plugins, tooltip: { filter: onePerPoint, ...plugins.tooltip } } } });
+      plugins: { legend: { labels: { boxWidth: 14, boxHeight: 8, font: { size: 11 } } }, ...plugins,
+        tooltip: { filter: onePerPoint, ...plugins.tooltip } } } });
   cleanup.push(() => c.destroy());
   return c;
 }
@@ -308,8 +309,8 @@ async function jobPage(id) {
   const epochTitle = (items) => `epoch ${items[0].parsed.x} (stages in order)`;
   // the two charts, once there is an epoch to draw (a job that failed before any has none)
   const charts = () => {
-    document.getElementById("curves").innerHTML = `<div class="grid2"><div class="card chart"><canvas id="loss"></canvas></div>
-      <div class="card chart"><canvas id="acc"></canvas></div></div>`;
+    document.getElementById("curves").innerHTML = `<div class="grid2"><div class="card chart curves"><canvas id="loss"></canvas></div>
+      <div class="card chart curves"><canvas id="acc"></canvas></div></div>`;
     loss = chart(document.getElementById("loss"), { type: "line", data: { datasets: [] },
       options: { parsing: false, plugins: { title: { display: true, text: "loss per epoch" },
         tooltip: { callbacks: { title: epochTitle, label: (c) => `${c.dataset.label}: ${sig(c.parsed.y, 3)}` } } },
@@ -499,9 +500,11 @@ async function sweepPage(id) {
         <td>${t.job_id ? `<a href="#/job/${t.job_id}">${t.job_id}</a> ${esc(t.job_state)}` : ""}</td></tr>`).join("")}
       </tbody></table><p class="muted">The front ranks trials on the D_v accuracy of S_n (the sweep's objective);
         test accuracy is shown beside it, never ranked on.${front.unranked ? ` ${front.unranked} complete trials without a D_v accuracy are not ranked.` : ""}</p></div></div>`;
-  const pts = (ts) => ts.filter((t) => t.val_accuracy != null).map((t) => ({ x: t.cost, y: 100 * t.val_accuracy, t }));
+  // in order of cost: with parsing off, Chart.js takes the data as sorted on x (its range, its hover)
+  const pts = (ts) => ts.filter((t) => t.val_accuracy != null).map((t) => ({ x: t.cost, y: 100 * t.val_accuracy, t }))
+    .sort((a, b) => a.x - b.x);
   chart(document.getElementById("sweep-front"), { type: "scatter", data: { datasets: [
-    { label: "front (D_v)", data: pts(front.front).sort((a, b) => a.x - b.x), showLine: true, stepped: "before",
+    { label: "front (D_v)", data: pts(front.front), showLine: true, stepped: "before",
       borderColor: "#dc2626", backgroundColor: "#dc2626", pointRadius: 4 },
     { label: "trials", data: pts(s.trial_list), backgroundColor: "rgba(37,99,235,.5)", pointRadius: 3 },
   ] }, options: { parsing: false, scales: { x: costAxis(pts(s.trial_list).map((p) => p.x), s.cost, COSTS[s.cost] || s.cost),
