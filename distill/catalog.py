@@ -306,5 +306,3 @@ TINY_IMAGENET = DatasetEntry(
     peek=f"{_FOLDERS}:peek",
     order=60,
 )  # fmt: skip
-# The built-in image folders (``DATASETS[name].from_data`` says it of any dataset).
-FOLDER_DATASETS = ("imagefolder", "imagenet", "tiny-imagenet")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -17,14 +18,22 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+# a number already written as text: 97.25%, 0.242, 1230, 24.6k, 1.0e-06, and "-" for none
+_NUMBER_TEXT = re.compile(r"-|-?\d[\d.]*(e[+-]?\d+)?[%kMG]?")
+
+
+def _numeric(value: object) -> bool:
+    if isinstance(value, str):
+        return _NUMBER_TEXT.fullmatch(value) is not None
+    return value is None or isinstance(value, int | float)
+
+
 def format_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> str:
-    """A plain-text table; numbers right-aligned, text left-aligned."""
+    """A plain-text table; numbers (and numbers written as text) right-aligned, text
+    left-aligned."""
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
-    numeric = [
-        all(isinstance(row.get(c), int | float) or row.get(c) is None for row in rows)
-        for c in columns
-    ]
+    numeric = [all(_numeric(row.get(c)) for row in rows) for c in columns]
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(
@@ -75,17 +84,21 @@ DISPLAY = {
 PERCENT = ("accuracy", "val_accuracy")
 
 
-def metrics_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    """Report rows (as report.json holds them) as a person reads them: accuracy in percent and
-    each column's unit in its header."""
-    shown = [
-        {
-            DISPLAY.get(k, k): 100 * v if k in PERCENT and v is not None else v
-            for k, v in row.items()
-        }
-        for row in rows
-    ]
-    return format_table(shown, [DISPLAY.get(c, c) for c in columns])
+def _in_percent(field: str, value: Any) -> Any:
+    return 100 * value if field in PERCENT and value is not None else value
+
+
+def metrics_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    *,
+    cell: Callable[[str, Any], object] = _in_percent,
+    headers: Mapping[str, str] = DISPLAY,
+) -> str:
+    """Report rows (as report.json holds them) as a person reads them: each value as ``cell``
+    shows its field (by default accuracy in percent), under the field's header."""
+    shown = [{headers.get(k, k): cell(k, v) for k, v in row.items()} for row in rows]
+    return format_table(shown, [headers.get(c, c) for c in columns])
 
 
 ENERGY_NOTE = (
@@ -129,18 +142,19 @@ class Row:
         return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
 
 
-def repair_text(repair: dict[str, Any]) -> str:
-    """One line of a search's provenance: what the budget repair changed in the search's choice."""
+def repair_text(repair: dict[str, Any], *, mflops: Callable[[float], str] = "{:.4f}".format) -> str:
+    """One line of a search's provenance: what the budget repair changed in the search's choice
+    (its MFLOPs written by ``mflops``)."""
     if repair["kept_search_choice"]:
         return (
-            f"budget repair: none (the search's argmax was kept, {repair['mflops_after']:.4f} "
+            f"budget repair: none (the search's argmax was kept, {mflops(repair['mflops_after'])} "
             "MFLOPs)"
         )
     return (
         f"budget repair: {repair['operations_changed']} of {repair['operations']} operations and "
         f"{repair['channels_changed']} channels changed (channels {repair['channels_before']} -> "
-        f"{repair['channels_after']}; {repair['mflops_before']:.4f} -> "
-        f"{repair['mflops_after']:.4f} MFLOPs)"
+        f"{repair['channels_after']}; {mflops(repair['mflops_before'])} -> "
+        f"{mflops(repair['mflops_after'])} MFLOPs)"
     )
 
 

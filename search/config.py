@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from distill.baselines import BASELINES, Baseline
-from distill.catalog import FOLDER_DATASETS, DatasetInfo
+from distill.catalog import DatasetInfo
 from distill.config import ConfigError, ConfigModel, Flag, Loc, PathText, require
-from distill.data import DATASETS, DatasetError, dataset_info, peek_info
+from distill.data import DATASETS, DatasetError, dataset_entry, dataset_info, peek_info
 from distill.methods import KDConfig, MethodConfig, method_union
 from distill.teachers import CheckpointError, teacher_kind
 from distill.train import (
@@ -287,7 +287,7 @@ class RunConfig(ConfigModel):
                 continue
             if isinstance(net, GenotypeNet):
                 require(self.method == "reskd", (*loc, "genotype"), "needs method reskd")
-            known = self.dataset not in FOLDER_DATASETS or self.root is not None
+            known = not dataset_entry(self.dataset).from_data or self.root is not None
             if net.num_classes is not None and known:
                 require(
                     net.num_classes == info.num_classes,
@@ -368,7 +368,7 @@ class RunConfig(ConfigModel):
             )
         if self.teacher_checkpoint is None or not Path(self.teacher_checkpoint).is_file():
             return
-        if self.dataset in FOLDER_DATASETS and self.root is None:
+        if dataset_entry(self.dataset).from_data and self.root is None:
             return  # classes unknown until the data is read
         try:
             check_teacher_checkpoint(teacher, info, self.teacher_checkpoint)

@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from api.cli.options import Subparsers
+from api.cli.tables import metrics_text
 from api.client import Client
+from api.client.numbers import field_text, mflops, percent
 from api.client.plots import plot_pareto, plot_sweep
-from distill.report import SUMMARY_COLUMNS, format_table, metrics_table, repair_text
+from distill.report import format_table, repair_text
 
 BUDGET = 0.2  # MFLOPs: ResNet-8 x0.5 on 1x8x8 costs 0.198
 
@@ -211,7 +213,7 @@ def _jobs(client: Client, epochs: int, progress: bool) -> dict[str, dict[str, An
             f"\njob {job_id} ({name}) succeeded"
             + (f"; reused: {', '.join(reused)}" if reused else "")
         )
-        print(metrics_table(job["metrics"], SUMMARY_COLUMNS))
+        print(metrics_text(job["metrics"]))
     return finished
 
 
@@ -227,9 +229,9 @@ def _front(client: Client, teacher_id: str, out_dir: Path) -> tuple[dict[str, An
             "job": a["job_id"],
             "network": a["stage"],
             "arch": a["arch"],
-            "D_v acc %": 100 * a["val_accuracy"],
-            "test acc %": 100 * a["accuracy"],
-            "MFLOPs": a["mflops"],
+            "D_v acc": percent(a["val_accuracy"]),
+            "test acc": percent(a["accuracy"]),
+            "MFLOPs": mflops(a["mflops"]),
         }
         for a in front["front"]
     ]
@@ -258,11 +260,11 @@ def _searched(client: Client, search: dict[str, Any], out_dir: Path) -> None:
         i = found["network"].removeprefix("R")
         print(
             f"\nsearched {found['network']} ({found['channels']} channels): "
-            f"{found['mflops']:.4f} MFLOPs of its own under the "
-            f"{found.get('budget_mflops') or BUDGET:g} MFLOPs budget; S{i} = S0 + ... + "
-            f"{found['network']} costs {totals.get(f'S{i}', float('nan')):.4f} MFLOPs in all:\n"
+            f"{mflops(found['mflops'])} MFLOPs of its own under the "
+            f"{mflops(found.get('budget_mflops') or BUDGET)} MFLOPs budget; S{i} = S0 + ... + "
+            f"{found['network']} costs {mflops(totals.get(f'S{i}'))} MFLOPs in all:\n"
             f"{genotype_text(Genotype.from_dict(found['genotype']))}\n"
-            f"{repair_text(found['repair'])}"
+            f"{repair_text(found['repair'], mflops=mflops)}"
         )
     for name in ("R1-genotype.json", "R1-cells.png"):
         if any(a["name"] == name for a in search["artifacts"]):
@@ -286,11 +288,11 @@ def _sweep(
     rows = [
         {
             "trial": t["number"],
-            "budget (MFLOPs)": round(t["params"]["budget_mflops"], 3),
-            "t": round(t["params"]["t"], 2),
-            "D_v acc %": None if t.get("val_accuracy") is None else 100 * t["val_accuracy"],
-            "test acc %": None if t["accuracy"] is None else 100 * t["accuracy"],
-            "MFLOPs": None if t["cost"] is None else round(t["cost"], 4),
+            "budget (MFLOPs)": mflops(t["params"]["budget_mflops"]),
+            "t": field_text("t", t["params"]["t"]),
+            "D_v acc": percent(t.get("val_accuracy")),
+            "test acc": percent(t["accuracy"]),
+            "MFLOPs": mflops(t["cost"]),
             "pareto": "*" if t["number"] in on_front else "",
         }
         for t in sweep["trial_list"]

@@ -12,6 +12,7 @@ from typing import Any
 
 from api.cli.options import Subparsers, add_client_options, add_set_option
 from api.client import load_json_or_yaml, with_sets
+from api.client.numbers import count, mflops
 from distill.catalog import DATASETS, dataset_info
 from distill.report import format_table, repair_text
 from space.catalog import MODEL_NAMES
@@ -31,9 +32,9 @@ def add_parsers(subparsers: Subparsers) -> None:
     flops.set_defaults(func=cmd_flops)
 
     models = subparsers.add_parser(
-        "models", help="the model zoo with params and MFLOPs on a dataset"
+        "models", help="the model zoo with params and MFLOPs on a dataset (default: on each)"
     )
-    models.add_argument("--dataset", required=True, choices=datasets)
+    models.add_argument("--dataset", choices=datasets, help="default: every dataset's zoo")
     models.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
     models.add_argument("--json", action="store_true", help="print JSON")
     models.set_defaults(func=cmd_models)
@@ -97,15 +98,25 @@ def _counts_cache() -> Path:
     return root / f"counts-{digest}.json"
 
 
+def _counted() -> dict[str, dict[str, int]]:
+    """The cache's counts by ``name|dataset|width``; none where there is no cache."""
+    try:
+        known = json.loads(_counts_cache().read_text())
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def _count_key(name: str, dataset: str, width: float) -> str:
+    return f"{name}|{dataset}|{width!r}"
+
+
 def _counts(name: str, dataset: str, width: float) -> dict[str, int]:
     """``params`` and ``macs`` of the zoo's ``name`` at ``width`` on ``dataset``, from the
     cache where counted before (written under a temporary name and renamed)."""
     cache = _counts_cache()
-    key = f"{name}|{dataset}|{width!r}"
-    try:
-        known = json.loads(cache.read_text())
-    except (OSError, ValueError):
-        known = {}
+    key = _count_key(name, dataset, width)
+    known = _counted()
     if key not in known:
         from distill.models import build_model, complexity
 
@@ -122,7 +133,7 @@ def _counts(name: str, dataset: str, width: float) -> dict[str, int]:
     return dict(known[key])
 
 
-def _model_row(name: str, dataset: str, width: float) -> dict[str, object]:
+def _model_row(name: str, dataset: str, width: float) -> dict[str, Any]:
     info = dataset_info(dataset)
     counted = _counts(name, dataset, width)
     params, macs = counted["params"], counted["macs"]
@@ -146,18 +157,39 @@ def cmd_flops(args: argparse.Namespace) -> int:
     else:
         print(
             f"{row['model']} (width {row['width']}) on {row['dataset']} {row['input']}, "
-            f"{row['num_classes']} classes: {row['mparams']} M params, "
-            f"{row['mflops']} MFLOPs (MACs)"
+            f"{row['num_classes']} classes: {count(row['params'])} params, "
+            f"{mflops(row['macs'] / 1e6)} MFLOPs (MACs)"
         )
     return 0
 
 
+def _zoo(dataset: str, width: float) -> list[dict[str, Any]]:
+    """A row per model of the zoo on ``dataset``; a line on stderr first when some are not
+    counted yet (thop takes seconds a model)."""
+    known = _counted()
+    new = [n for n in MODEL_NAMES if _count_key(n, dataset, width) not in known]
+    if new:
+        print(f"counting FLOPs of {len(new)} models on {dataset} ...", file=sys.stderr, flush=True)
+    return [_model_row(name, dataset, width) for name in MODEL_NAMES]
+
+
 def cmd_models(args: argparse.Namespace) -> int:
-    rows = [_model_row(name, args.dataset, args.width) for name in MODEL_NAMES]
+    datasets = [args.dataset] if args.dataset else list(DATASETS)
+    zoos = {d: _zoo(d, args.width) for d in datasets}
     if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        print(format_table(rows, ["model", "input", "num_classes", "mparams", "mflops"]))
+        print(json.dumps([row for rows in zoos.values() for row in rows], indent=2))
+        return 0
+    tables = []
+    for dataset, rows in zoos.items():
+        shown = [
+            {"model": r["model"], "params": count(r["params"]), "MFLOPs": mflops(r["macs"] / 1e6)}
+            for r in rows
+        ]
+        tables.append(
+            f"{dataset} ({rows[0]['input']}, {rows[0]['num_classes']} classes):\n"
+            + format_table(shown, list(shown[0]))
+        )
+    print("\n\n".join(tables))
     return 0
 
 
@@ -220,10 +252,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     from space.genotypes import Genotype
 
     print(
-        f"\n{found['network']} searched ({found['strategy']}): {found['mflops']:.4f} MFLOPs counted"
-        f" (budget {found['budget_mflops']:g}), {found['channels']} channels, "
+        f"\n{found['network']} searched ({found['strategy']}): {mflops(found['mflops'])} MFLOPs "
+        f"counted (budget {mflops(found['budget_mflops'])}), {found['channels']} channels, "
         f"{found['layers']} cells\n{genotype_text(Genotype.from_dict(found['genotype']))}\n"
-        f"{repair_text(found['repair'])}\ngenotype {json.dumps(found['genotype'])}\n"
+        f"{repair_text(found['repair'], mflops=mflops)}\ngenotype {json.dumps(found['genotype'])}\n"
         f"cells: {found['cells']}\narchitecture weights plot: {found['plot']}\n"
         f"stage directory: {found['directory']}"
     )

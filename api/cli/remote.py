@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, get_args
@@ -18,7 +19,7 @@ from api.cli.tables import (
     print_sweep,
     print_sweeps,
 )
-from api.client import Client, load_json_or_yaml, with_sets
+from api.client import TERMINAL, Client, load_json_or_yaml, with_sets
 from api.runtime.kinds import JobKind, JobState
 from distill.catalog import DATASETS
 
@@ -58,6 +59,7 @@ def add_parsers(subparsers: Subparsers) -> None:
     sweep.add_argument("--quiet", action="store_true", help="no progress bar while waiting")
     sweep.add_argument("--json", action="store_true", help="print the sweep and front as JSON")
     sweep.add_argument("--plot", help="write a PNG of the trials and their Pareto front")
+    add_set_option(sweep)
     add_client_options(sweep)
     sweep.set_defaults(func=cmd_sweep)
 
@@ -84,7 +86,9 @@ def _add_job_parsers(subparsers: Subparsers) -> None:
     show.add_argument("--json", action="store_true")
     add_client_options(show)
     show.set_defaults(func=cmd_show)
-    cancel = subparsers.add_parser("cancel", help="cancel a job")
+    cancel = subparsers.add_parser(
+        "cancel", help="cancel a job (exit status 1 when it had already ended)"
+    )
     cancel.add_argument("id", type=int)
     add_client_options(cancel)
     cancel.set_defaults(func=cmd_cancel)
@@ -129,12 +133,21 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    job = client_of(args).cancel(args.id)
+    """Cancel a queued job, ask a running one to stop; a job that had already ended is left as
+    it was, said so on stderr, with exit status 1."""
+    client = client_of(args)
+    state = client.job(args.id)["state"]
+    if state not in TERMINAL:
+        state = client.cancel(args.id)["state"]
+        if state in ("cancelled", "running"):
+            print(f"job {args.id}: {state}" + (" (cancel requested)" if state == "running" else ""))
+            return 0
+    # ended before the cancel arrived (a cancel makes no job succeed or fail)
     print(
-        f"job {job['id']}: {job['state']}"
-        + (" (cancel requested)" if job["state"] == "running" else "")
+        f"reskd cancel: job {args.id} had already ended ({state}); nothing to cancel",
+        file=sys.stderr,
     )
-    return 0
+    return 1
 
 
 def pareto_group(
@@ -210,6 +223,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     client = client_of(args)
     if args.config is not None and args.id is not None:
         raise ValueError("sweep: give a sweep config (YAML or JSON) or --id, not both")
+    if args.set and args.config is None:
+        raise ValueError("--set: changes a sweep config; give one (YAML or JSON)")
     if args.cancel and args.id is None:
         raise ValueError("--cancel: needs --id of the sweep to cancel")
     if args.config is None and args.id is None:  # `reskd sweep`: the sweeps there are
@@ -221,7 +236,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"sweep {sweep['id']}: {sweep['state']}")
         return 0
     if args.config is not None:
-        sweep = client.create_sweep(load_json_or_yaml(Path(args.config)))
+        sweep = client.create_sweep(with_sets(load_json_or_yaml(Path(args.config)), args.set))
         print(
             f"sweep {sweep['id']}: {sweep['trials']} trials ({sweep['sampler']}), Optuna study "
             f"{sweep['study_name']!r} in the service's database",

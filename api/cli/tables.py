@@ -1,18 +1,21 @@
-"""What the client commands print: jobs, sweeps and Pareto fronts as tables, accuracies as
-percent."""
+"""What the client commands print: jobs, sweeps and Pareto fronts as tables, their numbers as
+``api.client.numbers`` writes them (accuracy ``97.25%``, MFLOPs ``0.242``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from api.client.numbers import cost_text, field_text, mflops, percent
 from api.client.progress import phase_name, status_text
-from distill.report import SUMMARY_COLUMNS, format_table, metrics_table, repair_text
+from distill.report import DISPLAY, SUMMARY_COLUMNS, format_table, metrics_table, repair_text
+
+# the report's headers, accuracy without its unit: each cell says "97.25%"
+HEADERS = DISPLAY | {"val_accuracy": "D_v acc", "accuracy": "test acc"}
 
 
-def percent(fraction: float | None) -> str:
-    """An accuracy as a person reads it: percent with two decimals (a fixed width, so a column
-    of them lines up); "-" where there is none."""
-    return "-" if fraction is None else f"{100 * fraction:6.2f}"
+def metrics_text(metrics: list[dict[str, Any]]) -> str:
+    """A job's report rows (``SUMMARY_COLUMNS``) by the number convention."""
+    return metrics_table(metrics, SUMMARY_COLUMNS, cell=field_text, headers=HEADERS)
 
 
 def print_job(job: dict[str, Any], base_url: str = "") -> None:
@@ -23,7 +26,7 @@ def print_job(job: dict[str, Any], base_url: str = "") -> None:
         print(f"error: {job['error']}")
     teacher = job.get("teacher") or {}
     if teacher.get("val_accuracy") is not None:
-        print(f"teacher {teacher['id']}: {100 * teacher['val_accuracy']:.2f}% on D_v")
+        print(f"teacher {teacher['id']}: {percent(teacher['val_accuracy'])} on D_v")
     for warning in job.get("warnings") or []:
         print(f"warning: {warning}")
     p = job["progress"]
@@ -43,11 +46,11 @@ def print_job(job: dict[str, Any], base_url: str = "") -> None:
         print(format_table(rows, list(rows[0])))
     if job["metrics"]:
         print()
-        print(metrics_table(job["metrics"], SUMMARY_COLUMNS))
+        print(metrics_text(job["metrics"]))
     for found in job.get("searches") or []:
-        line = f"\n{found['network']} searched: {found['mflops']:.4f} MFLOPs"
+        line = f"\n{found['network']} searched: {mflops(found['mflops'])} MFLOPs"
         if found.get("repair"):
-            line += f"; {repair_text(found['repair'])}"
+            line += f"; {repair_text(found['repair'], mflops=mflops)}"
         print(line + (f"\ncells: {base_url}{found['cells']}" if found.get("cells") else ""))
     if job["artifacts"]:
         print("\nartifacts: " + ", ".join(a["name"] for a in job["artifacts"]))
@@ -62,8 +65,8 @@ def print_jobs(jobs: list[dict[str, Any]]) -> None:
             {k: j[k] for k in ("id", "kind", "name", "dataset", "state", "attempts", "created_at")}
             | {
                 "best (on D_v)": best.get("model", "-"),
-                "D_v acc %": percent(best.get("val_accuracy")) if best else "-",
-                "test acc %": percent(best.get("accuracy")) if best else "-",
+                "D_v acc": percent(best.get("val_accuracy")),
+                "test acc": percent(best.get("accuracy")),
             }
         )
     print(format_table(rows, list(rows[0])) if rows else "no jobs")
@@ -81,9 +84,9 @@ def print_front(front: dict[str, Any], group: dict[str, Any], why: str, cost: st
         {
             "stage": a["stage"],
             "arch": a["arch"],
-            "D_v acc %": percent(a["val_accuracy"]),
-            "test acc %": percent(a["accuracy"]),
-            cost: a[cost],
+            "D_v acc": percent(a["val_accuracy"]),
+            "test acc": percent(a["accuracy"]),
+            cost: cost_text(cost, a[cost]),
             "job": a["job_id"],
         }
         for a in front["front"]
@@ -120,10 +123,10 @@ def print_sweep(sweep: dict[str, Any], front: dict[str, Any]) -> None:
             "trial": t["number"],
             "state": t["state"],
             "job": t["job_id"],
-            **{k: round(v, 4) if isinstance(v, float) else v for k, v in t["params"].items()},
-            "D_v acc %": percent(t["val_accuracy"]),
-            "test acc %": percent(t["accuracy"]),
-            front["cost"]: None if t["cost"] is None else round(t["cost"], 4),
+            **{k: field_text(k, v) for k, v in t["params"].items()},
+            "D_v acc": percent(t["val_accuracy"]),
+            "test acc": percent(t["accuracy"]),
+            front["cost"]: cost_text(front["cost"], t["cost"]),
             "pareto": "*" if t["number"] in on_front else "",
         }
         for t in sweep["trial_list"]

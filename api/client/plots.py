@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from api.client.numbers import cost_text, mflops, percent
+
 COST_LABELS = {
     "mflops": "MFLOPs",
     "adaptive_mflops": "MFLOPs with sample-adaptive inference",
@@ -55,8 +57,8 @@ def pareto_figure(
                     textcoords="offset points")  # fmt: skip
     if teacher is not None and teacher.get("val_accuracy") is not None:
         ax.axhline(100 * teacher["val_accuracy"], color="0.4", ls="--", lw=1,
-                   label=f"teacher {teacher['arch']}: {100 * teacher['val_accuracy']:.2f}% at "
-                   f"{teacher[cost]:,.4g} {COST_LABELS[cost]}")  # fmt: skip
+                   label=f"teacher {teacher['arch']}: {percent(teacher['val_accuracy'])} at "
+                   f"{cost_text(cost, teacher[cost])} {COST_LABELS[cost]}")  # fmt: skip
     ax.set_xlabel(COST_LABELS[cost])
     ax.set_ylabel("D_v accuracy (%)")
     ax.set_title(
@@ -129,7 +131,9 @@ def sweep_figure(sweep: dict[str, Any], front: dict[str, Any]) -> Any:
         ax.plot(xs, ys, "o", color="C3", label="Pareto front (non-dominated trials)")
     for t in pts:
         budget = t["params"].get("budget_mflops")
-        label = f"#{t['number']}" + (f", budget {budget:.3g} MFLOPs" if budget is not None else "")
+        label = f"#{t['number']}" + (
+            f", budget {mflops(budget)} MFLOPs" if budget is not None else ""
+        )
         ax.annotate(
             label,
             (t["cost"], 100 * t["val_accuracy"]),

@@ -17,19 +17,11 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from api.client.numbers import duration, percent
+
 TERMINAL = ("succeeded", "failed", "cancelled")
 # no tqdm rate or ETA: the worker's, in the postfix
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit}{postfix}"
-
-
-def duration(seconds: float) -> str:
-    """``45 s``, ``4:05``, ``1:02:05``."""
-    s = max(0, round(seconds))
-    if s < 60:
-        return f"{s} s"
-    h, rest = divmod(s, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def rate_text(rate: float | None, unit: str | None) -> str | None:
@@ -221,7 +213,7 @@ class SweepView(_View):
             "running": states.get("running", 0),
             "queued": states.get("queued", 0),
             "failed": states.get("failed", 0),
-            "best D_v acc": "-" if best is None else f"{100 * best:.2f}%",
+            "best D_v acc": percent(best),
         }
         if self.interactive:
             from tqdm import tqdm

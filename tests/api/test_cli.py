@@ -353,3 +353,173 @@ def test_submit_wait_follows_the_event_stream_with_a_line_per_search_phase(
         assert any("R1 search (stacnas) / search stage2: epoch" in x for x in lines), text
         assert lines[-1] == f"job {job_id} succeeded" and len(lines) <= allowed, text
     assert f"job {job_id} (reskd, digits): succeeded" in out
+
+
+METRICS = [
+    {"model": "T", "arch": "resnet20", "val_accuracy": 0.9866, "accuracy": 0.98, "mflops": 40.84,
+     "adaptive_mflops": 40.84, "pct_of_T": 100.0, "energy": 0.97123},
+    {"model": "S1", "arch": "S0+R1", "val_accuracy": 0.955612, "accuracy": 0.95, "mflops": 1234.5,
+     "adaptive_mflops": 2.5561, "pct_of_T": 8.3333, "energy": 0.9701},
+]  # fmt: skip
+
+
+def test_show_and_jobs_write_numbers_one_way(capsys: pytest.CaptureFixture[str]) -> None:
+    """`reskd show` printed "15.00" MFLOPs next to "8.3333" and 0.1988 MFLOPs to 4 decimals."""
+    from api.cli.tables import print_job, print_jobs
+
+    repair = {"kept_search_choice": False, "operations_changed": 1, "operations": 8,
+              "channels_changed": 2, "channels_before": 8, "channels_after": 6,
+              "mflops_before": 0.2345, "mflops_after": 0.19876}  # fmt: skip
+    job = {
+        "id": 7, "kind": "reskd", "dataset": "digits", "state": "succeeded", "error": None,
+        "teacher": {"id": "resnet20@ab12", "val_accuracy": 0.98667}, "progress": {},
+        "metrics": METRICS, "artifacts": [], "stages": [],
+        "searches": [{"network": "R1", "mflops": 0.19876, "repair": repair}],
+    }  # fmt: skip
+    print_job(job)
+    lines = capsys.readouterr().out.splitlines()
+    assert "teacher resnet20@ab12: 98.67% on D_v" in lines
+    t, s1 = (line.split() for line in lines if line.startswith(("T ", "S1 ")))
+    assert t[2:] == ["98.66%", "98.00%", "40.8", "40.8", "100", "0.9712"]
+    assert s1[2:] == ["95.56%", "95.00%", "1230", "2.56", "8.33", "0.9701"]
+    assert lines[-1] == (
+        "R1 searched: 0.199 MFLOPs; budget repair: 1 of 8 operations and 2 channels changed "
+        "(channels 8 -> 6; 0.234 -> 0.199 MFLOPs)"
+    )
+    row = {"id": 7, "kind": "reskd", "name": "a", "dataset": "digits", "state": "succeeded",
+           "attempts": 1, "created_at": "2025-01-01T00:00:00"}  # fmt: skip
+    print_jobs([row | {"best": {"model": "S1", "val_accuracy": 0.955612, "accuracy": 0.95}},
+                row | {"id": 8, "state": "queued", "best": None}])  # fmt: skip
+    header, _, done, queued = capsys.readouterr().out.splitlines()
+    assert header.endswith("D_v acc  test acc")  # the unit is in each figure
+    assert done.split()[-3:] == ["S1", "95.56%", "95.00%"] and queued.split()[-3:] == ["-"] * 3
+    assert len(done) == len(queued)  # right-aligned: the figures line up
+
+
+def test_pareto_and_sweep_write_numbers_one_way(capsys: pytest.CaptureFixture[str]) -> None:
+    """`reskd pareto` printed MFLOPs as 0.2423 beside 15.00; `reskd sweep` rounded to 4 decimals."""
+    from api.cli.tables import print_front, print_sweep
+
+    front = {"considered": 5, "front": [
+        {"stage": "S0", "arch": "resnet8", "val_accuracy": 0.9, "accuracy": 0.8925,
+         "mflops": 0.24234, "params": 24600, "job_id": 7},
+        {"stage": "S1", "arch": "S0+R1", "val_accuracy": 0.955612, "accuracy": 0.95,
+         "mflops": 15.0, "params": 1234567, "job_id": 7},
+    ]}  # fmt: skip
+    group = {"dataset": "digits", "teacher": "resnet20@ab12", "architectures": 5, "ranked": 5}
+    print_front(front, group, "the latest job's", "mflops")
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[3:5]]
+    assert rows == [["S0", "resnet8", "90.00%", "89.25%", "0.242", "7"],
+                    ["S1", "S0+R1", "95.56%", "95.00%", "15.0", "7"]]  # fmt: skip
+    print_front(front, group, "the latest job's", "params")
+    rows = [line.split()[-2] for line in capsys.readouterr().out.splitlines()[3:5]]
+    assert rows == ["24.6k", "1.23M"]
+    sweep = {"id": 2, "dataset": "digits", "state": "succeeded",
+             "trial_states": {"succeeded": 1, "failed": 1}, "trial_list": [
+        {"number": 0, "state": "complete", "job_id": 9, "val_accuracy": 0.9512, "accuracy": 0.94,
+         "params": {"budget_mflops": 0.1234, "t": 4.0, "res_students": 1}, "cost": 0.35555},
+        {"number": 1, "state": "fail", "job_id": 10, "val_accuracy": None, "accuracy": None,
+         "params": {"budget_mflops": 0.15, "t": 2.5, "res_students": 2}, "cost": None},
+    ]}  # fmt: skip
+    print_sweep(sweep, {"front": [{"number": 0}], "considered": 1, "cost": "mflops"})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["trial", "state", "job", "budget_mflops", "t", "res_students",
+                                "D_v", "acc", "test", "acc", "mflops", "pareto"]  # fmt: skip
+    assert lines[3].split() == ["0", "complete", "9", "0.123", "4.000", "1", "95.12%", "94.00%",
+                                "0.356", "*"]  # fmt: skip
+    assert lines[4].split() == ["1", "fail", "10", "0.150", "2.500", "2", "-", "-", "-"]
+
+
+def _no_service(monkeypatch: pytest.MonkeyPatch, **answers: object) -> list[tuple[str, object]]:
+    """The client's calls answered by ``answers`` (method name: its answer) and recorded."""
+    from api.client import Client
+
+    calls: list[tuple[str, object]] = []
+    for name, answer in answers.items():
+
+        def method(self: Client, *args: object, _n: str = name, _a: object = answer) -> object:
+            calls.append((_n, args[0] if args else None))
+            return _a
+
+        monkeypatch.setattr(Client, name, method)
+    return calls
+
+
+@pytest.mark.parametrize("state", ["succeeded", "failed", "cancelled"])
+def test_cancel_of_an_ended_job_says_so_and_fails(
+    state: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`reskd cancel` of a finished job printed its state and exited 0, as if it had cancelled."""
+    calls = _no_service(monkeypatch, job={"id": 5, "state": state}, cancel={"id": 5})
+    assert main(["cancel", "5", "--url", "http://127.0.0.1:9"]) == 1
+    out, err = capsys.readouterr()
+    assert (
+        out == "" and err == f"reskd cancel: job 5 had already ended ({state}); nothing to cancel\n"
+    )
+    assert calls == [("job", 5)]  # nothing asked of an ended job
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "says", "code"),
+    [("queued", "cancelled", "job 5: cancelled", 0),
+     ("running", "running", "job 5: running (cancel requested)", 0),
+     ("running", "succeeded", "", 1)],  # it ended before the cancel arrived
+)  # fmt: skip
+def test_cancel_of_a_live_job(
+    before: str, after: str, says: str, code: int,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    calls = _no_service(monkeypatch, job={"id": 5, "state": before}, cancel={"state": after})
+    assert main(["cancel", "5", "--url", "http://127.0.0.1:9"]) == code
+    out, err = capsys.readouterr()
+    assert out.strip() == says and calls == [("job", 5), ("cancel", 5)]
+    assert ("had already ended (succeeded)" in err) == (code == 1)
+
+
+def test_sweep_takes_set_as_submit_and_run_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`reskd sweep CONFIG` had no --set where `submit` and `run` had it."""
+    sweep = {"id": 2, "trials": 3, "sampler": "nsga2", "study_name": "s", "dataset": "digits",
+             "state": "running", "trial_states": {}, "trial_list": []}  # fmt: skip
+    calls = _no_service(
+        monkeypatch,
+        create_sweep=sweep,
+        sweep_pareto={"front": [], "considered": 0, "cost": "mflops"},
+    )
+    config = tmp_path / "sweep.yaml"
+    config.write_text("base: {dataset: digits, train: {epochs: 8}}\ntrials: 6\n")
+    argv = ["sweep", str(config), "--url", "http://127.0.0.1:9"]
+    assert main([*argv, "--set", "trials=3", "--set", "base.train.epochs=1"]) == 0
+    assert calls[0] == ("create_sweep", {"base": {"dataset": "digits", "train": {"epochs": 1}},
+                                         "trials": 3})  # fmt: skip
+    assert "sweep 2: 3 trials (nsga2)" in capsys.readouterr().out
+    assert main(["sweep", "--id", "2", "--set", "trials=3", "--url", "http://127.0.0.1:9"]) == 2
+    assert "--set: changes a sweep config" in capsys.readouterr().err
+
+
+def test_models_without_a_dataset_lists_every_zoo_and_says_while_it_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`reskd models` without --dataset was an error, and its first count was silent for 28 s."""
+    from types import SimpleNamespace
+
+    from distill.catalog import DATASETS
+    from space.catalog import MODEL_NAMES
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr("distill.models.build_model", lambda *a, **k: None)  # counted: faked
+    monkeypatch.setattr(
+        "distill.models.complexity", lambda *a: SimpleNamespace(params=24600, macs=1_234_500)
+    )
+    assert main(["models"]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        f"counting FLOPs of {len(MODEL_NAMES)} models on {d} ..." for d in DATASETS
+    ]
+    assert "digits (1x8x8, 10 classes):" in out and "imagenet (3x224x224, 1000 classes):" in out
+    resnet8 = [line.split() for line in out.splitlines() if line.startswith("resnet8 ")]
+    assert resnet8 == [["resnet8", "24.6k", "1.23"]] * len(DATASETS)
+    assert main(["models", "--dataset", "digits"]) == 0  # counted before: nothing to say
+    out, err = capsys.readouterr()
+    assert err == "" and out.startswith("digits (1x8x8, 10 classes):\nmodel")

@@ -162,7 +162,7 @@ def test_sweep_page_lists_trials_and_front_and_searched_cells_are_drawn(
     assert any(n.endswith("cells.png") for n in names), names
     assert page.evaluate("document.querySelector('#images img').naturalWidth") > 100
     # each figure opens full size in a new tab
-    links = page.locator("#images figure > a[target=_blank]")
+    links = page.locator("#images figure > a[target=_blank]:has(img)")
     assert links.count() == len(names)
     assert (links.first.get_attribute("href") or "").startswith("blob:")
     assert_ticks_read_well(page, epochs=("loss", "acc"))

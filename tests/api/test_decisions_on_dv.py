@@ -130,11 +130,10 @@ def test_groups_and_reskd_pareto_show_one_teacher_and_name_the_others(
     out = capsys.readouterr().out
     assert f"Pareto front of digits, teacher {NEW} (the latest job's)" in out
     table = out.split("\n")[1:5]
-    assert table[0].split() == ["stage", "arch", "D_v", "acc", "%", "test", "acc", "%", "mflops",
-                                "job"]  # fmt: skip
+    assert table[0].split() == ["stage", "arch", "D_v", "acc", "test", "acc", "mflops", "job"]
     assert [line.split()[:4] for line in table[2:]] == [
-        ["S1", "a-S1", "85.00", "80.00"],
-        ["S2", "a-S2", "90.00", "70.00"],
+        ["S1", "a-S1", "85.00%", "80.00%"],
+        ["S2", "a-S2", "90.00%", "70.00%"],
     ]
     assert "on no front: 1 stored before D_v accuracy was recorded" in out
     assert f"other datasets and teachers (--dataset, --teacher): digits {OLD}" in out

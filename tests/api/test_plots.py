@@ -49,6 +49,6 @@ def test_sweep_plot_names_its_points_without_a_colour_bar(tmp_path: Path) -> Non
     fig = sweep_figure(sweep, front)
     assert len(fig.axes) == 1  # no colour bar
     texts = [t.get_text() for t in fig.axes[0].texts]
-    assert "#2" in texts and "#1, budget 0.2 MFLOPs" in texts
+    assert "#2" in texts and "#1, budget 0.200 MFLOPs" in texts
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert legend == ["dominated trials", "Pareto front (non-dominated trials)"]

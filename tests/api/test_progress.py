@@ -8,7 +8,8 @@ import io
 import re
 from typing import Any
 
-from api.client.progress import JobView, SweepView, duration, rate_text
+from api.client.numbers import duration
+from api.client.progress import JobView, SweepView, rate_text
 
 
 class Clock:
@@ -124,7 +125,12 @@ def test_off_a_terminal_a_sweep_prints_a_line_when_it_changes_not_per_poll() -> 
 
 
 def test_figures_read_as_people_write_them() -> None:
-    assert [duration(s) for s in (0.4, 45, 245, 3725)] == ["0 s", "45 s", "4:05", "1:02:05"]
+    assert [duration(s) for s in (0.4, 45, 245, 3725)] == [
+        "0 s",
+        "45 s",
+        "4 min 5 s",
+        "1 h 2 min",
+    ]
     assert rate_text(25.04, "batch") == "25.0 batch/s"
     assert rate_text(0.25, "epoch") == "4.0 s/epoch"
     assert rate_text(None, "batch") is None and rate_text(0.0, "batch") is None

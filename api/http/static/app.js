@@ -375,7 +375,7 @@ async function jobPage(id) {
       for (const a of pngs) {
         const url = await blobUrl(a.url), fig = document.createElement("figure");
         fig.innerHTML = `<a href="${url}" target="_blank" rel="noopener" title="open full size in a new tab"><img alt="${esc(a.name)}" src="${url}"></a>
-          <figcaption>${esc(a.name)} · <a href="${url}" target="_blank" rel="noopener">full size</a></figcaption>`;
+          <figcaption>${esc(a.name)}</figcaption><a class="full" href="${url}" target="_blank" rel="noopener">open full size</a>`;
         box.append(fig);
       }
     } else if (!pngs.length) {
