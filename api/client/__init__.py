@@ -44,6 +44,11 @@ def _error_of(response: httpx.Response) -> ServiceError:
     return ServiceError(response.status_code, detail)
 
 
+# The fields of a zoo or genotype network's config (search/nets.py), none of them a teacher kind.
+ZOO_FIELDS = ("model", "width", "num_classes", "genotype", "channels", "layers", "auxiliary",
+              "drop_path_prob")  # fmt: skip
+
+
 def _teacher_name(teacher: Any) -> str | None:
     """The architecture a config's ``teacher`` names, as the checkpoint upload reads it
     (``resnet20``, ``torchvision:resnet18``, ``timm:NAME``, ``torchscript``, ...); None for a
@@ -52,11 +57,12 @@ def _teacher_name(teacher: Any) -> str | None:
         return teacher
     if not isinstance(teacher, dict):
         return None
-    for family in ("torchvision", "timm"):
-        if isinstance(teacher.get(family), str):
-            return f"{family}:{teacher[family]}"
     if isinstance(teacher.get("program"), str):
         return str(teacher["program"])
+    # a teacher kind that builds by name is the one key beside num_classes: {torchvision: resnet18}
+    named = [k for k in teacher if k not in ZOO_FIELDS and isinstance(teacher[k], str)]
+    if len(named) == 1 and "model" not in teacher:
+        return f"{named[0]}:{teacher[named[0]]}"
     model, width = teacher.get("model"), teacher.get("width", 1)
     plain = isinstance(model, str) and model not in ("genotype", "searched") and width == 1
     return model if plain else None  # a zoo net at another width is checked at submit
