@@ -142,6 +142,41 @@ Augmentation = Callable[[int], list[Any]]
 Peek = Callable[["DatasetEntry", Path, LoadOptions], DatasetInfo]
 
 
+@dataclass(frozen=True)
+class Facts:
+    """What the data of a dataset in a directory holds, read without decoding an image (what the
+    service lists): class names in label order, images of the training and the test split, the
+    first image's size and Pillow mode, whether sizes differ among a sample, and ``problem``: why a
+    job cannot use it as it is (None: it loads)."""
+
+    classes: tuple[str, ...] = ()
+    train: int = 0
+    test: int = 0
+    width: int | None = None
+    height: int | None = None
+    mixed: bool = False
+    mode: str | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Found:
+    """The data of a dataset found in a directory: ``read()`` gives its facts, and ``stamp`` (its
+    files' modification times) changes whenever they may, so a caller keeps them meanwhile; no
+    stamp: read them each time (what was found is a problem, known already)."""
+
+    stamp: tuple[Any, ...] | None
+    read: Callable[[], Facts]
+
+    @classmethod
+    def known(cls, facts: Facts) -> Found:
+        return cls(None, lambda: facts)
+
+
+# ``survey(path)``: the data of the dataset in the directory ``path``, or None if it holds none
+Survey = Callable[[Path], Found | None]
+
+
 def _resolved(ref: Any) -> Any:
     """A hook given as ``"module:function"``, imported; a callable as it is."""
     if not isinstance(ref, str):
@@ -157,15 +192,18 @@ class DatasetEntry:
     ``load`` reads its splits; ``augmentation`` gives its training protocol's random steps (the
     default: small shifts, no mirroring, safe for any content); ``peek`` (datasets whose classes
     and size are read from their directory, like image folders) reads what the networks will see
-    without loading the data; ``keeps_size``: images keep the size of the data (its first image's)
-    unless an image size is given, ``info.image_size`` being a placeholder. Each hook may be a
-    callable or its import path ``"module:function"``. ``order`` places the dataset in listings
-    (help, errors, the service's list): lower first, then by name."""
+    without loading the data; ``survey`` (datasets read from a directory) says whether a directory
+    holds its data and what that holds, without decoding an image: the service lists each folder
+    of its data roots that a survey recognises; ``keeps_size``: images keep the size of the data
+    (its first image's) unless an image size is given, ``info.image_size`` being a placeholder.
+    Each hook may be a callable or its import path ``"module:function"``. ``order`` places the
+    dataset in listings (help, errors, the service's list): lower first, then by name."""
 
     info: DatasetInfo
     load: Loader | str
     augmentation: Augmentation | str = "distill.datasets.transforms:shift"
     peek: Peek | str | None = None
+    survey: Survey | str | None = None
     keeps_size: bool = False
     order: int = 100
 
@@ -193,6 +231,13 @@ class DatasetEntry:
             return self.info
         peek: Peek = _resolved(self.peek)
         return peek(self, root, options)
+
+    def surveyed(self, path: Path) -> Found | None:
+        """Its data in the directory ``path``, if that holds it (None without a ``survey``)."""
+        if self.survey is None:
+            return None
+        survey: Survey = _resolved(self.survey)
+        return survey(path)
 
 
 def _check(name: str, entry: DatasetEntry) -> None:
@@ -266,6 +311,7 @@ CIFAR10 = DatasetEntry(
                  "truck")),
     f"{_CIFAR}:load_cifar10",
     augmentation=f"{_TRANSFORMS}:crop_flip",
+    survey=f"{_CIFAR}:survey_cifar10",
     order=20,
 )  # fmt: skip
 CIFAR100 = DatasetEntry(
@@ -273,6 +319,7 @@ CIFAR100 = DatasetEntry(
                 "CIFAR-100 from a local root (python version)"),
     f"{_CIFAR}:load_cifar100",
     augmentation=f"{_TRANSFORMS}:crop_flip",
+    survey=f"{_CIFAR}:survey_cifar100",
     order=30,
 )  # fmt: skip
 IMAGEFOLDER = DatasetEntry(
@@ -282,11 +329,13 @@ IMAGEFOLDER = DatasetEntry(
     f"{_FOLDERS}:load",
     augmentation=f"{_TRANSFORMS}:by_size",
     peek=f"{_FOLDERS}:peek",
+    survey=f"{_FOLDERS}:survey",
     keeps_size=True,
     order=40,
 )  # fmt: skip
 # The names users type: the image-folder layout with the dataset's own protocol (ResKD trains
-# ImageNet and Tiny-ImageNet alike: random resized crop + flip).
+# ImageNet and Tiny-ImageNet alike: random resized crop + flip). No survey: a folder of the layout
+# is listed once, as an image folder.
 IMAGENET = DatasetEntry(
     DatasetInfo("imagenet", 1000, 3, 224, _IMAGENET_MEAN, _IMAGENET_STD, True,
                 "ImageNet (ILSVRC-2012) in the image-folder layout: random resized crop 224 + "

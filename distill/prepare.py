@@ -31,8 +31,8 @@ from distill.models import NetSpec, complexity
 from distill.report import Role, Row
 from distill.residual import (
     dataset_energy,
-    gi_over_c1,
-    gi_over_c1_fixed,
+    gi_over_c1_to_teacher,
+    gi_per_sample,
     l2_to_teacher,
     stage_seed,
 )
@@ -66,7 +66,9 @@ class RunSettings(Protocol):
     @property
     def device(self) -> str: ...
     @property
-    def ratio(self) -> float: ...
+    def ratio(self) -> float | None: ...
+    @property
+    def max_stages(self) -> int | None: ...
     @property
     def stages(self) -> int: ...
     @property
@@ -148,10 +150,9 @@ class Prepared:
             pct_of_T=100 * effective / self.t_mflops,
             energy=dataset_energy(logits),
             l2_to_T=l2_to_teacher(logits, self.t_test),
-            gi_over_c1=gi_over_c1(logits, self.t_test),
-            gi_fixed=None
+            gi_over_c1_to_T=None
             if self.fixed is None
-            else gi_over_c1_fixed(logits, self.t_test, self.fixed),
+            else gi_over_c1_to_teacher(gi_per_sample(logits, self.t_test), self.fixed),
             **extra,
         )
 

@@ -56,8 +56,7 @@ COLUMNS = (
     "pct_of_T",
     "energy",
     "l2_to_T",
-    "gi_over_c1",
-    "gi_fixed",
+    "gi_over_c1_to_T",
 )
 SUMMARY_COLUMNS = (
     "model",
@@ -78,6 +77,8 @@ DISPLAY = {
     "pct_of_T": "% of T's MFLOPs",
     "mparams": "M params",
     "energy": "energy (test)",
+    "l2_to_T": "L2 to T",
+    "gi_over_c1_to_T": "GI/C1 to T",
 }
 
 
@@ -107,8 +108,9 @@ ENERGY_NOTE = (
     "D_v (the log); MFLOPs adaptive: with sample-adaptive inference, the mean per test sample"
 )
 GI_NOTE = (
-    "gi_over_c1: RMS of ||S - T||_2 over all test samples (eq. 21); gi_fixed: mean ||S - T||_2 "
-    "over the {n} test samples S0 gets wrong and some S_i gets right (Table VIII's reading)"
+    "L2 to T: mean ||S - T||_2 of logits over all test samples; GI/C1 to T (eq. 21, Table VIII): "
+    "mean ||S - T||_2 over the {n} test samples S0 gets wrong and some S_i of this run gets "
+    "right (across runs, as the paper: python -m benchmarks.gi_cross_run RUN_DIR...)"
 )
 
 
@@ -127,8 +129,7 @@ class Row:
     pct_of_T: float
     energy: float
     l2_to_T: float
-    gi_over_c1: float
-    gi_fixed: float | None = None  # Table VIII's subset reading (residual.gi_over_c1_fixed)
+    gi_over_c1_to_T: float | None = None  # Table VIII's (residual.gi_over_c1_to_teacher)
     val_accuracy: float | None = None  # on D_v: what every decision reads
     stopped_after: dict[str, int] | None = None  # adaptive rows: samples per res-students used
     student_mflops: float | None = None  # the assistant method's parts
@@ -173,6 +174,7 @@ class Report:
     extra: dict[str, Any] = field(default_factory=dict)
     deviations: list[str] = field(default_factory=list)  # from the paper preset's protocol
     warnings: list[str] = field(default_factory=list)  # what a user should know of the outcome
+    stop_reason: str | None = None  # why Algorithm 1 stopped where it did (ResKD)
 
     def row(self, role: Role) -> Row | None:
         """The last row of ``role`` (``stage``: S_n)."""
@@ -182,11 +184,13 @@ class Report:
         """The rows as a person reads them: accuracy in percent, each column's unit in its
         header, and what Energy and the distances are (all on the test set) under the table."""
         lines = [metrics_table([r.to_dict() for r in self.rows], COLUMNS), ENERGY_NOTE]
+        if self.stop_reason is not None:
+            lines.append(f"stopped: {self.stop_reason}")
         for found in self.searches:
             if found.get("repair"):
                 lines.append(f"{found.get('network', '?')} search, {repair_text(found['repair'])}")
-        if any(r.gi_fixed is not None for r in self.rows):
-            lines.append(GI_NOTE.format(n=self.extra.get("gi_fixed_samples", "?")))
+        if any(r.gi_over_c1_to_T is not None for r in self.rows):
+            lines.append(GI_NOTE.format(n=self.extra.get("gi_samples", "?")))
         lines += [f"note: {d}" for d in self.deviations]
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
@@ -203,6 +207,7 @@ class Report:
             "searches": self.searches,
             "deviations": self.deviations,
             "warnings": self.warnings,
+            **({} if self.stop_reason is None else {"stop_reason": self.stop_reason}),
             **self.extra,
         }
 

@@ -123,39 +123,45 @@ def dataset_energy(logits: Tensor) -> float:
     return float(energy(logits).mean())
 
 
-def should_stop(student_energy: float, teacher_energy: float, ratio: float) -> bool:
-    """Algorithm 1's termination: Energy(S_i, D_v) > ratio * Energy(T, D_v)."""
-    return student_energy > ratio * teacher_energy
+def should_stop(student_energy: float, teacher_energy: float, ratio: float | None) -> bool:
+    """Algorithm 1's termination: Energy(S_i, D_v) > ratio * Energy(T, D_v); never with ratio
+    None (termination off: every stage asked for trains)."""
+    return ratio is not None and student_energy > ratio * teacher_energy
+
+
+def gi_per_sample(student: Tensor, teacher: Tensor) -> Tensor:
+    """Eq. 21's GI over C_1 for each sample: ||R_i - (T - S_{i-1})||_2 = ||S_i - T||_2 on logits
+    (the norm of eq. 20's gradient, over 2)."""
+    return (student - teacher).norm(dim=1)
 
 
 def l2_to_teacher(student: Tensor, teacher: Tensor) -> float:
     """Mean over samples of ||S(x) - T(x)||_2 on logits."""
-    return float((student - teacher).norm(dim=1).mean())
+    return float(gi_per_sample(student, teacher).mean())
 
 
-def gi_over_c1(student: Tensor, teacher: Tensor) -> float:
-    """Eq. 21's GI/C1 over a whole dataset (the report's ``gi_over_c1``). Per sample, GI/C1 =
-    ||R_i - (T - S_{i-1})||_2 = ||S_i - T||_2, the norm of eq. 20's gradient over 2; over the
-    dataset we take the root mean square (the norm of the per-sample gradients pooled), which
-    weighs the samples the student is farthest from more than the mean L2 distance does."""
-    return float((student - teacher).pow(2).sum(dim=1).mean().sqrt())
+def predicted(outputs: Tensor) -> Tensor:
+    """The predicted classes of logits (N x C), or ``outputs`` when they are classes already."""
+    return outputs.argmax(dim=1) if outputs.dim() == 2 else outputs
 
 
 def fixed_by_residuals(stages: Sequence[Tensor], labels: Tensor) -> Tensor:
     """The samples of Table VIII's GI reading (section V of ResKD): those S0 predicts wrongly and
-    some S_i = S0 + R_1 + ... + R_i (i >= 1) predicts correctly. ``stages`` are the logits of
-    S0, S1, ..., S_n; the mask is empty when there are no res-students."""
-    s0_wrong = stages[0].argmax(dim=1) != labels
+    some ResKD student predicts correctly. ``stages`` are S0 then ResKD students (S_i = S0 + R_1
+    + ... + R_i, i >= 1), as logits or predicted classes: one run's S1, ..., S_n, or (the
+    paper's reading) every S_i of several runs on one test set. The mask is empty when there are
+    no ResKD students."""
+    s0_wrong = predicted(stages[0]) != labels
     fixed = torch.zeros_like(s0_wrong)
     for s in stages[1:]:
-        fixed |= s.argmax(dim=1) == labels
+        fixed |= predicted(s) == labels
     return s0_wrong & fixed
 
 
-def gi_over_c1_fixed(student: Tensor, teacher: Tensor, mask: Tensor) -> float | None:
-    """The paper's subset reading of GI/C1 (the report's ``gi_fixed``): the mean of ||S - T||_2
-    over the samples of ``mask`` (``fixed_by_residuals``), where the res-students' work shows;
-    None when no sample is in it."""
+def gi_over_c1_to_teacher(gi: Tensor, mask: Tensor) -> float | None:
+    """Table VIII's "GI/C1 to T": the mean of the per-sample GI/C1 (``gi_per_sample``) over the
+    samples of ``mask`` (``fixed_by_residuals``), where the res-students' work shows; None when
+    no sample is in it."""
     if not bool(mask.any()):
         return None
-    return float((student[mask] - teacher[mask]).norm(dim=1).mean())
+    return float(gi[mask].mean())

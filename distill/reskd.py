@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from distill.baselines import baseline_row
 from distill.combined import CombinedStudent, LogitSum, evaluate_adaptive
+from distill.gap_info import SampleOutputs
 from distill.losses import Objective
 from distill.methods import MethodConfig
 from distill.models import NetSpec, complexity
@@ -96,9 +97,16 @@ class ResKD:
         self.test_logits: list[Tensor] = []
         self.searches: list[dict[str, Any]] = []
         self.previous_key = p.t_key
+        self.stop_reason: str | None = None  # Energy's, once it says stop
+        ratio = p.config.ratio
         p.log(
-            f"teacher: Energy(T, D_v) = {self.e_teacher:.4f}; stop when Energy(S_i, D_v) > "
-            f"{p.config.ratio} x {self.e_teacher:.4f} = {p.config.ratio * self.e_teacher:.4f}"
+            f"teacher: Energy(T, D_v) = {self.e_teacher:.4f}; "
+            + (
+                f"termination off (ratio null): {p.config.stages} res-students train"
+                if ratio is None
+                else f"stop when Energy(S_i, D_v) > {ratio} x {self.e_teacher:.4f} = "
+                f"{ratio * self.e_teacher:.4f}"
+            )
         )
 
     def inputs(self, i: int) -> StageInputs:
@@ -131,6 +139,11 @@ class ResKD:
             self.s_train = r_train if self.s_train is None else self.s_train + r_train
         e = dataset_energy(self.s_val)
         stop = i > 0 and should_stop(e, self.e_teacher, p.config.ratio)
+        if stop:
+            self.stop_reason = (
+                f"Energy(S{i}, D_v) {e:.4f} > {p.config.ratio} x Energy(T, D_v) "
+                f"{self.e_teacher:.4f}"
+            )
         p.stages.append(
             result.summary()
             | {"network": stage.name, "arch": res.spec.label, "energy_dv": round(e, 5)}
@@ -208,6 +221,10 @@ class ResKD:
         stage_logits = list(torch.stack(self.test_logits).cumsum(dim=0))  # S0, S1, ..., S_n
         p.fixed = fixed_by_residuals(stage_logits, p.labels) if len(stage_logits) > 1 else None
         rows = self._rows(combined, stage_logits, costs)
+        SampleOutputs.of(
+            stages=stage_logits, teacher_logits=p.t_test, labels=p.labels,
+            archs=[r.arch for r in rows if r.role == "stage"], teacher=p.identity["id"],
+        ).save(p.out_dir)  # fmt: skip
         deployed = combined.truncated(best)
         shipped = evaluate_adaptive(deployed, p.data.test, device=p.device)
         report = Report(
@@ -221,8 +238,8 @@ class ResKD:
                     "val_accuracy": val_acc[best], "accuracy": shipped.accuracy,
                     "adaptive_mflops": shipped.expected_mflops,
                 },
-            } | ({} if p.fixed is None else {"gi_fixed_samples": int(p.fixed.sum())}),
-            warnings=p.warnings,
+            } | ({} if p.fixed is None else {"gi_samples": int(p.fixed.sum())}),
+            warnings=p.warnings, stop_reason=self._stop_reason(),
         )  # fmt: skip
         report.write(p.out_dir)
         p.log("\n" + report.table())
@@ -230,6 +247,19 @@ class ResKD:
         logits = f"teacher and earlier students' logits {how}"
         p.log(f"\nTH_energy = {threshold:.4f}; {logits}")
         return report
+
+    def _stop_reason(self) -> str:
+        """Why the run has the res-students it has: Energy (Algorithm 1's termination) or, with
+        Energy silent or termination off, the stages asked for."""
+        c, n = self.p.config, len(self.nets) - 1
+        limit = (
+            f"max_stages {c.max_stages} reached"
+            if c.max_stages is not None
+            else f"res_students exhausted ({n} given)"
+        )
+        if self.stop_reason is None:
+            return limit
+        return self.stop_reason + (f" ({limit} too)" if n == c.stages else "")
 
     def _deploy_stage(self, val_acc: list[float]) -> int:
         """The S_i the export ships: the best on D_v (ties: fewer networks); a stage below the

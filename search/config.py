@@ -137,8 +137,21 @@ class RunConfig(ConfigModel):
     student_kd: KDSettings | None = Field(
         None, description="S0's KD settings when they differ from the res-students' (default: kd)"
     )
-    ratio: float = Field(0.9, gt=0, le=1, description="stop when Energy(S_i) > ratio x Energy(T)")
-    max_stages: int | None = Field(None, ge=0, le=64, description="default: len(res_students)")
+    ratio: float | None = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Algorithm 1's termination: stop after the first res-student whose S_i has "
+        "Energy(S_i, D_v) > ratio x Energy(T, D_v) (the paper: 0.9); null turns termination off, "
+        "so every stage asked for (max_stages) trains, as in the paper's ablations (Tables II-III)",
+    )
+    max_stages: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="the most res-students to train (default: len(res_students); the last entry "
+        "repeats beyond); with ratio null, exactly this many",
+    )
     preset: str = Field(
         "cpu-small",
         description=f"one of {', '.join(PRESETS)}",

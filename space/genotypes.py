@@ -163,4 +163,34 @@ DARTS_V2 = Genotype.of(
         ("max_pool_3x3", 1),
     ],
 )
-GENOTYPES: dict[str, Genotype] = {"darts_v1": DARTS_V1, "darts_v2": DARTS_V2}
+# StacNAS's ImageNet cells (Li et al. 2019, searched on ImageNet itself), transcribed from the
+# cell figures its repository publishes (susan0199/StacNAS, ``images/imagenet_normal.png`` and
+# ``imagenet_reduce.png``; the genotype is not given as text there or in either paper). Every node
+# takes one edge from each previous cell: in the normal cell node 0 adds the two previous cells
+# (identities) and nodes 1-3 sum a 3x3 separable conv of each; in the reduction cell all eight
+# edges are 3x3 separable convs. At 48 channels and 14 cells for 1000 classes: 5.72 M parameters
+# (StacNAS's table: 5.7 M) and 635 MFLOPs, ResKD's R1 in Table VII (17.40 - 11.69 = 5.71 M,
+# 2454 - 1821 = 633 MFLOPs).
+STACNAS_IMAGENET = Genotype.of(
+    [
+        ("skip_connect", 0),
+        ("skip_connect", 1),
+        ("sep_conv_3x3", 0),
+        ("sep_conv_3x3", 1),
+        ("sep_conv_3x3", 0),
+        ("sep_conv_3x3", 1),
+        ("sep_conv_3x3", 0),
+        ("sep_conv_3x3", 1),
+    ],
+    [("sep_conv_3x3", i) for _ in range(4) for i in (0, 1)],
+)
+GENOTYPES: dict[str, Genotype] = {
+    "darts_v1": DARTS_V1,
+    "darts_v2": DARTS_V2,
+    "stacnas_imagenet": STACNAS_IMAGENET,
+}
+SOURCES: dict[str, str] = {  # who published each genotype
+    "darts_v1": "Liu et al.",
+    "darts_v2": "Liu et al.",
+    "stacnas_imagenet": "Li et al., StacNAS",
+}

@@ -1,5 +1,6 @@
 """The model zoo: CIFAR ResNets of He et al. and torchvision's ResNets, with a width multiplier,
-and the networks of the published DARTS genotypes (``darts_v1``, ``darts_v2``).
+and the networks of the published genotypes (DARTS's ``darts_v1``, ``darts_v2``; StacNAS's
+``stacnas_imagenet``).
 
 Every ResNet here is a :class:`Backbone`: a stem, named stages and a pooled linear head, so that
 ``forward(x) == forward_head(forward_features(x))`` and ``forward_stages(x)`` gives the stage
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
 from space.catalog import CIFAR_DEPTHS, GENOTYPE_NAMES, MODEL_NAMES, TORCHVISION_ARCHS
-from space.genotypes import GENOTYPES
+from space.genotypes import GENOTYPES, SOURCES
 from space.network import IMAGENET_STEM_MIN_SIZE, GenotypeNetwork, stem_kind
 
 Stem = Literal["auto", "cifar", "imagenet"]
@@ -338,10 +339,11 @@ def _genotype_entry(name: str) -> ModelEntry:
             stem=kind,
         )
 
-    return ModelEntry(name, "darts", f"{name.upper()} genotype (Liu et al.)", build)
+    return ModelEntry(name, "darts", f"{name.upper()} genotype ({SOURCES[name]})", build)
 
 
-# DARTS's evaluation networks: 36 channels and 20 cells on CIFAR, 48 and 14 on ImageNet.
+# DARTS's evaluation networks: 36 channels and 20 cells on CIFAR, 48 and 14 on ImageNet (the
+# mobile setting StacNAS's ImageNet network is measured at too).
 DARTS_EVAL: dict[str, tuple[int, int]] = {"cifar": (36, 20), "imagenet": (48, 14)}
 
 MODELS: dict[str, ModelEntry] = {

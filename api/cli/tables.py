@@ -47,6 +47,8 @@ def print_job(job: dict[str, Any], base_url: str = "") -> None:
     if job["metrics"]:
         print()
         print(metrics_text(job["metrics"]))
+    if job.get("stop_reason"):
+        print(f"stopped: {job['stop_reason']}")
     for found in job.get("searches") or []:
         line = f"\n{found['network']} searched: {mflops(found['mflops'])} MFLOPs"
         if found.get("repair"):

@@ -158,6 +158,11 @@ class JobPublic(JobSummary):
         description="what to know of the outcome: a weak teacher allowed to run, a res-student "
         "that lowered D_v accuracy, a budget repair that changed the search's operations",
     )
+    stop_reason: str | None = Field(
+        None,
+        description="why a ResKD run has the res-students it has: Energy(S_i, D_v) over ratio x "
+        "Energy(T, D_v), max_stages reached or res_students exhausted",
+    )
     artifacts: list[ArtifactPublic]
 
 
@@ -349,7 +354,11 @@ class DatasetPublic(BaseModel):
     """A dataset the service can use: a job's config names it by ``dataset`` and ``root``."""
 
     name: str
-    kind: Literal["shipped", "imagefolder", "cifar10", "cifar100"]
+    kind: str = Field(
+        description="`shipped` for data shipped in a package, else the registered dataset whose "
+        "survey found it (`imagefolder` for an upload or a folder, `cifar10`, `cifar100`, or a "
+        "plug-in's)"
+    )
     source: Literal["package", "upload", "data_root"] = Field(
         description="shipped in a package, uploaded with POST /v1/datasets, or found directly "
         "under a data root"

@@ -1,15 +1,25 @@
 """CIFAR-10 and CIFAR-100 through torchvision's own loader, from a local root (downloaded only
-when asked)."""
+when asked), and their surveys: counts and class names read from the files as the loader reads
+them."""
 
 from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torchvision import datasets as tvd
 
-from distill.catalog import DataBundle, DatasetEntry, DatasetError, Loader, LoadOptions
+from distill.catalog import (
+    DataBundle,
+    DatasetEntry,
+    DatasetError,
+    Facts,
+    Found,
+    Loader,
+    LoadOptions,
+    Survey,
+)
 from distill.datasets.transforms import Transform, test_transform, train_transform
 
 
@@ -33,9 +43,14 @@ class _CIFAR100Files(tvd.CIFAR100):
     meta: ClassVar[dict[str, str | None]] = {**tvd.CIFAR100.meta, "md5": None}
 
 
+def _files(verified: type[tvd.CIFAR10]) -> list[str]:
+    """The files of a copy of the dataset, in its folder (``base_folder``)."""
+    return [f for f, _ in verified.train_list + verified.test_list] + [verified.meta["filename"]]
+
+
 def _layout(name: str, root: Path, verified: type[tvd.CIFAR10]) -> tuple[list[str], str]:
     """The files expected under ``root``, and a line saying so (for messages)."""
-    files = [f for f, _ in verified.train_list + verified.test_list] + [verified.meta["filename"]]
+    files = _files(verified)
     expected = (
         f"expected {root / verified.base_folder}/ holding {', '.join(files)} "
         f"(the {name.upper().replace('CIFAR', 'CIFAR-')} python version)"
@@ -97,3 +112,50 @@ def cifar(verified: type[tvd.CIFAR10], unverified: type[tvd.CIFAR10]) -> Loader:
 
 load_cifar10 = cifar(tvd.CIFAR10, _CIFAR10Files)
 load_cifar100 = cifar(tvd.CIFAR100, _CIFAR100Files)
+
+
+def surveyor(verified: type[tvd.CIFAR10]) -> Survey:
+    """The survey of torchvision's CIFAR class ``verified``: a directory holds the dataset when
+    it holds its folder (``base_folder``)."""
+    files = _files(verified)
+
+    def survey(path: Path) -> Found | None:
+        folder = path / verified.base_folder
+        if not folder.is_dir():
+            return None
+        try:
+            stamp = tuple((f, (folder / f).stat().st_mtime_ns) for f in files)
+        except OSError:
+            missing = [f for f in files if not (folder / f).is_file()]
+            return Found.known(
+                Facts(problem=f"{verified.base_folder}/ is missing {', '.join(missing)}")
+            )
+        return Found(stamp, lambda: _facts(folder, verified))
+
+    return survey
+
+
+def _facts(folder: Path, verified: type[tvd.CIFAR10]) -> Facts:
+    """Counts and class names from the files, as torchvision's CIFAR loader reads them."""
+
+    def labels(name: str) -> int:
+        entry = _unpickle(folder / name)
+        return len(entry["labels"] if "labels" in entry else entry["fine_labels"])
+
+    meta = verified.meta
+    try:
+        train = sum(labels(f) for f, _ in verified.train_list)
+        test = sum(labels(f) for f, _ in verified.test_list)
+        classes = tuple(str(c) for c in _unpickle(folder / meta["filename"])[meta["key"]])
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as exc:
+        return Facts(problem=f"{folder.name}/ holds malformed files ({type(exc).__name__})")
+    return Facts(classes, train, test, 32, 32, False, "RGB")
+
+
+def _unpickle(path: Path) -> Any:
+    with path.open("rb") as f:
+        return pickle.load(f, encoding="latin1")  # the files of the operator's data root
+
+
+survey_cifar10 = surveyor(tvd.CIFAR10)
+survey_cifar100 = surveyor(tvd.CIFAR100)

@@ -1,18 +1,39 @@
 """Image folders: ImageNet's layout (``train/<class>/...`` and ``val/<class>/...`` or
 ``test/<class>/...``) or Tiny-ImageNet's own (``val/images`` + ``val/val_annotations.txt``).
 Classes are the training folder's class folders; what the networks see of the data is read
-cheaply by ``peek`` before it is loaded."""
+cheaply by ``peek`` before it is loaded, and what a folder holds by ``survey`` (what the service
+lists) without decoding an image: counts come from folder listings, sizes from the headers of a
+sample (the first image of each class, up to ``SAMPLE``).
+
+The layout's words are the service's too (an upload is checked against them): the splits, the
+image suffixes, and how a file name or a class mismatch is shown."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import datasets as tvd
 
-from distill.catalog import DataBundle, DatasetEntry, DatasetError, DatasetInfo, LoadOptions
+from distill.catalog import (
+    DataBundle,
+    DatasetEntry,
+    DatasetError,
+    DatasetInfo,
+    Facts,
+    Found,
+    LoadOptions,
+)
 from distill.datasets.transforms import Transform, test_transform, train_transform
+
+# The suffixes torchvision's ImageFolder reads (its IMG_EXTENSIONS); it skips every other file.
+IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
+SPLITS = ("train", "val", "test")
+SAMPLE = 32  # images whose size is read per split: the first of each of this many classes
 
 _FOLDER_LAYOUT = (
     "expected {root}/train/<class>/<image> and {root}/val/<class>/<image> (ImageNet), or "
@@ -38,8 +59,6 @@ class _AnnotatedImages(Dataset[tuple[Tensor, int]]):
 
 def first_image_size(folder: tvd.ImageFolder) -> int:
     """The short side of the first image: what an image folder's networks see by default."""
-    from PIL import Image
-
     if not folder.samples:
         raise DatasetError(f"dataset: no images under {folder.root}")
     path = folder.samples[0][0]
@@ -56,7 +75,7 @@ def _splits(name: str, root: Path) -> tuple[Path, Path]:
     train_dir = root / "train"
     if not train_dir.is_dir():
         raise DatasetError(f"dataset {name!r}: {train_dir} does not exist; {layout}")
-    val_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
+    val_dir = next((root / d for d in SPLITS[1:] if (root / d).is_dir()), None)
     if val_dir is None:
         raise DatasetError(f"dataset {name!r}: no val/ or test/ under {root}; {layout}")
     return train_dir, val_dir
@@ -124,3 +143,143 @@ def peek(dataset: DatasetEntry, root: Path, options: LoadOptions) -> DatasetInfo
     if options.image_size is None and dataset.keeps_size:
         info = info.with_(image_size=first_image_size(tvd.ImageFolder(str(train_dir))))
     return info
+
+
+def differ(train: list[str], other: list[str], split: str) -> str:
+    only_train = sorted(set(train) - set(other))
+    only_other = sorted(set(other) - set(train))
+    return (
+        f"the classes of train/ and {split}/ differ: only in train/: "
+        f"{_few(only_train)}; only in {split}/: {_few(only_other)}"
+    )
+
+
+def _few(names: list[str]) -> str:
+    shown = ", ".join(text(n) for n in names[:5]) or "none"
+    return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def text(name: str) -> str:
+    """A file name as JSON can carry it (bytes that are not UTF-8 as escapes)."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def survey(path: Path) -> Found | None:
+    """The image folder at ``path``, if it is one: a train/ folder beside val/ or test/."""
+    if not (path / "train").is_dir() or not any((path / s).is_dir() for s in SPLITS[1:]):
+        return None
+    return found(path)
+
+
+def found(path: Path) -> Found:
+    """What the directory ``path`` holds read as an image folder, or why it cannot be (an upload
+    is one whatever it holds)."""
+    try:
+        stamp = _stamp(path)
+    except OSError as exc:
+        return Found.known(_unreadable(exc))
+    return Found(stamp, lambda: _facts(path))
+
+
+def _stamp(path: Path) -> tuple[Any, ...]:
+    """Modification times of the folder, its splits and their entries: adding or removing an
+    image changes its class folder's."""
+    parts: list[Any] = [path.stat().st_mtime_ns]
+    for split in SPLITS:
+        d = path / split
+        if d.is_dir():
+            entries = sorted((e.name, e.stat().st_mtime_ns) for e in os.scandir(d))
+            parts.append((split, d.stat().st_mtime_ns, tuple(entries)))
+    return tuple(parts)
+
+
+def _unreadable(exc: OSError) -> Facts:
+    return Facts(problem=f"cannot be read ({type(exc).__name__})")
+
+
+def _facts(path: Path) -> Facts:
+    """An image folder as torchvision's ImageFolder reads it: classes are the sorted folder
+    names under train/, images the files with an image suffix under each (at any depth)."""
+    try:
+        return _read(path)
+    except OSError as exc:
+        return _unreadable(exc)
+
+
+def _read(path: Path) -> Facts:
+    problems: list[str] = []
+    train = _split(path, "train", problems)
+    test_split = next((s for s in SPLITS[1:] if (path / s).is_dir()), "val")
+    annotations = path / test_split / "val_annotations.txt"
+    if annotations.is_file():  # Tiny-ImageNet's val/images + val_annotations.txt
+        lines = annotations.read_text(errors="replace").splitlines()
+        test_count = sum(1 for line in lines if line.strip())
+    else:
+        test = _split(path, test_split, problems)
+        test_count = sum(test.values())
+        if list(test) != list(train):
+            problems.append(differ(list(train), list(test), test_split))
+    classes = tuple(train)
+    width = height = mode = None
+    mixed = False
+    sizes: list[tuple[int, int]] = []
+    for relative in _samples(path, classes):
+        try:
+            with Image.open(path / relative) as image:
+                sizes.append(image.size)
+                mode = mode or image.mode
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            problems.append(
+                f"{text(str(relative))}: not an image Pillow reads ({type(exc).__name__})"
+            )
+    if sizes:
+        (width, height), mixed = sizes[0], len(set(sizes)) > 1
+    return Facts(
+        tuple(text(c) for c in classes),
+        sum(train.values()),
+        test_count,
+        width,
+        height,
+        mixed,
+        mode,
+        problems[0] if problems else None,
+    )
+
+
+def _split(path: Path, split: str, problems: list[str]) -> dict[str, int]:
+    """Images per class folder of one split, in torchvision's class order."""
+    folder = path / split
+    counts: dict[str, int] = {}
+    if not folder.is_dir():
+        problems.append(f"no {split}/ folder")
+        return counts
+    for name in sorted(e.name for e in os.scandir(folder) if e.is_dir()):
+        counts[name] = _count(folder / name)
+        if counts[name] == 0:
+            problems.append(f"{split}/{text(name)}/ holds no image ({' '.join(IMAGE_SUFFIXES)})")
+    if not counts:
+        problems.append(f"{split}/ holds no class folder")
+    return counts
+
+
+def _count(folder: Path) -> int:
+    return sum(
+        1
+        for _, _, files in os.walk(folder)  # links not followed: a cycle cannot hang a listing
+        for f in files
+        if f.lower().endswith(IMAGE_SUFFIXES)
+    )
+
+
+def _first(folder: Path) -> Path | None:
+    """The first image torchvision lists under a class folder."""
+    for root, _, files in sorted(os.walk(folder)):
+        for f in sorted(files):
+            if f.lower().endswith(IMAGE_SUFFIXES):
+                return Path(root) / f
+    return None
+
+
+def _samples(path: Path, classes: tuple[str, ...]) -> list[Path]:
+    firsts = (_first(path / "train" / c) for c in classes[:SAMPLE])
+    return [p.relative_to(path) for p in firsts if p is not None]

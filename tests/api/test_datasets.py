@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -21,9 +22,11 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from api.cli.main import main
+from api.http.datasets.listing import listing
 from api.http.main import create_app
 from api.http.paths import confine
 from api.runtime.settings import Settings
+from distill.catalog import DATASETS, DatasetEntry, DatasetInfo, Facts, Found, register_dataset
 from distill.config import ConfigError
 from search.config import RunConfig
 from tests.api.service import Service, tiny_config
@@ -281,6 +284,59 @@ def test_data_roots_list_their_image_folders_and_cifar_roots(client: TestClient)
     )
 
 
+@pytest.fixture
+def tallies() -> Iterator[list[Path]]:
+    """A plug-in dataset whose data is a ``tallies.txt`` of ``<split> <class>`` lines, one per
+    image; yields the files its survey has read."""
+    read: list[Path] = []
+
+    def survey(path: Path) -> Found | None:
+        file = path / "tallies.txt"
+        if not file.is_file():
+            return None
+
+        def facts() -> Facts:
+            read.append(file)
+            rows = [line.split() for line in file.read_text().splitlines()]
+            classes = tuple(sorted({c for _, c in rows}))
+            train = sum(split == "train" for split, _ in rows)
+            return Facts(classes, train, len(rows) - train, 4, 4, False, "L")
+
+        return Found((file.stat().st_mtime_ns,), facts)
+
+    def load(*_: Any) -> Any:
+        raise AssertionError("a listing loads no dataset")
+
+    info = DatasetInfo("tallies", 2, 1, 4, (0.5,), (0.5,), True, "tallied images")
+    register_dataset(DatasetEntry(info, load, survey=survey))
+    try:
+        yield read
+    finally:
+        DATASETS.unregister("tallies")
+
+
+def test_a_plugin_dataset_with_a_survey_is_listed_under_a_data_root(
+    tmp_path: Path, tallies: list[Path]
+) -> None:
+    data = (tmp_path / "data").resolve()
+    (data / "counts").mkdir(parents=True)
+    (data / "counts" / "tallies.txt").write_text("train a\ntrain b\ntrain a\ntest b\n")
+    (data / "other").mkdir()
+    settings = Settings(artifact_root=tmp_path / "service", data_roots=[data], **LIMITS)
+
+    def found() -> list[dict[str, Any]]:
+        return [d.model_dump() for d in listing(settings) if d.source == "data_root"]
+
+    (row,) = found()
+    assert (row["name"], row["kind"], row["dataset"]) == ("counts", "tallies", "tallies")
+    assert (row["root"], row["classes"], row["channels"]) == (str(data / "counts"), ["a", "b"], 1)
+    assert (row["train_images"], row["test_images"], row["problem"]) == (3, 1, None)
+    assert found() == [row] and len(tallies) == 1  # kept while the file stays the same
+    os.utime(data / "counts" / "tallies.txt", ns=(0, 0))
+    (row,) = found()
+    assert len(tallies) == 2 and row["train_images"] == 3  # read again once it changed
+
+
 def test_a_job_root_names_an_upload_or_a_folder_under_a_data_root(client: TestClient) -> None:
     settings = _settings(client)
     assert _upload(client, "mydigits", zipped(folder())).status_code == 201
@@ -347,6 +403,6 @@ def test_reskd_datasets_lists_a_services_uploads(
 def test_the_image_suffixes_are_those_torchvisions_image_folder_reads() -> None:
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
-    from api.http.datasets.layout import IMAGE_SUFFIXES
+    from distill.datasets.folders import IMAGE_SUFFIXES
 
     assert sorted(IMAGE_SUFFIXES) == sorted(IMG_EXTENSIONS)

@@ -230,3 +230,39 @@ def test_rkd_plus_at_has_s_mimic_attention_maps_instead_of_feature_maps(mode: st
     with_at, _ = a_task.loss(x, y, torch.arange(6))
     without, _ = plain.loss(x, y, torch.arange(6))
     assert (with_at.item() == pytest.approx(without.item())) == (mode == "instead")
+
+
+def test_every_adapter_eq5_uses_learns_in_the_integrated_variant() -> None:
+    """Eq. 5 compares f_T^i with f_S^i + f_A^i at every block through 1x1 adapters (section
+    3.6); each of them (S -> T and A -> S) must get a gradient in some phase and move, else the
+    intermediate residuals are measured against channel-truncated teacher maps."""
+    torch.manual_seed(0)
+    teacher = NetSpec("resnet8", 1.0, 10, 1, 8).build().eval()
+    model = AssistedStudent(
+        NetSpec("resnet8", 0.5, 10, 1, 8).build(),
+        NetSpec("resnet8", 0.25, 10, 1, 8).build(),
+        variant="integrated",
+    )
+    adapters = teacher_adapters(teacher, model.student)
+    used = {f"to_teacher.{k}": m for k, m in adapters.items()}
+    used |= {f"to_student.{k}": m for k, m in model.to_student.items()}
+    assert all(isinstance(m, torch.nn.Conv2d) for m in used.values())  # T is wider than S
+    before = {name: m.weight.detach().clone() for name, m in used.items()}
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    got_grad = set()
+    for phase in plan(model, adapters):
+        task = AssistantDistillation(
+            model, teacher, adapters, phase=phase.phase, levels=phase.levels, parts=phase.parts
+        )
+        optimized = {id(p) for p in task.optimized_parameters()}
+        optimizer = torch.optim.SGD(task.optimized_parameters(), lr=0.1)
+        task.train()
+        for _ in range(3):
+            task.step(x, y, torch.arange(16), optimizer)
+            got_grad |= {
+                name
+                for name, m in used.items()
+                if id(m.weight) in optimized and m.weight.grad is not None and m.weight.grad.any()
+            }
+    assert got_grad == set(used)
+    assert [n for n, m in used.items() if torch.equal(m.weight, before[n])] == []

@@ -14,10 +14,10 @@ from pathlib import Path
 from PIL import Image
 
 from api.http.datasets.archives import Archive, Exists, Refused, TooLarge, opener, too_many
-from api.http.datasets.layout import IMAGE_SUFFIXES, SAMPLE, SPLITS, differ
 from api.http.datasets.listing import upload_entry
 from api.http.schemas import DatasetPublic
 from api.runtime.settings import Settings
+from distill.datasets.folders import IMAGE_SUFFIXES, SAMPLE, SPLITS, differ
 
 CHUNK = 1 << 20  # bytes copied at a time while unpacking
 _placing = threading.Lock()  # a name's check and its rename, one upload at a time

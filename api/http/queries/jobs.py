@@ -131,6 +131,7 @@ def get_job(s: Session, job_id: int) -> schemas.JobPublic:
         searches=_searches(job),
         teacher=(job.result or {}).get("teacher"),
         warnings=list((job.result or {}).get("warnings") or []),
+        stop_reason=(job.result or {}).get("stop_reason"),
         artifacts=[
             schemas.ArtifactPublic(
                 id=a.id,
