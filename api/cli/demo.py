@@ -29,7 +29,7 @@ from typing import Any
 from api.cli.options import Subparsers
 from api.cli.tables import metrics_text
 from api.client import Client
-from api.client.numbers import field_text, mflops, percent
+from space.numbers import field_text, mflops, percent
 from api.client.plots import plot_pareto, plot_sweep
 from distill.report import format_table, repair_text
 

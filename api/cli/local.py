@@ -12,7 +12,7 @@ from typing import Any
 
 from api.cli.options import Subparsers, add_client_options, add_set_option
 from api.client import load_json_or_yaml, with_sets
-from api.client.numbers import count, mflops
+from space.numbers import count, mflops
 from distill.catalog import DATASETS, dataset_info
 from distill.report import format_table, repair_text
 from space.catalog import MODEL_NAMES

@@ -1,11 +1,11 @@
 """What the client commands print: jobs, sweeps and Pareto fronts as tables, their numbers as
-``api.client.numbers`` writes them (accuracy ``97.25%``, MFLOPs ``0.242``)."""
+``space.numbers`` writes them (accuracy ``97.25%``, MFLOPs ``0.242``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from api.client.numbers import cost_text, field_text, mflops, percent
+from space.numbers import cost_text, field_text, mflops, percent
 from api.client.progress import phase_name, status_text
 from distill.report import DISPLAY, SUMMARY_COLUMNS, format_table, metrics_table, repair_text
 

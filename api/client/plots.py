@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from api.client.numbers import cost_text, mflops, percent
+from space.numbers import cost_text, mflops, percent
 
 COST_LABELS = {
     "mflops": "MFLOPs",

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from api.client.numbers import duration, percent
+from space.numbers import duration, percent
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 # no tqdm rate or ETA: the worker's, in the postfix

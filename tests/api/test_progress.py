@@ -8,7 +8,7 @@ import io
 import re
 from typing import Any
 
-from api.client.numbers import duration
+from space.numbers import duration
 from api.client.progress import JobView, SweepView, rate_text
 
 

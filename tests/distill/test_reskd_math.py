@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from distill.losses import energy, mutual_kl, relational_angle, relational_distance
+from distill.gap_info import SampleOutputs, cross_run_gi
 from distill.residual import (
     dataset_energy,
     fixed_by_residuals,
-    gi_over_c1,
-    gi_over_c1_fixed,
+    gi_over_c1_to_teacher,
+    gi_per_sample,
     l2_to_teacher,
     residual_target,
     should_stop,
@@ -40,13 +41,14 @@ def test_residual_target_and_stage_sum() -> None:
 def test_termination_rule() -> None:
     assert should_stop(0.91, 1.0, 0.9) and not should_stop(0.9, 1.0, 0.9)
     assert not should_stop(0.95, 1.0, 1.0)
+    assert not should_stop(1.0, 0.01, None)  # termination off: never
 
 
 def test_distances_to_the_teacher() -> None:
     t = torch.zeros(2, 2)
     s = torch.tensor([[3.0, 4.0], [0.0, 0.0]])  # distances 5 and 0
     assert l2_to_teacher(s, t) == pytest.approx(2.5)
-    assert gi_over_c1(s, t) == pytest.approx(math.sqrt(12.5))
+    torch.testing.assert_close(gi_per_sample(s, t), torch.tensor([5.0, 0.0]))
 
 
 def test_gi_subset_reading_of_table_viii() -> None:
@@ -60,9 +62,9 @@ def test_gi_subset_reading_of_table_viii() -> None:
     assert mask.tolist() == [False, True, False, True]  # 0: S0 right; 2: never fixed
     t = torch.tensor([[3.0, 0.0], [3.0, 0.0], [3.0, 0.0], [3.0, 0.0]])
     # S0 on samples 1 and 3: ||(-3, 1)|| both; S2: ||(-1, 1)|| and ||(1, 1)||
-    assert gi_over_c1_fixed(s0, t, mask) == pytest.approx(math.sqrt(10))
-    assert gi_over_c1_fixed(s2, t, mask) == pytest.approx(math.sqrt(2))
-    assert gi_over_c1_fixed(s0, t, torch.zeros(4, dtype=torch.bool)) is None
+    assert gi_over_c1_to_teacher(gi_per_sample(s0, t), mask) == pytest.approx(math.sqrt(10))
+    assert gi_over_c1_to_teacher(gi_per_sample(s2, t), mask) == pytest.approx(math.sqrt(2))
+    assert gi_over_c1_to_teacher(gi_per_sample(s0, t), torch.zeros(4, dtype=torch.bool)) is None
     assert not fixed_by_residuals([s0], labels).any()  # no res-student: no sample
 
 

@@ -1,5 +1,6 @@
-"""Numbers as a person reads them, one way in everything the client and ``reskd`` print (the
-dashboard's ``app.js`` writes them the same way): accuracy in percent with two decimals
+"""Numbers as a person reads them, one way in everything the project prints (the CLI, reports,
+plots; the dashboard's ``app.js`` writes them the same way; pure Python, so the HTTP client may
+import it): accuracy in percent with two decimals
 (``97.25%``), MFLOPs to three significant digits (``0.242``, ``40.8``, ``1230``), Energy to four
 (``0.9712``), parameter counts as ``24.6k`` and durations in words (``3 min 36 s``). JSON keeps
 the numbers themselves; these are for text only. "-" stands where there is no number."""

@@ -4,7 +4,7 @@ two decimals, MFLOPs to 3 significant digits (never in exponent notation), Energ
 
 from __future__ import annotations
 
-from api.client.numbers import (
+from space.numbers import (
     cost_text,
     count,
     duration,
