@@ -1,11 +1,13 @@
 """Gao et al.'s method as stored stages: separate ``student`` into S and A (model separation keeps
 the total MFLOPs), train S on the teacher's feature maps, then A on the residual (the variant's
-phases), and report S, S + A and, when asked, feature KD on the unseparated student."""
+phases), and report S, S + A and, when asked, the baselines of their Table 1 on the unseparated
+student: ``feature_kd`` (eq. 3 alone, "Baseline w/o A") and ``plain_student`` (labels alone, no
+KD, their "Student")."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -24,9 +26,9 @@ from distill.assistant import (
 )
 from distill.models import NetSpec
 from distill.prepare import Prepared
-from distill.report import Report
+from distill.report import Report, Row
 from distill.residual import stage_seed
-from distill.train import TrainConfig
+from distill.train import Supervised, TrainConfig
 from space.zoo import Backbone
 
 
@@ -53,6 +55,11 @@ class _Phases:
                 "net": name,
                 "phase": phase.name,
                 "levels": phase.levels,
+                **(
+                    {"adapter_levels": phase.adapter_levels}
+                    if phase.adapter_levels not in (None, phase.levels)
+                    else {}
+                ),
                 "variant": model.variant,
                 "student": (split.student if model.assistant else self.student).to_dict(),
                 "assistant": split.assistant.to_dict() if model.assistant else None,
@@ -63,11 +70,9 @@ class _Phases:
                 "dataset": p.config.dataset,
                 "augment": p.config.augmented,
             }
-            task = AssistantDistillation(
-                model, self.teacher, adapters, phase=phase.phase, levels=phase.levels,
-                parts=phase.parts, at_weight=self.at_weight, at_mode=self.at_mode,
-                at_levels=phase.at_levels,
-            )  # fmt: skip
+            task = AssistantDistillation.for_phase(
+                model, self.teacher, adapters, phase, at_weight=self.at_weight, at_mode=self.at_mode
+            )
             result = p.store.train(
                 f"{name}-{phase.name}", payload, {"model": model, "adapters": adapters},
                 task=task, train_data=p.data.train, config=train_cfg,
@@ -120,13 +125,8 @@ def run_assistant(
         )
     )  # fmt: skip
     save_assisted(assisted, split, p.out_dir / "assisted_student.pt")
-    if "feature_kd" in p.config.baselines:
-        torch.manual_seed(stage_seed(p.config.seed, "feature_kd"))
-        plain = AssistedStudent(student.build_backbone(), None)
-        phases.train("feature_kd", plain, lambda: None)
-        rows.append(
-            p.model_row("feature KD (unseparated)", "baseline", student.label, plain.student)
-        )
+    for kind in p.config.baselines:
+        rows.append(_BASELINES[kind](phases))
     report = Report(
         rows, p.stages, None, assisted, False,  # the teacher's feature maps: per batch
         p.split.to_dict() | {"indices": "in validation_split.json"},
@@ -135,3 +135,34 @@ def run_assistant(
     report.write(p.out_dir)
     p.log("\n" + report.table())
     return report
+
+
+def _feature_kd(phases: _Phases) -> Row:
+    """Table 1's "Baseline w/o A": the unseparated student with eq. 3 on the final map and the same
+    classifier training; feature KD even when the run adds attention transfer, as its name says."""
+    p, student = phases.p, phases.student
+    torch.manual_seed(stage_seed(p.config.seed, "feature_kd"))
+    plain = AssistedStudent(student.build_backbone(), None)
+    replace(phases, at_weight=0.0).train("feature_kd", plain, lambda: None)
+    return p.model_row("feature KD (unseparated)", "baseline", student.label, plain.student)
+
+
+def _plain_student(phases: _Phases) -> Row:
+    """Table 1's "Student": the unseparated student trained on labels alone (cross-entropy, no
+    teacher), with the schedule of S and A."""
+    p, student = phases.p, phases.student
+    torch.manual_seed(stage_seed(p.config.seed, "plain_student"))
+    net = student.build()
+    payload = {"net": student.to_dict(), "train": phases.train_cfg.to_dict(), **p.data_key}
+    result = p.store.train(
+        "plain_student", payload, {"model": net}, task=Supervised(net), train_data=p.data.train,
+        config=phases.train_cfg, desc="plain student", progress=p.progress,
+    )  # fmt: skip
+    p.stages.append(result.summary())
+    return p.model_row("student, no KD (unseparated)", "baseline", student.label, net)
+
+
+_BASELINES: dict[str, Callable[[_Phases], Row]] = {
+    "feature_kd": _feature_kd,
+    "plain_student": _plain_student,
+}

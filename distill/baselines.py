@@ -16,11 +16,12 @@ from distill.report import Row
 from distill.residual import ResidualDistillation, stage_seed
 from distill.train import TrainConfig
 
-Baseline = Literal["ensemble", "together", "feature_kd"]
-# the baselines of each run method (``feature_kd`` is the assistant method's, in its own run)
+Baseline = Literal["ensemble", "together", "feature_kd", "plain_student"]
+# the baselines of each run method (``feature_kd`` and ``plain_student`` are the assistant
+# method's, in its own run)
 BASELINES: dict[str, tuple[Baseline, ...]] = {
     "reskd": ("ensemble", "together"),
-    "assistant": ("feature_kd",),
+    "assistant": ("feature_kd", "plain_student"),
 }
 
 

@@ -149,4 +149,3 @@ def _check_comparable(a: str, first: SampleOutputs, b: str, run: SampleOutputs) 
             f"{b}: its S0 predicts otherwise than {a}'s; Table VIII's rows share one S0 (run "
             "them with one stages directory, so that S0 is reused)"
         )
-

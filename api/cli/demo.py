@@ -29,9 +29,9 @@ from typing import Any
 from api.cli.options import Subparsers
 from api.cli.tables import metrics_text
 from api.client import Client
-from space.numbers import field_text, mflops, percent
 from api.client.plots import plot_pareto, plot_sweep
 from distill.report import format_table, repair_text
+from space.numbers import field_text, mflops, percent
 
 BUDGET = 0.2  # MFLOPs: ResNet-8 x0.5 on 1x8x8 costs 0.198
 

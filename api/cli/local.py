@@ -12,10 +12,10 @@ from typing import Any
 
 from api.cli.options import Subparsers, add_client_options, add_set_option
 from api.client import load_json_or_yaml, with_sets
-from space.numbers import count, mflops
 from distill.catalog import DATASETS, dataset_info
 from distill.report import format_table, repair_text
 from space.catalog import MODEL_NAMES
+from space.numbers import count, mflops
 
 
 def add_parsers(subparsers: Subparsers) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from space.numbers import cost_text, field_text, mflops, percent
 from api.client.progress import phase_name, status_text
 from distill.report import DISPLAY, SUMMARY_COLUMNS, format_table, metrics_table, repair_text
+from space.numbers import cost_text, field_text, mflops, percent
 
 # the report's headers, accuracy without its unit: each cell says "97.25%"
 HEADERS = DISPLAY | {"val_accuracy": "D_v acc", "accuracy": "test acc"}

@@ -94,6 +94,7 @@ def run_job(claim: Any, settings: Any, queue: Any, device: str) -> dict[str, Any
 KINDS_OF_FILES = {
     "report.json": "report",
     "report.txt": "report",
+    "test_outputs.npz": "report",  # per-sample test outputs for GI across runs
     "combined_student.pt": "combined_student",
     "assisted_student.pt": "assisted_student",
     "log.txt": "log",

@@ -337,6 +337,29 @@ def test_a_plugin_dataset_with_a_survey_is_listed_under_a_data_root(
     assert len(tallies) == 2 and row["train_images"] == 3  # read again once it changed
 
 
+def test_a_failing_plugin_survey_is_a_problem_on_its_row_not_a_failed_listing(
+    tmp_path: Path,
+) -> None:
+    def survey(path: Path) -> Found | None:
+        raise OSError(5, "Input/output error")
+
+    def load(*_: Any) -> Any:
+        raise AssertionError("a listing loads no dataset")
+
+    info = DatasetInfo("broken", 2, 1, 4, (0.5,), (0.5,), True, "a faulty plug-in")
+    register_dataset(DatasetEntry(info, load, survey=survey))
+    try:
+        data = (tmp_path / "data").resolve()
+        (data / "anything").mkdir(parents=True)
+        settings = Settings(artifact_root=tmp_path / "service", data_roots=[data], **LIMITS)
+        rows = [d.model_dump() for d in listing(settings) if d.source == "data_root"]
+    finally:
+        DATASETS.unregister("broken")
+    broken = [r["problem"] for r in rows if r["dataset"] == "broken"]  # the root and its folder
+    assert broken and set(broken) == {"its survey failed: OSError: [Errno 5] Input/output error"}
+    assert {r["dataset"] for r in listing(settings)} >= {"mnist5k", "digits"}  # the rest listed
+
+
 def test_a_job_root_names_an_upload_or_a_folder_under_a_data_root(client: TestClient) -> None:
     settings = _settings(client)
     assert _upload(client, "mydigits", zipped(folder())).status_code == 201

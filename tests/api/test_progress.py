@@ -8,8 +8,8 @@ import io
 import re
 from typing import Any
 
-from space.numbers import duration
 from api.client.progress import JobView, SweepView, rate_text
+from space.numbers import duration
 
 
 class Clock:

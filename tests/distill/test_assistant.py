@@ -251,9 +251,7 @@ def test_every_adapter_eq5_uses_learns_in_the_integrated_variant() -> None:
     x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
     got_grad = set()
     for phase in plan(model, adapters):
-        task = AssistantDistillation(
-            model, teacher, adapters, phase=phase.phase, levels=phase.levels, parts=phase.parts
-        )
+        task = AssistantDistillation.for_phase(model, teacher, adapters, phase)
         optimized = {id(p) for p in task.optimized_parameters()}
         optimizer = torch.optim.SGD(task.optimized_parameters(), lr=0.1)
         task.train()

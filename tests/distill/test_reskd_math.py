@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from distill.losses import energy, mutual_kl, relational_angle, relational_distance
-from distill.gap_info import SampleOutputs, cross_run_gi
 from distill.residual import (
     dataset_energy,
     fixed_by_residuals,

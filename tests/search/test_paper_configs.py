@@ -14,6 +14,7 @@ from PIL import Image
 from api.cli.main import main
 from search.config import RunConfig
 from search.dryrun import dry_run
+from space.genotypes import STACNAS_IMAGENET
 from tests.distill.cifar_files import write_cifar10, write_cifar100
 
 pytestmark = pytest.mark.slow
@@ -31,7 +32,22 @@ TABLES = {
     ("imagenet", "S0", "resnet18"): 1821,
     ("tiny-imagenet", "teacher", "resnet50"): 4117,
     ("tiny-imagenet", "S0", "resnet18"): 1821,
+    ("imagenet", "R1", "nas[C48L14]"): 633,  # Table VII: S1 2454 - S0 1821 (StacNAS's network)
+    ("tiny-imagenet", "R1", "nas[C48L14]"): 632,  # S1 2453 - S0 1821
 }  # Gao et al. count ResNet-34 / 18 at 3.41 / 1.69 GFLOPs, below the usual 3.67 / 1.82 (ours too)
+
+
+# Table VII's R1 parameters (S1 - S0): 17.40 - 11.69 and 16.38 - 11.28 M.
+R1_MPARAMS = {"imagenet": 5.71, "tiny-imagenet": 5.10}
+# The NAS protocol of ResKD section IV-A ("a similar setting as [44]"), for every NAS network.
+NAS_PROTOCOL = {"epochs": 63, "batch_size": 128, "momentum": 0.9, "weight_decay": 3e-4,
+                "schedule": "cosine-power", "lr": 0.1, "lr_min": 1e-4, "power": 2,
+                "grad_clip": 5.0}  # fmt: skip
+# StacNAS's search (its repository: search.py's defaults and run_all.py), per stage.
+STACNAS_SEARCH = {"epochs": 80, "batch_size": 64, "lr": 0.025, "momentum": 0.9,
+                  "weight_decay": 3e-4, "grad_clip": 3.0, "arch_lr": 3e-4,
+                  "arch_weight_decay": 1e-3, "layers": 20, "stage1_layers": 14,
+                  "resolved_optimization": "one-level"}  # fmt: skip
 
 
 def _image(path: Path, value: int, size: int) -> None:
@@ -79,6 +95,33 @@ def test_the_paper_experiments_are_shipped() -> None:
         if config.method == "reskd":  # eq. 3 as the paper writes it
             assert (config.kd.distance, config.kd.ce_on) == ("l2", "residual")
             assert config.deviations() == []
+            _additions_are_listed(path.name, header, config)
+        nas = [n for _, n in config.nets() if getattr(n, "model", None) in ("genotype", "searched")]
+        if nas:  # the NAS protocol, not the ResNets' step schedule
+            trained = config.train_config(nas=True)
+            assert {k: getattr(trained, k) for k in NAS_PROTOCOL} == NAS_PROTOCOL, path.name
+        for net in nas:
+            if net.model == "searched":  # StacNAS's settings, arch_lr not the library's 3e-3
+                spec = net.search  # type: ignore[union-attr]
+                assert spec.strategy == "stacnas", path.name
+                assert {k: getattr(spec, k) for k in STACNAS_SEARCH} == STACNAS_SEARCH, path.name
+            elif config.dataset in R1_MPARAMS:  # Table VII: StacNAS's ImageNet network
+                assert net.genotype == STACNAS_IMAGENET.to_dict(), path.name  # type: ignore[union-attr]
+                assert (net.channels, net.layers) == (48, 14), path.name  # type: ignore[union-attr]
+
+
+def _additions_are_listed(name: str, header: str, config: RunConfig) -> None:
+    """A config's header names what it adds that the paper does not mention."""
+    listed = header.split("Not in the paper:")[-1].replace("\n# ", " ")
+    assert "Not in the paper:" in header, f"{name}: the additions the paper does not mention"
+    if config.kd.zero_init_residual:
+        assert "classifier zero-initialised" in listed, name
+    nets = [n for _, n in config.nets()]
+    if any(getattr(n, "model", None) in ("genotype", "searched") for n in nets):
+        assert "gradients clipped at norm 5" in listed, name
+    if any(getattr(n, "auxiliary", False) or getattr(getattr(n, "search", None), "auxiliary",
+                                                         False) for n in nets):  # fmt: skip
+        assert "auxiliary head" in listed, name
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -103,6 +146,11 @@ def test_paper_config_passes_the_dry_run(path: Path, roots: dict[str, Path]) -> 
         assert plan[4].mflops == search.budget_mflops
     if config.nas_train.schedule is not None:  # the NAS protocol: 63 epochs for R1
         assert next(p for p in plan if p.stage in ("R1", "R1 fine-tune")).epochs == 63
+    for p in plan:
+        if p.stage.startswith("R1 search"):  # StacNAS's 80 epochs per stage
+            assert p.epochs == 80, p.stage
+        if p.stage == "R1" and config.dataset in R1_MPARAMS:
+            assert p.mparams == pytest.approx(R1_MPARAMS[config.dataset], rel=0.02)
     assert not (path.parent / "runs").exists()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from api.client import load_json_or_yaml
 from distill.combined import CombinedStudent
+from distill.gap_info import SampleOutputs
 from search.config import RunConfig
 from search.pipeline import run
 
@@ -27,7 +29,7 @@ TINY = {
     "preset": "cpu-tiny",
     "train": {"epochs": 1},
     "teacher_train": {"epochs": 2},
-    "ratio": 1.0,
+    "ratio": None,  # termination off: every stage asked for trains
 }
 
 
@@ -58,13 +60,41 @@ def test_run_reports_every_model(finished) -> None:
     assert f"{100 * t.accuracy:.2f}" in text.splitlines()[2]
     assert report["rows"][0]["accuracy"] == pytest.approx(t.accuracy) and t.accuracy <= 1
     assert "energy: the mean over test samples of the sum of squared softmax" in text
-    # Table VIII's subset reading beside the RMS over all samples, both named in the report
-    n = report["gi_fixed_samples"]
+    # Table VIII's GI/C1 to T over the samples S0 gets wrong and some S_i right, named
+    n = report["gi_samples"]
     if n:
-        assert t.gi_fixed == 0 and s0.gi_fixed is not None and s0.gi_fixed > 0
-        assert "gi_fixed: mean ||S - T||_2 over the" in (out / "report.txt").read_text()
+        assert t.gi_over_c1_to_T == 0 and s0.gi_over_c1_to_T and s0.gi_over_c1_to_T > 0
+        assert "GI/C1 to T (eq. 21, Table VIII): mean ||S - T||_2 over the" in text
     else:
-        assert s0.gi_fixed is None
+        assert s0.gi_over_c1_to_T is None
+    # each S_i's per-sample test outputs, for the reading across runs
+    outputs = SampleOutputs.load(out)
+    assert outputs.models == ["S0", "S1", "S2"] and outputs.archs == [s0.arch, s1.arch, s2.arch]
+    assert outputs.predictions.shape == outputs.gi.shape == (3, len(outputs.labels))
+    assert float(outputs.gi[0].mean()) == pytest.approx(s0.l2_to_T, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_the_report_says_why_the_run_stopped(finished, tmp_path: Path) -> None:
+    out, config, result = finished
+    # termination off (ratio null): the two res-students asked for, whatever their Energy
+    assert [r.model for r in result.rows if r.role == "stage"] == ["S0", "S1", "S2"]
+    assert result.stop_reason == "max_stages 2 reached"
+    assert "stopped: max_stages 2 reached" in (out / "report.txt").read_text()
+    assert json.loads((out / "report.json").read_text())["stop_reason"] == "max_stages 2 reached"
+    # the same stages (reused) under a ratio every S1 passes: Energy stops the run at S1
+    quiet = {"progress": False, "log": lambda _: None, "stages_dir": out}
+    energy = run(config.model_copy(update={"ratio": 0.01}), out_dir=tmp_path / "e", **quiet)
+    assert [r.model for r in energy.rows if r.role == "stage"] == ["S0", "S1"]
+    assert re.fullmatch(
+        r"Energy\(S1, D_v\) \d\.\d{4} > 0\.01 x Energy\(T, D_v\) \d\.\d{4}",
+        energy.stop_reason or "",
+    )
+    assert not any(s["trained"] for s in energy.stages)
+    # no max_stages: as many res-students as the config lists
+    listed = run(RunConfig.from_dict(TINY), out_dir=tmp_path / "r", **quiet)
+    assert listed.stop_reason == "res_students exhausted (1 given)"
+    assert [r.model for r in listed.rows if r.role == "stage"] == ["S0", "S1"]
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from space.flops import count
-from space.genotypes import DARTS_V1, DARTS_V2, GENOTYPES, Genotype
+from space.genotypes import DARTS_V1, DARTS_V2, GENOTYPES, STACNAS_IMAGENET, Genotype
 from space.network import GenotypeNetwork, genotype_macs
 from space.operations import GROUPS, OPS, PRIMITIVES, op_macs
 from space.supernet import NetShape, Supernet, argmax_genotype, uniform_candidates
@@ -57,7 +57,7 @@ def test_a_bad_genotype_names_what_is_wrong() -> None:
         Genotype.from_dict(raw)
 
 
-@pytest.mark.parametrize("genotype", [DARTS_V1, DARTS_V2], ids=["darts_v1", "darts_v2"])
+@pytest.mark.parametrize("genotype", list(GENOTYPES.values()), ids=list(GENOTYPES))
 @pytest.mark.parametrize(
     ("chans", "size", "channels", "layers"),
     [(3, 32, 16, 8), (3, 224, 16, 6), (1, 28, 8, 5), (1, 8, 4, 3)],
@@ -102,6 +102,29 @@ def test_published_darts_networks_are_the_papers_size() -> None:
     c = count(imagenet, input_shape=(3, 224, 224))
     assert 4.6 < c.mparams < 4.8, c.mparams
     assert abs(c.mflops - 574) / 574 < 0.06, c.mflops  # adaptive pooling head, thop's convention
+
+
+def test_stacnas_imagenet_network_is_reskds_table7_r1() -> None:
+    """ResKD's R1 in Table VII is StacNAS's ImageNet network (S1 - S0): 17.40 - 11.69 = 5.71 M
+    parameters and 2454 - 1821 = 633 MFLOPs on ImageNet, 16.38 - 11.28 = 5.10 M and 2453 - 1821
+    = 632 on Tiny-ImageNet (200 classes, 224 px); StacNAS's own table: 5.7 M."""
+    from space.zoo import create_model
+
+    imagenet = count(create_model("stacnas_imagenet", num_classes=1000, input_size=224),
+                     input_shape=(3, 224, 224))  # fmt: skip
+    assert imagenet.params == 5_715_040  # the transcription, pinned
+    assert imagenet.mparams == pytest.approx(5.71, rel=0.02)
+    assert imagenet.mflops == pytest.approx(633, rel=0.02)
+    tiny = GenotypeNetwork(STACNAS_IMAGENET, channels=48, layers=14, num_classes=200,
+                           in_chans=3, input_size=224, stem="imagenet")  # fmt: skip
+    c = count(tiny, input_shape=(3, 224, 224))
+    assert c.mparams == pytest.approx(5.10, rel=0.02)
+    assert c.mflops == pytest.approx(632, rel=0.02)
+    # every node takes one edge from each previous cell; two identities, the rest 3x3 sep convs
+    for edges in (STACNAS_IMAGENET.normal, STACNAS_IMAGENET.reduce):
+        assert [i for _, i in edges] == [0, 1] * 4
+    assert [op for op, _ in STACNAS_IMAGENET.normal].count("skip_connect") == 2
+    assert {op for op, _ in STACNAS_IMAGENET.reduce} == {"sep_conv_3x3"}
 
 
 def test_the_auxiliary_head_is_dartss_and_not_counted_as_the_networks_parameters() -> None:

@@ -6,6 +6,7 @@ stamp (the modification times of its files) stays the same.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -22,6 +23,8 @@ from distill.data import DATASETS, load_dataset, num_samples
 from distill.datasets import folders
 from distill.datasets.folders import text
 
+log = logging.getLogger("reskd.datasets")
+
 KEPT = 512  # datasets whose facts are kept
 
 
@@ -33,10 +36,20 @@ def listing(settings: Settings) -> list[DatasetPublic]:
     for data_root in settings.data_roots:
         for path in _candidates(data_root):
             for dataset in surveyed:
-                found = dataset.surveyed(path)
+                found = _survey(dataset, path)
                 if found is not None:
                     rows.append(_root_entry(path, dataset, found))
     return rows
+
+
+def _survey(dataset: DatasetEntry, path: Path) -> Found | None:
+    """What ``dataset``'s survey finds at ``path``; a survey that fails (a plug-in's fault) is a
+    problem on its row, not a failed listing."""
+    try:
+        return dataset.surveyed(path)
+    except Exception as exc:  # a hook of a third party: its fault is reported, never a 500
+        log.warning("dataset %s: its survey of %s failed", dataset.info.name, path, exc_info=exc)
+        return Found.known(Facts(problem=f"its survey failed: {type(exc).__name__}: {exc}"))
 
 
 def uploaded_names(settings: Settings) -> list[str]:
