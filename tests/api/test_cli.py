@@ -375,10 +375,12 @@ def test_show_and_jobs_write_numbers_one_way(capsys: pytest.CaptureFixture[str])
         "teacher": {"id": "resnet20@ab12", "val_accuracy": 0.98667}, "progress": {},
         "metrics": METRICS, "artifacts": [], "stages": [],
         "searches": [{"network": "R1", "mflops": 0.19876, "repair": repair}],
+        "stop_reason": "max_stages 1 reached",
     }  # fmt: skip
     print_job(job)
     lines = capsys.readouterr().out.splitlines()
     assert "teacher resnet20@ab12: 98.67% on D_v" in lines
+    assert "stopped: max_stages 1 reached" in lines  # why the run has the stages it has
     t, s1 = (line.split() for line in lines if line.startswith(("T ", "S1 ")))
     assert t[2:] == ["98.66%", "98.00%", "40.8", "40.8", "100", "0.9712"]
     assert s1[2:] == ["95.56%", "95.00%", "1230", "2.56", "8.33", "0.9701"]

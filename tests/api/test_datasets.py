@@ -357,7 +357,7 @@ def test_a_failing_plugin_survey_is_a_problem_on_its_row_not_a_failed_listing(
         DATASETS.unregister("broken")
     broken = [r["problem"] for r in rows if r["dataset"] == "broken"]  # the root and its folder
     assert broken and set(broken) == {"its survey failed: OSError: [Errno 5] Input/output error"}
-    assert {r["dataset"] for r in listing(settings)} >= {"mnist5k", "digits"}  # the rest listed
+    assert {r.dataset for r in listing(settings)} >= {"mnist5k", "digits"}  # the rest listed
 
 
 def test_a_job_root_names_an_upload_or_a_folder_under_a_data_root(client: TestClient) -> None:
