@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from distill.residual import fixed_by_residuals, gi_over_c1_to_teacher, gi_per_sample, predicted
+from distill.stages import write_atomic
 
 OUTPUTS_FILE = "test_outputs.npz"
 
@@ -65,14 +66,7 @@ class SampleOutputs:
             gi=self.gi.to(torch.float32).numpy(),
             teacher=np.array(self.teacher),
         )
-        path = run_dir / OUTPUTS_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            tmp.write_bytes(buffer.getvalue())
-            tmp.replace(path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_atomic(run_dir / OUTPUTS_FILE, buffer.getvalue())
 
     @classmethod
     def load(cls, run_dir: Path) -> SampleOutputs:

@@ -39,11 +39,12 @@ def stage_key(kind: str, payload: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """``text`` at ``path``, written to a temporary name and renamed (never half a file)."""
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """``text`` (or bytes) at ``path``, written to a temporary name and renamed (never half a
+    file)."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(text)
+        tmp.write_bytes(text) if isinstance(text, bytes) else tmp.write_text(text)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind

@@ -28,7 +28,7 @@ from distill.config import ConfigError
 from distill.data import DatasetError, DatasetInfo, load_dataset, num_samples
 from distill.models import NetSpec, complexity
 from distill.report import format_table
-from distill.train import resolve_device
+from distill.train import TrainConfig, resolve_device
 from search.config import RunConfig, SearchedNet, spec_of
 from search.run import shape_for
 from search.strategies import strategy_for
@@ -175,6 +175,11 @@ def dry_run(
         f"{steps} steps per network; nothing is trained"
     )
     log(format_table([p.row() for p in plan], list(plan[0].row())))
+    if any(
+        getattr(n, "model", None) in ("genotype", "searched")
+        for n in (config.student, *config.res_students)
+    ):
+        log(f"NAS networks train with {_protocol(config.train_config(nas=True))}")
     total = sum(p.hours for p in plan)
     teacher = "loaded" if config.teacher_checkpoint else "trained"
     if config.student_checkpoint:
@@ -186,6 +191,21 @@ def dry_run(
     for deviation in config.deviations():
         log(f"note: {deviation}")
     return plan
+
+
+def _protocol(config: TrainConfig) -> str:
+    """A training protocol in a line: optimizer, schedule, weight decay, batch, epochs, clip."""
+    schedule = {
+        "multistep": f"/{1 / config.gamma:g} at epochs {', '.join(map(str, config.milestones))}",
+        "cosine": "cosine",
+        "cosine-power": f"cosine power annealing (power {config.power:g}) to {config.lr_min:g}",
+        "constant": "constant",
+    }[config.schedule]
+    clip = f", gradients clipped at {config.grad_clip:g}" if config.grad_clip else ""
+    return (
+        f"{config.optimizer.upper()} lr {config.lr:g}, {schedule}, wd {config.weight_decay:g}, "
+        f"batch {config.batch_size}, {config.epochs} epochs{clip}"
+    )
 
 
 def _checked_data(config: RunConfig) -> tuple[DatasetInfo, int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from space.numbers import mflops
 from space.supernet import CELL_KINDS, edge_inputs
 
 
@@ -16,6 +17,7 @@ def plot_search(history: list[dict[str, Any]], *, budget_mflops: float, path: Pa
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if not history:
         raise ValueError("plot: the search recorded no epoch")
@@ -67,8 +69,9 @@ def plot_search(history: list[dict[str, Any]], *, budget_mflops: float, path: Pa
     ax = axes[0][2]
     ax.plot(x, [h["expected_mflops"] for h in history], marker="o", label="E[MFLOPs] (derived)")
     budgets = [h.get("budget_mflops", budget_mflops) for h in history]  # a shallower stage 1's
-    ax.step(x, budgets, where="mid", color="red", linestyle="--", label=f"budget {budget_mflops:g}"
-            + (" (stage 1 scaled to its depth)" if len(set(budgets)) > 1 else ""))  # fmt: skip
+    scaled = " (stage 1 scaled to its depth)" if len(set(budgets)) > 1 else ""
+    label = f"budget {mflops(budget_mflops)}{scaled}"
+    ax.step(x, budgets, where="mid", color="red", linestyle="--", label=label)
     for b in boundaries:
         ax.axvline(b, color="grey", linestyle="--", linewidth=1)
     ax.set_title("expected MFLOPs")
@@ -78,6 +81,8 @@ def plot_search(history: list[dict[str, Any]], *, budget_mflops: float, path: Pa
     ax.plot(x, [h["loss"] for h in history], marker="o")
     ax.set_title("search loss\n(KD on the residual + FLOPs term)", fontsize=9)
     ax.set_xlabel("epoch")
+    for ax in (axes[0][0], axes[1][0], axes[0][2], axes[1][2]):  # epochs are whole numbers
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -42,6 +42,8 @@ from search.strategies import (
 )
 from space.flops import Complexity, count
 from space.genotypes import Genotype
+from space.numbers import count as count_text
+from space.numbers import mflops
 from space.supernet import NetShape
 
 
@@ -84,9 +86,9 @@ class SearchResult:
         d = self.derivation
         return (
             f"{genotype_text(self.genotype)}\n"
-            f"channels {self.channels}, {self.spec.layers} cells: {self.complexity.mflops:.4f} "
-            f"MFLOPs counted (budget {d.budget_mflops:g}, {100 * d.use:.1f}% used), "
-            f"{self.complexity.params / 1e6:.4f} M params\n{repair_text(d.repair())}"
+            f"channels {self.channels}, {self.spec.layers} cells: {mflops(self.complexity.mflops)} "
+            f"MFLOPs counted (budget {mflops(d.budget_mflops)}, {100 * d.use:.1f}% used), "
+            f"{count_text(self.complexity.params)} params\n{repair_text(d.repair(), mflops=mflops)}"
         )
 
 
@@ -201,7 +203,7 @@ def _announce(spec: StrategySpec, shape: NetShape, plan: list[SupernetPlan]) -> 
         f"search ({spec.strategy}, {spec.resolved_optimization}): {shape.channels} channels"
         + (f" (supernet {wider})" if wider != shape.channels else "")
         + f", {spec.layers} cells{''.join(shallower)}"
-        + f", budget {spec.budget_mflops:g} MFLOPs, {spec.epochs} epoch(s)"
+        + f", budget {mflops(spec.budget_mflops)} MFLOPs, {spec.epochs} epoch(s)"
         + (" per stage" if len(plan) > 1 else "")
     )
 
@@ -249,8 +251,8 @@ def _write(result: SearchResult) -> None:
     draw_cells(
         result.genotype,
         out_dir / "cells.png",
-        title=f"{result.channels} channels, {spec.layers} cells, {counted.mflops:.4f} MFLOPs "
-        f"(budget {spec.budget_mflops:g}); repair changed "
+        title=f"{result.channels} channels, {spec.layers} cells, {mflops(counted.mflops)} MFLOPs "
+        f"(budget {mflops(spec.budget_mflops)}); repair changed "
         f"{result.derivation.operations_changed} operation(s)",
     )
     (out_dir / "genotype.json").write_text(

@@ -144,6 +144,11 @@ def test_paper_config_passes_the_dry_run(path: Path, roots: dict[str, Path]) -> 
         assert plan[2].network.endswith(f"L{search.stage1_layers}")
         assert plan[3].network.endswith(f"L{search.layers}")
         assert plan[4].mflops == search.budget_mflops
+    if any(getattr(n, "model", None) in ("genotype", "searched") for _, n in config.nets()):
+        assert (
+            "NAS networks train with SGD lr 0.1, cosine power annealing (power 2) to 0.0001, "
+            "wd 0.0003, batch 128, 63 epochs, gradients clipped at 5"
+        ) in lines
     if config.nas_train.schedule is not None:  # the NAS protocol: 63 epochs for R1
         assert next(p for p in plan if p.stage in ("R1", "R1 fine-tune")).epochs == 63
     for p in plan:
