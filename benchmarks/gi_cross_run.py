@@ -18,6 +18,7 @@ from pathlib import Path
 
 from distill.gap_info import OUTPUTS_FILE, GITable, SampleOutputs, cross_run_gi
 from distill.report import format_table
+from space.numbers import percent
 
 
 def table_text(table: GITable) -> str:
@@ -27,7 +28,7 @@ def table_text(table: GITable) -> str:
             "run": r.run,
             "model": r.model,
             "arch": r.arch,
-            "test acc %": f"{100 * r.accuracy:.2f}",
+            "test acc": percent(r.accuracy),
             "L2 to T": f"{r.l2_to_T:.4f}",
             "GI/C1 to T": "-" if r.gi_over_c1_to_T is None else f"{r.gi_over_c1_to_T:.4f}",
         }

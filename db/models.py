@@ -86,6 +86,8 @@ class Job(Base):
     worker: Mapped[str | None] = mapped_column(String(128))
     lease_until: Mapped[float | None] = mapped_column(Float)  # unix time
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # attempts whose worker died (its lease expired, or a Ray task's process was retried)
+    worker_deaths: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cache, lru_cache, partial
 from pathlib import Path
 from typing import Literal
 
@@ -375,7 +376,7 @@ def separate(
     ``ratio`` of the original's MFLOPs, then A (its 1x1 conv into S included) to the rest. The
     rule alone leaves S short and A over its share (ResNet-18: 88.7% and 11.6%) because the stem,
     the classifier and A's conv into S cost linearly in the channels, not quadratically. Then
-    channels move one at a time while that brings both shares closer.
+    channels move one at a time, in S and then in A, while that brings each nearer its share.
     """
     if not 0 < ratio < 1:
         raise ValueError(f"separation: the student's share of FLOPs must be in (0, 1), got {ratio}")
@@ -387,46 +388,25 @@ def separate(
         base = [c // 4 for c in base]  # bottleneck planes
     target = count(original.build(), input_shape=shape).macs
 
-    def spec(widths: list[int]) -> NetSpec:
-        return replace(original, width=1.0, stage_widths=tuple(widths))
+    def spec(widths: tuple[int, ...]) -> NetSpec:
+        return replace(original, width=1.0, stage_widths=widths)
 
-    s_counts: dict[tuple[int, ...], int] = {}
-    a_counts: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+    @lru_cache(maxsize=2)  # S while A's widths are fitted
+    def net(widths: tuple[int, ...]) -> Backbone:
+        return spec(widths).build_backbone()
 
-    def s_cost(sw: list[int]) -> int:
-        if tuple(sw) not in s_counts:
-            s_counts[tuple(sw)] = count(spec(sw).build_backbone(), input_shape=shape).macs
-        return s_counts[tuple(sw)]
+    @cache
+    def s_cost(sw: tuple[int, ...]) -> int:
+        return count(net(sw), input_shape=shape).macs
 
-    def a_cost(sw: list[int], aw: list[int]) -> int:
+    @cache
+    def a_cost(sw: tuple[int, ...], aw: tuple[int, ...]) -> int:
         """A's feature path and its conv into S: the deployed S + A less S."""
-        key = (tuple(sw), tuple(aw))
-        if key not in a_counts:
-            both = AssistedStudent(
-                spec(sw).build_backbone(), spec(aw).build_backbone(), variant=variant
-            )
-            a_counts[key] = count(both, input_shape=shape).macs - s_cost(sw)
-        return a_counts[key]
+        both = AssistedStudent(net(sw), net(aw), variant=variant)
+        return count(both, input_shape=shape).macs - s_cost(sw)
 
-    def error(pair: tuple[list[int], list[int]]) -> float:
-        sw, aw = pair
-        return (abs(s_cost(sw) - ratio * target) + abs(a_cost(sw, aw) - (1 - ratio) * target)) / (
-            target
-        )
-
-    sw = _fitted(base, ratio, s_cost, ratio * target)
-    aw = _fitted(base, 1 - ratio, lambda w: a_cost(sw, w), (1 - ratio) * target)
-    for _ in range(max_steps):
-        moves = [
-            (sw, _moved(aw, k, step)) if of_a else (_moved(sw, k, step), aw)
-            for of_a in (False, True)
-            for k in range(len(base))
-            for step in (-1, 1)
-        ]
-        best = min(moves, key=error)
-        if error(best) >= error((sw, aw)):
-            break
-        sw, aw = best
+    sw = _fitted(base, ratio, s_cost, ratio * target, max_steps)
+    aw = _fitted(base, 1 - ratio, partial(a_cost, sw), (1 - ratio) * target, max_steps)
     s_macs, a_macs = s_cost(sw), a_cost(sw, aw)
     return Separation(
         original, spec(sw), spec(aw), ratio, target / 1e6, s_macs / 1e6, a_macs / 1e6,
@@ -434,24 +414,38 @@ def separate(
     )  # fmt: skip
 
 
-def _moved(widths: list[int], k: int, step: int) -> list[int]:
-    return [max(1, w + step) if i == k else w for i, w in enumerate(widths)]
-
-
 def _fitted(
-    base: list[int], share: float, cost: Callable[[list[int]], int], goal: float
-) -> list[int]:
-    """The square-root rule's widths, ``c * sqrt(share) * m``, with the factor m (bisection)
-    whose ``cost`` is nearest ``goal``."""
+    base: list[int],
+    share: float,
+    cost: Callable[[tuple[int, ...]], int],
+    goal: float,
+    max_steps: int,
+) -> tuple[int, ...]:
+    """Widths ``c * sqrt(share) * m`` with the factor m (bisection) whose ``cost`` is nearest
+    ``goal``, then moved one channel at a time while that brings the cost nearer."""
 
-    def widths(m: float) -> list[int]:
-        return [max(1, round(c * math.sqrt(share) * m)) for c in base]
+    def widths(m: float) -> tuple[int, ...]:
+        return tuple(max(1, round(c * math.sqrt(share) * m)) for c in base)
 
-    low, high = 0.25, 2.0
-    for _ in range(14):
+    def miss(w: tuple[int, ...]) -> float:
+        return abs(cost(w) - goal)
+
+    low, high = 0.5, 1.5  # 10 halvings: under a channel's step for up to 1000 channels
+    for _ in range(10):
         middle = (low + high) / 2
         low, high = (middle, high) if cost(widths(middle)) < goal else (low, middle)
-    return min((widths(low), widths(high)), key=lambda w: abs(cost(w) - goal))
+    best = min(widths(low), widths(high), key=miss)
+    for _ in range(max_steps):
+        moves = [
+            tuple(max(1, w + step) if i == k else w for i, w in enumerate(best))
+            for k in range(len(base))
+            for step in (-1, 1)
+        ]
+        move = min(moves, key=miss)
+        if miss(move) >= miss(best):
+            break
+        best = move
+    return best
 
 
 ASSISTED_FORMAT = "reskd-assisted/1"

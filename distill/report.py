@@ -9,12 +9,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from space.numbers import MISSING, field_text, number
+from space.numbers import mflops as mflops_text
+
 
 def _cell(value: object) -> str:
     if value is None:
-        return "-"
+        return MISSING
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
+        return number(value)
     return str(value)
 
 
@@ -70,8 +73,8 @@ SUMMARY_COLUMNS = (
 )
 # The table's headers (report.json keeps the field names, accuracy as a fraction).
 DISPLAY = {
-    "val_accuracy": "D_v acc %",
-    "accuracy": "test acc %",
+    "val_accuracy": "D_v acc",
+    "accuracy": "test acc",
     "mflops": "MFLOPs",
     "adaptive_mflops": "MFLOPs adaptive",
     "pct_of_T": "% of T's MFLOPs",
@@ -82,22 +85,16 @@ DISPLAY = {
 }
 
 
-PERCENT = ("accuracy", "val_accuracy")
-
-
-def _in_percent(field: str, value: Any) -> Any:
-    return 100 * value if field in PERCENT and value is not None else value
-
-
 def metrics_table(
     rows: Sequence[Mapping[str, Any]],
     columns: Sequence[str],
     *,
-    cell: Callable[[str, Any], object] = _in_percent,
+    cell: Callable[[str, Any], object] = field_text,
     headers: Mapping[str, str] = DISPLAY,
 ) -> str:
     """Report rows (as report.json holds them) as a person reads them: each value as ``cell``
-    shows its field (by default accuracy in percent), under the field's header."""
+    shows its field (by default the one number convention, ``space.numbers``: accuracy
+    ``97.25%``, MFLOPs ``0.242``, Energy ``0.9712``), under the field's header."""
     shown = [{headers.get(k, k): cell(k, v) for k, v in row.items()} for row in rows]
     return format_table(shown, [headers.get(c, c) for c in columns])
 
@@ -143,7 +140,7 @@ class Row:
         return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
 
 
-def repair_text(repair: dict[str, Any], *, mflops: Callable[[float], str] = "{:.4f}".format) -> str:
+def repair_text(repair: dict[str, Any], *, mflops: Callable[[float], str] = mflops_text) -> str:
     """One line of a search's provenance: what the budget repair changed in the search's choice
     (its MFLOPs written by ``mflops``)."""
     if repair["kept_search_choice"]:

@@ -88,7 +88,7 @@ class SearchResult:
             f"{genotype_text(self.genotype)}\n"
             f"channels {self.channels}, {self.spec.layers} cells: {mflops(self.complexity.mflops)} "
             f"MFLOPs counted (budget {mflops(d.budget_mflops)}, {100 * d.use:.1f}% used), "
-            f"{count_text(self.complexity.params)} params\n{repair_text(d.repair(), mflops=mflops)}"
+            f"{count_text(self.complexity.params)} params\n{repair_text(d.repair())}"
         )
 
 

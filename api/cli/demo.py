@@ -264,7 +264,7 @@ def _searched(client: Client, search: dict[str, Any], out_dir: Path) -> None:
             f"{mflops(found.get('budget_mflops') or BUDGET)} MFLOPs budget; S{i} = S0 + ... + "
             f"{found['network']} costs {mflops(totals.get(f'S{i}'))} MFLOPs in all:\n"
             f"{genotype_text(Genotype.from_dict(found['genotype']))}\n"
-            f"{repair_text(found['repair'], mflops=mflops)}"
+            f"{repair_text(found['repair'])}"
         )
     for name in ("R1-genotype.json", "R1-cells.png"):
         if any(a["name"] == name for a in search["artifacts"]):

@@ -255,7 +255,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         f"\n{found['network']} searched ({found['strategy']}): {mflops(found['mflops'])} MFLOPs "
         f"counted (budget {mflops(found['budget_mflops'])}), {found['channels']} channels, "
         f"{found['layers']} cells\n{genotype_text(Genotype.from_dict(found['genotype']))}\n"
-        f"{repair_text(found['repair'], mflops=mflops)}\ngenotype {json.dumps(found['genotype'])}\n"
+        f"{repair_text(found['repair'])}\ngenotype {json.dumps(found['genotype'])}\n"
         f"cells: {found['cells']}\narchitecture weights plot: {found['plot']}\n"
         f"stage directory: {found['directory']}"
     )

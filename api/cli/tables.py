@@ -6,16 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from api.client.progress import phase_name, status_text
-from distill.report import DISPLAY, SUMMARY_COLUMNS, format_table, metrics_table, repair_text
+from distill.report import SUMMARY_COLUMNS, format_table, metrics_table, repair_text
 from space.numbers import cost_text, field_text, mflops, percent
-
-# the report's headers, accuracy without its unit: each cell says "97.25%"
-HEADERS = DISPLAY | {"val_accuracy": "D_v acc", "accuracy": "test acc"}
 
 
 def metrics_text(metrics: list[dict[str, Any]]) -> str:
     """A job's report rows (``SUMMARY_COLUMNS``) by the number convention."""
-    return metrics_table(metrics, SUMMARY_COLUMNS, cell=field_text, headers=HEADERS)
+    return metrics_table(metrics, SUMMARY_COLUMNS)
 
 
 def print_job(job: dict[str, Any], base_url: str = "") -> None:
@@ -52,7 +49,7 @@ def print_job(job: dict[str, Any], base_url: str = "") -> None:
     for found in job.get("searches") or []:
         line = f"\n{found['network']} searched: {mflops(found['mflops'])} MFLOPs"
         if found.get("repair"):
-            line += f"; {repair_text(found['repair'], mflops=mflops)}"
+            line += f"; {repair_text(found['repair'])}"
         print(line + (f"\ncells: {base_url}{found['cells']}" if found.get("cells") else ""))
     if job["artifacts"]:
         print("\nartifacts: " + ", ".join(a["name"] for a in job["artifacts"]))

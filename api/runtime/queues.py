@@ -6,11 +6,14 @@ from __future__ import annotations
 import time
 
 from api.runtime.sql import SqlQueue
-from api.runtime.store import Clock, JobQueue
+from api.runtime.store import MAX_ATTEMPTS, Clock, JobQueue
 from db.session import Database
 
 
-def open_queue(db: Database, *, clock: Clock = time.time) -> JobQueue:
+def open_queue(
+    db: Database, *, clock: Clock = time.time, max_attempts: int = MAX_ATTEMPTS
+) -> JobQueue:
     """The queue for ``db`` (one SQL implementation serves SQLite and PostgreSQL); its leases
-    run on ``clock``."""
-    return SqlQueue(db, clock=clock)
+    run on ``clock``; a job whose worker died ``max_attempts`` times fails when it is next
+    claimed."""
+    return SqlQueue(db, clock=clock, max_attempts=max_attempts)

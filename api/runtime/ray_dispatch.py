@@ -77,7 +77,7 @@ class RayDispatcher(Executor):
         self.ray = _import_ray()
         self.settings = settings
         self.db = Database(settings.url)
-        self.queue = open_queue(self.db)
+        self.queue = open_queue(self.db, max_attempts=settings.max_attempts)
         self.name = f"ray@{socket.gethostname()}:{os.getpid()}"
         self.next_beat = 0.0
         self._counter = itertools.count()

@@ -76,7 +76,10 @@ def worker_env(settings: Settings, *, gpu: int | None, threads: int) -> dict[str
         "RESKD_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
         "RESKD_POLL_SECONDS": str(settings.poll_seconds),
         "OMP_NUM_THREADS": str(threads),  # CPU workers share the cores without oversubscribing
+        "RESKD_MAX_ATTEMPTS": str(settings.max_attempts),
     }
+    if settings.worker_memory_bytes is not None:
+        env["RESKD_WORKER_MEMORY_BYTES"] = str(settings.worker_memory_bytes)
     if gpu is not None:
         env |= {"CUDA_VISIBLE_DEVICES": str(gpu), "RESKD_DEVICE": "cuda"}
     else:

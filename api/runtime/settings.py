@@ -88,6 +88,34 @@ class Settings(BaseSettings):
     )
     device: str = "auto"
     lease_seconds: float = Field(20.0, description="a worker silent this long is presumed dead")
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="times a job's worker may die (stop renewing its lease) before the job fails "
+        "with 'worker died N times' instead of being handed out again",
+    )
+    worker_memory_bytes: int | None = Field(
+        None,
+        ge=1 << 30,
+        description="address space of each local worker process (RLIMIT_AS; off by default): a "
+        "job that needs more fails with an out-of-memory error naming this limit instead of "
+        "taking the machine's memory. A worker needs about 4 GiB once PyTorch is loaded; a CUDA "
+        "worker maps far more address space than it uses, so leave it off on GPUs",
+    )
+    max_job_params: int = Field(
+        2_000_000_000,
+        ge=1,
+        description="most parameters of any one network of a job (its teacher, S0, a "
+        "res-student, a search's supernet), counted at submit without allocating them: a "
+        "larger one is a 422 naming the network",
+    )
+    max_job_mflops: float = Field(
+        1e6,
+        gt=0,
+        description="most MFLOPs (multiply-accumulates of one sample's forward pass, in "
+        "millions) of any one network of a job, counted at submit as max_job_params is",
+    )
     heartbeat_seconds: float = Field(1.0, description="lease renewal and cancel polling period")
     poll_seconds: float = Field(0.5, description="idle workers look for work this often")
     ray_address: str | None = Field(

@@ -10,6 +10,10 @@ Contract
 - ``lock_stage`` gives one owner per stage key across all jobs (no stage computed twice at once);
   locks are leased like jobs and renewed by ``heartbeat``; a dead owner's lock is taken over.
 - ``finish`` only takes effect for the current owner.
+- A job whose worker died (its lease expired) ``max_attempts`` times is not handed out again:
+  the claim that finds it fails it with "worker died N times" (a job handed back with
+  ``release`` by a worker shutting down has not died; a Ray task retried after its worker
+  process died, ``count_attempt``, has).
 - A stage row that an attempt left ``running`` (its worker died or handed the job back) is closed
   as ``interrupted`` when the job is claimed again; the next attempt records the stage anew,
   resumed from its checkpoint.
@@ -34,6 +38,9 @@ from api.runtime.kinds import (  # noqa: F401  (re-exported: the names store use
     JobState,
     SweepState,
 )
+
+MAX_ATTEMPTS = 3
+"""Deaths of a job's worker after which the job fails (``Settings.max_attempts``)."""
 
 Clock: TypeAlias = Callable[[], float]
 """Seconds since the epoch, now (``time.time``); a lease runs out when the clock passes it."""

@@ -24,6 +24,7 @@ from typing import Any
 
 from api.runtime.exits import EXIT_DATABASE_GONE
 from api.runtime.lease import held
+from api.runtime.limits import limit_memory, memory_error, out_of_memory
 from api.runtime.loop import Executor
 from api.runtime.queues import open_queue
 from api.runtime.runner import run_job
@@ -212,7 +213,7 @@ class Worker(Executor):
         # A Ray task keeps the name its dispatcher claimed the job with (``exact_name``).
         self.name = name if exact_name and name else f"{name or socket.gethostname()}:{os.getpid()}"
         self.db = Database(settings.url)
-        self.queue = open_queue(self.db)
+        self.queue = open_queue(self.db, max_attempts=settings.max_attempts)
         self.parent = parent  # a pool's worker stops when the process that started it is gone
 
     def gone(self) -> bool:
@@ -259,7 +260,10 @@ class Worker(Executor):
 
     def public_error(self, exc: BaseException) -> str:
         """One line a user can act on, without the server's paths (the artifact root is shown as
-        ``<artifacts>``) and without a traceback."""
+        ``<artifacts>``) and without a traceback; an allocation that failed names the memory
+        limit."""
+        if out_of_memory(exc):
+            return memory_error(self.settings.worker_memory_bytes)
         text = f"{type(exc).__name__}: {exc}".splitlines()[0][:2000]
         root = str(self.settings.artifact_root.resolve())
         return text.replace(root, "<artifacts>")
@@ -300,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_DATABASE_GONE
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
+    limit_memory(settings.worker_memory_bytes)
     worker.db.migrate()
     print(
         json.dumps({"worker": worker.name, "device": settings.device, "db": settings.url}),

@@ -34,7 +34,6 @@ def test_the_command_prints_every_student_and_the_subset(tmp_path: Path, capsys)
         "arch",
         "test",
         "acc",
-        "%",
         "L2",
         "to",
         "T",
@@ -43,7 +42,7 @@ def test_the_command_prints_every_student_and_the_subset(tmp_path: Path, capsys)
         "T",
     ]
     # sample 1 is the subset (run a's S1 fixes it): S0 sqrt(10) = 3.1623 there, a's S1 (-1, 1)
-    assert lines[2].split()[-3:] == ["50.00", "2.5811", "3.1623"]  # L2: (2 + sqrt(10)) / 2
+    assert lines[2].split()[-3:] == ["50.00%", "2.5811", "3.1623"]  # L2: (2 + sqrt(10)) / 2
     assert lines[3].split()[-2:] == ["1.7071", "1.4142"]  # L2: (2 + sqrt(2)) / 2
     assert lines[4].split()[1:3] == ["S1", "r20-r14"] and len(lines) == 6
     assert "over the 1 test samples S0 gets wrong" in lines[5]

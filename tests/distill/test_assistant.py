@@ -61,6 +61,9 @@ def test_separation_keeps_total_mflops_within_1_percent(
     sep = separate(original, ratio=ratio)
     assert abs(sep.relative_error) <= 0.01, sep.to_dict()
     assert abs(sep.student_mflops / sep.original_mflops - ratio) < 0.05
+    # Table 1 splits 90/10 as 1.5201 + 0.1687 of 1.6895 GFLOPs: each share within 0.5 points
+    assert abs(sep.student_mflops / sep.original_mflops - ratio) < 0.005, sep.to_dict()
+    assert abs(sep.assistant_mflops / sep.original_mflops - (1 - ratio)) < 0.005, sep.to_dict()
     assert sep.student_mflops + sep.assistant_mflops == pytest.approx(sep.total_mflops)
     # the square-root rule: S's last stage has about sqrt(ratio) of the original's channels
     last = original.build().stage_channels
@@ -163,6 +166,37 @@ def test_assistant_method_in_reskd_run(tmp_path: Path) -> None:
     assert (tmp_path / "assisted_student.pt").is_file()
     again = run(config, out_dir=tmp_path, progress=False, log=lambda _: None)
     assert not any(s["trained"] for s in again.stages)
+
+
+def test_assistant_baselines_train_what_their_rows_say(tmp_path: Path) -> None:
+    """Gao et al.'s Table 1 rows: "Student" (labels alone) and "Baseline w/o A" (feature KD,
+    eq. 3), which stays the same stage when the run adds attention transfer."""
+    base = {
+        "method": "assistant",
+        "dataset": "digits",
+        "val_size": 50,
+        "teacher": {"model": "resnet8", "width": 0.5},
+        "student": "resnet8",
+        "preset": "cpu-tiny",
+        "train": {"epochs": 1},
+        "teacher_train": {"epochs": 1},
+    }
+
+    def run_with(at_weight: float, baselines: list[str], out: str):
+        config = {**base, "assistant": {"at_weight": at_weight}, "baselines": baselines}
+        return run(
+            RunConfig.from_dict(config), out_dir=tmp_path / out, stages_dir=tmp_path / "stages",
+            progress=False, log=lambda _: None,
+        )  # fmt: skip
+
+    with_at = run_with(1000.0, ["plain_student", "feature_kd"], "at")
+    names = [r.model for r in with_at.rows]
+    assert names[-2:] == ["student, no KD (unseparated)", "feature KD (unseparated)"]
+    assert with_at.rows[-2].mflops == with_at.rows[-1].mflops
+    assert with_at.rows[-2].accuracy > 0.2  # trained: ten classes
+    without_at = run_with(0.0, ["feature_kd"], "plain")
+    kd = [{s["kind"]: s for s in r.stages}["feature_kd-student"] for r in (with_at, without_at)]
+    assert kd[0]["key"] == kd[1]["key"] and not kd[1]["trained"]
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, selectinload
 from api.http import schemas
 from api.http.errors import NotFound, Refused
 from api.http.paths import confine
+from api.runtime.limits import check_size
 from api.runtime.runner import config_for_job, searches_of
 from api.runtime.settings import Settings
 from api.runtime.store import JobQueue
@@ -19,6 +20,7 @@ from db.models import Artifact, EpochMetric, Job, Stage
 
 def submit(queue: JobQueue, body: schemas.JobCreate, settings: Settings) -> int:
     config = config_for_job(confine(body.config, settings), body.kind)  # ConfigError: 422
+    check_size(config, max_params=settings.max_job_params, max_mflops=settings.max_job_mflops)
     return queue.submit(
         kind=body.kind, config=config.to_dict(), dataset=config.dataset, name=body.name
     )

@@ -20,6 +20,9 @@ from api.http.deps import (
 )
 from api.http.queries import sweeps as queries
 from api.runtime import sweeps
+from api.runtime.limits import check_size
+from distill.config import ConfigError
+from search.config import RunConfig
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], dependencies=AUTH)
 
@@ -30,9 +33,19 @@ router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], dependencies=AUTH)
     status_code=201,
     responses=responses(400, 413, 422),
 )
-def create_sweep(body: schemas.SweepCreate, q: QueueDep, db: DatabaseDep) -> schemas.SweepPublic:
+def create_sweep(
+    body: schemas.SweepCreate, q: QueueDep, db: DatabaseDep, settings: SettingsDep
+) -> schemas.SweepPublic:
     """Start an Optuna sweep: its trials are ResKD jobs on the queue (ask/tell)."""
     body.check()  # a ConfigError is a 422 (see main.py)
+    try:  # the trials' networks are the base's (the space tunes KD and budgets)
+        check_size(
+            RunConfig.from_dict(body.base),
+            max_params=settings.max_job_params,
+            max_mflops=settings.max_job_mflops,
+        )
+    except ConfigError as exc:
+        raise exc.within("base") from None
     sweep_id = sweeps.create(db, q, body, owner=OWNER)
     with db.session(readonly=True) as s:
         return queries.get_sweep(s, db.url, sweep_id)
