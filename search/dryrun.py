@@ -33,6 +33,7 @@ from search.config import RunConfig, SearchedNet, spec_of
 from search.run import shape_for
 from search.strategies import strategy_for
 from space.genotypes import DARTS_V2
+from space.numbers import mflops, number
 
 
 @dataclass
@@ -53,12 +54,12 @@ class Priced:
         return {
             "stage": self.stage,
             "network": self.network,
-            "mparams": self.mparams,
-            "mflops": self.mflops,
+            "M params": mflops(self.mparams),
+            "MFLOPs": mflops(self.mflops),
             "epochs": self.epochs,
             "images/epoch": self.images,
-            "ms/image": 1000 * self.seconds_per_image,
-            "hours": self.hours,
+            "ms/image": number(1000 * self.seconds_per_image),
+            "hours": number(self.hours),
         }
 
 
@@ -145,7 +146,7 @@ class _Pricer:
         model = reference.build()
         scale = spec.budget_mflops / complexity(model, self.info).mflops
         seconds = self.seconds(model, spec.batch_size) * scale
-        out.append(Priced(f"{name} fine-tune", f"searched (<= {spec.budget_mflops:g} MFLOPs)",
+        out.append(Priced(f"{name} fine-tune", f"searched (<= {mflops(spec.budget_mflops)} MFLOPs)",
                           None, spec.budget_mflops, finetune_epochs, self.images,
                           seconds))  # fmt: skip
         return out

@@ -6,11 +6,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from api.runtime import fronts
-from api.runtime.store import TERMINAL, Beat, Claim, Clock, JobQueue
+from api.runtime.store import MAX_ATTEMPTS, TERMINAL, Beat, Claim, Clock, JobQueue
 from db.models import Architecture, Artifact, EpochMetric, Job, Stage, StageLock
 from db.session import Database
 
@@ -28,9 +28,12 @@ class SqlQueue(JobQueue):
     """The queue on SQLite or PostgreSQL (see :mod:`api.runtime.store` for the contract).
     Leases are read from ``clock`` in this process, not from the database server's ``now()``."""
 
-    def __init__(self, db: Database, *, clock: Clock = time.time) -> None:
+    def __init__(
+        self, db: Database, *, clock: Clock = time.time, max_attempts: int = MAX_ATTEMPTS
+    ) -> None:
         self.db = db
         self.clock = clock
+        self.max_attempts = max_attempts
 
     def submit(
         self,
@@ -58,7 +61,8 @@ class SqlQueue(JobQueue):
 
     def claim(self, *, worker: str, lease_seconds: float) -> Claim | None:
         now = self.clock()
-        claimable = or_(Job.state == "queued", (Job.state == "running") & (Job.lease_until < now))
+        died = (Job.state == "running") & (Job.lease_until < now)
+        claimable = or_(Job.state == "queued", died)
         with self.db.session() as s:
             # A cancelled job whose worker died is finished here, not run again.
             s.execute(
@@ -66,6 +70,7 @@ class SqlQueue(JobQueue):
                 .where(claimable, Job.cancel_requested.is_(True))
                 .values(state="cancelled", finished_at=datetime.now(UTC), worker=None)
             )
+            self._fail_the_dying(s, died)
             s.execute(
                 update(Stage)
                 .where(
@@ -84,6 +89,10 @@ class SqlQueue(JobQueue):
                         worker=worker,
                         lease_until=now + lease_seconds,
                         attempts=Job.attempts + 1,
+                        worker_deaths=case(
+                            (Job.state == "running", Job.worker_deaths + 1),
+                            else_=Job.worker_deaths,
+                        ),
                         started_at=func.coalesce(Job.started_at, datetime.now(UTC)),
                     )
                 )
@@ -93,6 +102,24 @@ class SqlQueue(JobQueue):
                     _close_stages(s, job_id, f"attempt {job.attempts - 1} stopped")
                     return Claim(job.id, job.kind, dict(job.config), job.attempts, job.sweep_id)
         return None
+
+    def _fail_the_dying(self, s: Any, died: Any) -> None:
+        """Jobs whose worker died for the ``max_attempts``-th time fail; not handed out again."""
+        last = died & (Job.worker_deaths + 1 >= self.max_attempts)
+        for job_id, deaths in s.execute(select(Job.id, Job.worker_deaths).where(last)).all():
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id, last)
+                .values(
+                    state="failed",
+                    error=f"worker died {deaths + 1} times running the job (max_attempts "
+                    f"{self.max_attempts}); it is not handed out again",
+                    worker_deaths=deaths + 1,
+                    finished_at=datetime.now(UTC),
+                    worker=None,
+                    lease_until=None,
+                )
+            )
 
     def heartbeat(self, *, job_id: int, worker: str, lease_seconds: float) -> Beat:
         now = self.clock()
@@ -165,7 +192,7 @@ class SqlQueue(JobQueue):
             s.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.worker == worker, Job.state == "running")
-                .values(attempts=Job.attempts + 1)
+                .values(attempts=Job.attempts + 1, worker_deaths=Job.worker_deaths + 1)
             )
             _close_stages(s, job_id, "the Ray task was retried")
 

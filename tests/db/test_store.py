@@ -108,9 +108,10 @@ def test_upgrading_a_database_of_the_first_schema_keeps_its_data(database_url: s
     engine.dispose()
     db, _ = open_store(database_url)  # migrate(): moves the version table, upgrades to head
     with db.engine.connect() as c:
-        # head: 0006 (D_v accuracy) on 0005 (the fronts' revision) on 0004 (stored Pareto
-        # fronts) on 0003 (per-epoch metrics) on 0002 (sweeps)
-        assert c.execute(text("SELECT version_num FROM reskd_alembic_version")).scalar() == "0006"
+        # head: 0007 (worker deaths) on 0006 (D_v accuracy) on 0005 (the fronts' revision) on
+        # 0004 (stored Pareto fronts) on 0003 (per-epoch metrics) on 0002 (sweeps)
+        assert c.execute(text("SELECT version_num FROM reskd_alembic_version")).scalar() == "0007"
+        assert c.execute(text("SELECT worker_deaths FROM jobs")).scalar() == 0
         assert c.execute(text("SELECT revision FROM pareto_revision")).scalar() >= 0
         filled = c.execute(
             text("SELECT stage, teacher, val_accuracy FROM architectures ORDER BY id")
@@ -222,6 +223,34 @@ def test_leases_heartbeats_and_owner_only_finish(database_url: str) -> None:
     assert queue.finish(job_id=job_id, worker="b", state="succeeded", result={"rows": []})
     with pytest.raises(ValueError, match="state: must be one of"):
         queue.finish(job_id=job_id, worker="b", state="done")
+    db.dispose()
+
+
+def test_a_job_whose_worker_dies_max_attempts_times_fails_instead_of_running_again(
+    database_url: str,
+) -> None:
+    """Three deaths (the default max_attempts): the claim that finds the third fails the job
+    with "worker died 3 times" and closes its stage; a worker that shuts down and hands its job
+    back has not died (its attempt is not one of the three)."""
+    clock = FakeClock()
+    db, queue = open_store(database_url, clock)
+    job_id = queue.submit(kind="reskd", config={}, dataset="digits", name="x")
+    other = queue.submit(kind="reskd", config={}, dataset="digits", name="y")
+    assert (claim := queue.claim(worker="w0", lease_seconds=30)) and claim.job_id == job_id
+    queue.release(job_id=job_id, worker="w0")  # a server stopped: handed back, not dead
+    for attempt in (2, 3, 4):
+        claim = queue.claim(worker=f"w{attempt}", lease_seconds=30)
+        assert claim is not None and claim.job_id == job_id and claim.attempts == attempt
+        queue.stage_started(job_id=job_id, kind="teacher", key="k", name="teacher")
+        clock.advance(31)  # its worker died (SIGKILL, out of memory): the lease runs out
+    taken = queue.claim(worker="w5", lease_seconds=30)
+    assert taken is not None and taken.job_id == other  # not the job whose worker died 3 times
+    with db.session(readonly=True) as s:
+        job = job_queries.get_job(s, job_id)
+    assert job.state == "failed" and job.attempts == 4 and job.finished_at is not None
+    assert job.error is not None and job.error.startswith("worker died 3 times")
+    assert [st.state for st in job.stages] == ["interrupted"] * 3
+    assert queue.claim(worker="w6", lease_seconds=30) is None
     db.dispose()
 
 
