@@ -2,14 +2,20 @@
 SQLAlchemy URL such as PostgreSQL by setting), Alembic migrations, and ONE session context manager
 that owns commit, rollback and close.
 
+On SQLite, read-only sessions take their connections from a pool of their own: writers waiting
+for the write lock (each holding a connection for up to ``write_wait`` seconds) never leave the
+readers without one, and in WAL mode a reader waits for no writer.
+
 Thread safety: a :class:`Database` is shared by threads; each ``with db.session()`` block gets its
 own session and connection from the pool.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,8 +25,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
-SQLITE_CONNECT_ARGS = {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+READ_WAIT = 5.0  # seconds a read waits for SQLite (only while a checkpoint or a recovery runs)
 T = TypeVar("T")
+
+
+class DatabaseBusy(RuntimeError):
+    """As many writers as a process allows wait for the database already (try again later)."""
 
 
 class DatabaseGone(RuntimeError):
@@ -28,9 +38,25 @@ class DatabaseGone(RuntimeError):
     would go on reading and writing the deleted file (and lose everything), so nothing may."""
 
 
+def sqlite_connect_args(wait: float) -> dict[str, Any]:
+    return {"timeout": wait, "check_same_thread": False}
+
+
 class Database:
-    def __init__(self, url: str) -> None:
+    """``write_wait``: seconds a write waits for SQLite's write lock, or for a connection of the
+    pool, before it fails ("database is locked", a pool ``TimeoutError``); the API, which
+    answers those as 503 with Retry-After, waits less than a worker. ``writers``: how many
+    write sessions of this process may be open (waiting or writing) at once; one more waits a
+    second for a place, then fails with :class:`DatabaseBusy`. A writer holding the lock for
+    long then ties up that many of the API's threads, never all of them (the reads need some).
+    """
+
+    def __init__(
+        self, url: str, *, write_wait: float = BUSY_TIMEOUT_MS / 1000, writers: int | None = None
+    ) -> None:
         self.url = url
+        self.write_wait = write_wait
+        self._writers = None if writers is None else threading.BoundedSemaphore(writers)
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"future": True}
         self.file: Path | None = None
@@ -40,17 +66,25 @@ class Database:
             if path and path != ":memory:" and not url.startswith("sqlite:///:memory"):
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 self.file = Path(path)
-            kwargs["connect_args"] = SQLITE_CONNECT_ARGS
+            kwargs["connect_args"] = sqlite_connect_args(write_wait)
         else:
             kwargs |= {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
+        if not self.is_sqlite or self.file is not None:  # a queue of connections, not one
+            kwargs["pool_timeout"] = write_wait
         self.engine: Engine = create_engine(url, **kwargs)
+        self._read_engine = self.engine
         if self.is_sqlite:
-            serialize_sqlite_writers(self.engine)
+            serialize_sqlite_writers(self.engine, wait=write_wait)
+            if self.file is not None:  # a pool of the readers' own (see the module's doc)
+                self._read_engine = create_engine(
+                    url, connect_args=sqlite_connect_args(READ_WAIT), pool_timeout=READ_WAIT
+                )
+                serialize_sqlite_writers(self._read_engine, wait=READ_WAIT)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # Read-only sessions begin a plain (deferred) transaction: in WAL mode readers neither
         # wait for nor block writers.
         self._read_sessions = sessionmaker(
-            self.engine.execution_options(reskd_readonly=True), expire_on_commit=False
+            self._read_engine.execution_options(reskd_readonly=True), expire_on_commit=False
         )
         self._loop_engine: Engine | None = None  # see loop_read
 
@@ -59,6 +93,9 @@ class Database:
         """A session committed at the end of the block, rolled back on an exception, closed
         always. ``readonly`` sessions must not write (on SQLite they do not take the write lock)."""
         self.check_file()
+        writers = None if readonly else self._writers
+        if writers is not None and not writers.acquire(timeout=min(1.0, self.write_wait)):
+            raise DatabaseBusy("database is busy: as many writes as allowed wait for it")
         session = (self._read_sessions if readonly else self._sessions)()
         try:
             yield session
@@ -68,6 +105,8 @@ class Database:
             raise
         finally:
             session.close()
+            if writers is not None:
+                writers.release()
             if self._identity is None and self.file is not None:
                 self._identity = _identity(self.file)
 
@@ -97,12 +136,12 @@ class Database:
             return self.engine.execution_options(reskd_readonly=True)
         kwargs: dict[str, Any] = {"pool_size": 1, "max_overflow": 0}
         if self.is_sqlite:
-            kwargs["connect_args"] = SQLITE_CONNECT_ARGS
+            kwargs["connect_args"] = sqlite_connect_args(READ_WAIT)
         else:  # a read of one statement needs no BEGIN and COMMIT (two more round trips)
             kwargs["isolation_level"] = "AUTOCOMMIT"
         engine = create_engine(self.url, **kwargs)
         if self.is_sqlite:
-            serialize_sqlite_writers(engine)
+            serialize_sqlite_writers(engine, wait=READ_WAIT)
         return engine.execution_options(reskd_readonly=True)
 
     def check_file(self) -> None:
@@ -134,6 +173,7 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self._read_engine.dispose()
         if self._loop_engine is not None:
             self._loop_engine.dispose()
 
@@ -146,11 +186,12 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def serialize_sqlite_writers(engine: Engine) -> None:
+def serialize_sqlite_writers(engine: Engine, *, wait: float = BUSY_TIMEOUT_MS / 1000) -> None:
     """WAL, a busy timeout, and every transaction taking SQLite's write lock up front (BEGIN
     IMMEDIATE), so two writers queue on the busy timeout instead of one failing with "database is
-    locked" when its read transaction tries to become a write. Also used on Optuna's engine."""
-    event.listen(engine, "connect", _sqlite_pragmas)
+    locked" when its read transaction tries to become a write; ``wait`` seconds at most. Also
+    used on Optuna's engine."""
+    event.listen(engine, "connect", partial(_sqlite_pragmas, busy_ms=round(wait * 1000)))
     event.listen(engine, "begin", _sqlite_begin)
     engine.dispose()  # connections opened before the listeners would not have them
 
@@ -181,11 +222,11 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, busy_ms: int) -> None:
     dbapi_connection.isolation_level = None  # SQLAlchemy's begin event issues BEGIN itself
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

@@ -5,15 +5,17 @@ A student S mimics the teacher's feature maps (eq. 3); an assistant A then learn
 f_T - f_S (eq. 4: final map, ``plain``; block by block with the corrected map feeding S's next
 block, ``progressive``; all K blocks at once, eq. 5, ``integrated``). S is frozen while A trains;
 f_S + f_A feeds the classifier. Model separation (section 3.5) splits a given network into S and A
-by a FLOPs ratio with per-stage channels from the square-root rule, so S + A costs what the
-original did.
+by a FLOPs ratio with per-stage channels from the square-root rule (refined until S and A hold
+their shares), so S + A costs what the original did.
 
 Choices where the paper is silent, all in S's channel space so that the summed map feeds S's own
 blocks and classifier: a 1x1 conv maps A's maps to S's channels (zero-initialised, so A adds
 nothing before it is trained); another maps S's (corrected) maps to the teacher's channels for
-the distances, and teacher maps are average-pooled when their resolution is larger. Classifiers
-are excluded from distillation, as in the paper: S's classifier learns from labels only, on
-detached features, in every phase.
+the distances (the identity on shared channels at first), and teacher maps are average-pooled
+when their resolution is larger. S's phase fits that conv at every block A later learns from, on
+S's detached maps where S itself learns only the final map (eq. 3), so that each residual of
+eq. 5 is measured in the teacher's full channels. Classifiers are excluded from distillation, as
+in the paper: S's classifier learns from labels only, on detached features, in every phase.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.http import dashboard
+from api.http import dashboard, storage
 from api.http.errors import NotFound, Refused
 from api.http.guard import Guard, host_names
 from api.http.kept import KeptPareto, ParetoResponses
@@ -127,7 +127,7 @@ def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    db = Database(settings.url)
+    db = Database(settings.url, write_wait=storage.REQUEST_WRITE_WAIT, writers=storage.WRITERS)
     db.migrate()
     app = FastAPI(
         docs_url=None,  # served below from the package's own copies: they work offline
@@ -149,6 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(DatabaseGone, unavailable)
     app.add_exception_handler(StarletteHTTPException, not_allowed)
     app.add_exception_handler(Exception, unexpected)
+    storage.install(app, otherwise=unexpected)  # 503 and 507: a lock, a full disk
     for router in (architectures.router, datasets.router, jobs.router, sweeps.router):
         app.include_router(router)
     app.include_router(checkpoints.router())

@@ -285,11 +285,16 @@ class ArchitectureGroups(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "unavailable"] = Field(
+        description="ok, or unavailable (HTTP 503) when the service cannot store what it makes"
+    )
     database: str
     queued: int
     running: int
     version: str
+    problems: list[str] = Field(
+        default_factory=list, description="what cannot be written (the artifact root, the database)"
+    )
 
 
 # The sweep's request body is its spec (pydantic, extra fields forbidden).

@@ -8,6 +8,11 @@ sends a comment line as keep-alive every ``keepalive_seconds`` (proxies close si
 connections), ends after the job's terminal event, and stops when its client goes (Starlette
 cancels it on ``http.disconnect``). Each client address may hold ``max_streams_per_client``
 streams (429 beyond) and the service ``max_streams`` in all (503 beyond).
+
+When the server is told to stop (SIGTERM), ``close_soon`` ends every stream at once, without an
+``end`` event (its job has not ended: a client reconnects, to the restarted service), so that
+the server's graceful shutdown, which waits for open responses, is not held by a stream whose
+job runs for hours.
 """
 
 from __future__ import annotations
@@ -66,6 +71,18 @@ class Streams:
         self.per_client: Counter[str] = Counter()
         self.watches: dict[int, _Watch] = {}
         self.checks: dict[int, asyncio.Future[None]] = {}
+        self.closing = False
+        self.loop: asyncio.AbstractEventLoop | None = None  # the loop the streams run on
+
+    def close_soon(self) -> None:
+        """End every stream (the server stops); callable from any thread or a signal handler."""
+        self.closing = True
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._wake_all)
+
+    def _wake_all(self) -> None:
+        for watch in list(self.watches.values()):
+            watch.wake()
 
     async def exists(self, job_id: int, check: Callable[[int], None]) -> None:
         """Raise what ``check`` raises (a 404) unless the job exists. A job that is watched now
@@ -95,6 +112,8 @@ class Streams:
             )
         if self.open >= self.settings.max_streams:
             raise TooManyStreams(503, "the service holds its most event streams; retry later")
+        if self.closing:
+            raise TooManyStreams(503, "the service is shutting down; retry later")
         self.per_client[client] += 1
         return Ticket(self, client)
 
@@ -104,7 +123,9 @@ class Streams:
             del self.per_client[client]
 
     async def events(self, job_id: int, ticket: Ticket, read: Read) -> AsyncIterator[str]:
-        """The stream of an admitted client: the job whenever it changes, then ``end``."""
+        """The stream of an admitted client: the job whenever it changes, then ``end``; cut
+        short, without ``end``, when the server stops."""
+        self.loop = asyncio.get_running_loop()
         watch = self.watches.get(job_id)
         if watch is None or watch.task is None or watch.task.done():
             watch = self.watches[job_id] = _Watch()
@@ -121,6 +142,8 @@ class Streams:
                     yield f"event: job\ndata: {watch.text}\n\n"
                 if watch.ended:
                     yield "event: end\ndata: {}\n\n"
+                    return
+                if self.closing:
                     return
                 try:
                     await asyncio.wait_for(changed.wait(), keepalive - (time.monotonic() - last))

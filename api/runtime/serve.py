@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from api.runtime.exits import EXIT_DATABASE_GONE
 from api.runtime.settings import Settings
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from api.runtime.ray_dispatch import RayDispatcher
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+# How long a stopping server waits for the responses in flight (an upload, a long query) before
+# it closes their connections; open event streams end at once (``ending_streams``).
+SHUTDOWN_GRACE_SECONDS = 5
 # gperftools' tcmalloc, the allocator ``allocator: auto`` preloads into CPU workers when installed
 TCMALLOC_NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
 
@@ -166,6 +169,19 @@ class WorkerPool:
                 p.kill()
 
 
+def ending_streams(server: Any, streams: Any) -> None:
+    """On the signal that stops ``server`` (a ``uvicorn.Server``), end ``streams``' open event
+    streams too (an ``api.http.streams.Streams``): the graceful shutdown waits for open
+    responses, and a stream of a running job would hold it until the job ends."""
+    stop = server.handle_exit
+
+    def handle_exit(sig: int, frame: Any) -> None:
+        streams.close_soon()
+        stop(sig, frame)
+
+    server.handle_exit = handle_exit
+
+
 def serve(settings: Settings, *, workers: int | None = None) -> None:
     import uvicorn
 
@@ -203,6 +219,16 @@ def serve(settings: Settings, *, workers: int | None = None) -> None:
             f"artifacts {settings.artifact_root}, {running})",
             flush=True,
         )
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=settings.host,
+                port=settings.port,
+                log_level="warning",
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+            )
+        )
+        ending_streams(server, app.state.streams)
+        server.run()
     finally:
         executor.stop()

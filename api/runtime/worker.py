@@ -29,6 +29,7 @@ from api.runtime.loop import Executor
 from api.runtime.queues import open_queue
 from api.runtime.runner import run_job
 from api.runtime.settings import Settings
+from api.runtime.storage import storage_fault
 from api.runtime.store import Claim, JobQueue
 from db.session import Database, DatabaseGone
 from distill import observe
@@ -261,9 +262,11 @@ class Worker(Executor):
     def public_error(self, exc: BaseException) -> str:
         """One line a user can act on, without the server's paths (the artifact root is shown as
         ``<artifacts>``) and without a traceback; an allocation that failed names the memory
-        limit."""
+        limit, a full or read-only disk the errno."""
         if out_of_memory(exc):
             return memory_error(self.settings.worker_memory_bytes)
+        if (fault := storage_fault(exc)) is not None:
+            return f"StorageError: {fault}"
         text = f"{type(exc).__name__}: {exc}".splitlines()[0][:2000]
         root = str(self.settings.artifact_root.resolve())
         return text.replace(root, "<artifacts>")

@@ -46,7 +46,7 @@ def test_the_base_setting_extends_without_changing_it() -> None:
     base = common.base_config("cifar10", 2, epochs=6, teacher_epochs=8, root="/data")
     quality = common.quality_setting(base)
     assert reskd["student"] == quality["student"] == {"model": "resnet14", "width": 0.25}
-    assert (reskd["ratio"], quality["ratio"]) == (0.9, 1.0)
+    assert (reskd["ratio"], quality["ratio"]) == (0.9, None)  # None: termination off
     assert quality["train"] == {"epochs": 6, "grad_clip": 5.0} and reskd["train"] == {"epochs": 6}
     assert (reskd["augment"], quality["augment"], quality["root"]) == (False, True, "/data")
     assert base["train"] == {"epochs": 6} and "ratio" not in base  # the base stays as it was

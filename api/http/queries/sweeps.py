@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import optuna
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from api.http import schemas
 from api.http.errors import NotFound
@@ -53,7 +53,10 @@ def trials(s: Session, db_url: str, sweep_id: int) -> list[schemas.TrialPublic]:
     before sweeps ranked on D_v (neither its study nor it says D_v) was told test accuracy: its
     D_v accuracy is read from its job's result where that has one."""
     sweep = _sweep_row(s, sweep_id)
-    jobs = {j.trial: j for j in s.scalars(select(Job).where(Job.sweep_id == sweep_id))}
+    trial_jobs = (
+        select(Job).where(Job.sweep_id == sweep_id).options(defer(Job.config, raiseload=True))
+    )
+    jobs = {j.trial: j for j in s.scalars(trial_jobs)}  # their configs are not shown
     try:
         study = optuna.load_study(study_name=sweep.study_name, storage=study_storage(db_url))
     except KeyError:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from api.http import schemas
 from api.http.deps import (
@@ -18,7 +20,7 @@ from api.http.deps import (
 )
 from api.http.kept import ParetoKey, ParetoResponses, pareto_response
 from api.http.queries import architectures as queries
-from api.http.queries.health import health as service_health
+from api.http.queries import health as health_queries
 
 router = APIRouter(prefix="/v1", tags=["architectures"])
 
@@ -27,10 +29,23 @@ router = APIRouter(prefix="/v1", tags=["architectures"])
     "/health",
     response_model=schemas.Health,
     tags=["service"],
-    responses={503: responses()[503], 421: responses()[421]},
+    responses={
+        503: {
+            "model": schemas.Health,
+            "description": "the service cannot store what it makes (``problems`` says what)",
+        },
+        421: responses()[421],
+    },
 )
-def health(s: SessionDep, settings: SettingsDep) -> schemas.Health:
-    return service_health(s, settings.url)
+async def health(db: DatabaseDep, settings: SettingsDep) -> JSONResponse:
+    """On the event loop (its reads on the loop's own connection, the write probe on a thread of
+    its own): it answers while every worker thread of the API waits for a lock."""
+    by_state = db.loop_read(health_queries.counts)
+    problems = await asyncio.to_thread(health_queries.storage_problems, db, settings)
+    if not db.is_sqlite and not db.loop_read(health_queries.writable):
+        problems.append("database: the server takes no writes (a read-only transaction)")
+    body = health_queries.health(db, settings, by_state, problems)
+    return JSONResponse(body.model_dump(), status_code=503 if problems else 200)
 
 
 @router.get(
