@@ -100,16 +100,17 @@ def _problem(description: str) -> dict[str, Any]:
 
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The error responses of a route, for the OpenAPI schema (401 and 403 drop out of the
-    schema of a service without a token)."""
+    """The error responses of a route, for the OpenAPI schema (401 drops out of the schema of a
+    service without a token)."""
     from api.http.schemas import ValidationProblem
 
     known: dict[int, dict[str, Any]] = {
         400: _problem("the request cannot be carried out as asked"),
         401: _problem("no bearer token (a token is configured)"),
-        403: _problem("a wrong bearer token"),
+        403: _problem("a wrong bearer token, or a cross-site request that would change state"),
         404: _problem("no such job, sweep or artifact"),
-        413: _problem("the request body is too large"),
+        413: _problem("the request body is too large, or its JSON too many members"),
+        415: _problem("an upload sent as another media type than the route's"),
         421: _problem("an unknown Host header"),
         422: {
             "model": ValidationProblem,

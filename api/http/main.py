@@ -2,8 +2,9 @@
 the job queue, includes one router per resource (``routes/``, thin: ``queries/`` reads and submits,
 ``datasets/`` lists and keeps uploaded datasets, ``checkpoints`` checks an uploaded checkpoint),
 mounts the dashboard and the offline API docs, answers the service's refusals with their HTTP
-status (the handlers below), and puts the ``Guard`` (Host, token, body limits) and the kept Pareto
-responses (``kept``) in front of the routes.
+status (the handlers below), and puts the ``Guard`` (Host, token, origin, body limits, upload
+media types, JSON depth and members, NUL) and the kept Pareto responses (``kept``) in front of
+the routes.
 
 Auth: with a token configured, every route but /v1/health needs ``Authorization: Bearer <token>``
 (401 without it, 403 with a wrong one). Without a token the server binds 127.0.0.1 only
@@ -26,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.http import dashboard, storage
 from api.http.errors import NotFound, Refused
-from api.http.guard import Guard, host_names
+from api.http.guard import Guard, Limits, Upload, host_names
 from api.http.kept import KeptPareto, ParetoResponses
 from api.http.routes import architectures, checkpoints, datasets, jobs, sweeps
 from api.http.streams import Streams
@@ -119,8 +120,7 @@ def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
             for item in schema["paths"].values():
                 for op in item.values():
                     op.pop("security", None)
-                    for code in ("401", "403"):
-                        op.get("responses", {}).pop(code, None)
+                    op.get("responses", {}).pop("401", None)
         app.openapi_schema = schema
     return app.openapi_schema
 
@@ -156,13 +156,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     dashboard.mount(app)
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     hosts = host_names(settings.host, settings.allowed_hosts)
-    limits = {
-        "/v1/checkpoints": settings.max_checkpoint_bytes,
-        "/v1/datasets": settings.max_dataset_bytes,
-    }
+    limits = Limits(
+        max_body=settings.max_body_bytes,
+        uploads={
+            "/v1/checkpoints": Upload(settings.max_checkpoint_bytes, checkpoints.MEDIA_TYPES),
+            "/v1/datasets": Upload(settings.max_dataset_bytes, datasets.MEDIA_TYPES),
+        },
+        max_json_depth=settings.max_json_depth,
+        max_json_members=settings.max_json_members,
+    )
     # the last added runs first: Guard, then the kept Pareto responses, then the routes
     app.add_middleware(KeptPareto, kept=app.state.pareto, db=db)
-    app.add_middleware(
-        Guard, token=settings.token, hosts=hosts, max_body=settings.max_body_bytes, limits=limits
-    )
+    app.add_middleware(Guard, token=settings.token, hosts=hosts, limits=limits)
     return app

@@ -24,7 +24,7 @@ class JobCreate(BaseModel):
 
 
 class Problem(BaseModel):
-    """An error: 400, 401, 403, 404, 409, 413, 421, 429 or 503."""
+    """An error: 400, 401, 403, 404, 409, 413, 415, 421, 429 or 503."""
 
     detail: str
 

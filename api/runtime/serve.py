@@ -182,6 +182,32 @@ def ending_streams(server: Any, streams: Any) -> None:
     server.handle_exit = handle_exit
 
 
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options from ``settings``: the HTTP protocol bounded by ``connections`` (the
+    most connections, the header and idle timeouts, the header size), and forwarded headers
+    believed only from the ``trusted_proxies`` (by default from nobody: uvicorn would believe
+    any client on 127.0.0.1, which could then pose as many clients)."""
+    from api.runtime.connections import Bounds, bounded_protocol
+
+    bounds = Bounds(
+        max_connections=settings.max_connections,
+        header_seconds=settings.request_header_seconds,
+        idle_seconds=settings.request_idle_seconds,
+        max_header_bytes=settings.max_header_bytes,
+    )
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "warning",
+        "timeout_graceful_shutdown": SHUTDOWN_GRACE_SECONDS,
+        "http": bounded_protocol(bounds),
+        "limit_concurrency": settings.max_connections,
+        "timeout_keep_alive": settings.keep_alive_seconds,
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": list(settings.trusted_proxies) or None,
+    }
+
+
 def serve(settings: Settings, *, workers: int | None = None) -> None:
     import uvicorn
 
@@ -219,15 +245,7 @@ def serve(settings: Settings, *, workers: int | None = None) -> None:
             f"artifacts {settings.artifact_root}, {running})",
             flush=True,
         )
-        server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host=settings.host,
-                port=settings.port,
-                log_level="warning",
-                timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
-            )
-        )
+        server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options(settings)))
         ending_streams(server, app.state.streams)
         server.run()
     finally:

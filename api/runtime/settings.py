@@ -58,6 +58,48 @@ class Settings(BaseSettings):
     max_dataset_members: int = Field(
         250_000, ge=1, description="most entries (files and folders) of an uploaded archive"
     )
+    max_dataset_inflation: float = Field(
+        100.0,
+        ge=1,
+        description="how many times its own size an uploaded archive's files may declare in all "
+        "(images are compressed already; a zip bomb declares thousands of times): more is "
+        "refused (413) before anything is unpacked",
+    )
+    max_json_depth: int = Field(
+        32, ge=4, le=1000, description="deepest nesting of arrays and objects in a JSON body (422)"
+    )
+    max_json_members: int = Field(
+        20_000,
+        ge=100,
+        description="most members (object keys and array items in all) of a JSON body (413)",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses of reverse proxies whose X-Forwarded-For and X-Forwarded-Proto "
+        "are believed (the client address of the per-client stream limit); none by default, "
+        "so a client cannot pose as many",
+    )
+    max_connections: int = Field(
+        512,
+        ge=8,
+        description="open HTTP connections: requests beyond it are answered 503 and a "
+        "connection past it is closed at once (keep it under the open-files limit)",
+    )
+    request_header_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="a request's line and headers must arrive within this long of the "
+        "connection opening or of the request's first byte (408, then closed)",
+    )
+    request_idle_seconds: float = Field(
+        30.0, gt=0, description="a request body silent this long closes its connection"
+    )
+    keep_alive_seconds: int = Field(
+        5, ge=1, description="how long an idle connection between requests is kept open"
+    )
+    max_header_bytes: int = Field(
+        65_536, ge=4096, description="largest request line and headers together (431)"
+    )
     max_streams_per_client: int = Field(
         8, ge=1, description="open event streams one client address may hold (429 beyond)"
     )

@@ -34,6 +34,7 @@ from tests.distill.cifar_files import write_cifar10
 
 DIGITS = load_digits()
 CLASSES = {"seven": 7, "one": 1, "four": 4}  # torchvision's order: four, one, seven
+OCTETS = {"Content-Type": "application/octet-stream"}
 LIMITS = {
     "max_dataset_bytes": 200_000,
     "max_dataset_unpacked_bytes": 1_000_000,
@@ -95,7 +96,7 @@ def _settings(client: TestClient) -> Settings:
 
 
 def _upload(client: TestClient, name: str, body: bytes) -> Any:
-    return client.post("/v1/datasets", params={"name": name}, content=body)
+    return client.post("/v1/datasets", params={"name": name}, content=body, headers=OCTETS)
 
 
 def test_a_zip_and_a_tar_gz_are_stored_and_listed_as_torchvision_reads_them(
@@ -246,7 +247,7 @@ def test_bodies_over_the_limit_and_bad_names_are_refused(client: TestClient) -> 
         for _ in range(4):
             yield b"\0" * 65536
 
-    r = client.post("/v1/datasets", params={"name": "big"}, content=chunks())
+    r = client.post("/v1/datasets", params={"name": "big"}, content=chunks(), headers=OCTETS)
     assert r.status_code == 413
     for name in ("../up", ".hidden", "a/b", "x" * 65, ""):
         r = _upload(client, name, zipped(folder()))

@@ -252,8 +252,12 @@ def test_checkpoints_are_uploaded_and_jobs_name_them(svc: Service, tmp_path: Pat
     net = create_model("resnet8", num_classes=10, in_chans=1, input_size=8, width=0.25)
     path = tmp_path / "t.pt"
     torch.save(net.state_dict(), path)
+    octets = {"Content-Type": "application/octet-stream"}
     r = svc.http.post(
-        "/v1/checkpoints", params={"name": "my teacher.pt"}, content=path.read_bytes()
+        "/v1/checkpoints",
+        params={"name": "my teacher.pt"},
+        content=path.read_bytes(),
+        headers=octets,
     )
     assert r.status_code == 201, r.text
     name = r.json()["name"]
@@ -262,7 +266,7 @@ def test_checkpoints_are_uploaded_and_jobs_name_them(svc: Service, tmp_path: Pat
     job = svc.submit(tiny_config(teacher_checkpoint=name))
     stored = Path(job["config"]["teacher_checkpoint"])
     assert stored.is_file() and stored.parent == (svc.root / "checkpoints").resolve()
-    r = svc.http.post("/v1/checkpoints", content=b"not a checkpoint")
+    r = svc.http.post("/v1/checkpoints", content=b"not a checkpoint", headers=octets)
     assert r.status_code == 400 and "weights-only" in r.json()["detail"]
     assert not list((svc.root / "checkpoints").glob("*.tmp"))
     # a file under a data root is allowed; a missing upload says so without a server path

@@ -34,7 +34,10 @@ def service(tmp_path_factory: pytest.TempPathFactory, mine: Own) -> Iterator[Ser
 
 def upload(service: Service, path: Path, **params: str) -> Any:
     return service.http.post(
-        "/v1/checkpoints", params={"name": path.name, **params}, content=path.read_bytes()
+        "/v1/checkpoints",
+        params={"name": path.name, **params},
+        content=path.read_bytes(),
+        headers={"Content-Type": "application/octet-stream"},
     )
 
 

@@ -113,7 +113,7 @@ def opener(body: Path, settings: Settings) -> Callable[[], _Session]:
 
 class _Zip:
     def __init__(self, body: Path, most: int) -> None:
-        declared = _zip_entries(body)
+        declared = zip_entry_count(body)
         if declared is not None and declared > most:  # before zipfile reads them all
             raise too_many(most)
         self.zip = zipfile.ZipFile(body)
@@ -131,7 +131,7 @@ class _Zip:
         self.zip.close()
 
 
-def _zip_entries(body: Path) -> int | None:
+def zip_entry_count(body: Path) -> int | None:
     """The entry count a zip's end record declares (zip64's too); None where there is none
     (zipfile then refuses the archive)."""
     with body.open("rb") as f:

@@ -36,7 +36,7 @@ def store(*, body: Path, name: str, settings: Settings) -> DatasetPublic:
     settings.datasets_dir.mkdir(parents=True, exist_ok=True)
     opened = opener(body, settings)
     with opened() as archive:
-        members = _layout(_checked(archive.entries(), settings))
+        members = _layout(_checked(archive.entries(), settings, body.stat().st_size))
     work = Path(tempfile.mkdtemp(prefix=".unpack-", dir=settings.datasets_dir))
     try:
         with opened() as archive:
@@ -85,10 +85,14 @@ def _skipped(parts: tuple[str, ...]) -> bool:
     return parts[0] == "__MACOSX" or parts[-1] == ".DS_Store" or parts[-1].startswith("._")
 
 
-def _checked(entries: Iterator[tuple[str, str, int]], settings: Settings) -> list[_Member]:
-    """Every member's name and type; the files' declared sizes against the limit. Stops at the
-    first refusal, before reading further."""
+def _checked(
+    entries: Iterator[tuple[str, str, int]], settings: Settings, archive_bytes: int
+) -> list[_Member]:
+    """Every member's name and type; the files' declared sizes against the limits (in all, and
+    as a multiple of the archive's own size). Stops at the first refusal, before reading
+    further."""
     limit, most = settings.max_dataset_unpacked_bytes, settings.max_dataset_members
+    inflation = settings.max_dataset_inflation
     files: list[_Member] = []
     total = 0
     for count, (name, kind, size) in enumerate(entries, 1):
@@ -104,6 +108,11 @@ def _checked(entries: Iterator[tuple[str, str, int]], settings: Settings) -> lis
             raise TooLarge(
                 f"body: the archive's files unpack to more than {limit} bytes "
                 f"(passed at {_shown(name)})"
+            )
+        if total > inflation * archive_bytes:
+            raise TooLarge(
+                f"body: the archive's files declare more than {inflation:g} times the archive's "
+                f"{archive_bytes} bytes (passed at {_shown(name)}; RESKD_MAX_DATASET_INFLATION)"
             )
         if not parts[-1].lower().endswith(IMAGE_SUFFIXES):
             raise Refused(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
@@ -37,11 +37,16 @@ router = APIRouter(prefix="/v1", tags=["architectures"])
         421: responses()[421],
     },
 )
-async def health(db: DatabaseDep, settings: SettingsDep) -> JSONResponse:
-    """On the event loop (its reads on the loop's own connection, the write probe on a thread of
-    its own): it answers while every worker thread of the API waits for a lock."""
+async def health(request: Request, db: DatabaseDep, settings: SettingsDep) -> JSONResponse:
+    """On the event loop (its reads on the loop's own connection, the write probe on a thread
+    outside the routes' limit): it answers while every thread of the routes waits for a lock."""
     by_state = db.loop_read(health_queries.counts)
-    problems = await asyncio.to_thread(health_queries.storage_problems, db, settings)
+    state = request.app.state
+    if getattr(state, "probes", None) is None:
+        state.probes = anyio.CapacityLimiter(1)  # one probe at a time, whatever else runs
+    problems = await anyio.to_thread.run_sync(
+        health_queries.storage_problems, db, settings, limiter=state.probes
+    )
     if not db.is_sqlite and not db.loop_read(health_queries.writable):
         problems.append("database: the server takes no writes (a read-only transaction)")
     body = health_queries.health(db, settings, by_state, problems)

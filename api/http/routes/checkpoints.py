@@ -25,10 +25,12 @@ from api.http.deps import AUTH, SettingsDep, responses
 
 SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 SUFFIXES = (".pt", ".pth", ".safetensors", ".pt2", ".ts")
+MEDIA_TYPES = ("application/octet-stream",)  # the Guard answers any other 415
 
 
 def router() -> APIRouter:
-    """Its body limit is ``max_checkpoint_bytes`` (the Guard middleware applies it)."""
+    """Its body limit is ``max_checkpoint_bytes`` and its media type ``MEDIA_TYPES`` (the Guard
+    middleware applies both)."""
     r = APIRouter(prefix="/v1/checkpoints", tags=["checkpoints"], dependencies=AUTH)
 
     @r.post(
@@ -38,10 +40,10 @@ def router() -> APIRouter:
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+                "content": {media: {"schema": {"type": "string"}} for media in MEDIA_TYPES},
             }
         },
-        responses=responses(400, 413, 422),
+        responses=responses(400, 413, 415, 422),
     )
     async def upload(
         request: Request,
@@ -60,9 +62,9 @@ def router() -> APIRouter:
             Query(max_length=100, description="the dataset whose classes it must have"),
         ] = None,
     ) -> schemas.CheckpointPublic:
-        """The request body is the file (``torch.save(model.state_dict(), f)``, a
-        ``.safetensors`` file, or a TorchScript / ``torch.export`` program with
-        ``teacher=torchscript`` / ``exported-program``)."""
+        """The body is the file as ``application/octet-stream``: ``torch.save``'s zip as torch
+        wrote it (uncompressed), a ``.safetensors`` file, or a TorchScript / ``torch.export``
+        program with ``teacher=torchscript`` / ``exported-program``."""
         directory = settings.checkpoints_dir
         directory.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
@@ -76,8 +78,14 @@ def router() -> APIRouter:
             checked = tmp.with_name(tmp.name + suffix)  # readers tell formats by the suffix
             os.replace(tmp, checked)
             tmp = checked
-            # Refused (400) unless it is a state dict or program that fits what was named
-            await run_in_threadpool(check_upload, tmp, teacher=teacher, dataset=dataset)
+            # Refused (400, 413) unless it is a state dict or program that fits what was named
+            await run_in_threadpool(
+                check_upload,
+                tmp,
+                teacher=teacher,
+                dataset=dataset,
+                limit=settings.max_checkpoint_bytes,
+            )
             stem = SAFE.sub("_", name.removesuffix(suffix))[:60] or "checkpoint"
             final = directory / f"{stem}-{digest.hexdigest()[:12]}{suffix}"
             os.replace(tmp, final)

@@ -34,20 +34,19 @@ DatasetName = Annotated[
     ),
 ]
 ARCHIVE = {"schema": {"type": "string", "format": "binary"}}
+# what an archive may be sent as (the Guard answers any other 415)
+MEDIA_TYPES = (
+    "application/octet-stream",
+    "application/zip",
+    "application/x-tar",
+    "application/gzip",
+)
 ARCHIVE_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "description": "a zip, tar or gzipped tar of train/<class>/<image> and val/<class>/<image> "
         "(or test/), optionally all under one top folder",
-        "content": {
-            media: ARCHIVE
-            for media in (
-                "application/octet-stream",
-                "application/zip",
-                "application/x-tar",
-                "application/gzip",
-            )
-        },
+        "content": {media: ARCHIVE for media in MEDIA_TYPES},
     }
 }
 EXISTS: dict[int | str, dict[str, Any]] = {
@@ -67,7 +66,7 @@ def listing(settings: SettingsDep) -> list[schemas.DatasetPublic]:
     response_model=schemas.DatasetPublic,
     status_code=201,
     openapi_extra=ARCHIVE_BODY,
-    responses={**responses(400, 413, 422), **EXISTS},
+    responses={**responses(400, 413, 415, 422), **EXISTS},
 )
 async def upload(
     request: Request, settings: SettingsDep, name: DatasetName
@@ -76,7 +75,8 @@ async def upload(
     names without `..`, no links or devices, image files only (.png, .jpg, ...: what
     torchvision's ImageFolder reads; macOS's `__MACOSX/`, `.DS_Store` and `._*` are skipped),
     the limits on members and unpacked bytes, and the same classes in train/ as in val/ or test/.
-    Its body limit is ``max_dataset_bytes`` (the Guard middleware applies it)."""
+    Its body limit is ``max_dataset_bytes``, its media types ``MEDIA_TYPES`` (the Guard
+    middleware applies both)."""
     directory = settings.datasets_dir
     if (directory / name).exists():
         raise _http(exists_refusal(name))
