@@ -189,7 +189,7 @@ def test_a_killed_worker_loses_at_most_its_current_epoch(tmp_path: Path) -> None
     job is claimed again and the stage resumes from its epoch checkpoint."""
     svc = Service(tmp_path / "crash", workers=1, lease=2.0)
     try:
-        config = tiny_config(teacher_train={"epochs": 6, "batch_size": 2})  # seconds, not one
+        config = tiny_config(teacher_train={"epochs": 4, "batch_size": 4})  # seconds, not one
         job = svc.submit(config)
         svc.wait(job["id"], _teacher_past_epoch(2), 180)
         worker = _job_worker(svc, job["id"])

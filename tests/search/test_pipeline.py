@@ -56,7 +56,8 @@ def test_run_reports_every_model(finished) -> None:
     text = (out / "report.txt").read_text()
     assert "S2 adaptive" in text
     # units in the headers, accuracy in percent (report.json keeps fractions), Energy explained
-    assert "acc %" in text.splitlines()[0] and "% of T's MFLOPs" in text.splitlines()[0]
+    header, _, first = text.splitlines()[:3]
+    assert "D_v acc" in header and "% of T's MFLOPs" in header and first.count("%") == 2
     assert f"{100 * t.accuracy:.2f}" in text.splitlines()[2]
     assert report["rows"][0]["accuracy"] == pytest.approx(t.accuracy) and t.accuracy <= 1
     assert "energy: the mean over test samples of the sum of squared softmax" in text
