@@ -17,6 +17,11 @@ from tests import network, postgres
 def pytest_configure(config: pytest.Config) -> None:
     # Before any server starts: servers of the tests are reachable on 127.0.0.1 only.
     network.isolate()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # Two test workers share the cores: each one's servers and trainings take one thread, as
+        # OpenMP threads that outnumber the cores spin against each other (a job ran 20x slower).
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        os.environ.setdefault("RESKD_WORKER_THREADS", "1")  # the services' training workers
 
 
 @pytest.hookimpl(trylast=True)

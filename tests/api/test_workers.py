@@ -13,7 +13,10 @@ from api.runtime.serve import allocator_library, with_allocator, worker_env, wor
 from api.runtime.settings import Settings
 
 
-def test_workers_share_the_cores_unless_told_their_threads() -> None:
+def test_workers_share_the_cores_unless_told_their_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("RESKD_WORKER_THREADS", raising=False)  # the test run's own setting
     settings = Settings()
     assert worker_specs(settings, 2, [], 2) == [(None, 1), (None, 1)]
     assert worker_specs(settings, 3, [], 2) == [(None, 1)] * 3  # never 0 threads
