@@ -35,7 +35,7 @@ test: lint
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q -n 2 --dist loadgroup --durations=25
 
-# The cases not marked slow, in well under a minute: the unit tests, a one-epoch search of each
+# The cases not marked slow, in about 2 minutes on 2 cores: the unit tests, a one-epoch search of each
 # strategy on a tiny supernet, and the job queue's contract on SQLite.
 test-fast: $(VENV)/.installed
 	$(BIN)/pytest -q -m 'not slow'
