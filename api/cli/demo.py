@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from api.cli.options import Subparsers
-from api.cli.tables import metrics_text
+from api.cli.tables import front_rows, metrics_text
 from api.client import Client
 from api.client.plots import plot_pareto, plot_sweep
 from distill.report import format_table, repair_text
@@ -224,17 +224,7 @@ def _front(client: Client, teacher_id: str, out_dir: Path) -> tuple[dict[str, An
         f"\nPareto front of teacher {teacher_id}, D_v accuracy against MFLOPs "
         f"({front['considered']} architectures):"
     )
-    rows = [
-        {
-            "job": a["job_id"],
-            "network": a["stage"],
-            "arch": a["arch"],
-            "D_v acc": percent(a["val_accuracy"]),
-            "test acc": percent(a["accuracy"]),
-            "MFLOPs": mflops(a["mflops"]),
-        }
-        for a in front["front"]
-    ]
+    rows = front_rows(front)
     print(format_table(rows, list(rows[0])))
     everything = client.architectures(dataset="digits", limit=10000)
     teacher = next((a for a in everything if a["stage"] == "T"), None)

@@ -71,15 +71,9 @@ def print_jobs(jobs: list[dict[str, Any]]) -> None:
     print(format_table(rows, list(rows[0])) if rows else "no jobs")
 
 
-def print_front(front: dict[str, Any], group: dict[str, Any], why: str, cost: str) -> None:
-    """``reskd pareto``: the front of ``group`` (one dataset and teacher), chosen for ``why``,
-    ranked on D_v accuracy against ``cost``."""
-    print(
-        f"Pareto front of {group['dataset']}, teacher {group['teacher']} ({why}): "
-        f"{len(front['front'])} of {front['considered']} architectures, D_v accuracy against "
-        f"{cost}"
-    )
-    rows = [
+def front_rows(front: dict[str, Any], cost: str = "mflops") -> list[dict[str, Any]]:
+    """A Pareto front's architectures as table rows (``reskd pareto``, the demo)."""
+    return [
         {
             "stage": a["stage"],
             "arch": a["arch"],
@@ -90,6 +84,17 @@ def print_front(front: dict[str, Any], group: dict[str, Any], why: str, cost: st
         }
         for a in front["front"]
     ]
+
+
+def print_front(front: dict[str, Any], group: dict[str, Any], why: str, cost: str) -> None:
+    """``reskd pareto``: the front of ``group`` (one dataset and teacher), chosen for ``why``,
+    ranked on D_v accuracy against ``cost``."""
+    print(
+        f"Pareto front of {group['dataset']}, teacher {group['teacher']} ({why}): "
+        f"{len(front['front'])} of {front['considered']} architectures, D_v accuracy against "
+        f"{cost}"
+    )
+    rows = front_rows(front, cost)
     print(format_table(rows, list(rows[0])) if rows else "no architectures with a D_v accuracy")
     print(
         "ranked on D_v accuracy (drawn from the training set); test accuracy is shown "
