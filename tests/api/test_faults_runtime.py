@@ -98,6 +98,7 @@ def _worker(root: Path, **env: str) -> tuple[subprocess.Popen[str], Lines]:
     return process, Lines(process.stdout)
 
 
+@pytest.mark.slow  # starts a worker process
 def test_a_worker_under_its_memory_limit_fails_a_job_too_large_naming_the_limit(
     tmp_path: Path,
 ) -> None:
@@ -167,6 +168,7 @@ def test_a_job_failed_by_memory_or_storage_says_which(
 # -- storage: a held lock, a full or read-only disk --------------------------------------------------
 
 
+@pytest.mark.slow  # holds a lock past the store's timeout
 def test_reads_and_health_answer_while_writers_wait_for_a_held_lock(tmp_path: Path) -> None:
     """Another process holds SQLite's write lock for longer than a request may wait: 45
     writes (cancels) wait for it; health and the job list answer meanwhile, the writes answer
@@ -261,6 +263,7 @@ def test_health_reports_an_artifact_store_it_cannot_write(tmp_path: Path) -> Non
 # -- shutdown with open event streams ----------------------------------------------------------------
 
 
+@pytest.mark.slow  # starts a server
 def test_sigterm_ends_open_event_streams_and_the_server_stops_within_seconds(
     tmp_path: Path,
 ) -> None:

@@ -85,6 +85,7 @@ def test_training_commands_restart_under_the_allocator(
     assert "RESKD_ALLOCATOR" in (restart_under_allocator() or "")
 
 
+@pytest.mark.slow  # restarts a training command
 @pytest.mark.skipif(allocator_library("auto") is None, reason="tcmalloc is not installed")
 def test_training_command_runs_after_its_restart(tmp_path: Path) -> None:
     """The real exec: ``reskd search`` comes back under tcmalloc and reads its config."""

@@ -275,7 +275,9 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize(
+    "case", ["rgb", pytest.param("gray", marks=pytest.mark.slow)]  # each exports and predicts
+)
 def test_predict_classifies_image_files_as_pytorch_does_with_and_without_torch(
     case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -484,6 +486,7 @@ def test_a_dataset_read_from_a_root_is_checked_on_the_runs_root_or_root(
     assert "checked on 5 cifar10 test images" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # exports a model
 def test_bad_preprocessing_images_and_directories_are_one_line_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
