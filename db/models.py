@@ -21,6 +21,12 @@ never leave ``db`` and ``api``'s services: the HTTP layer has its own pydantic s
   in the same database in Optuna's own tables); their trials are jobs with ``sweep_id`` and
   ``trial`` (the Optuna trial number) set.
 
+- ``users`` and ``api_keys``: the people who share a service (role ``admin``, ``member`` or
+  ``viewer``, quotas) and their keys (stored as a SHA-256 digest only, with an expiry and a
+  revocation time); ``uploads``: who uploaded which checkpoint or dataset; ``audit_log``: who
+  submitted, cancelled, deleted, created or revoked what, and when. A job's and a sweep's
+  ``owner`` is a user's name (``None`` on rows stored before there were owners: an admin's).
+
 Alembic's version table is ``reskd_alembic_version``: Optuna keeps its own ``alembic_version``
 in the same database.
 """
@@ -96,6 +102,12 @@ class Job(Base):
         ForeignKey("sweeps.id", ondelete="SET NULL"), index=True
     )
     trial: Mapped[int | None] = mapped_column(Integer)  # the Optuna trial number
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)  # a user's name
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # device time: seconds of finished attempts, and when (queue clock) the running one began
+    device_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    ran_from: Mapped[float | None] = mapped_column(Float)
+    settled_at: Mapped[float | None] = mapped_column(Float)  # queue clock at its last attempt's end
 
     stages: Mapped[list[Stage]] = relationship(
         back_populates="job", order_by="Stage.position", cascade="all, delete-orphan"
@@ -254,3 +266,65 @@ class Sweep(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+ROLES = ("admin", "member", "viewer")
+
+
+class User(Base):
+    """One person (or robot) of a shared service. ``max_running_jobs`` and
+    ``max_device_hours_per_day`` are None for the service's defaults."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_running_jobs: Mapped[int | None] = mapped_column(Integer)
+    max_device_hours_per_day: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ApiKey(Base):
+    """A key is ``rk_<lookup>_<secret>``; only ``lookup`` and the SHA-256 of the whole key are
+    stored (the key is shown once, when it is created)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    lookup: Mapped[str] = mapped_column(String(16), unique=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    user: Mapped[User] = relationship()
+
+
+class UploadRow(Base):
+    """Who uploaded a checkpoint (its file name under ``checkpoints/``) or a dataset (its name
+    under ``datasets/``)."""
+
+    __tablename__ = "uploads"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # checkpoint or dataset
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(64), index=True)
+    action: Mapped[str] = mapped_column(String(32), index=True)  # e.g. job.submit, key.revoke
+    target: Mapped[str] = mapped_column(String(250))  # e.g. job 12, user alice, key 3
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)

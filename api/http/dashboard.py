@@ -19,6 +19,8 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from api.http.access import access
+
 STATIC = Path(__file__).parent / "static"
 # the shipped run configs (a source checkout's configs/): the submit page starts from one
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -46,7 +48,7 @@ def mount(app: FastAPI) -> None:
     def index() -> FileResponse:
         return _local(FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8"))
 
-    @app.get("/v1/examples", tags=["jobs"])
+    @app.get("/v1/examples", tags=["jobs"], **access("read"))
     def examples() -> dict[str, list[dict[str, Any]]]:
         """The shipped run configs (``configs/``, sweeps left out) a submission can start from."""
         found = []

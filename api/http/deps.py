@@ -4,21 +4,19 @@ knows where the app keeps its database, queue and settings, so tests can overrid
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Query, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator
 from sqlalchemy.orm import Session
 
+from api.runtime.accounts import Principal
 from api.runtime.settings import Settings
 from api.runtime.store import JobQueue
 from db.session import Database
 from distill.catalog import DATASETS
 
-bearer = HTTPBearer(auto_error=False)
 # The three getters below only read app.state: ``async`` keeps them on the event loop (FastAPI runs
 # a plain ``def`` dependency in its thread pool, where 200 event streams would queue behind it).
 OWNER = f"api:{os.getpid()}"  # holds a sweep's lock while a request advances it
@@ -50,25 +48,22 @@ QueueDep = Annotated[JobQueue, Depends(get_queue)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-async def authorize(
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> None:
-    """With a token configured, every route but health needs ``Authorization: Bearer <token>``."""
-    if settings.token is None:
-        return
-    if credentials is None:
+async def principal(request: Request) -> Principal:
+    """The caller, as the Guard authenticated its credential (a token-less service's callers
+    without a key are the local admin)."""
+    who: Principal | None = getattr(request.state, "principal", None)
+    if who is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "a bearer token is required",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    given, token = credentials.credentials.encode(), settings.token.encode()
-    if not secrets.compare_digest(given, token):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "wrong token")
+    return who
 
 
-AUTH = [Depends(authorize)]  # the Guard middleware checks first (before any body is read)
+PrincipalDep = Annotated[Principal, Depends(principal)]
+
+AUTH = [Depends(principal)]  # the Guard middleware checks first (before any body is read)
 
 # Ids and offsets fit a signed 64-bit integer (SQLite's and PostgreSQL's); larger ones are a 422.
 MAX_ID = 2**63 - 1
@@ -107,8 +102,12 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     known: dict[int, dict[str, Any]] = {
         400: _problem("the request cannot be carried out as asked"),
         401: _problem("no bearer token (a token is configured)"),
-        403: _problem("a wrong bearer token, or a cross-site request that would change state"),
+        403: _problem(
+            "a wrong, revoked or expired key; a role or owner that may not do this; or a "
+            "cross-site request that would change state"
+        ),
         404: _problem("no such job, sweep or artifact"),
+        409: _problem("it clashes with what is stored (a name taken, a job still running)"),
         413: _problem("the request body is too large, or its JSON too many members"),
         415: _problem("an upload sent as another media type than the route's"),
         421: _problem("an unknown Host header"),

@@ -3,8 +3,12 @@ body is read before the request is allowed):
 
 1. the Host header: only the names the service is bound to (a DNS-rebinding page in a browser
    cannot reach a token-less service on 127.0.0.1 through a name of its own); 421 otherwise;
-2. the token: with one configured, every route but /v1/health and the API's docs needs
-   ``Authorization: Bearer <token>`` (401 without, 403 wrong), checked before the body is parsed;
+2. the credential: ``Authorization: Bearer <token or API key>`` becomes the request's
+   ``Principal`` (``request.state.principal``; a key is looked up off the event loop, and kept a
+   few seconds). With a bootstrap token configured every route but /v1/health and the API's docs
+   needs one (401 without, 403 wrong, revoked, expired or of a disabled user); a token-less
+   service takes a request without one as the local admin. Checked before the body is parsed;
+   what each principal may do is each route's rule (``access``);
 3. the origin: a request that changes state (POST, PUT, PATCH, DELETE) from another site's page
    is a 403: its ``Origin`` is not the service's own (the Host it was sent to) or its
    ``Sec-Fetch-Site`` says ``cross-site``. A browser sends both; the CLI and scripts send
@@ -22,16 +26,17 @@ body is read before the request is allowed):
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from api.http.inputs import Problem, json_problem, query_problem
+from api.runtime.accounts import Keyring
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -45,7 +50,7 @@ PUBLIC_PREFIXES = ("/docs/", "/static/")
 LOCAL_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 CHANGING = ("POST", "PUT", "PATCH", "DELETE")
 # the methods the routes take (bodies: POST only); any other is the app's 405, whatever it holds
-ROUTED = ("GET", "HEAD", "POST")
+ROUTED = ("GET", "HEAD", "POST", "PATCH", "DELETE")
 
 
 def host_names(bound: str, extra: Iterable[str]) -> frozenset[str] | None:
@@ -109,27 +114,50 @@ def media_type(headers: dict[str, bytes]) -> str:
 
 class Guard:
     def __init__(
-        self, app: App, *, token: str | None, hosts: frozenset[str] | None, limits: Limits
+        self, app: App, *, keyring: Keyring, hosts: frozenset[str] | None, limits: Limits
     ) -> None:
         self.app = app
         self.limits = limits
-        self.token = token.encode() if token is not None else None
+        self.keyring = keyring
         self.hosts = hosts
 
-    def refusal(self, scope: Scope, headers: dict[str, bytes]) -> Problem | None:
-        """What the request's line and headers alone refuse (steps 1-6)."""
+    def wrong_host(self, headers: dict[str, bytes]) -> Problem | None:
+        """Step 1."""
         if self.hosts is not None:
             host = _host_of(headers.get("host", b"").decode("latin-1"))
             if host not in self.hosts and f"[{host}]" not in self.hosts:
                 return Problem(421, "unknown Host header; the service answers as its own name")
+        return None
+
+    async def authenticate(self, scope: Scope, headers: dict[str, bytes]) -> Problem | None:
+        """Step 2: the request's principal into its state, or why it has none."""
         path: str = scope.get("path", "")
-        if self.token is not None and not (path in PUBLIC or path.startswith(PUBLIC_PREFIXES)):
-            auth: bytes = headers.get("authorization", b"")
-            scheme, _, given = auth.partition(b" ")
-            if scheme.lower() != b"bearer" or not given.strip():
-                return Problem(401, "a bearer token is required")
-            if not hmac.compare_digest(given.strip(), self.token):  # bytes: any header is safe
-                return Problem(403, "wrong token")
+        public = path in PUBLIC or path.startswith(PUBLIC_PREFIXES)
+        auth = headers.get("authorization")
+        if auth is None:
+            if self.keyring.required:
+                return None if public else Problem(401, "a bearer token is required")
+            scope.setdefault("state", {})["principal"] = self.keyring.anonymous()
+            return None
+        scheme, _, given = auth.partition(b" ")
+        if scheme.lower() != b"bearer" or not given.strip():
+            return Problem(401, "a bearer token is required")
+        given = given.strip()
+        if self.keyring.needs_lookup(given):
+            who = await run_in_threadpool(self.keyring.authenticate, given)
+        else:
+            who = self.keyring.authenticate(given)
+        if isinstance(who, str):
+            if not self.keyring.required:  # an open service: the local admin, as without one
+                scope.setdefault("state", {})["principal"] = self.keyring.anonymous()
+                return None
+            return None if public else Problem(403, who)
+        scope.setdefault("state", {})["principal"] = who
+        return None
+
+    def refusal(self, scope: Scope, headers: dict[str, bytes]) -> Problem | None:
+        """What the request's line and headers alone refuse (steps 3-6)."""
+        path: str = scope.get("path", "")
         if why := cross_site(scope.get("method", ""), headers):
             return Problem(403, why)
         routed = scope.get("method") in ROUTED
@@ -154,7 +182,12 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
-        if problem := self.refusal(scope, headers):
+        problem = (
+            self.wrong_host(headers)
+            or await self.authenticate(scope, headers)
+            or self.refusal(scope, headers)
+        )
+        if problem:
             await _answer(send, problem)
             return
         path: str = scope.get("path", "")

@@ -6,9 +6,11 @@ status (the handlers below), and puts the ``Guard`` (Host, token, origin, body l
 media types, JSON depth and members, NUL) and the kept Pareto responses (``kept``) in front of
 the routes.
 
-Auth: with a token configured, every route but /v1/health needs ``Authorization: Bearer <token>``
-(401 without it, 403 with a wrong one). Without a token the server binds 127.0.0.1 only
-(``reskd serve`` refuses anything else).
+Auth: with a bootstrap token configured, every route but /v1/health needs ``Authorization:
+Bearer <token or API key>`` (401 without it, 403 with a wrong one); each route then declares who
+may call it (``access``: read, write, owner, admin), and ``create_app`` refuses a /v1 route that
+declares nothing. Without a token the server binds 127.0.0.1 only (``reskd serve`` refuses
+anything else) and a request without a key is its local admin's.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.http import dashboard, storage
+from api.http.access import RULES, rule_of
 from api.http.errors import NotFound, Refused
 from api.http.guard import Guard, Limits, Upload, host_names
 from api.http.kept import KeptPareto, ParetoResponses
-from api.http.routes import architectures, checkpoints, datasets, jobs, sweeps
+from api.http.routes import accounts, architectures, checkpoints, datasets, jobs, sweeps
 from api.http.streams import Streams
+from api.runtime.accounts import Keyring
 from api.runtime.queues import open_queue
 from api.runtime.settings import Settings
 from api.runtime.sweeps import SweepNotFound
@@ -116,11 +120,16 @@ def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
         if settings.token is None:
-            schema.get("components", {}).pop("securitySchemes", None)
             for item in schema["paths"].values():
                 for op in item.values():
-                    op.pop("security", None)
                     op.get("responses", {}).pop("401", None)
+        else:  # a bearer token or API key on every route but the public ones
+            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes["bearer"] = {"type": "http", "scheme": "bearer"}
+            for item in schema["paths"].values():
+                for op in item.values():
+                    if op.get("x-access") != "public":
+                        op["security"] = [{"bearer": []}]
         app.openapi_schema = schema
     return app.openapi_schema
 
@@ -150,10 +159,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, not_allowed)
     app.add_exception_handler(Exception, unexpected)
     storage.install(app, otherwise=unexpected)  # 503 and 507: a lock, a full disk
-    for router in (architectures.router, datasets.router, jobs.router, sweeps.router):
+    routers = (architectures.router, datasets.router, jobs.router, sweeps.router, accounts.router)
+    for router in routers:
         app.include_router(router)
     app.include_router(checkpoints.router())
     dashboard.mount(app)
+    _every_route_has_a_rule(app)
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     hosts = host_names(settings.host, settings.allowed_hosts)
     limits = Limits(
@@ -167,5 +178,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # the last added runs first: Guard, then the kept Pareto responses, then the routes
     app.add_middleware(KeptPareto, kept=app.state.pareto, db=db)
-    app.add_middleware(Guard, token=settings.token, hosts=hosts, limits=limits)
+    app.state.keyring = Keyring(db, bootstrap=settings.token)
+    app.add_middleware(Guard, keyring=app.state.keyring, hosts=hosts, limits=limits)
     return app
+
+
+def _every_route_has_a_rule(app: FastAPI) -> None:
+    """A /v1 route without an access rule would be open to every role: refuse to start."""
+    for route in app.routes:
+        if not isinstance(route, APIRoute) or not route.path.startswith("/v1"):
+            continue
+        if rule_of(route) not in RULES:
+            raise RuntimeError(
+                f"{sorted(route.methods or ())} {route.path} declares no access rule "
+                f"(api.http.access.access: one of {', '.join(RULES)})"
+            )

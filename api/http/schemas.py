@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,6 +13,16 @@ from search.config import RunConfig
 from search.sweep import SweepSpec
 
 Cost = Literal["mflops", "adaptive_mflops", "params"]
+Role = Literal["admin", "member", "viewer"]
+Priority = Annotated[
+    int,
+    Field(
+        ge=-100,
+        le=100,
+        description="claims take higher priorities first, then the owner with the least device "
+        "time over the last day (fair share)",
+    ),
+]
 
 
 class JobCreate(BaseModel):
@@ -21,6 +31,7 @@ class JobCreate(BaseModel):
     kind: JobKind = Field("reskd", description="reskd pipeline, search, finetune or distill")
     config: RunConfig = Field(description="the run config (as `reskd run` reads it)")
     name: Name | None = None
+    priority: Priority = 0
 
 
 class Problem(BaseModel):
@@ -89,6 +100,8 @@ class JobSummary(BaseModel):
     error: str | None
     sweep_id: int | None = None
     trial: int | None = None
+    owner: str | None = Field(None, description="the user who submitted it (None: an admin's)")
+    priority: int = 0
 
 
 class Progress(BaseModel):
@@ -297,8 +310,13 @@ class Health(BaseModel):
     )
 
 
-# The sweep's request body is its spec (pydantic, extra fields forbidden).
-SweepCreate = SweepSpec
+class SweepCreate(SweepSpec):
+    """The sweep's request body: its spec (extra fields forbidden) and its trials' priority."""
+
+    priority: Priority = 0
+
+    def spec(self) -> SweepSpec:
+        return SweepSpec.model_validate(self.model_dump(exclude={"priority"}))
 
 
 class SweepSummary(BaseModel):
@@ -314,6 +332,8 @@ class SweepSummary(BaseModel):
     error: str | None
     created_at: datetime
     finished_at: datetime | None
+    owner: str | None = Field(None, description="the user who started it (None: an admin's)")
+    priority: int = 0
 
 
 class TrialPublic(BaseModel):

@@ -44,6 +44,8 @@ class SqlQueue(JobQueue):
         name: str | None,
         sweep_id: int | None = None,
         trial: int | None = None,
+        owner: str | None = None,
+        priority: int = 0,
     ) -> int:
         with self.db.session() as s:
             job = Job(
@@ -54,6 +56,8 @@ class SqlQueue(JobQueue):
                 state="queued",
                 sweep_id=sweep_id,
                 trial=trial,
+                owner=owner,
+                priority=priority,
             )
             s.add(job)
             s.flush()

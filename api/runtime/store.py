@@ -74,6 +74,8 @@ class JobQueue(ABC):
         name: str | None,
         sweep_id: int | None = None,
         trial: int | None = None,
+        owner: str | None = None,
+        priority: int = 0,
     ) -> int: ...
 
     @abstractmethod

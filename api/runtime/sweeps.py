@@ -54,8 +54,17 @@ def study_storage(url: str) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
 
 
-def create(db: Database, queue: JobQueue, spec: SweepSpec, *, owner: str) -> int:
-    """Record the sweep, create its study, queue its first trials."""
+def create(
+    db: Database,
+    queue: JobQueue,
+    spec: SweepSpec,
+    *,
+    owner: str,
+    user: str | None = None,
+    priority: int = 0,
+) -> int:
+    """Record the sweep, create its study, queue its first trials. ``owner`` holds the sweep's
+    lock while it advances; ``user`` owns the sweep and its trials, which run at ``priority``."""
     dataset = str(spec.base["dataset"])
     with db.session() as s:
         sweep = Sweep(
@@ -65,6 +74,8 @@ def create(db: Database, queue: JobQueue, spec: SweepSpec, *, owner: str) -> int
             spec=spec.to_dict(),
             dataset=dataset,
             trials=spec.trials,
+            owner=user,
+            priority=priority,
         )
         s.add(sweep)
         s.flush()
@@ -119,6 +130,7 @@ def _advance(db: Database, queue: JobQueue, sweep_id: int) -> str:
             return sweep.state
         spec = parse(SweepSpec, sweep.spec)  # checked whole when the sweep was created
         study_name = sweep.study_name
+        runs_as = (sweep.owner, sweep.priority)
         jobs: list[TrialJob] = [
             (j.id, j.trial, j.state, j.result, j.error)
             for j in s.scalars(select(Job).where(Job.sweep_id == sweep_id).order_by(Job.id))
@@ -131,7 +143,7 @@ def _advance(db: Database, queue: JobQueue, sweep_id: int) -> str:
     active = sum(state not in TERMINAL for _, _, state, _, _ in jobs)
     asked = len(jobs)
     while active < spec.parallel and asked < spec.trials:
-        active += _ask(db, queue, study, spec, sweep_id)
+        active += _ask(db, queue, study, spec, sweep_id, runs_as)
         asked += 1
     if asked >= spec.trials and active == 0:
         return _finish(db, study, sweep_id, jobs)
@@ -164,7 +176,14 @@ def _tell_ended(
         study.tell(number, state=TrialState.FAIL)
 
 
-def _ask(db: Database, queue: JobQueue, study: optuna.Study, spec: SweepSpec, sweep_id: int) -> int:
+def _ask(
+    db: Database,
+    queue: JobQueue,
+    study: optuna.Study,
+    spec: SweepSpec,
+    sweep_id: int,
+    runs_as: tuple[str | None, int] = (None, 0),
+) -> int:
     """Ask the study for one trial and queue its job: 1 when it was queued, 0 when its config
     was refused (recorded as a failed trial and a failed job; the sweep goes on)."""
     trial = study.ask()
@@ -187,6 +206,8 @@ def _ask(db: Database, queue: JobQueue, study: optuna.Study, spec: SweepSpec, sw
                     sweep_id=sweep_id,
                     trial=trial.number,
                     finished_at=datetime.now(UTC),
+                    owner=runs_as[0],
+                    priority=runs_as[1],
                 )
             )
         return 0
@@ -197,6 +218,8 @@ def _ask(db: Database, queue: JobQueue, study: optuna.Study, spec: SweepSpec, sw
         name=name,
         sweep_id=sweep_id,
         trial=trial.number,
+        owner=runs_as[0],
+        priority=runs_as[1],
     )
     trial.set_user_attr("job_id", job_id)
     return 1

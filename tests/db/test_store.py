@@ -108,9 +108,9 @@ def test_upgrading_a_database_of_the_first_schema_keeps_its_data(database_url: s
     engine.dispose()
     db, _ = open_store(database_url)  # migrate(): moves the version table, upgrades to head
     with db.engine.connect() as c:
-        # head: 0007 (worker deaths) on 0006 (D_v accuracy) on 0005 (the fronts' revision) on
+        # head: 0008 (users, owners) on 0007 (worker deaths) on 0006 (D_v accuracy) on 0005 (the fronts' revision) on
         # 0004 (stored Pareto fronts) on 0003 (per-epoch metrics) on 0002 (sweeps)
-        assert c.execute(text("SELECT version_num FROM reskd_alembic_version")).scalar() == "0007"
+        assert c.execute(text("SELECT version_num FROM reskd_alembic_version")).scalar() == "0008"
         assert c.execute(text("SELECT worker_deaths FROM jobs")).scalar() == 0
         assert c.execute(text("SELECT revision FROM pareto_revision")).scalar() >= 0
         filled = c.execute(

@@ -11,19 +11,32 @@ from sqlalchemy.orm import Session, defer, selectinload
 from api.http import schemas
 from api.http.errors import NotFound, Refused
 from api.http.paths import confine
+from api.runtime.accounts import Principal, record
 from api.runtime.limits import check_size
 from api.runtime.runner import config_for_job, searches_of
 from api.runtime.settings import Settings
 from api.runtime.store import JobQueue
 from db.models import Artifact, EpochMetric, Job, Stage
+from db.session import Database
 
 
-def submit(queue: JobQueue, body: schemas.JobCreate, settings: Settings) -> int:
+def submit(
+    queue: JobQueue, body: schemas.JobCreate, settings: Settings, db: Database, who: Principal
+) -> int:
+    """Queue the job as ``who``'s, and say so in the audit log."""
     config = config_for_job(confine(body.config, settings), body.kind)  # ConfigError: 422
     check_size(config, max_params=settings.max_job_params, max_mflops=settings.max_job_mflops)
-    return queue.submit(
-        kind=body.kind, config=config.to_dict(), dataset=config.dataset, name=body.name
+    job_id = queue.submit(
+        kind=body.kind,
+        config=config.to_dict(),
+        dataset=config.dataset,
+        name=body.name,
+        owner=who.name,
+        priority=body.priority,
     )
+    with db.session() as s:
+        record(s, who, "job.submit", f"job {job_id}", kind=body.kind, priority=body.priority)
+    return job_id
 
 
 def list_jobs(

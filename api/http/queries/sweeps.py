@@ -39,6 +39,8 @@ def sweep_summary(s: Session, sweep: Sweep) -> schemas.SweepSummary:
         error=sweep.error,
         created_at=sweep.created_at,
         finished_at=sweep.finished_at,
+        owner=sweep.owner,
+        priority=sweep.priority,
     )
 
 

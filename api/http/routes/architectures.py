@@ -9,8 +9,8 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from api.http import schemas
+from api.http.access import access
 from api.http.deps import (
-    AUTH,
     DatabaseDep,
     DatasetFilter,
     Offset,
@@ -36,6 +36,7 @@ router = APIRouter(prefix="/v1", tags=["architectures"])
         },
         421: responses()[421],
     },
+    **access("public"),
 )
 async def health(request: Request, db: DatabaseDep, settings: SettingsDep) -> JSONResponse:
     """On the event loop (its reads on the loop's own connection, the write probe on a thread
@@ -56,7 +57,7 @@ async def health(request: Request, db: DatabaseDep, settings: SettingsDep) -> JS
 @router.get(
     "/architectures",
     response_model=schemas.ArchitectureList,
-    dependencies=AUTH,
+    **access("read"),
     responses=responses(422),
 )
 def architectures(
@@ -74,7 +75,7 @@ def architectures(
 @router.get(
     "/architectures/groups",
     response_model=schemas.ArchitectureGroups,
-    dependencies=AUTH,
+    **access("read"),
 )
 def architecture_groups(s: SessionDep) -> schemas.ArchitectureGroups:
     """Every (dataset, teacher identity) with stored architectures, newest first, and the one a
@@ -86,7 +87,7 @@ def architecture_groups(s: SessionDep) -> schemas.ArchitectureGroups:
 @router.get(
     "/architectures/points",
     response_model=schemas.ArchitecturePoints,
-    dependencies=AUTH,
+    **access("read"),
     responses=responses(422),
 )
 def architecture_points(
@@ -104,7 +105,7 @@ def architecture_points(
 @router.get(
     "/pareto",
     response_model=schemas.ParetoPublic,
-    dependencies=AUTH,
+    **access("read"),
     responses={
         **responses(422),
         304: {"description": "the front named by If-None-Match is still the current one"},

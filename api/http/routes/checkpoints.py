@@ -14,14 +14,19 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from api.http import schemas
+from api.http.access import access
 from api.http.checkpoints import check_upload
-from api.http.deps import AUTH, SettingsDep, responses
+from api.http.deps import AUTH, DatabaseDep, PrincipalDep, SettingsDep, responses
+from api.runtime.accounts import Principal, uploaded
+from api.runtime.settings import Settings
+from db.session import Database
 
 SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 SUFFIXES = (".pt", ".pth", ".safetensors", ".pt2", ".ts")
@@ -37,17 +42,21 @@ def router() -> APIRouter:
         "",
         response_model=schemas.CheckpointPublic,
         status_code=201,
+        dependencies=access("write")["dependencies"],
         openapi_extra={
+            "x-access": "write",
             "requestBody": {
                 "required": True,
                 "content": {media: {"schema": {"type": "string"}} for media in MEDIA_TYPES},
-            }
+            },
         },
         responses=responses(400, 413, 415, 422),
     )
     async def upload(
         request: Request,
         settings: SettingsDep,
+        db: DatabaseDep,
+        who: PrincipalDep,
         name: Annotated[str, Query(min_length=1, max_length=100)] = "teacher.pt",
         teacher: Annotated[
             str | None,
@@ -65,37 +74,19 @@ def router() -> APIRouter:
         """The body is the file as ``application/octet-stream``: ``torch.save``'s zip as torch
         wrote it (uncompressed), a ``.safetensors`` file, or a TorchScript / ``torch.export``
         program with ``teacher=torchscript`` / ``exported-program``."""
-        directory = settings.checkpoints_dir
-        directory.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        tmp = directory / f".upload-{os.getpid()}-{id(request)}.tmp"
-        try:
-            with tmp.open("wb") as f:
-                async for chunk in request.stream():
-                    digest.update(chunk)
-                    f.write(chunk)
-            suffix = next((x for x in SUFFIXES if name.endswith(x)), ".pt")
-            checked = tmp.with_name(tmp.name + suffix)  # readers tell formats by the suffix
-            os.replace(tmp, checked)
-            tmp = checked
-            # Refused (400, 413) unless it is a state dict or program that fits what was named
-            await run_in_threadpool(
-                check_upload,
-                tmp,
-                teacher=teacher,
-                dataset=dataset,
-                limit=settings.max_checkpoint_bytes,
-            )
-            stem = SAFE.sub("_", name.removesuffix(suffix))[:60] or "checkpoint"
-            final = directory / f"{stem}-{digest.hexdigest()[:12]}{suffix}"
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return schemas.CheckpointPublic(
-            name=final.name, size=final.stat().st_size, sha256=digest.hexdigest()
+        final, digest = await _receive(
+            request, settings, name=name, teacher=teacher, dataset=dataset
         )
+        size = final.stat().st_size
+        await run_in_threadpool(_own, db, who, final.name, size)
+        return schemas.CheckpointPublic(name=final.name, size=size, sha256=digest)
 
-    @r.get("", response_model=list[schemas.CheckpointPublic], responses=responses())
+    @r.get(
+        "",
+        response_model=list[schemas.CheckpointPublic],
+        responses=responses(),
+        **access("read"),
+    )
     def listing(settings: SettingsDep) -> list[schemas.CheckpointPublic]:
         directory = settings.checkpoints_dir
         files = (
@@ -108,3 +99,41 @@ def router() -> APIRouter:
         ]
 
     return r
+
+
+async def _receive(
+    request: Request, settings: Settings, *, name: str, teacher: str | None, dataset: str | None
+) -> tuple[Path, str]:
+    """The body, checked and kept under its name and digest: its path and SHA-256."""
+    directory = settings.checkpoints_dir
+    directory.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    tmp = directory / f".upload-{os.getpid()}-{id(request)}.tmp"
+    try:
+        with tmp.open("wb") as f:
+            async for chunk in request.stream():
+                digest.update(chunk)
+                f.write(chunk)
+        suffix = next((x for x in SUFFIXES if name.endswith(x)), ".pt")
+        checked = tmp.with_name(tmp.name + suffix)  # readers tell formats by the suffix
+        os.replace(tmp, checked)
+        tmp = checked
+        # Refused (400, 413) unless it is a state dict or program that fits what was named
+        await run_in_threadpool(
+            check_upload,
+            tmp,
+            teacher=teacher,
+            dataset=dataset,
+            limit=settings.max_checkpoint_bytes,
+        )
+        stem = SAFE.sub("_", name.removesuffix(suffix))[:60] or "checkpoint"
+        final = directory / f"{stem}-{digest.hexdigest()[:12]}{suffix}"
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final, digest.hexdigest()
+
+
+def _own(db: Database, who: Principal, name: str, size: int) -> None:
+    with db.session() as s:
+        uploaded(s, who, "checkpoint", name, size)

@@ -15,11 +15,14 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from api.http import schemas
+from api.http.access import access
 from api.http.datasets import listing as datasets_listing
 from api.http.datasets.archives import Refused
 from api.http.datasets.layout import NAME_PATTERN
 from api.http.datasets.uploads import exists_refusal, store
-from api.http.deps import AUTH, SettingsDep, responses
+from api.http.deps import AUTH, DatabaseDep, PrincipalDep, SettingsDep, responses
+from api.runtime.accounts import Principal, uploaded
+from db.session import Database
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], dependencies=AUTH)
 
@@ -54,7 +57,7 @@ EXISTS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("", response_model=list[schemas.DatasetPublic], responses=responses())
+@router.get("", response_model=list[schemas.DatasetPublic], responses=responses(), **access("read"))
 def listing(settings: SettingsDep) -> list[schemas.DatasetPublic]:
     """The shipped datasets, the uploads, and the image folders and CIFAR roots at or directly
     under each data root, each with the `dataset` and `root` a job's config gives."""
@@ -65,11 +68,16 @@ def listing(settings: SettingsDep) -> list[schemas.DatasetPublic]:
     "",
     response_model=schemas.DatasetPublic,
     status_code=201,
-    openapi_extra=ARCHIVE_BODY,
+    dependencies=access("write")["dependencies"],
+    openapi_extra={**ARCHIVE_BODY, "x-access": "write"},
     responses={**responses(400, 413, 415, 422), **EXISTS},
 )
 async def upload(
-    request: Request, settings: SettingsDep, name: DatasetName
+    request: Request,
+    settings: SettingsDep,
+    name: DatasetName,
+    db: DatabaseDep,
+    who: PrincipalDep,
 ) -> schemas.DatasetPublic:
     """The body is the archive. Every member is checked before anything is stored: relative
     names without `..`, no links or devices, image files only (.png, .jpg, ...: what
@@ -86,11 +94,18 @@ async def upload(
         with os.fdopen(fd, "wb") as f:
             async for chunk in request.stream():
                 f.write(chunk)
-        return await run_in_threadpool(store, body=Path(tmp), name=name, settings=settings)
+        stored = await run_in_threadpool(store, body=Path(tmp), name=name, settings=settings)
+        await run_in_threadpool(_own, db, who, name, Path(tmp).stat().st_size)
+        return stored
     except Refused as exc:
         raise _http(exc) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _own(db: Database, who: Principal, name: str, size: int) -> None:
+    with db.session() as s:
+        uploaded(s, who, "dataset", name, size)
 
 
 def _http(refusal: Refused) -> HTTPException:

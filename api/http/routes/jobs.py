@@ -10,12 +10,14 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
 from api.http import schemas
+from api.http.access import access, job_owner
 from api.http.deps import (
     AUTH,
     OWNER,
     DatabaseDep,
     JobId,
     Offset,
+    PrincipalDep,
     QueueDep,
     SessionDep,
     SettingsDep,
@@ -25,6 +27,7 @@ from api.http.errors import NotFound
 from api.http.queries import jobs as queries
 from api.http.streams import Streams, TooManyStreams
 from api.runtime import sweeps
+from api.runtime.accounts import record
 from api.runtime.store import TERMINAL, JobKind, JobState
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=AUTH)
@@ -43,17 +46,21 @@ MEDIA_TYPES = {
 
 
 @router.post(
-    "", response_model=schemas.JobPublic, status_code=201, responses=responses(400, 413, 422)
+    "",
+    response_model=schemas.JobPublic,
+    status_code=201,
+    responses=responses(400, 413, 422),
+    **access("write"),
 )
 def submit(
-    body: schemas.JobCreate, q: QueueDep, db: DatabaseDep, settings: SettingsDep
+    body: schemas.JobCreate, q: QueueDep, db: DatabaseDep, settings: SettingsDep, who: PrincipalDep
 ) -> schemas.JobPublic:
-    job_id = queries.submit(q, body, settings)  # a ConfigError is a 422 (see main.py)
+    job_id = queries.submit(q, body, settings, db, who)  # a ConfigError is a 422 (see main.py)
     with db.session(readonly=True) as s:
         return queries.get_job(s, job_id)
 
 
-@router.get("", response_model=schemas.JobList, responses=responses(422))
+@router.get("", response_model=schemas.JobList, responses=responses(422), **access("read"))
 def list_jobs(
     s: SessionDep,
     offset: Offset = 0,
@@ -65,22 +72,36 @@ def list_jobs(
     return queries.list_jobs(s, state=state, kind=kind, dataset=dataset, limit=limit, offset=offset)
 
 
-@router.get("/{job_id}", response_model=schemas.JobPublic, responses=responses(404, 422))
+@router.get(
+    "/{job_id}", response_model=schemas.JobPublic, responses=responses(404, 422), **access("read")
+)
 def get_job(job_id: JobId, s: SessionDep) -> schemas.JobPublic:
     return queries.get_job(s, job_id)
 
 
-@router.get("/{job_id}/metrics", response_model=schemas.JobMetrics, responses=responses(404, 422))
+@router.get(
+    "/{job_id}/metrics",
+    response_model=schemas.JobMetrics,
+    responses=responses(404, 422),
+    **access("read"),
+)
 def get_metrics(job_id: JobId, s: SessionDep) -> schemas.JobMetrics:
     """Per-epoch loss, accuracy, learning rate, seconds (and E[MFLOPs] of searches) of every
     stage the job trained: what its curves are drawn from."""
     return queries.job_metrics(s, job_id)
 
 
-@router.post("/{job_id}/cancel", response_model=schemas.JobPublic, responses=responses(404, 422))
-def cancel(job_id: JobId, q: QueueDep, db: DatabaseDep) -> schemas.JobPublic:
+@router.post(
+    "/{job_id}/cancel",
+    response_model=schemas.JobPublic,
+    responses=responses(404, 422),
+    **access("owner", job_owner),
+)
+def cancel(job_id: JobId, q: QueueDep, db: DatabaseDep, who: PrincipalDep) -> schemas.JobPublic:
     if q.cancel(job_id=job_id) is None:
         raise NotFound(f"job {job_id} not found")
+    with db.session() as s:
+        record(s, who, "job.cancel", f"job {job_id}")
     with db.session(readonly=True) as s:
         job = queries.get_job(s, job_id)
     if job.sweep_id is not None and job.state == "cancelled":  # a trial: the sweep goes on
@@ -110,6 +131,7 @@ def cancel(job_id: JobId, q: QueueDep, db: DatabaseDep) -> schemas.JobPublic:
         },
         **responses(404, 422, 429),
     },
+    **access("read"),
 )
 async def events(job_id: JobId, request: Request, db: DatabaseDep) -> StreamingResponse:
     """Server-Sent Events of one job, until it ends or the client goes."""
@@ -144,6 +166,7 @@ async def events(job_id: JobId, request: Request, db: DatabaseDep) -> StreamingR
         200: {"description": "the file", "content": {"application/octet-stream": {}}},
         **responses(400, 404, 422),
     },
+    **access("read"),
 )
 def artifact(job_id: JobId, name: str, s: SessionDep, settings: SettingsDep) -> FileResponse:
     path = queries.artifact_path(s, job_id=job_id, name=name, root=settings.artifact_root)

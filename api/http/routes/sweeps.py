@@ -7,11 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.http import schemas
+from api.http.access import access, sweep_owner
 from api.http.deps import (
     AUTH,
     OWNER,
     DatabaseDep,
     Offset,
+    PrincipalDep,
     QueueDep,
     SessionDep,
     SettingsDep,
@@ -20,6 +22,7 @@ from api.http.deps import (
 )
 from api.http.queries import sweeps as queries
 from api.runtime import sweeps
+from api.runtime.accounts import record
 from api.runtime.limits import check_size
 from distill.config import ConfigError
 from search.config import RunConfig
@@ -32,9 +35,14 @@ router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], dependencies=AUTH)
     response_model=schemas.SweepPublic,
     status_code=201,
     responses=responses(400, 413, 422),
+    **access("write"),
 )
 def create_sweep(
-    body: schemas.SweepCreate, q: QueueDep, db: DatabaseDep, settings: SettingsDep
+    body: schemas.SweepCreate,
+    q: QueueDep,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    who: PrincipalDep,
 ) -> schemas.SweepPublic:
     """Start an Optuna sweep: its trials are ResKD jobs on the queue (ask/tell)."""
     body.check()  # a ConfigError is a 422 (see main.py)
@@ -46,12 +54,14 @@ def create_sweep(
         )
     except ConfigError as exc:
         raise exc.within("base") from None
-    sweep_id = sweeps.create(db, q, body, owner=OWNER)
+    sweep_id = sweeps.create(db, q, body.spec(), owner=OWNER, user=who.name, priority=body.priority)
+    with db.session() as s:
+        record(s, who, "sweep.submit", f"sweep {sweep_id}", trials=body.trials)
     with db.session(readonly=True) as s:
         return queries.get_sweep(s, db.url, sweep_id)
 
 
-@router.get("", response_model=schemas.SweepList, responses=responses(422))
+@router.get("", response_model=schemas.SweepList, responses=responses(422), **access("read"))
 def list_sweeps(
     s: SessionDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
@@ -60,7 +70,12 @@ def list_sweeps(
     return schemas.SweepList(sweeps=queries.list_sweeps(s, limit=limit, offset=offset))
 
 
-@router.get("/{sweep_id}", response_model=schemas.SweepPublic, responses=responses(404, 422))
+@router.get(
+    "/{sweep_id}",
+    response_model=schemas.SweepPublic,
+    responses=responses(404, 422),
+    **access("read"),
+)
 def get_sweep(
     sweep_id: SweepId, s: SessionDep, db: DatabaseDep, settings: SettingsDep
 ) -> schemas.SweepPublic:
@@ -68,22 +83,37 @@ def get_sweep(
 
 
 @router.get(
-    "/{sweep_id}/trials", response_model=list[schemas.TrialPublic], responses=responses(404, 422)
+    "/{sweep_id}/trials",
+    response_model=list[schemas.TrialPublic],
+    responses=responses(404, 422),
+    **access("read"),
 )
 def sweep_trials(sweep_id: SweepId, s: SessionDep, db: DatabaseDep) -> list[schemas.TrialPublic]:
     return queries.trials(s, db.url, sweep_id)
 
 
-@router.get("/{sweep_id}/pareto", response_model=schemas.SweepPareto, responses=responses(404, 422))
+@router.get(
+    "/{sweep_id}/pareto",
+    response_model=schemas.SweepPareto,
+    responses=responses(404, 422),
+    **access("read"),
+)
 def sweep_pareto(sweep_id: SweepId, s: SessionDep, db: DatabaseDep) -> schemas.SweepPareto:
     """The sweep's non-dominated trials (as Optuna's ``study.best_trials``)."""
     return queries.sweep_pareto(s, db.url, sweep_id)
 
 
 @router.post(
-    "/{sweep_id}/cancel", response_model=schemas.SweepPublic, responses=responses(404, 422)
+    "/{sweep_id}/cancel",
+    response_model=schemas.SweepPublic,
+    responses=responses(404, 422),
+    **access("owner", sweep_owner),
 )
-def cancel_sweep(sweep_id: SweepId, q: QueueDep, db: DatabaseDep) -> schemas.SweepPublic:
+def cancel_sweep(
+    sweep_id: SweepId, q: QueueDep, db: DatabaseDep, who: PrincipalDep
+) -> schemas.SweepPublic:
     sweeps.cancel(db, q, sweep_id, owner=OWNER)
+    with db.session() as s:
+        record(s, who, "sweep.cancel", f"sweep {sweep_id}")
     with db.session(readonly=True) as s:
         return queries.get_sweep(s, db.url, sweep_id)
