@@ -107,7 +107,8 @@ class Job(Base):
     # device time: seconds of finished attempts, and when (queue clock) the running one began
     device_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     ran_from: Mapped[float | None] = mapped_column(Float)
-    settled_at: Mapped[float | None] = mapped_column(Float)  # queue clock at its last attempt's end
+    # queue clock at its last attempt's end (fair share sums a window of it: indexed)
+    settled_at: Mapped[float | None] = mapped_column(Float, index=True)
 
     stages: Mapped[list[Stage]] = relationship(
         back_populates="job", order_by="Stage.position", cascade="all, delete-orphan"

@@ -32,7 +32,7 @@ from search.nets import (
     teacher_label,
     teacher_spec,
 )
-from search.run import residual_objective, run_search
+from search.run import derive_search, read_found, residual_objective, run_search
 from space.genotypes import Genotype
 
 
@@ -78,30 +78,44 @@ def searched(net: SearchedNet) -> Source:
 
 
 def search_stage(net: SearchedNet, stage: StageInputs) -> tuple[dict[str, Any], str]:
-    """The search of one network as a stage of the store (resumed per epoch, reused when done)."""
+    """The search of one network as a stage of the store (resumed per epoch, reused when done).
+    With ``supernet_budget_mflops`` the supernet is the stored search at that budget, shared by
+    every network that differs only in its budget, and this network is a ``derive`` stage of it
+    (no training but the ranking's, when asked); its record names the search it derived from."""
     p, spec = stage.prepared, net.search
-    payload = {
-        "spec": spec.to_dict(),
-        "kd": stage.method.for_stage(stage.i),
-        "input": stage.previous_key,
-        "stage": stage.i,
-        **p.data_key,
-    }
+    inputs = {"kd": stage.method.for_stage(stage.i), "input": stage.previous_key, "stage": stage.i}
     factory = residual_objective(
         method=stage.method, objective=stage.objective, teacher=stage.teacher, base=stage.base,
         cache=stage.cache,
     )  # fmt: skip
+    common: dict[str, Any] = {
+        "info": p.data.info, "train_data": p.data.train, "objective_factory": factory,
+        "device": p.config.device, "progress": p.progress,
+        "log": lambda line: p.log(f"{stage.name} {line}"),
+    }  # fmt: skip
+    searched_spec = spec if spec.supernet_budget_mflops is None else spec.shared_supernet()
 
-    def make(directory: Path) -> None:
-        run_search(
-            spec, info=p.data.info, train_data=p.data.train, objective_factory=factory,
-            out_dir=directory, device=p.config.device, progress=p.progress,
-            log=lambda line: p.log(f"{stage.name} {line}"),
-        )  # fmt: skip
+    def search(directory: Path) -> None:
+        run_search(searched_spec, out_dir=directory, **common)
 
-    result = p.store.compute(
-        "search", payload, desc=f"{stage.name} search ({spec.strategy})", make=make
+    result = shared = p.store.compute(
+        "search",
+        {"spec": searched_spec.to_dict(), **inputs, **p.data_key},
+        desc=f"{stage.name} search ({spec.strategy})",
+        make=search,
     )
+
+    def derive(directory: Path) -> None:
+        derive_search(spec, read_found(shared.directory), out_dir=directory, **common)
+
+    if spec.supernet_budget_mflops is not None:
+        p.stages.append(shared.summary() | {"network": stage.name})
+        result = p.store.compute(
+            "derive",
+            {"spec": spec.to_dict(), "search": shared.key},
+            desc=f"{stage.name} derived at {spec.budget_mflops:g} MFLOPs",
+            make=derive,
+        )
     p.stages.append(result.summary() | {"network": stage.name})
     stored = json.loads((result.directory / "search.json").read_text())
     found = {
@@ -115,6 +129,7 @@ def search_stage(net: SearchedNet, stage: StageInputs) -> tuple[dict[str, Any], 
         "plot": str(result.directory / "alphas.png"),
         "cells": str(result.directory / "cells.png"),
         "directory": str(result.directory),
+        "derived_from": None if result is shared else f"search-{shared.key}",
     }
     return found, result.key
 

@@ -1,5 +1,7 @@
 """One res-student search: strategy -> budget-aware derivation -> the product counter's check ->
-``genotype.json``, ``search.json`` and ``alphas.png`` in the output directory.
+``genotype.json``, ``search.json`` and ``alphas.png`` in the output directory, and what the
+strategy found (its argmax genotype and every operation's weight) in ``found.json``, from which
+:func:`derive_search` derives the network at another budget without searching again.
 
 ``objective_factory`` builds the residual KD objective of eq. 6 for a network: against T - S_{i-1}
 for a res-student, against T alone when there is no base yet (a searched S0).
@@ -161,6 +163,59 @@ def run_search(
         spec, shape, train_data, objective_factory, device, out_dir / "checkpoints", progress, log
     )
     found = strategy.search(ctx)
+    write_found(found, out_dir)
+    return derive_search(
+        spec, found, info=info, train_data=train_data, objective_factory=objective_factory,
+        out_dir=out_dir, device=device, progress=progress, log=log, started=started,
+    )  # fmt: skip
+
+
+def write_found(found: StrategyResult, out_dir: Path) -> None:
+    (out_dir / "found.json").write_text(
+        json.dumps(
+            {
+                "genotype": found.genotype.to_dict(),
+                "scores": {kind: list(edges) for kind, edges in found.scores.items()},
+                "history": found.history,
+                "seconds_per_stage": found.seconds_per_stage,
+                "selection": found.selection,
+            }
+        )
+    )
+
+
+def read_found(directory: Path) -> StrategyResult:
+    """What a stored search found (``found.json``)."""
+    raw = json.loads((directory / "found.json").read_text())
+    return StrategyResult(
+        Genotype.from_dict(raw["genotype"]),
+        raw["scores"],
+        raw["history"],
+        raw["seconds_per_stage"],
+        raw["selection"],
+    )
+
+
+def derive_search(
+    spec: StrategySpec,
+    found: StrategyResult,
+    *,
+    info: DatasetInfo,
+    train_data: Dataset[tuple[Tensor, int]],
+    objective_factory: ObjectiveFactory,
+    out_dir: Path,
+    device: str = "auto",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    started: float | None = None,
+) -> SearchResult:
+    """The network ``spec`` asks for, derived from what a search found (its own, or a shared
+    supernet's at another budget): the budget repair, the ranking of candidates when asked,
+    the product counter's check; written to ``out_dir``."""
+    started = time.perf_counter() if started is None else started
+    shape = shape_for(spec, info)
+    check_budget(shape, spec.budget_mflops, spec.min_channels)
+    out_dir.mkdir(parents=True, exist_ok=True)
     derivation = _derive(spec, shape, found)
     ranking: list[dict[str, Any]] = []
     if spec.rank_candidates > 1:

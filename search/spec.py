@@ -156,6 +156,38 @@ class StrategySpec(ConfigModel):
     auxiliary: Flag = False
     drop_path_prob: float = Field(0.0, ge=0, lt=1)
     seed: int = Field(0, ge=0, lt=2**63)
+    supernet_budget_mflops: float | None = Field(
+        None,
+        gt=0,
+        le=1e6,
+        allow_inf_nan=False,
+        description="share one search between budgets: the supernet trains as a search at this "
+        "budget (a sweep's largest) and this network is derived from its architecture weights "
+        "at budget_mflops with the budget repair, so searches that differ only in budget_mflops "
+        "share one stored search stage; None: a search of its own",
+    )
+    supernet_budget_term: bool = Field(
+        True,
+        description="with supernet_budget_mflops: whether the shared supernet trains with its "
+        "FLOPs term (at supernet_budget_mflops) or without any (budget-free: flops_weight and "
+        "budget_floor 0)",
+    )
+
+    def shared_supernet(self) -> StrategySpec:
+        """The search this one derives from (itself without ``supernet_budget_mflops``): the
+        same settings at the supernet's budget (budget-free if asked), ranking no candidates
+        (each budget ranks its own)."""
+        assert self.supernet_budget_mflops is not None
+        update: dict[str, Any] = {
+            "budget_mflops": self.supernet_budget_mflops,
+            "supernet_budget_mflops": None,
+            "supernet_budget_term": True,
+            "rank_candidates": 1,
+            "rank_epochs": 1,
+        }
+        if not self.supernet_budget_term:
+            update |= {"flops_weight": 0.0, "budget_floor": 0.0}
+        return self.model_copy(update=update)
 
     @model_validator(mode="before")
     @classmethod
@@ -253,6 +285,8 @@ class StrategySpec(ConfigModel):
             "weighting": self.weighting == "softmax",
             "aux_skip": self.aux_skip == 0,
             "budget_floor": self.resolved_budget_floor == 0,
+            "supernet_budget_mflops": self.supernet_budget_mflops is None,
+            "supernet_budget_term": self.supernet_budget_term,
         }
         return {name for name, unset in off.items() if unset}
 

@@ -117,6 +117,13 @@ class SweepSpec(ConfigModel):
     parallel: int = Field(2, ge=1, le=1000, description="trials queued or running at once")
     seed: int = Field(0, ge=0, lt=2**63)
     name: Name | None = None
+    shared_search: Literal["largest", "free", "off"] = Field(
+        "largest",
+        description="trials that differ only in budget_mflops share one search: its supernet "
+        "trains once, under the FLOPs term at the space's largest budget (largest) or under none "
+        "(free), and each trial derives its network from the same architecture weights at its "
+        "own budget; off: every trial searches on its own",
+    )
 
     def check(self) -> None:
         try:
@@ -167,22 +174,26 @@ class SweepSpec(ConfigModel):
         config["kd"] = kd
         res = config.get("res_students")
         res_list = [res] if isinstance(res, str | Mapping) else list(res or [])
-        searched_keys = ("budget_mflops", "flops_weight")
-        if any(k in params for k in searched_keys):
-            updated = []
-            for net in res_list:
-                if isinstance(net, Mapping) and isinstance(net.get("search"), Mapping):
-                    search = dict(net["search"])
-                    for k in searched_keys:
-                        if k in params:
-                            search[k] = float(params[k])
-                    net = {**net, "search": search}
-                updated.append(net)
-            res_list = updated
-        config["res_students"] = res_list
+        config["res_students"] = [self._searched(net, params) for net in res_list]
         if "res_students" in params:
             config["max_stages"] = int(params["res_students"])
         return config
+
+    def _searched(self, net: Any, params: Mapping[str, Any]) -> Any:
+        """A searched res-student with the trial's budget and FLOPs weight, sharing the sweep's
+        one search (``shared_search``) when the budget is what the trials vary."""
+        if not (isinstance(net, Mapping) and isinstance(net.get("search"), Mapping)):
+            return net
+        search = dict(net["search"])
+        for k in ("budget_mflops", "flops_weight"):
+            if k in params:
+                search[k] = float(params[k])
+        budgets = self.space.budget_mflops
+        if self.shared_search != "off" and budgets is not None and not budgets.fixed:
+            search["supernet_budget_mflops"] = float(budgets.high)
+            if self.shared_search == "free":
+                search["supernet_budget_term"] = False
+        return {**net, "search": search}
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)

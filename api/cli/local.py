@@ -83,6 +83,14 @@ def _add_training_parsers(subparsers: Subparsers) -> None:
     search.add_argument("--out", help="output directory (default runs/<config name>)")
     search.add_argument("--quiet", action="store_true", help="no progress bars")
     search.add_argument("--json", action="store_true", help="print the result as JSON")
+    search.add_argument(
+        "--budgets",
+        type=float,
+        nargs="+",
+        metavar="MFLOPS",
+        help="derive a network at each of these budgets from one supernet, searched at the "
+        "largest (the search's supernet_budget_mflops): one search, a network per budget",
+    )
     add_set_option(search)
     search.set_defaults(func=cmd_search)
 
@@ -244,19 +252,42 @@ def cmd_search(args: argparse.Namespace) -> int:
     log = (
         (lambda line: print(line, file=sys.stderr)) if args.json else print
     )  # JSON alone on stdout
-    found = search(config, out_dir=_out_dir(args), progress=not args.quiet, log=log)
+    configs = [config] if not args.budgets else [_at_budget(config, b, args) for b in args.budgets]
+    founds = [search(c, out_dir=_out_dir(args), progress=not args.quiet, log=log) for c in configs]
     if args.json:
-        print(json.dumps(found, indent=2))
+        print(json.dumps(founds[0] if not args.budgets else founds, indent=2))
         return 0
+    for found in founds:
+        _print_found(found)
+    return 0
+
+
+def _at_budget(config: Any, budget: float, args: argparse.Namespace) -> Any:
+    """``config`` with its first searched network at ``budget``, sharing the supernet searched
+    at the largest of ``--budgets``."""
+    from search.config import RunConfig
+
+    raw = config.to_dict()
+    nets = [raw["student"], *raw.get("res_students", [])]
+    searched = next((n for n in nets if isinstance(n, dict) and n.get("search")), None)
+    if searched is None:
+        raise ValueError("--budgets: the config searches no network")
+    if budget <= 0:
+        raise ValueError(f"--budgets: each budget must be > 0 MFLOPs, got {budget:g}")
+    searched["search"] |= {"budget_mflops": budget, "supernet_budget_mflops": max(args.budgets)}
+    return RunConfig.from_dict(raw)
+
+
+def _print_found(found: dict[str, Any]) -> None:
     from search.cells import genotype_text
     from space.genotypes import Genotype
 
+    derived = f" (derived from {found['derived_from']})" if found.get("derived_from") else ""
     print(
         f"\n{found['network']} searched ({found['strategy']}): {mflops(found['mflops'])} MFLOPs "
         f"counted (budget {mflops(found['budget_mflops'])}), {found['channels']} channels, "
         f"{found['layers']} cells\n{genotype_text(Genotype.from_dict(found['genotype']))}\n"
         f"{repair_text(found['repair'])}\ngenotype {json.dumps(found['genotype'])}\n"
         f"cells: {found['cells']}\narchitecture weights plot: {found['plot']}\n"
-        f"stage directory: {found['directory']}"
+        f"stage directory: {found['directory']}{derived}"
     )
-    return 0

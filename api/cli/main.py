@@ -2,7 +2,8 @@
 
 Each command group is a module with its own ``add_parsers``: ``local`` (flops, models, datasets,
 run, search), ``service`` (serve, worker), ``remote`` (submit, jobs, show, cancel, pareto,
-sweep), ``export`` (export, predict) and ``demo``."""
+sweep), ``accounts`` (users, keys, login, logout, whoami, audit), ``export`` (export, predict)
+and ``demo``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from api.cli import demo, export, local, remote, service
+from api.cli import accounts, demo, export, local, remote, retention, service
 from api.cli.allocator import TRAINING_COMMANDS, restart_under_allocator
 from api.client import ServiceError
 from distill.catalog import DatasetError
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for group in (local, service, remote, export, demo):  # the order `reskd --help` lists
+    for group in (local, service, remote, accounts, retention, export, demo):  # --help's order
         group.add_parsers(subparsers)
     return parser
 

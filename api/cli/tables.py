@@ -16,9 +16,11 @@ def metrics_text(metrics: list[dict[str, Any]]) -> str:
 
 
 def print_job(job: dict[str, Any], base_url: str = "") -> None:
-    """``reskd show``: state, teacher, warnings, progress, stages, metrics, searches (their
-    cells at ``base_url``) and artifacts of a job."""
+    """``reskd show``: state (and why a queued job waits), teacher, warnings, progress, stages,
+    metrics, searches (their cells at ``base_url``) and artifacts of a job."""
     print(f"job {job['id']} ({job['kind']}, {job['dataset']}): {job['state']}")
+    if job.get("held"):
+        print(f"held: {job['held']}")
     if job.get("error"):
         print(f"error: {job['error']}")
     teacher = job.get("teacher") or {}

@@ -1,4 +1,5 @@
-"""The HTTP client of the service (``reskd submit / jobs / show / cancel / pareto``)."""
+"""The HTTP client of the service (``reskd submit / jobs / show / cancel / pareto``, ``reskd
+users / keys / login / whoami / audit``)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import quote
 
 import httpx
 
+from api.client import credentials
 from api.client.config_files import load_json_or_yaml, with_sets
 
 __all__ = ["DEFAULT_URL", "TERMINAL", "Client", "ServiceError", "load_json_or_yaml", "with_sets"]
@@ -69,10 +72,23 @@ def _teacher_name(teacher: Any) -> str | None:
 
 
 class Client:
+    """The service at ``url`` (else ``$RESKD_URL``, else the URL ``reskd login`` stored, else
+    ``DEFAULT_URL``), asked with ``token`` (else ``$RESKD_TOKEN``, else the key ``reskd login``
+    stored for that URL; ``credential`` says which)."""
+
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30):
-        self.url = (url or os.environ.get("RESKD_URL") or DEFAULT_URL).rstrip("/")
-        token = token or os.environ.get("RESKD_TOKEN")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        url = url or os.environ.get("RESKD_URL")
+        given, source = token, "given"
+        if not given and os.environ.get("RESKD_TOKEN"):
+            given, source = os.environ["RESKD_TOKEN"], "$RESKD_TOKEN"
+        if not (url and given):  # only then the stored keys are read
+            stored = credentials.load()
+            url = url or stored.url
+            if not given and (found := stored.key_for(url or DEFAULT_URL)):
+                given, source = found, str(credentials.location())
+        self.url = (url or DEFAULT_URL).rstrip("/")
+        self.credential = source if given else None
+        headers = {"Authorization": f"Bearer {given}"} if given else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -90,6 +106,62 @@ class Client:
 
     def health(self) -> dict[str, Any]:
         return dict(self._call("GET", "/v1/health"))
+
+    # -- who uses the service: /v1/me, /v1/users, /v1/keys, /v1/audit ---------------------------
+
+    def me(self) -> dict[str, Any]:
+        """Who the service takes this client for: ``name``, ``role``, quotas and ``key_id``."""
+        return dict(self._call("GET", "/v1/me"))
+
+    def users(self) -> list[dict[str, Any]]:
+        """Every user (admins only)."""
+        return list(self._call("GET", "/v1/users"))
+
+    def add_user(
+        self,
+        name: str,
+        *,
+        role: str = "member",
+        max_running_jobs: int | None = None,
+        max_device_hours_per_day: float | None = None,
+    ) -> dict[str, Any]:
+        """A new user (admins only); a quota left None is the service's default."""
+        body = {"name": name, "role": role, "max_running_jobs": max_running_jobs,
+                "max_device_hours_per_day": max_device_hours_per_day}  # fmt: skip
+        return dict(self._call("POST", "/v1/users", json=body))
+
+    def update_user(self, name: str, **changes: Any) -> dict[str, Any]:
+        """Set a user's ``role``, ``disabled``, ``max_running_jobs`` or
+        ``max_device_hours_per_day`` (a quota None: the service's default); the fields not
+        given stay (admins only)."""
+        return dict(self._call("PATCH", f"/v1/users/{quote(name, safe='')}", json=changes))
+
+    def keys(self) -> list[dict[str, Any]]:
+        """This user's API keys (an admin's: everyone's), never the keys themselves."""
+        return list(self._call("GET", "/v1/keys"))
+
+    def create_key(
+        self,
+        *,
+        user: str | None = None,
+        label: str | None = None,
+        expires_in_days: float | None = 90,
+    ) -> dict[str, Any]:
+        """A new key of ``user`` (default: this client's; another's: admins only) that expires
+        after ``expires_in_days`` (None: never). Its ``key`` is shown this once."""
+        body = {"user": user, "label": label, "expires_in_days": expires_in_days}
+        return dict(self._call("POST", "/v1/keys", json=body))
+
+    def revoke_key(self, key_id: int) -> dict[str, Any]:
+        """Revoke a key (one's own, or as an admin any): requests with it are refused."""
+        return dict(self._call("DELETE", f"/v1/keys/{key_id}"))
+
+    def audit(
+        self, *, actor: str | None = None, action: str | None = None, limit: int = 100
+    ) -> dict[str, Any]:
+        """The audit log's newest ``limit`` entries (admins only): ``entries`` and ``total``."""
+        params = {"actor": actor, "action": action, "limit": limit}
+        return dict(self._call("GET", "/v1/audit", params={k: v for k, v in params.items() if v}))
 
     def submit(
         self, config: dict[str, Any], *, kind: str = "reskd", name: str | None = None
@@ -175,6 +247,28 @@ class Client:
 
     def cancel_sweep(self, sweep_id: int) -> dict[str, Any]:
         return dict(self._call("POST", f"/v1/sweeps/{sweep_id}/cancel"))
+
+    # -- what the service keeps: deletes and usage ---------------------------------------------
+
+    def delete_job(self, job_id: int) -> dict[str, Any]:
+        """Delete an ended job with its files (a stage another job uses stays): what went."""
+        return dict(self._call("DELETE", f"/v1/jobs/{job_id}"))
+
+    def delete_sweep(self, sweep_id: int) -> dict[str, Any]:
+        """Delete an ended sweep, its trials (as ``delete_job``) and its Optuna study."""
+        return dict(self._call("DELETE", f"/v1/sweeps/{sweep_id}"))
+
+    def delete_checkpoint(self, name: str) -> dict[str, Any]:
+        """Delete an uploaded checkpoint that no queued or running job names."""
+        return dict(self._call("DELETE", f"/v1/checkpoints/{quote(name, safe='')}"))
+
+    def delete_dataset(self, name: str) -> dict[str, Any]:
+        """Delete an uploaded dataset that no queued or running job names."""
+        return dict(self._call("DELETE", f"/v1/datasets/{quote(name, safe='')}"))
+
+    def usage(self) -> dict[str, Any]:
+        """Per user: jobs, device hours and disk bytes; the shared line; the total measured."""
+        return dict(self._call("GET", "/v1/usage"))
 
     def wait_sweep(
         self,

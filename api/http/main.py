@@ -32,9 +32,10 @@ from api.http.access import RULES, rule_of
 from api.http.errors import NotFound, Refused
 from api.http.guard import Guard, Limits, Upload, host_names
 from api.http.kept import KeptPareto, ParetoResponses
-from api.http.routes import accounts, architectures, checkpoints, datasets, jobs, sweeps
+from api.http.routes import accounts, architectures, checkpoints, datasets, jobs, sweeps, usage
 from api.http.streams import Streams
 from api.runtime.accounts import Keyring
+from api.runtime.fairshare import Policy
 from api.runtime.queues import open_queue
 from api.runtime.settings import Settings
 from api.runtime.sweeps import SweepNotFound
@@ -147,7 +148,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "Pareto front of accuracy against MFLOPs. /v1/health, /docs, /redoc and /openapi.json "
         "need no token (they hold no data); every other route does when one is set.",
     )
-    app.state.settings, app.state.db, app.state.queue = settings, db, open_queue(db)
+    queue = open_queue(db, max_attempts=settings.max_attempts, policy=Policy.of(settings))
+    app.state.settings, app.state.db, app.state.queue = settings, db, queue
     app.state.streams = Streams(settings)
     app.state.pareto = ParetoResponses(settings.pareto_cache_entries)
     app.add_exception_handler(RequestValidationError, invalid_request)
@@ -163,6 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in routers:
         app.include_router(router)
     app.include_router(checkpoints.router())
+    app.include_router(usage.router)
     dashboard.mount(app)
     _every_route_has_a_rule(app)
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]

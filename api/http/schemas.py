@@ -102,6 +102,12 @@ class JobSummary(BaseModel):
     trial: int | None = None
     owner: str | None = Field(None, description="the user who submitted it (None: an admin's)")
     priority: int = 0
+    held: str | None = Field(
+        None,
+        description="why a queued job waits: its owner is disabled or at a quota (running jobs, "
+        "device-hours in the last 24 h), or other jobs come first (higher priority, an owner "
+        "who used less device time, submitted earlier); None once it is next or not queued",
+    )
 
 
 class Progress(BaseModel):

@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from api.runtime.fairshare import Policy
 from api.runtime.loop import Executor
 from api.runtime.queues import open_queue
 from api.runtime.settings import Settings
@@ -77,7 +78,9 @@ class RayDispatcher(Executor):
         self.ray = _import_ray()
         self.settings = settings
         self.db = Database(settings.url)
-        self.queue = open_queue(self.db, max_attempts=settings.max_attempts)
+        self.queue = open_queue(
+            self.db, max_attempts=settings.max_attempts, policy=Policy.of(settings)
+        )
         self.name = f"ray@{socket.gethostname()}:{os.getpid()}"
         self.next_beat = 0.0
         self._counter = itertools.count()

@@ -137,6 +137,25 @@ class Settings(BaseSettings):
         description="times a job's worker may die (stop renewing its lease) before the job fails "
         "with 'worker died N times' instead of being handed out again",
     )
+    default_max_running_jobs: int | None = Field(
+        None,
+        ge=1,
+        description="jobs a user may run at once unless the user has a max_running_jobs of "
+        "their own (None: unlimited); the claim passes over the queued jobs of a user at it",
+    )
+    default_device_hours_per_day: float | None = Field(
+        None,
+        gt=0,
+        description="device-hours a user may use in any 24 h unless the user has a "
+        "max_device_hours_per_day of their own (None: unlimited): the device time of their "
+        "attempts that ended within the last 24 h and of their running ones",
+    )
+    fair_share_hours: float = Field(
+        24.0,
+        gt=0,
+        description="the window of a user's recent device time that orders the claims of "
+        "jobs of equal priority: the jobs of the user who used least come first",
+    )
     worker_memory_bytes: int | None = Field(
         None,
         ge=1 << 30,

@@ -10,8 +10,9 @@ from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from api.runtime import fronts
+from api.runtime.fairshare import UNLIMITED, Ledger, Policy, attempt_end, claimable, died, settled
 from api.runtime.store import MAX_ATTEMPTS, TERMINAL, Beat, Claim, Clock, JobQueue
-from db.models import Architecture, Artifact, EpochMetric, Job, Stage, StageLock
+from db.models import Architecture, Artifact, EpochMetric, Job, Stage, StageLock, User
 from db.session import Database
 
 
@@ -26,14 +27,21 @@ def _close_stages(s: Any, job_id: int, why: str) -> None:
 
 class SqlQueue(JobQueue):
     """The queue on SQLite or PostgreSQL (see :mod:`api.runtime.store` for the contract).
-    Leases are read from ``clock`` in this process, not from the database server's ``now()``."""
+    Leases and device time are read from ``clock`` in this process, not from the database
+    server's ``now()``; ``policy`` holds the quotas' defaults (:mod:`api.runtime.fairshare`)."""
 
     def __init__(
-        self, db: Database, *, clock: Clock = time.time, max_attempts: int = MAX_ATTEMPTS
+        self,
+        db: Database,
+        *,
+        clock: Clock = time.time,
+        max_attempts: int = MAX_ATTEMPTS,
+        policy: Policy = UNLIMITED,
     ) -> None:
         self.db = db
         self.clock = clock
         self.max_attempts = max_attempts
+        self.policy = policy
 
     def submit(
         self,
@@ -64,17 +72,22 @@ class SqlQueue(JobQueue):
             return job.id
 
     def claim(self, *, worker: str, lease_seconds: float) -> Claim | None:
+        """The first job in :mod:`api.runtime.fairshare`'s order whose owner is under their
+        quotas; the attempt a dead worker left ends at its lease's end."""
         now = self.clock()
-        died = (Job.state == "running") & (Job.lease_until < now)
-        claimable = or_(Job.state == "queued", died)
         with self.db.session() as s:
             # A cancelled job whose worker died is finished here, not run again.
             s.execute(
                 update(Job)
-                .where(claimable, Job.cancel_requested.is_(True))
-                .values(state="cancelled", finished_at=datetime.now(UTC), worker=None)
+                .where(claimable(now), Job.cancel_requested.is_(True))
+                .values(
+                    state="cancelled",
+                    finished_at=datetime.now(UTC),
+                    worker=None,
+                    **settled(attempt_end(now)),
+                )
             )
-            self._fail_the_dying(s, died)
+            self._fail_the_dying(s, now)
             s.execute(
                 update(Stage)
                 .where(
@@ -83,12 +96,17 @@ class SqlQueue(JobQueue):
                 )
                 .values(state="interrupted", error="the job ended", finished_at=datetime.now(UTC))
             )
-            candidates = s.scalars(select(Job.id).where(claimable).order_by(Job.id).limit(8)).all()
+            ledger = Ledger(s, self.policy, now)
+            self._requeue_the_held(s, ledger)
+            candidates = s.scalars(ledger.order().limit(8)).all()
             for job_id in candidates:
+                if not self._admits(s, job_id, now):
+                    continue
                 taken = s.execute(
                     update(Job)
-                    .where(Job.id == job_id, claimable, Job.cancel_requested.is_(False))
+                    .where(Job.id == job_id, claimable(now), Job.cancel_requested.is_(False))
                     .values(
+                        **settled(attempt_end(now), then=now),
                         state="running",
                         worker=worker,
                         lease_until=now + lease_seconds,
@@ -107,9 +125,51 @@ class SqlQueue(JobQueue):
                     return Claim(job.id, job.kind, dict(job.config), job.attempts, job.sweep_id)
         return None
 
-    def _fail_the_dying(self, s: Any, died: Any) -> None:
+    def _admits(self, s: Any, job_id: int, now: float) -> bool:
+        """Whether the job's owner is still under their quotas, asked again with the owner's
+        row locked (PostgreSQL: another claim may have taken one of their jobs since the order
+        was read; one that holds the lock now is left to it). SQLite's writers take turns."""
+        owner = s.scalar(select(Job.owner).where(Job.id == job_id))
+        if owner is None:
+            return True
+        user = select(User.id).where(User.name == owner)
+        locked = self.db.is_sqlite or s.scalar(user.with_for_update(skip_locked=True)) is not None
+        if not locked and s.scalar(user) is not None:
+            return False  # another claim holds the owner's row
+        return Ledger(s, self.policy, now, owners=[owner]).held(owner) is None
+
+    def _requeue_the_held(self, s: Any, ledger: Ledger) -> None:
+        """A dead worker's job whose owner may not run a job now (disabled, at a quota) goes back
+        to the queue, its death counted: it waits there, saying why, instead of showing as
+        running until its owner may run it again."""
+        blocked = ledger.blocked()
+        if not blocked:
+            return
+        dead = died(ledger.now) & Job.owner.in_(blocked)
+        ids = s.scalars(select(Job.id).where(dead)).all()
+        if not ids:
+            return
+        s.execute(
+            update(Job)
+            .where(Job.id.in_(ids), dead)
+            .values(
+                state="queued",
+                worker=None,
+                lease_until=None,
+                worker_deaths=Job.worker_deaths + 1,
+                **settled(attempt_end(ledger.now)),
+            )
+        )
+        requeued = select(Job.id).where(Job.id.in_(ids), Job.state == "queued")
+        s.execute(
+            update(Stage)
+            .where(Stage.state == "running", Stage.job_id.in_(requeued))
+            .values(state="interrupted", error="its worker died", finished_at=datetime.now(UTC))
+        )
+
+    def _fail_the_dying(self, s: Any, now: float) -> None:
         """Jobs whose worker died for the ``max_attempts``-th time fail; not handed out again."""
-        last = died & (Job.worker_deaths + 1 >= self.max_attempts)
+        last = died(now) & (Job.worker_deaths + 1 >= self.max_attempts)
         for job_id, deaths in s.execute(select(Job.id, Job.worker_deaths).where(last)).all():
             s.execute(
                 update(Job)
@@ -122,6 +182,7 @@ class SqlQueue(JobQueue):
                     finished_at=datetime.now(UTC),
                     worker=None,
                     lease_until=None,
+                    **settled(attempt_end(now)),
                 )
             )
 
@@ -152,6 +213,7 @@ class SqlQueue(JobQueue):
     ) -> bool:
         if state not in TERMINAL:
             raise ValueError(f"state: must be one of {', '.join(TERMINAL)}, got {state!r}")
+        now = self.clock()
         with self.db.session() as s:
             done = s.execute(
                 update(Job)
@@ -162,6 +224,7 @@ class SqlQueue(JobQueue):
                     result=result,
                     finished_at=datetime.now(UTC),
                     lease_until=None,
+                    **settled(now),
                 )
             )
             return bool(done.rowcount == 1)  # type: ignore[attr-defined]
@@ -180,23 +243,30 @@ class SqlQueue(JobQueue):
 
     def release(self, *, job_id: int, worker: str) -> None:
         """Hand a running job back to the queue (its worker is shutting down)."""
+        now = self.clock()
         with self.db.session() as s:
             handed = s.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.worker == worker, Job.state == "running")
-                .values(state="queued", worker=None, lease_until=None)
+                .values(state="queued", worker=None, lease_until=None, **settled(now))
             )
             if handed.rowcount == 1:  # type: ignore[attr-defined]
                 _close_stages(s, job_id, "its worker shut down; the job was handed back")
             s.execute(delete(StageLock).where(StageLock.worker == worker))
 
     def count_attempt(self, *, job_id: int, worker: str) -> None:
-        """Its owner runs the job again (a Ray task retried after its worker process died)."""
+        """Its owner runs the job again (a Ray task retried after its worker process died): the
+        attempt that died ends now, the next begins."""
+        now = self.clock()
         with self.db.session() as s:
             s.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.worker == worker, Job.state == "running")
-                .values(attempts=Job.attempts + 1, worker_deaths=Job.worker_deaths + 1)
+                .values(
+                    attempts=Job.attempts + 1,
+                    worker_deaths=Job.worker_deaths + 1,
+                    **settled(now, then=now),
+                )
             )
             _close_stages(s, job_id, "the Ray task was retried")
 

@@ -5,6 +5,15 @@ Contract
 - Thread and process safe: any number of API threads and worker processes may call it at once.
 - ``claim`` is atomic: a queued job, or a running job whose lease expired (its worker died), goes
   to exactly one caller, which then owns it until it finishes it or stops renewing its lease.
+- ``claim`` takes jobs by ``priority`` (highest first), then by their owner's recent device time
+  (least first: fair share), then oldest first, and passes over the jobs of a user who is
+  disabled or at a quota (jobs run at once, device-hours in 24 h); jobs without an owner have no
+  quota. A dead worker's job whose owner may not run a job now goes back to the queue (its
+  death counted). :mod:`api.runtime.fairshare` defines the order and the quotas, and says why a
+  queued job waits.
+- A job's device time is the sum of its attempts: an attempt begins when a claim hands the job
+  out and ends when it finishes, is handed back (``release``), is run again (``count_attempt``)
+  or its worker dies (then at its lease's end).
 - The owner renews its lease with ``heartbeat``; the reply says whether it still owns the job and
   whether a cancel was requested. A worker that lost its job must stop working on it.
 - ``lock_stage`` gives one owner per stage key across all jobs (no stage computed twice at once);
@@ -17,9 +26,9 @@ Contract
 - A stage row that an attempt left ``running`` (its worker died or handed the job back) is closed
   as ``interrupted`` when the job is claimed again; the next attempt records the stage anew,
   resumed from its checkpoint.
-- Leases are absolute times on the queue's clock (``time.time`` unless one is injected: the tests
-  advance a fake clock instead of waiting for a lease to run out). Every process that shares a
-  database must read the same clock.
+- Leases and attempts' times are absolute times on the queue's clock (``time.time`` unless one
+  is injected: the tests advance a fake clock instead of waiting for a lease to run out). Every
+  process that shares a database must read the same clock.
 
 The implementation is chosen by the database URL (SQLite or PostgreSQL through SQLAlchemy) in
 :func:`api.runtime.queues.open_queue`; this module names none.

@@ -81,12 +81,18 @@ def create(
         s.flush()
         sweep.study_name = f"reskd-sweep-{sweep.id}"
         sweep_id, study_name = sweep.id, sweep.study_name
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=study_storage(db.url),
-        directions=spec.directions,
-        load_if_exists=True,
-    )
+    storage = study_storage(db.url)
+    try:
+        study = optuna.create_study(
+            study_name=study_name, storage=storage, directions=spec.directions
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        # a deleted sweep's study, left by a crash before it went (SQLite may hand its id out
+        # again): nothing of this new sweep is in it
+        optuna.delete_study(study_name=study_name, storage=storage)
+        study = optuna.create_study(
+            study_name=study_name, storage=storage, directions=spec.directions
+        )
     with warnings.catch_warnings():  # experimental in Optuna, shown by optuna-dashboard
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([OBJECTIVE, spec.cost])

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from api.runtime.exits import EXIT_DATABASE_GONE
+from api.runtime.fairshare import Policy
 from api.runtime.lease import held
 from api.runtime.limits import limit_memory, memory_error, out_of_memory
 from api.runtime.loop import Executor
@@ -214,7 +215,9 @@ class Worker(Executor):
         # A Ray task keeps the name its dispatcher claimed the job with (``exact_name``).
         self.name = name if exact_name and name else f"{name or socket.gethostname()}:{os.getpid()}"
         self.db = Database(settings.url)
-        self.queue = open_queue(self.db, max_attempts=settings.max_attempts)
+        self.queue = open_queue(
+            self.db, max_attempts=settings.max_attempts, policy=Policy.of(settings)
+        )
         self.parent = parent  # a pool's worker stops when the process that started it is gone
 
     def gone(self) -> bool:

@@ -319,6 +319,62 @@ def test_token_prompt_guards_every_page_and_first_paint_is_under_a_second(
         service.stop()
 
 
+def test_a_member_signs_in_with_a_key_and_sees_their_jobs_first(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """The prompt takes an API key; the header says who signed in; the member's jobs come first,
+    with an owner column, and only theirs offer Cancel; a held job says why. Signed out, a viewer
+    is offered neither Submit nor Cancel."""
+    service = Service(tmp_path / "team", workers=0, token="s3cret")  # jobs stay queued
+    try:
+        keys = {}
+        for name, role in (("mia", "member"), ("vic", "viewer")):
+            assert service.http.post("/v1/users", json={"name": name, "role": role}).is_success
+            keys[name] = service.http.post("/v1/keys", json={"user": name}).json()["key"]
+        first = service.submit(tiny_config())  # the admin's
+        auth = {"Authorization": f"Bearer {keys['mia']}"}
+        body = {"kind": "reskd", "config": tiny_config()}
+        mine = service.http.post("/v1/jobs", json=body, headers=auth).json()
+        last = service.submit(tiny_config())  # the admin's, the newest
+        service.http.patch("/v1/users/mia", json={"max_running_jobs": 0})  # mia's job waits
+
+        page = browser.page(service)
+        page.goto(f"{service.url}/")
+        page.wait_for_selector("#token-dialog[open]")
+        assert "API key" in page.inner_text("#token-dialog")
+        page.fill("#token-input", keys["mia"])
+        page.click("#token-form button")
+        painted(page, "jobs")
+        assert page.inner_text("#me").startswith("signed in as mia (member)")
+        rows = page.locator("#jobs tbody tr")
+        assert rows.evaluate_all("rows => rows.map(r => r.id)") == [
+            f"job-{mine['id']}", f"job-{last['id']}", f"job-{first['id']}"]  # fmt: skip
+        assert page.locator("#jobs td.owner").all_inner_texts() == ["mia", "admin", "admin"]
+        cancels = page.locator("button[data-cancel]")
+        assert cancels.evaluate_all("bs => bs.map(b => b.dataset.cancel)") == [str(mine["id"])]
+        held = page.inner_text(f"#job-{mine['id']} .held")
+        assert held.startswith("held: quota: mia runs 0 jobs, the limit is 0"), held
+        assert page.is_visible("header nav a[data-page=submit]")
+        browser.shot(page, "jobs-member")
+
+        page.evaluate("delete document.body.dataset.painted")
+        page.click("#sign-out")
+        page.wait_for_selector("#token-dialog[open]")
+        assert page.inner_text("#token-error") == "Signed out."
+        page.fill("#token-input", keys["vic"])
+        page.click("#token-form button")
+        painted(page, "jobs")
+        assert page.inner_text("#me").startswith("signed in as vic (viewer)")
+        assert rows.count() == 3 and cancels.count() == 0
+        assert page.is_hidden("header nav a[data-page=submit]")
+        page.goto(f"{service.url}/#/submit")
+        painted(page, "submit")
+        assert page.is_disabled("#submit") and "may only read" in page.inner_text("#read-only")
+        assert not page.outside
+    finally:
+        service.stop()
+
+
 def test_numbers_read_one_way_everywhere(service: Service, browser: Browser) -> None:
     """Accuracy in percent with two decimals, MFLOPs to 3 significant digits, Energy to 4,
     durations in words."""

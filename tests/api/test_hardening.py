@@ -494,24 +494,54 @@ def _schemathesis(
     return subprocess.run(args, capture_output=True, text=True, timeout=900)
 
 
-@pytest.mark.parametrize("token", [None, "s3cret"], ids=["no-token", "token"])
+def _team(svc: Service) -> dict[str, str]:
+    """An admin, two members and a viewer on a service with a token, and a key of each; mia
+    owns a queued job and a checkpoint."""
+    keys = {"token": TOKEN}
+    for name, role in (("ada", "admin"), ("mia", "member"), ("otto", "member"), ("vic", "viewer")):
+        assert svc.http.post("/v1/users", json={"name": name, "role": role}).status_code == 201
+        r = svc.http.post("/v1/keys", json={"user": name})
+        keys[name] = r.json()["key"]
+    mine = {"Authorization": f"Bearer {keys['mia']}"}
+    r = svc.http.post("/v1/jobs", json={"config": tiny_config()}, headers=mine)
+    assert r.status_code == 201 and r.json()["owner"] == "mia"
+    return keys
+
+
+def _of_mia(svc: Service) -> list[Any]:
+    jobs = svc.http.get("/v1/jobs", params={"limit": 1000}).json()["jobs"]
+    return [(j["id"], j["state"]) for j in jobs if j["owner"] == "mia"]
+
+
+TOKEN = "s3cret"
+
+
+@pytest.mark.parametrize("role", [None, "token", "ada", "otto", "vic"])
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(
-    tmp_path: Path, token: str | None
+    tmp_path: Path, role: str | None
 ) -> None:
+    """Without a token (every phase), and with the bootstrap token, an admin's, a member's who
+    owns nothing and a viewer's key (fuzzing): no 500, no response outside the schema, and
+    nothing of mia's changes under another member's or a viewer's key."""
+    token = None if role is None else TOKEN
     svc = Service(
         tmp_path / "fuzz", workers=0, token=token, extra_env={"RESKD_MAX_STREAMS_PER_CLIENT": "64"}
     )
     try:
+        keys = _team(svc) if token else {}
+        before = _of_mia(svc)
         examples = int(os.environ.get("RESKD_FUZZ_EXAMPLES", 10))
-        # With a token every request passes the same auth and then meets the same handlers as
-        # without one: the token run fuzzes (its examples, coverage and stateful phases would
-        # repeat the no-token run's cases with one more header, a minute of the suite).
         done = _schemathesis(
-            svc, token, examples=examples, phases=None if token is None else "fuzzing"
+            svc,
+            keys.get(role or "", None),
+            examples=examples,
+            phases=None if role is None else "fuzzing",
         )
         out = done.stdout + done.stderr
         assert done.returncode == 0, out[-6000:]
         assert "Traceback" not in (svc.root / "serve.log").read_text()
+        if role in ("otto", "vic"):
+            assert _of_mia(svc) == before
     finally:
         svc.stop()
 

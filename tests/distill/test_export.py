@@ -276,7 +276,8 @@ CASES = {
 
 
 @pytest.mark.parametrize(
-    "case", ["rgb", pytest.param("gray", marks=pytest.mark.slow)]  # each exports and predicts
+    "case",
+    ["rgb", pytest.param("gray", marks=pytest.mark.slow)],  # each exports and predicts
 )
 def test_predict_classifies_image_files_as_pytorch_does_with_and_without_torch(
     case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

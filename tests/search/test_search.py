@@ -353,6 +353,34 @@ def test_pipeline_searches_then_finetunes_r1_and_reuses_stored_stages(tmp_path: 
 
 
 @pytest.mark.slow
+def test_budgets_that_share_a_supernet_search_once_and_each_derive_within_its_own(
+    tmp_path: Path,
+) -> None:
+    """Three budgets under one shared supernet (at the largest): one search stage, trained once;
+    each budget a derive stage of it, within its own budget, naming the search it came from.
+    The largest budget's network is the plain search's at that budget."""
+    logs: list[str] = []
+    found = {}
+    for budget in (0.2, 0.1, 0.06):
+        config = _config(budget_mflops=budget, supernet_budget_mflops=0.2, channels="auto")
+        result = run(config, out_dir=tmp_path, progress=False, log=logs.append)
+        kinds = [(s["kind"], s["trained"]) for s in result.stages]
+        searched = budget == 0.2  # the first run trains the supernet; the others reuse it
+        assert ("search", searched) in kinds and ("derive", True) in kinds, kinds
+        found[budget] = result.searches[0]
+        assert found[budget]["mflops"] <= budget
+    searches = {f["derived_from"] for f in found.values()}
+    assert len(searches) == 1 and len(list(tmp_path.glob("search-*"))) == 1
+    assert len(list(tmp_path.glob("derive-*"))) == 3
+    assert found[0.06]["mflops"] < found[0.2]["mflops"]
+    plain = run(_config(budget_mflops=0.2, channels="auto"), out_dir=tmp_path, progress=False,
+                log=logs.append)  # fmt: skip
+    assert not any(s["trained"] for s in plain.stages if s["kind"] == "search")
+    assert plain.searches[0]["genotype"] == found[0.2]["genotype"]
+    assert plain.searches[0]["derived_from"] is None
+
+
+@pytest.mark.slow
 def test_an_interrupted_search_resumes_from_its_last_epoch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -50,6 +50,29 @@ def test_a_trial_config_applies_every_parameter_and_keeps_s0() -> None:
 
 
 @pytest.mark.parametrize(
+    ("shared", "supernet"),
+    [("largest", (0.2, True)), ("free", (0.2, False)), ("off", (None, True))],
+)
+def test_trials_share_one_search_at_the_largest_budget_unless_told_not_to(
+    shared: str, supernet: tuple[float | None, bool]
+) -> None:
+    spec = SweepSpec.from_dict(
+        {"base": BASE, "space": {"budget_mflops": [0.06, 0.2]}, "shared_search": shared}
+    )
+    specs = []
+    for budget in (0.06, 0.13):
+        search = RunConfig.from_dict(spec.trial_config({"budget_mflops": budget}))
+        found = search.res_students[0].search
+        assert found is not None and found.budget_mflops == budget
+        assert (found.supernet_budget_mflops, found.supernet_budget_term) == supernet
+        specs.append(found.shared_supernet().to_dict() if supernet[0] else found.to_dict())
+    assert (specs[0] == specs[1]) == (shared != "off")  # one stored search for both trials
+    fixed = SweepSpec.from_dict({"base": BASE, "space": {"budget_mflops": 0.1, "t": [2, 6]}})
+    search = RunConfig.from_dict(fixed.trial_config({"budget_mflops": 0.1, "t": 3.0}))
+    assert search.res_students[0].search.supernet_budget_mflops is None  # nothing to share
+
+
+@pytest.mark.parametrize(
     ("field", "patch", "message"),
     [
         ("sampler", {"sampler": "random"}, "one of nsga2, tpe"),

@@ -3,7 +3,9 @@ artifact files."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, defer, selectinload
@@ -12,6 +14,7 @@ from api.http import schemas
 from api.http.errors import NotFound, Refused
 from api.http.paths import confine
 from api.runtime.accounts import Principal, record
+from api.runtime.fairshare import UNLIMITED, Policy, why_held
 from api.runtime.limits import check_size
 from api.runtime.runner import config_for_job, searches_of
 from api.runtime.settings import Settings
@@ -40,9 +43,20 @@ def submit(
 
 
 def list_jobs(
-    s: Session, *, state: str | None, kind: str | None, dataset: str | None, limit: int, offset: int
+    s: Session,
+    *,
+    state: str | None,
+    kind: str | None,
+    dataset: str | None,
+    limit: int,
+    offset: int,
+    owner: str | None = None,
+    policy: Policy = UNLIMITED,
+    now: float | None = None,
 ) -> schemas.JobList:
-    asked = {Job.state: state, Job.kind: kind, Job.dataset: dataset}
+    """A page of jobs, newest first; a queued one says why it waits under ``policy`` (the
+    service's quotas) at ``now`` (the queue's clock; default: ``time.time()``)."""
+    asked = {Job.state: state, Job.kind: kind, Job.dataset: dataset, Job.owner: owner}
     where = [column == value for column, value in asked.items() if value]
     total = s.scalar(select(func.count(Job.id)).where(*where)) or 0
     page = select(Job).where(*where).order_by(Job.id.desc()).limit(limit).offset(offset)
@@ -50,10 +64,11 @@ def list_jobs(
     jobs = s.scalars(
         page.options(defer(Job.config, raiseload=True), selectinload(Job.stages))
     ).all()
+    held = why_held(s, jobs=jobs, policy=policy, now=time.time() if now is None else now)
     return schemas.JobList(
         jobs=[
             schemas.JobRow(
-                **schemas.JobSummary.model_validate(j).model_dump(),
+                **_summary(j, held),
                 progress=_progress([schemas.StagePublic.model_validate(st) for st in j.stages]),
                 best=_best(j),
             )
@@ -124,7 +139,16 @@ def job_exists(s: Session, job_id: int) -> None:
         raise NotFound(f"job {job_id} not found")
 
 
-def get_job(s: Session, job_id: int) -> schemas.JobPublic:
+def _summary(job: Job, held: dict[int, str]) -> dict[str, Any]:
+    """The job's summary fields, with why it waits (``held``: :func:`why_held`'s answer)."""
+    return schemas.JobSummary.model_validate(job).model_dump() | {"held": held.get(job.id)}
+
+
+def get_job(
+    s: Session, job_id: int, *, policy: Policy = UNLIMITED, now: float | None = None
+) -> schemas.JobPublic:
+    """The job with its stages, results and artifacts; queued, it says why it waits (as
+    :func:`list_jobs`)."""
     job = s.scalar(
         select(Job)
         .where(Job.id == job_id)
@@ -133,8 +157,9 @@ def get_job(s: Session, job_id: int) -> schemas.JobPublic:
     if job is None:
         raise NotFound(f"job {job_id} not found")
     stages = [schemas.StagePublic.model_validate(st) for st in job.stages]
+    held = why_held(s, jobs=[job], policy=policy, now=time.time() if now is None else now)
     return schemas.JobPublic(
-        **schemas.JobSummary.model_validate(job).model_dump(),
+        **_summary(job, held),
         config=job.config,
         progress=_progress(stages),
         best=_best(job),

@@ -135,7 +135,7 @@ def list_users(s: SessionDep) -> list[UserPublic]:
     "/users",
     response_model=UserPublic,
     status_code=201,
-    responses=responses(409, 422),
+    responses=responses(400, 409, 413, 422),
     **access("admin"),
 )
 def add_user(body: UserCreate, db: DatabaseDep, who: PrincipalDep) -> UserPublic:
@@ -148,7 +148,10 @@ def add_user(body: UserCreate, db: DatabaseDep, who: PrincipalDep) -> UserPublic
 
 
 @router.patch(
-    "/users/{name}", response_model=UserPublic, responses=responses(404, 422), **access("admin")
+    "/users/{name}",
+    response_model=UserPublic,
+    responses=responses(400, 404, 413, 422),
+    **access("admin"),
 )
 def update_user(
     name: UserName, body: UserUpdate, request: Request, db: DatabaseDep, who: PrincipalDep
@@ -177,7 +180,7 @@ def list_keys(who: PrincipalDep, s: SessionDep) -> list[KeyPublic]:
     "/keys",
     response_model=KeyCreated,
     status_code=201,
-    responses=responses(404, 422),
+    responses=responses(400, 404, 413, 422),
     **access("read"),
 )
 def create_key(body: KeyCreate, db: DatabaseDep, who: PrincipalDep) -> KeyCreated:

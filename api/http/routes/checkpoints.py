@@ -21,10 +21,13 @@ from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from api.http import schemas
-from api.http.access import access
+from api.http.access import access, upload_owner
 from api.http.checkpoints import check_upload
 from api.http.deps import AUTH, DatabaseDep, PrincipalDep, SettingsDep, responses
+from api.http.removals import answered
+from api.runtime import retention
 from api.runtime.accounts import Principal, uploaded
+from api.runtime.retention import Removed
 from api.runtime.settings import Settings
 from db.session import Database
 
@@ -98,7 +101,20 @@ def router() -> APIRouter:
             schemas.CheckpointPublic(name=f.name, size=f.stat().st_size, sha256=None) for f in files
         ]
 
+    r.delete(
+        "/{name}",
+        response_model=Removed,
+        responses=responses(404, 409, 422),
+        **access("owner", upload_owner("checkpoint")),
+    )(delete)
     return r
+
+
+def delete(name: str, db: DatabaseDep, settings: SettingsDep, who: PrincipalDep) -> Removed:
+    """Delete an uploaded checkpoint that no queued or running job names (a 409 names the job:
+    cancel it first, or wait until it ends)."""
+    with answered():
+        return retention.delete_upload(settings, db, kind="checkpoint", name=name, who=who)
 
 
 async def _receive(

@@ -1,4 +1,5 @@
-"""/v1/datasets: the datasets a job can use, and image folders uploaded as one archive.
+"""/v1/datasets: the datasets a job can use, and image folders uploaded as one archive (and
+deleted).
 
 A job's ``root`` names an upload by its name (or a folder under a data root, which the operator
 names with ``reskd serve --data-root DIR`` or ``RESKD_DATA_ROOTS``).
@@ -15,13 +16,16 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from api.http import schemas
-from api.http.access import access
+from api.http.access import access, upload_owner
 from api.http.datasets import listing as datasets_listing
 from api.http.datasets.archives import Refused
 from api.http.datasets.layout import NAME_PATTERN
 from api.http.datasets.uploads import exists_refusal, store
 from api.http.deps import AUTH, DatabaseDep, PrincipalDep, SettingsDep, responses
+from api.http.removals import answered
+from api.runtime import retention
 from api.runtime.accounts import Principal, uploaded
+from api.runtime.retention import Removed
 from db.session import Database
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], dependencies=AUTH)
@@ -101,6 +105,19 @@ async def upload(
         raise _http(exc) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+@router.delete(
+    "/{name}",
+    response_model=Removed,
+    responses=responses(404, 409, 422),
+    **access("owner", upload_owner("dataset")),
+)
+def delete(name: str, db: DatabaseDep, settings: SettingsDep, who: PrincipalDep) -> Removed:
+    """Delete an uploaded dataset that no queued or running job names as its `root` (a 409
+    names the job: cancel it first, or wait until it ends)."""
+    with answered():
+        return retention.delete_upload(settings, db, kind="dataset", name=name, who=who)
 
 
 def _own(db: Database, who: Principal, name: str, size: int) -> None:

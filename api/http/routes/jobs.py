@@ -1,4 +1,5 @@
-"""/v1/jobs: submit, list, show, cancel, watch (Server-Sent Events) and download artifacts."""
+"""/v1/jobs: submit, list, show, cancel, delete, watch (Server-Sent Events) and download
+artifacts."""
 
 from __future__ import annotations
 
@@ -25,9 +26,12 @@ from api.http.deps import (
 )
 from api.http.errors import NotFound
 from api.http.queries import jobs as queries
+from api.http.removals import answered
 from api.http.streams import Streams, TooManyStreams
-from api.runtime import sweeps
+from api.runtime import retention, sweeps
 from api.runtime.accounts import record
+from api.runtime.fairshare import Policy
+from api.runtime.retention import Removed
 from api.runtime.store import TERMINAL, JobKind, JobState
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=AUTH)
@@ -57,26 +61,37 @@ def submit(
 ) -> schemas.JobPublic:
     job_id = queries.submit(q, body, settings, db, who)  # a ConfigError is a 422 (see main.py)
     with db.session(readonly=True) as s:
-        return queries.get_job(s, job_id)
+        return queries.get_job(s, job_id, policy=Policy.of(settings))
 
 
 @router.get("", response_model=schemas.JobList, responses=responses(422), **access("read"))
 def list_jobs(
     s: SessionDep,
+    settings: SettingsDep,
     offset: Offset = 0,
     state: JobState | None = None,
     kind: JobKind | None = None,
     dataset: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    owner: Annotated[str | None, Query(max_length=64, description="only this user's jobs")] = None,
 ) -> schemas.JobList:
-    return queries.list_jobs(s, state=state, kind=kind, dataset=dataset, limit=limit, offset=offset)
+    return queries.list_jobs(
+        s,
+        state=state,
+        kind=kind,
+        dataset=dataset,
+        limit=limit,
+        offset=offset,
+        owner=owner,
+        policy=Policy.of(settings),
+    )
 
 
 @router.get(
     "/{job_id}", response_model=schemas.JobPublic, responses=responses(404, 422), **access("read")
 )
-def get_job(job_id: JobId, s: SessionDep) -> schemas.JobPublic:
-    return queries.get_job(s, job_id)
+def get_job(job_id: JobId, s: SessionDep, settings: SettingsDep) -> schemas.JobPublic:
+    return queries.get_job(s, job_id, policy=Policy.of(settings))
 
 
 @router.get(
@@ -109,6 +124,20 @@ def cancel(job_id: JobId, q: QueueDep, db: DatabaseDep, who: PrincipalDep) -> sc
     return job
 
 
+@router.delete(
+    "/{job_id}",
+    response_model=Removed,
+    responses=responses(404, 409, 422),
+    **access("owner", job_owner),
+)
+def delete_job(job_id: JobId, db: DatabaseDep, settings: SettingsDep, who: PrincipalDep) -> Removed:
+    """Delete an ended job: its rows (stages, metrics, artifacts, its architectures off the
+    Pareto fronts), its folder and the stage folders no other job uses. A queued or running job
+    (or a trial of a running sweep) is a 409: cancel it first."""
+    with answered():
+        return retention.delete_job(settings, db, job_id=job_id, who=who)
+
+
 @router.get(
     "/{job_id}/events",
     response_class=StreamingResponse,
@@ -133,12 +162,15 @@ def cancel(job_id: JobId, q: QueueDep, db: DatabaseDep, who: PrincipalDep) -> sc
     },
     **access("read"),
 )
-async def events(job_id: JobId, request: Request, db: DatabaseDep) -> StreamingResponse:
+async def events(
+    job_id: JobId, request: Request, db: DatabaseDep, settings: SettingsDep
+) -> StreamingResponse:
     """Server-Sent Events of one job, until it ends or the client goes."""
+    policy = Policy.of(settings)
 
     def read(i: int) -> tuple[str, bool]:
         with db.session(readonly=True) as s:
-            job = queries.get_job(s, i)
+            job = queries.get_job(s, i, policy=policy)
         return job.model_dump_json(), job.state in TERMINAL
 
     def exists(i: int) -> None:

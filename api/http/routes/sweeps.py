@@ -1,4 +1,5 @@
-"""/v1/sweeps: Optuna sweeps whose trials are ResKD jobs on the queue."""
+"""/v1/sweeps: Optuna sweeps whose trials are ResKD jobs on the queue (create, list, show,
+cancel, delete)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ from api.http.deps import (
     responses,
 )
 from api.http.queries import sweeps as queries
-from api.runtime import sweeps
+from api.http.removals import answered
+from api.runtime import retention, sweeps
 from api.runtime.accounts import record
 from api.runtime.limits import check_size
+from api.runtime.retention import Removed
 from distill.config import ConfigError
 from search.config import RunConfig
 
@@ -117,3 +120,18 @@ def cancel_sweep(
         record(s, who, "sweep.cancel", f"sweep {sweep_id}")
     with db.session(readonly=True) as s:
         return queries.get_sweep(s, db.url, sweep_id)
+
+
+@router.delete(
+    "/{sweep_id}",
+    response_model=Removed,
+    responses=responses(404, 409, 422),
+    **access("owner", sweep_owner),
+)
+def delete_sweep(
+    sweep_id: SweepId, db: DatabaseDep, settings: SettingsDep, who: PrincipalDep
+) -> Removed:
+    """Delete an ended sweep: each of its trials as a job is deleted, and its Optuna study. A
+    running sweep, or one with a trial queued or running, is a 409: cancel it first."""
+    with answered():
+        return retention.delete_sweep(settings, db, sweep_id=sweep_id, who=who)

@@ -1,12 +1,15 @@
 // The ResKD dashboard: one page, hash routes (#/jobs, #/job/ID, #/pareto, #/sweeps,
 // #/sweep/ID, #/submit), reading only the service's own /v1 API. With a token configured the
-// page asks for it once per tab and sends it as the Authorization header (never in a URL), so
-// event streams, images and downloads are fetched, not linked.
+// page asks once per tab for an API key or the service's token and sends it as the
+// Authorization header (never in a URL), so event streams, images and downloads are fetched,
+// not linked. Who signed in (GET /v1/me) is shown in the header; what their role may not do
+// (a viewer's submit, a member's cancel of another's job) is not offered.
 "use strict";
 
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const $main = () => document.getElementById("main");
 let cleanup = []; // what the current page must stop (streams, timers, charts) when it is left
+let me = null; // who the service takes this tab for (GET /v1/me): name, role, quotas
 
 // -- the API -----------------------------------------------------------------------------------
 
@@ -17,31 +20,82 @@ function headers(extra = {}) {
   return t ? { ...extra, Authorization: `Bearer ${t}` } : extra;
 }
 
-let asking = null; // one token prompt at a time, every request waits on it
+let asking = null; // one prompt for a key or token at a time, every request waits on it
+let note = ""; // said in the next prompt ("Signed out.")
 function askToken(message) {
   if (asking) return asking;
   const dialog = document.getElementById("token-dialog");
-  document.getElementById("token-error").textContent = message || "";
+  document.getElementById("token-error").textContent = message || note;
+  note = "";
   asking = new Promise((resolve) => {
+    const done = () => { asking = null; resolve(); };
     document.getElementById("token-form").onsubmit = () => {
       sessionStorage.setItem("reskd-token", document.getElementById("token-input").value.trim());
-      asking = null;
-      resolve();
+      done();
     };
+    dialog.oncancel = done; // Escape: the request goes on as it was (asked again if it must)
   });
   dialog.showModal();
   return asking;
 }
 
+// Why the tab's credential is refused (wrong, revoked, expired, of a disabled user), or null
+// when a 403 is the role's (a viewer's cancel): only then does /v1/me answer.
+async function refusal(r, path) {
+  const check = path === "/v1/me" ? r : await fetch("/v1/me", { headers: headers() });
+  if (check.status !== 401 && check.status !== 403) return null;
+  const body = await check.json().catch(() => ({}));
+  return body.detail || check.statusText;
+}
+
 async function api(path, options = {}) {
   for (;;) {
     const r = await fetch(path, { ...options, headers: headers(options.headers || {}) });
-    if (r.status === 401 || r.status === 403) {
-      await askToken(r.status === 403 ? "That token was refused." : "");
+    if (r.status === 401) {
+      await askToken("");
       continue;
+    }
+    if (r.status === 403) {
+      const why = await refusal(r, path);
+      if (why) {
+        await askToken(`That key or token was refused: ${why}.`);
+        continue;
+      }
     }
     return r;
   }
+}
+
+// -- who is signed in --------------------------------------------------------------------------
+
+const mayWrite = () => !me || me.role !== "viewer";
+// cancel or delete what owner owns: an admin anything, a member their own (as the service rules)
+const mayChange = (owner) => !me || me.role === "admin" || (me.role === "member" && owner === me.name);
+
+async function whoami() {
+  me = await json("/v1/me").catch(() => null);
+  const box = document.getElementById("me");
+  box.innerHTML = me ? `signed in as <b>${esc(me.name)}</b> (${esc(me.role)}) ·
+    <a href="#" id="sign-out">${token() ? "sign out" : "sign in with a key"}</a>` : "";
+  const link = document.getElementById("sign-out");
+  if (link) link.onclick = (e) => { e.preventDefault(); switchUser(); };
+  document.querySelector("header nav a[data-page=submit]").hidden = !mayWrite();
+}
+
+// Sign out (forget the tab's key or token; a service with a token asks again) or, on a service
+// without a token, sign in with a key; then the page is drawn again for whoever it is now.
+async function switchUser() {
+  cleanup.forEach((f) => f());
+  cleanup = [];
+  $main().innerHTML = "";
+  if (token()) {
+    sessionStorage.removeItem("reskd-token");
+    note = "Signed out.";
+  } else {
+    await askToken("This service needs no key: without one you are its local admin.");
+  }
+  await whoami();
+  await route();
 }
 
 async function json(path, options) {
@@ -206,17 +260,23 @@ function chart(canvas, config) {
 
 // -- jobs --------------------------------------------------------------------------------------
 
+// why a queued job waits (its owner's quota, ...), muted under its state
+const heldText = (j) => (j.held ? `<div class="held muted">held: ${esc(j.held)}</div>` : "");
+const ownerText = (owner) => (owner ? esc(owner) : `<span class="muted" title="submitted before jobs had owners">—</span>`);
+
 function jobRow(j) {
   const p = j.progress || {};
   const live = !TERMINAL.has(j.state);
-  return `<tr id="job-${j.id}" data-state="${esc(j.state)}">
+  const mine = me && j.owner === me.name;
+  return `<tr id="job-${j.id}" data-state="${esc(j.state)}"${mine ? ` class="mine"` : ""}>
     <td><a href="#/job/${j.id}">${j.id}</a></td><td>${esc(j.name)}</td><td>${esc(j.kind)}</td>
-    <td>${esc(j.dataset)}</td><td class="state">${badge(j.state)}</td>
+    <td>${esc(j.dataset)}</td><td class="state">${badge(j.state)}${heldText(j)}</td>
     <td>${esc(live ? p.stage : "")}</td><td>${esc(live ? epochText(p) : "")}</td>
     <td class="num">${j.best ? `${pct(j.best.val_accuracy)} <span class="muted">${esc(j.best.model)}</span>` : ""}</td>
     <td class="num">${j.best ? pct(j.best.accuracy) : ""}</td>
     <td class="num">${j.best ? mflops(j.best.mflops) : ""}</td>
-    <td>${live ? `<button data-cancel="${j.id}">Cancel</button>` : ""}</td></tr>`;
+    <td class="owner">${ownerText(j.owner)}</td>
+    <td>${live && mayChange(j.owner) ? `<button data-cancel="${j.id}">Cancel</button>` : ""}</td></tr>`;
 }
 
 async function jobsPage(params) {
@@ -230,7 +290,8 @@ async function jobsPage(params) {
     </form>
     <table id="jobs"><thead><tr><th>id</th><th>name</th><th>kind</th><th>dataset</th><th>state</th>
       <th>stage</th><th>epoch / ETA</th><th class="num" title="the student best on D_v (what the export ships)">best, D_v accuracy</th>
-      <th class="num" title="reported beside, never chosen on">its test accuracy</th><th class="num">MFLOPs</th><th></th>
+      <th class="num" title="reported beside, never chosen on">its test accuracy</th><th class="num">MFLOPs</th>
+      <th title="who submitted it; yours are listed first">owner</th><th></th>
     </tr></thead><tbody></tbody></table><p id="jobs-total" class="muted"></p>`;
   const form = document.getElementById("filters");
   form.onchange = () => {
@@ -255,14 +316,19 @@ async function jobsPage(params) {
     }));
   };
   cleanup.push(() => watched.forEach((stop) => stop()));
+  // the signed-in user's jobs first, then everyone else's, newest first in each
   const load = async () => {
     const f = new URLSearchParams([...q].filter(([k, v]) => v && ["state", "kind", "dataset"].includes(k)));
     f.set("limit", "1000");
-    const list = await json(`/v1/jobs?${f}`);
-    tbody.innerHTML = list.jobs.map(jobRow).join("");
+    const own = me ? new URLSearchParams([...f, ["owner", me.name]]) : null;
+    const [list, mine] = await Promise.all([json(`/v1/jobs?${f}`), own ? json(`/v1/jobs?${own}`) : { jobs: [], total: 0 }]);
+    const ids = new Set(mine.jobs.map((j) => j.id));
+    const jobs = [...mine.jobs, ...list.jobs.filter((j) => !ids.has(j.id))].slice(0, 1000);
+    tbody.innerHTML = jobs.map(jobRow).join("");
     document.getElementById("jobs-total").textContent =
-      `${list.jobs.length} of ${list.total} jobs` + (list.total ? "" : " — submit one on the Submit page");
-    list.jobs.forEach(watch);
+      `${jobs.length} of ${list.total} jobs` + (mine.total ? `, yours (${mine.total}) first` : "")
+      + (list.total ? "" : mayWrite() ? " — submit one on the Submit page" : "");
+    jobs.forEach(watch);
   };
   await load();
   const timer = setInterval(() => { if (!document.hidden) load().catch(() => {}); }, 5000);
@@ -345,8 +411,9 @@ async function jobPage(id) {
   };
   const render = async (job) => {
     document.getElementById("job-head").innerHTML = `<p>${badge(job.state)} ${esc(job.kind)} on
-      <b>${esc(job.dataset)}</b>${job.name ? ` · ${esc(job.name)}` : ""} · attempts ${job.attempts}
-      ${TERMINAL.has(job.state) ? "" : `<button id="cancel">Cancel</button>`}</p>
+      <b>${esc(job.dataset)}</b>${job.name ? ` · ${esc(job.name)}` : ""} · owner ${ownerText(job.owner)} · attempts ${job.attempts}
+      ${TERMINAL.has(job.state) || !mayChange(job.owner) ? "" : `<button id="cancel">Cancel</button>`}</p>
+      ${job.held ? `<p class="held muted">held: ${esc(job.held)}</p>` : ""}
       ${job.error ? `<p class="error">${esc(job.error)}</p>` : ""}
       ${job.teacher && job.teacher.val_accuracy != null ? `<p id="teacher-gate">Teacher <code>${esc(job.teacher.id)}</code>: <b>${pct(job.teacher.val_accuracy)}</b> on D_v</p>` : ""}
       ${(job.warnings || []).length ? `<ul class="warnings" id="warnings">${job.warnings.map((w) => `<li class="warning">${esc(w)}</li>`).join("")}</ul>` : ""}`;
@@ -546,7 +613,10 @@ async function submitPage() {
       `<option value="${i}">${esc(e.name)}</option>`).join("")}<option value="-1">empty</option></select></label>
       <label>kind <select id="kind"><option>reskd</option><option>search</option><option>finetune</option><option>distill</option></select></label>
       <label>name <input id="job-name" size="24"></label>
-      <button class="primary" id="submit">Submit</button></div>
+      <label title="claims take higher priorities first, then the user who used least device time">priority
+        <input id="priority" type="number" min="-100" max="100" step="1" value="0"></label>
+      <button class="primary" id="submit" ${mayWrite() ? "" : "disabled"}>Submit</button>
+      ${mayWrite() ? "" : `<span class="muted" id="read-only">${esc(me.name)} is a viewer: a viewer may only read</span>`}</div>
     <div class="grid2"><div class="editor"><div class="gutter" id="gutter"></div><textarea id="config" spellcheck="false"></textarea></div>
       <div><p class="muted">The run config as YAML or JSON: the fields of <code>reskd run</code>'s YAML, so a file
         from <code>configs/</code> can be pasted as it is. Errors appear here and against their line.</p>
@@ -600,6 +670,8 @@ async function submitPage() {
     const body = { kind: document.getElementById("kind").value, config };
     const name = document.getElementById("job-name").value.trim();
     if (name) body.name = name;
+    const priority = Number(document.getElementById("priority").value || 0);
+    if (priority) body.priority = priority;
     const r = await api("/v1/jobs", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
     const out = await r.json().catch(() => ({}));
     if (r.ok) { location.hash = `#/job/${out.id}`; return; }
@@ -647,4 +719,9 @@ async function health() {
 }
 
 window.addEventListener("hashchange", route);
-window.addEventListener("DOMContentLoaded", () => { route(); health(); setInterval(health, 10000); });
+window.addEventListener("DOMContentLoaded", async () => {
+  health();
+  setInterval(health, 10000);
+  await whoami(); // first: who it is decides what the pages offer
+  route();
+});

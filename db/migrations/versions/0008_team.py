@@ -76,9 +76,11 @@ def upgrade() -> None:
     )
     op.add_column("jobs", sa.Column("ran_from", sa.Float()))
     op.add_column("jobs", sa.Column("settled_at", sa.Float()))
+    op.create_index("ix_jobs_settled_at", "jobs", ["settled_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_settled_at", "jobs")
     for column in ("settled_at", "ran_from", "device_seconds"):
         op.drop_column("jobs", column)
     for table in ("jobs", "sweeps"):
