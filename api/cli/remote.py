@@ -69,6 +69,13 @@ def _add_job_parsers(subparsers: Subparsers) -> None:
     submit.add_argument("config", help="run config (YAML or JSON)")
     submit.add_argument("--kind", default="reskd", choices=get_args(JobKind))
     submit.add_argument("--name", help="a name for the job")
+    submit.add_argument(
+        "--priority",
+        type=int,
+        default=0,
+        help="-100 to 100 (default 0): claims take higher priorities first, then the owner with "
+        "the least device time over the last day",
+    )
     submit.add_argument("--wait", action="store_true", help="wait, with progress bars")
     submit.add_argument("--quiet", action="store_true", help="no progress bars while waiting")
     add_set_option(submit)
@@ -77,6 +84,7 @@ def _add_job_parsers(subparsers: Subparsers) -> None:
     jobs = subparsers.add_parser("jobs", help="list jobs")
     jobs.add_argument("--state", choices=get_args(JobState))
     jobs.add_argument("--kind", choices=get_args(JobKind))
+    jobs.add_argument("--owner", help="only this user's jobs")
     jobs.add_argument("--limit", type=int, default=50)
     jobs.add_argument("--json", action="store_true", help="print JSON")
     add_client_options(jobs)
@@ -107,7 +115,7 @@ def service_datasets(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     client = client_of(args)
     config = with_sets(load_json_or_yaml(Path(args.config)), args.set)
-    job = client.submit(config, kind=args.kind, name=args.name)
+    job = client.submit(config, kind=args.kind, name=args.name, priority=args.priority)
     print(f"job {job['id']} ({job['kind']}) {job['state']}", flush=True)
     if not args.wait:
         return 0
@@ -117,7 +125,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    listing = client_of(args).jobs(state=args.state, kind=args.kind, limit=args.limit)
+    listing = client_of(args).jobs(
+        state=args.state, kind=args.kind, owner=args.owner, limit=args.limit
+    )
     if args.json:
         print(json.dumps(listing, indent=2))
     else:

@@ -64,12 +64,16 @@ def print_jobs(jobs: list[dict[str, Any]]) -> None:
         best = j.get("best") or {}
         rows.append(
             {k: j[k] for k in ("id", "kind", "name", "dataset", "state", "attempts", "created_at")}
+            | {"owner": j.get("owner") or "-"}
+            | ({"held": j["held"]} if any(x.get("held") for x in jobs) else {})
             | {
                 "best (on D_v)": best.get("model", "-"),
                 "D_v acc": percent(best.get("val_accuracy")),
                 "test acc": percent(best.get("accuracy")),
             }
         )
+        if "held" in rows[-1] and not rows[-1]["held"]:
+            rows[-1]["held"] = "-"
     print(format_table(rows, list(rows[0])) if rows else "no jobs")
 
 

@@ -164,7 +164,12 @@ class Client:
         return dict(self._call("GET", "/v1/audit", params={k: v for k, v in params.items() if v}))
 
     def submit(
-        self, config: dict[str, Any], *, kind: str = "reskd", name: str | None = None
+        self,
+        config: dict[str, Any],
+        *,
+        kind: str = "reskd",
+        name: str | None = None,
+        priority: int = 0,
     ) -> dict[str, Any]:
         """Submit a job; a ``teacher_checkpoint`` or ``student_checkpoint`` that is a file here
         is uploaded first (the service reads no paths of the client's machine) and the job names
@@ -174,13 +179,12 @@ class Client:
             checkpoint = config.get(field)
             if isinstance(checkpoint, str) and Path(checkpoint).is_file():
                 checked = _teacher_name(config.get("teacher")) if field[0] == "t" else None
-                name = self.upload_checkpoint(
+                uploaded = self.upload_checkpoint(
                     Path(checkpoint), teacher=checked, dataset=config.get("dataset")
                 )
-                config = {**config, field: name}
-        return dict(
-            self._call("POST", "/v1/jobs", json={"kind": kind, "config": config, "name": name})
-        )
+                config = {**config, field: uploaded}
+        body = {"kind": kind, "config": config, "name": name, "priority": priority}
+        return dict(self._call("POST", "/v1/jobs", json=body))
 
     def upload_checkpoint(
         self, path: Path, *, teacher: str | None = None, dataset: str | None = None

@@ -94,9 +94,12 @@ def test_members_sign_in_once_and_act_as_themselves_and_viewers_only_read(
     assert f"from {stored}" in out.splitlines()[1]
     config = home / "tiny.json"
     config.write_text(json.dumps(tiny_config()))
-    code, out, _ = reskd(capsys, "submit", str(config))
+    code, out, _ = reskd(capsys, "submit", str(config), "--priority", "5", "--name", "mine")
     job_id = int(out.split()[1])
-    assert code == 0 and service.job(job_id)["owner"] == "mia"
+    job = service.job(job_id)
+    assert code == 0 and (job["owner"], job["priority"], job["name"]) == ("mia", 5, "mine")
+    code, out, _ = reskd(capsys, "jobs", "--owner", "mia")
+    assert code == 0 and f"{job_id} " in out and " mia " in out
     code, out, _ = reskd(capsys, "keys", "list")  # a member's: only their own
     assert code == 0 and "laptop" in out and "vic" not in out and "active" in out
 
