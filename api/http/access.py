@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import Depends, HTTPException, status
 from sqlalchemy import select
 
-from api.http.deps import DatabaseDep, JobId, PrincipalDep, SweepId
+from api.http.deps import DatabaseDep, JobId, KeyId, PrincipalDep, SweepId
 from api.http.errors import NotFound
 from api.runtime.accounts import Principal
 from db.models import ApiKey, Job, Sweep, UploadRow
@@ -86,7 +86,7 @@ def upload_owner(kind: str) -> Callable[..., None]:
     return check
 
 
-def key_owner(key_id: int, db: DatabaseDep, who: PrincipalDep) -> None:
+def key_owner(key_id: KeyId, db: DatabaseDep, who: PrincipalDep) -> None:
     with db.session(readonly=True) as s:
         row = s.get(ApiKey, key_id)
         owner = row.user.name if row is not None else None

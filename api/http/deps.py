@@ -69,6 +69,7 @@ AUTH = [Depends(principal)]  # the Guard middleware checks first (before any bod
 MAX_ID = 2**63 - 1
 JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="a job's id")]
 SweepId = Annotated[int, Path(ge=1, le=MAX_ID, description="a sweep's id")]
+KeyId = Annotated[int, Path(ge=1, le=MAX_ID, description="an API key's id")]
 Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="rows to skip")]
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from api.http.access import access, key_owner
-from api.http.deps import AUTH, MAX_ID, DatabaseDep, Offset, PrincipalDep, SessionDep, responses
+from api.http.deps import AUTH, DatabaseDep, KeyId, Offset, PrincipalDep, SessionDep, responses
 from api.http.schemas import Role
 from api.runtime import accounts
 from db.models import ApiKey, AuditEntry, User
@@ -23,13 +23,12 @@ from db.models import ApiKey, AuditEntry, User
 router = APIRouter(prefix="/v1", tags=["users and keys"], dependencies=AUTH)
 
 UserName = Annotated[str, Path(min_length=1, max_length=64, description="a user's name")]
-KeyId = Annotated[int, Path(ge=1, le=MAX_ID, description="an API key's id")]
 Quota = Annotated[int | None, Field(ge=0, le=100_000)]
 Hours = Annotated[float | None, Field(ge=0, le=24 * 366)]
 
 
 class UserCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=64, description="a-z 0-9 . _ -, a letter first")
     role: Role = "member"
@@ -38,10 +37,12 @@ class UserCreate(BaseModel):
 
 
 class UserUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    role: Role | None = None
-    disabled: bool | None = Field(None, description="a disabled user's keys stop working")
+    role: Role | None = Field(None, description="null or left out: unchanged")
+    disabled: bool | None = Field(
+        None, description="a disabled user's keys stop working; null or left out: unchanged"
+    )
     max_running_jobs: Quota = None
     max_device_hours_per_day: Hours = None
 
@@ -62,7 +63,7 @@ class Me(UserPublic):
 
 
 class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     user: str | None = Field(
         None, max_length=64, description="whose key (default: the caller's; others: admins only)"
@@ -112,8 +113,14 @@ def _key(row: ApiKey) -> KeyPublic:
 
 
 def _refused(exc: accounts.AccountError) -> HTTPException:
-    status = 409 if isinstance(exc, accounts.Conflict) else 422
-    return HTTPException(status, str(exc))
+    """A 409, or a 422 as FastAPI's own: a list of problems, each naming its field (the
+    message's first word)."""
+    if isinstance(exc, accounts.Conflict):
+        return HTTPException(409, str(exc))
+    field = str(exc).split(":")[0]
+    return HTTPException(
+        422, [{"type": "value_error", "loc": ["body", field], "msg": str(exc), "input": None}]
+    )
 
 
 @router.get("/me", response_model=Me, responses=responses(), **access("read"))
@@ -161,7 +168,11 @@ def update_user(
         user = accounts.find_user(s, name)
         if user is None:
             raise HTTPException(404, f"user {name!r} not found")
-        accounts.update_user(s, who, user, body.model_dump(exclude_unset=True))
+        changes = body.model_dump(exclude_unset=True)
+        for unchanged in ("role", "disabled"):  # null: as if left out (they hold a value)
+            if changes.get(unchanged, True) is None:
+                del changes[unchanged]
+        accounts.update_user(s, who, user, changes)
         out = UserPublic.model_validate(user)
     request.app.state.keyring.forget()  # a role or a disabled user counts from now on
     return out
@@ -195,8 +206,10 @@ def create_key(body: KeyCreate, db: DatabaseDep, who: PrincipalDep) -> KeyCreate
             if user is None and body.user:
                 raise HTTPException(404, f"user {name!r} not found")
             if user is None:
-                raise HTTPException(
-                    422, f"user: {name} is the service's own admin and holds no keys; name a user"
+                raise _refused(
+                    accounts.AccountError(
+                        f"user: {name} is the service's own admin and holds no keys; name a user"
+                    )
                 )
             row, key = accounts.create_key(
                 s, who, user, label=body.label, expires_in_days=body.expires_in_days

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1", tags=["storage"], dependencies=AUTH)
 
 
 class Collect(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     older_than_days: float | None = Field(
         None,
@@ -36,7 +36,7 @@ def get_usage(db: DatabaseDep, settings: SettingsDep) -> Usage:
     return usage(settings, db)
 
 
-@router.post("/gc", response_model=Removed, responses=responses(422), **access("admin"))
+@router.post("/gc", response_model=Removed, responses=responses(400, 413, 422), **access("admin"))
 def collect(body: Collect, db: DatabaseDep, settings: SettingsDep, who: PrincipalDep) -> Removed:
     """Remove what nothing references: stage folders no job's stages name, folders of deleted
     jobs, temporary files that uploads and deletes left, and, with ``older_than_days``, old
