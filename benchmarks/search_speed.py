@@ -57,6 +57,7 @@ from benchmarks.common import (
     write_record,
 )
 from distill.methods import KDConfig
+from distill.precision import Amp
 from search.run import residual_objective
 from search.spec import SearchSpec
 from search.strategies import SearchContext
@@ -119,6 +120,7 @@ def ours(
         held_out=held,
         held_out_batches=held_batches,
     ).to(device)
+    task.amp = Amp.of(getattr(args, "precision", "32"), device)  # gpu_check: bf16 too
     task.train()
     optimizer = torch.optim.SGD(net.weight_parameters(), lr=0.025, momentum=0.9)
     seconds: list[float] = []
@@ -226,11 +228,11 @@ def step_gflop(shape: NetShape, ops: tuple[str, ...], optimization: str, batch: 
     return 2 * forward_macs(shape, ops) * 3 * passes * batch / 1e9
 
 
-def matmul_peak(n: int, device: str, repeats: int = 5) -> float:
-    """GFLOP/s of the best of ``repeats`` float32 ``n x n`` matrix products."""
+def matmul_peak(n: int, device: str, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """GFLOP/s of the best of ``repeats`` ``n x n`` matrix products in ``dtype`` (float32)."""
     g = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=g).to(device)
-    b = torch.randn(n, n, generator=g).to(device)
+    a = torch.randn(n, n, generator=g).to(device, dtype)
+    b = torch.randn(n, n, generator=g).to(device, dtype)
     best = float("inf")
     for _ in range(repeats + 1):  # the first one warms up
         if device.startswith("cuda"):

@@ -74,7 +74,8 @@ class TensorBatches:
             order = torch.randperm(n, generator=sampler)
         for chunk in order.split(self.batch_size):
             if isinstance(self.source, DeviceImages):  # augmentation drawn for the whole batch
-                x, y = self.source.batch_of(self.positions[chunk], take=self.take, generator=sampler)
+                positions = self.positions[chunk]
+                x, y = self.source.batch_of(positions, take=self.take, generator=sampler)
             else:
                 x, y = self.source.batch_of(self.positions[chunk][self.take])
             yield (x, y, chunk[self.take]) if self.indexed else (x, y)
@@ -109,7 +110,12 @@ class ShareSampler(Sampler[list[int]]):
     random sampler draws them (``shuffle``) from ``generator``."""
 
     def __init__(
-        self, n: int, batch_size: int, shuffle: bool, generator: torch.Generator | None, world: World
+        self,
+        n: int,
+        batch_size: int,
+        shuffle: bool,
+        generator: torch.Generator | None,
+        world: World,
     ) -> None:
         self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
         self.generator, self.world = generator, world
@@ -121,10 +127,15 @@ class ShareSampler(Sampler[list[int]]):
         order = torch.randperm(self.n, generator=self.generator) if self.shuffle else None
         order = torch.arange(self.n) if order is None else order
         for chunk in order.split(self.batch_size):
-            yield chunk[self.world.share(len(chunk))].tolist()
+            yield chunk[self.world.share].tolist()
+        if self.shuffle:
+            torch.randperm(self.n, generator=self.generator)  # RandomSampler's last (empty) draw
 
 
-def loader_workers(world: World = World()) -> int:
+ALONE = World()  # one process
+
+
+def loader_workers(world: World = ALONE) -> int:
     """``DataLoader`` worker processes of a rank on a CUDA device: the cores this process may use,
     shared among the ranks, one left for the training loop, at most 8."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -139,7 +150,7 @@ def loader(
     num_workers: int = 0,
     generator: torch.Generator | None = None,
     device: torch.device | None = None,
-    world: World = World(),
+    world: World = ALONE,
 ) -> DataLoader[Any] | TensorBatches:
     """Batches of ``dataset``: an in-memory set without augmentation (digits, MNIST 5k) as
     tensors gathered by index (``TensorBatches``), anything else through a ``DataLoader``.
@@ -153,7 +164,7 @@ def loader(
         source, positions, indexed = view
         return TensorBatches(
             source, positions, indexed=indexed, batch_size=batch_size, shuffle=shuffle,
-            generator=generator, take=world.share(batch_size),
+            generator=generator, take=world.share,
         )  # fmt: skip
     cuda = device is not None and device.type == "cuda"
     workers = num_workers or (loader_workers(world) if cuda else 0)

@@ -139,7 +139,7 @@ class ProgressBar(Callback):
         if not self.bar.disable:
             figures = {"loss": f"{progress.loss:.4f}", "acc": f"{progress.accuracy:.3f}"}
             self.bar.set_postfix(figures | self.status(), refresh=False)
-        self.bar.update()
+        self.bar.update(progress.batch - self.bar.n)  # relayed runs report every few batches
         if progress.batch == progress.batches:  # gone before the evaluation, as an iterator's bar
             self.close()
 

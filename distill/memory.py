@@ -15,6 +15,7 @@ can be read.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,10 @@ class DeviceOutOfMemory(RuntimeError):
 
 
 def out_of_memory_message(desc: str, *, batch_size: int, precision: str, devices: int) -> str:
-    """What a user reads when training ``desc`` ran out of device memory."""
+    """What a user reads when training ``desc`` ran out of device memory (``precision``: the
+    resolved one)."""
     lower = ["train.batch_size"]
-    if precision in ("32", "auto"):
+    if precision == "32":
         lower.append("train.precision (bf16 or 16-mixed halve the activations)")
     lower.append(f"or spread the batch over more devices (devices: {devices * 2})")
     return (
@@ -60,10 +62,8 @@ def reset_peak() -> None:
     _ranks_peak = None
     if _cuda():
         torch.cuda.reset_peak_memory_stats()
-    try:
+    with contextlib.suppress(OSError):
         CLEAR_REFS.write_text("5")  # resets VmHWM to the current resident set
-    except OSError:
-        pass
 
 
 def note_peak(figures: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from distill import observe
+from distill import memory, observe
 from distill.train import TrainConfig, TrainTask, fit
 
 DONE = "stage.json"
@@ -58,6 +58,9 @@ class StageResult:
     trained: bool  # False when a stored result was reused
     seconds: float
     directory: Path
+    # the peak memory while it was computed and what that measures (``distill.memory.peak``)
+    peak_memory_bytes: int | None = None
+    peak_memory_of: str | None = None
 
     def summary(self) -> dict[str, Any]:
         """The stage as a report line."""
@@ -66,6 +69,8 @@ class StageResult:
             "key": self.key,
             "trained": self.trained,
             "seconds": round(self.seconds, 2),
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "peak_memory_of": self.peak_memory_of,
         }
 
 
@@ -95,22 +100,25 @@ class StageStore:
                 self.log(f"stage {kind} [{key}]: stored result reused")
                 if observer is not None:
                     observer.stage_reused(kind, key, desc)
-                return StageResult(kind, key, False, float(meta["seconds"]), final)
+                peak = {k: meta.get(k) for k in ("peak_memory_bytes", "peak_memory_of")}
+                return StageResult(kind, key, False, float(meta["seconds"]), final, **peak)
             if observer is not None:
                 observer.stage_started(kind, key, desc)
             started = time.perf_counter()
+            memory.reset_peak()
             partial = self.root / f"{kind}-{key}.partial"
             partial.mkdir(parents=True, exist_ok=True)
             write_atomic(partial / "config.json", json.dumps(payload, indent=2, default=str))
             make(partial)
-            seconds = time.perf_counter() - started
-            write_atomic(partial / DONE, json.dumps({"kind": kind, "key": key, "seconds": seconds}))
+            seconds, peak = time.perf_counter() - started, memory.peak()
+            done = {"kind": kind, "key": key, "seconds": seconds, **peak}
+            write_atomic(partial / DONE, json.dumps(done))
             if final.exists():  # a stage left half-written by an older version: never trusted
                 shutil.rmtree(final)
             partial.rename(final)
             if observer is not None:
                 observer.stage_finished(kind, key, seconds)
-            return StageResult(kind, key, True, seconds, final)
+            return StageResult(kind, key, True, seconds, final, **peak)
 
     def train(
         self,

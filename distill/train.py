@@ -13,14 +13,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from distill import observe
+from distill import memory, observe
 from distill.batching import Indexed, TensorBatches, loader
 from distill.callbacks import (
     Callback,
@@ -33,7 +34,10 @@ from distill.callbacks import (
     Observed,
     ProgressBar,
 )
+from distill.distributed import all_sum, rank_device, reduce_gradients, shares, world
 from distill.losses import KDLoss
+from distill.parallel_fit import Relay, Reporting, fit_on_ranks
+from distill.precision import Amp, batch_to, channels_last, place, resolve_precision
 from distill.train_config import (
     PAPER_PRESETS,
     PRESETS,
@@ -100,7 +104,15 @@ class TrainTask(nn.Module):
     under ``torch.no_grad()`` (their ``requires_grad`` flags are left as they are, so a network
     can be trained by one task and read frozen by the next). A checkpoint holds the trained
     networks only.
+
+    The loop sets, from its config: ``grad_clip``, ``amp`` (the precision's autocast and loss
+    scaling, ``distill.precision``) and, per batch, ``share`` (this rank's share of the global
+    batch, 1 in one process). ``channels_last``: on a CUDA device the loop keeps the task's
+    networks and image batches channels-last (a task whose networks assume the default layout
+    says False).
     """
+
+    channels_last: ClassVar[bool] = True
 
     def __init__(
         self, *, trained: Mapping[str, nn.Module], frozen: Mapping[str, nn.Module] | None = None
@@ -109,6 +121,8 @@ class TrainTask(nn.Module):
         self.trained = nn.ModuleDict(dict(trained))
         self.frozen = nn.ModuleDict(dict(frozen or {}))
         self.grad_clip: float | None = None  # set by the loop from its TrainConfig
+        self.amp = Amp()
+        self.share = 1.0
 
     def train(self, mode: bool = True) -> TrainTask:
         super().train(mode)
@@ -133,14 +147,24 @@ class TrainTask(nn.Module):
         self, x: Tensor, y: Tensor, index: Tensor, optimizer: torch.optim.Optimizer
     ) -> tuple[Tensor, Tensor]:
         """One training step on a batch; returns the loss and the logits."""
-        loss, logits = self.loss(x, y, index)
+        with self.amp.autocast():
+            loss, logits = self.loss(x, y, index)
         if torch.isfinite(loss):
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.amp.backward(loss)
+            self.synchronize(self.optimized_parameters())
+            self.amp.unscale(optimizer)
             if self.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.optimized_parameters(), self.grad_clip)
-            optimizer.step()
+            self.amp.step(optimizer)
+            self.amp.update()
         return loss, logits
+
+    def synchronize(self, params: Sequence[nn.Parameter]) -> None:
+        """After a backward pass under several ranks (``distill.distributed``): the gradients of
+        ``params`` summed over the ranks, each weighted by its ``share`` of the batch, so every
+        replica takes the step of the whole batch. Nothing in one process."""
+        reduce_gradients(params, self.share)
 
     def start_epoch(self, epoch: int, epochs: int) -> None:
         """Before each epoch (0-based): trained networks with a ``schedule(epoch, epochs)`` method
@@ -221,7 +245,8 @@ CHECKPOINT_NAME = "last.pt"
 @dataclass
 class _Run:
     """What a checkpoint holds besides the config: the trained networks, the optimizer, the
-    schedule, the batch order's generator, the global RNG, the history and the task's state."""
+    schedule, the batch order's generator, the global RNG, the loss scale, the history and the
+    task's state."""
 
     task: TrainTask
     optimizer: torch.optim.Optimizer
@@ -236,8 +261,8 @@ class _Run:
         self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["rng"])
-        self.history.epochs = [EpochRecord(**r) for r in state["history"]]
-        self.task.load_extra_state(state.get("task", {}))
+        self.task.amp.load_state_dict(state.get("scaler", {}))
+        self.history.epochs = load_trained(self.task, state)
         self.history.resumed_from = len(self.history.epochs)
 
     def save(self, path: Path, config: TrainConfig) -> None:
@@ -248,11 +273,19 @@ class _Run:
             "scheduler": self.scheduler.state_dict(),
             "generator": self.generator.get_state(),
             "rng": torch.get_rng_state(),
+            "scaler": self.task.amp.state_dict(),
             "history": [asdict(r) for r in self.history.epochs],
             "config": config.to_dict(),
             "task": self.task.extra_state(),
         }
         save_atomic(payload, path.with_suffix(".tmp"), path)
+
+
+def load_trained(task: TrainTask, state: dict[str, Any]) -> list[EpochRecord]:
+    """A checkpoint's trained networks and task state into ``task``; its epochs' records."""
+    task.trained.load_state_dict(state["trained"])
+    task.load_extra_state(state.get("task", {}))
+    return [EpochRecord(**r) for r in state["history"]]
 
 
 def fit(
@@ -274,30 +307,81 @@ def fit(
     when its base network is given, ``ResidualDistillation(base=...)``). The run is reported to,
     in this order: ``on_epoch(record, total_epochs)`` after every epoch, ``callbacks``, the
     current stage observer (``observe.current()``), and with ``progress`` a bar and a line per
-    epoch."""
+    epoch.
+
+    ``config.devices`` above 1: the ranks of ``distill.distributed`` train it, and ``task``
+    holds rank 0's result afterwards. ``config.precision``: ``distill.precision``. Running out of
+    device memory raises ``memory.DeviceOutOfMemory`` naming what to lower."""
     if len(train_data) == 0:  # type: ignore[arg-type]
         raise ValueError(f"{desc}: the training set is empty")
-    device = resolve_device(config.device)
+    reporting = Reporting(partial(_reporting, on_epoch, callbacks, progress), task)
+    failed = None
+    try:
+        if config.devices > 1 and world().size == 1:
+            epochs, resumed_from = fit_on_ranks(
+                task, train_data, config=config, eval_data=eval_data,
+                checkpoint_dir=checkpoint_dir, desc=desc, reporting=reporting, run=_fit_rank,
+                load=load_trained, device=resolve_device(config.device),
+            )  # fmt: skip
+            return History(epochs, resumed_from)
+        return _fit(task, train_data, config, eval_data, checkpoint_dir, desc, reporting)
+    except torch.OutOfMemoryError:  # the frames holding the batch's tensors go with it
+        precision = resolve_precision(config.precision, config.key_device)
+        failed = memory.out_of_memory_message(
+            desc, batch_size=config.batch_size, precision=precision, devices=config.devices
+        )
+    memory.release()
+    raise memory.DeviceOutOfMemory(failed)
+
+
+def _fit_rank(
+    task: TrainTask,
+    train_data: Dataset[tuple[Tensor, int]],
+    config: TrainConfig,
+    eval_data: Dataset[tuple[Tensor, int]] | None,
+    checkpoint_dir: Path,
+    desc: str,
+    events: Any,
+) -> dict[str, Any]:
+    """One rank of ``fit_on_ranks``: rank 0 relays its reports; returns its peak memory."""
+    memory.reset_peak()
+    relay = [Relay(events, task)] if world().main else []
+    fit(task, train_data, config=config, eval_data=eval_data, checkpoint_dir=checkpoint_dir,
+        desc=desc, progress=False, callbacks=relay)  # fmt: skip
+    return memory.peak()
+
+
+def _fit(
+    task: TrainTask,
+    train_data: Dataset[tuple[Tensor, int]],
+    config: TrainConfig,
+    eval_data: Dataset[tuple[Tensor, int]] | None,
+    checkpoint_dir: Path | None,
+    desc: str,
+    reporting: Reporting,
+) -> History:
+    """``fit`` in this process (one rank of several, or alone)."""
+    device, w = rank_device(resolve_device(config.device)), world()
     torch.manual_seed(config.seed)
-    task.to(device)
+    last = channels_last(device) and task.channels_last
+    place(task, device, last=last)
     params = task.optimized_parameters()
     if not params:
         raise ValueError(f"{desc}: the task has no trainable parameters")
     optimizer = make_optimizer(params, config)
     generator = torch.Generator().manual_seed(config.seed)
     run = _Run(task, optimizer, make_schedule(optimizer, config), generator)
+    task.grad_clip, task.amp = config.grad_clip, Amp.of(config.precision, device)
     path = checkpoint_dir / CHECKPOINT_NAME if checkpoint_dir is not None else None
     if path is not None and path.is_file():
         run.resume(path, device)
-    task.grad_clip = config.grad_clip
-    hooks = _reporting(task, run.history, on_epoch, callbacks, progress)
+    hooks = reporting.hooks(run.history.resumed_from)
+    cuda = device if device.type == "cuda" else None
     batches = loader(
-        Indexed(train_data),
-        batch_size=config.batch_size,
-        shuffle=True,
-        num_workers=config.num_workers,
-        generator=generator,
-    )
+        Indexed(train_data), batch_size=config.batch_size, shuffle=True,
+        num_workers=config.num_workers, generator=generator, device=cuda, world=w,
+    )  # fmt: skip
+    sizes = list(shares(len(train_data), config.batch_size))  # type: ignore[arg-type]
     for epoch in range(run.history.resumed_from, config.epochs):
         started = time.perf_counter()
         task.start_epoch(epoch, config.epochs)
@@ -305,7 +389,7 @@ def fit(
         lr = optimizer.param_groups[0]["lr"]
         state = EpochProgress(desc, epoch, config.epochs, len(batches))
         hooks.on_epoch_start(state)
-        _train_epoch(task, batches, optimizer, device, state, hooks, lr=config.lr)
+        _train_epoch(task, batches, sizes, optimizer, (device, last), state, hooks, lr=config.lr)
         run.scheduler.step()
         eval_acc = (
             evaluate(task, eval_data, batch_size=config.batch_size * 2, device=device)
@@ -316,7 +400,7 @@ def fit(
         record = EpochRecord(epoch + 1, state.loss, state.accuracy, eval_acc, lr, seconds)
         run.history.epochs.append(record)
         task.end_epoch(record)
-        if path is not None:
+        if path is not None and w.main:
             run.save(path, config)
         hooks.on_epoch_end(record, state)
     task.eval()
@@ -324,38 +408,43 @@ def fit(
 
 
 def _reporting(
-    task: TrainTask,
-    history: History,
     on_epoch: EpochCallback | None,
     callbacks: Sequence[Callback],
     progress: bool,
+    resumed_from: int,
+    status: Callable[[], dict[str, str]],
+    metrics: Callable[[], dict[str, Any]],
 ) -> Callbacks:
-    """Everything ``fit`` reports to, in its order."""
+    """Everything ``fit`` reports to, in its order (``status`` and ``metrics``: the task's, or
+    what rank 0 last reported of them)."""
     hooks: list[Callback] = [EachEpoch(on_epoch)] if on_epoch is not None else []
     hooks += callbacks
     observer = observe.current()
     if observer is not None:
-        metrics = task.epoch_metrics
-        hooks.append(Observed(observer, resumed_from=history.resumed_from, metrics=metrics))
+        hooks.append(Observed(observer, resumed_from=resumed_from, metrics=metrics))
     if progress:
-        hooks += [ProgressBar(task.status), EpochLog(task.status)]
+        hooks += [ProgressBar(status), EpochLog(status)]
     return Callbacks(hooks)
 
 
 def _train_epoch(
     task: TrainTask,
     batches: Iterable[Any],
+    sizes: list[int],
     optimizer: torch.optim.Optimizer,
-    device: torch.device,
+    placement: tuple[torch.device, bool],
     state: EpochProgress,
     hooks: Callback,
     *,
     lr: float,
 ) -> None:
-    """One pass over ``batches``, a step each, summed into ``state``."""
-    for x, y, index in batches:
+    """One pass over ``batches`` (this rank's shares of global batches of ``sizes``), a step
+    each, summed into ``state`` (over every rank)."""
+    device, last = placement
+    for i, (x, y, index) in enumerate(batches):
         hooks.on_batch_start(state)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = batch_to(x, device, last=last), y.to(device, non_blocking=True)
+        task.share = len(y) / sizes[i]
         loss, logits = task.step(x, y, index, optimizer)
         if not torch.isfinite(loss):
             raise FloatingPointError(
@@ -364,6 +453,9 @@ def _train_epoch(
             )
         state.add(loss.item() * len(y), int((logits.argmax(1) == y).sum()), len(y))
         hooks.on_batch_end(state)
+    if world().size > 1:  # the epoch's figures over the whole batches
+        loss_sum, correct, seen = all_sum([state.loss_sum, state.correct, state.seen], device)
+        state.loss_sum, state.correct, state.seen = loss_sum, int(correct), int(seen)
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ from pydantic import Field
 from torch import nn
 
 from distill.config import ConfigModel
+from distill.precision import PRECISIONS, Precision, precision_key
 
 Optimizer = Literal["sgd", "adam"]
 Schedule = Literal["multistep", "cosine", "cosine-power", "constant"]
@@ -38,6 +39,8 @@ class TrainConfig:
     grad_clip: float | None = None  # max gradient norm (DARTS clips at 5)
     lr_min: float = 0.0  # cosine-power: the last epoch's learning rate
     power: float = 10.0  # cosine-power: the exponent order (1: plain cosine; StacNAS uses 2)
+    precision: str = "auto"  # distill.precision: auto, 32, bf16, 16-mixed
+    devices: int = 1  # data-parallel processes (distill.distributed), each on its own device
 
     def __post_init__(self) -> None:
         checks: list[tuple[str, bool, str]] = [
@@ -58,6 +61,8 @@ class TrainConfig:
             ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "None or > 0"),
             ("lr_min", 0 <= self.lr_min < self.lr, "in [0, lr)"),
             ("power", self.power >= 1, "a number >= 1"),
+            ("precision", self.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+            ("devices", self.devices >= 1, "an integer >= 1"),
         ]
         for name, ok, allowed in checks:
             if not ok:
@@ -66,14 +71,35 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The config as stage keys hash it: a field added later is left out at its default, so
-        stages stored before it existed keep their keys."""
+        stages stored before it existed keep their keys. ``precision`` enters resolved, and only
+        when it is not float32 (``auto`` on a CPU keeps today's keys, on a GPU it is ``bf16``);
+        ``devices`` only above 1 (each device normalises its own share of a batch, so results
+        differ from one device's)."""
         data = {**asdict(self), "milestones": list(self.milestones)}
         if self.grad_clip is None:
             del data["grad_clip"]
         for name in ("lr_min", "power"):
             if data[name] == getattr(TrainConfig, name):
                 del data[name]
-        return data
+        del data["precision"], data["devices"]
+        return data | self.run_key()
+
+    def run_key(self) -> dict[str, Any]:
+        """How it runs, as far as that changes results (what a stage key adds): the precision
+        resolved, unless float32; the devices, above 1."""
+        devices = {"devices": self.devices} if self.devices > 1 else {}
+        return precision_key(self.precision, self.key_device) | devices
+
+    @property
+    def key_device(self) -> torch.device:
+        """The device kind this config trains on, as far as a stage key needs it (``auto``: CUDA
+        when a device is visible); unlike :func:`resolve_device` it never fails."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            return torch.device(self.device)
+        except RuntimeError:
+            return torch.device("cpu")
 
 
 PRESETS: dict[str, TrainConfig] = {
@@ -108,6 +134,11 @@ class TrainOverrides(ConfigModel):
     grad_clip: float | None = Field(None, gt=0, le=1e4)
     lr_min: float | None = Field(None, ge=0, le=10, description="cosine-power: the last lr")
     power: float | None = Field(None, ge=1, le=1e3, description="cosine-power: exponent order")
+    precision: Precision | None = Field(
+        None,
+        description="auto (bf16 on a CUDA device that supports it, else 32), 32, bf16 "
+        "(autocast) or 16-mixed (float16 autocast with loss scaling); default auto",
+    )
 
     def settings(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)

@@ -172,6 +172,13 @@ class RunConfig(ConfigModel):
         pattern=r"^(auto|cpu|mps|cuda(:[0-9]{1,2})?)$",
         description="auto, cpu, mps, cuda or cuda:N",
     )
+    devices: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="devices one job trains on, data-parallel (a process each: NCCL on GPUs, "
+        "gloo on CPUs; batch_size is the global batch); a service worker reserves them",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -254,7 +261,9 @@ class RunConfig(ConfigModel):
                 | {k: v for k, v in overrides.items() if k != "grad_clip"}
                 | self.nas_train.settings()
             )
-        return preset(self.preset, seed=self.seed, device=self.device, **overrides)
+        return preset(
+            self.preset, seed=self.seed, device=self.device, devices=self.devices, **overrides
+        )
 
     def nets(self) -> list[tuple[Loc, Teacher | SearchedNet]]:
         return [(("teacher",), self.teacher), (("student",), self.student)] + [

@@ -83,6 +83,7 @@ def search_stage(net: SearchedNet, stage: StageInputs) -> tuple[dict[str, Any], 
     every network that differs only in its budget, and this network is a ``derive`` stage of it
     (no training but the ranking's, when asked); its record names the search it derived from."""
     p, spec = stage.prepared, net.search
+    trains = p.config.train_config(nas=True)  # its precision and devices, as the networks'
     inputs = {"kd": stage.method.for_stage(stage.i), "input": stage.previous_key, "stage": stage.i}
     factory = residual_objective(
         method=stage.method, objective=stage.objective, teacher=stage.teacher, base=stage.base,
@@ -92,6 +93,7 @@ def search_stage(net: SearchedNet, stage: StageInputs) -> tuple[dict[str, Any], 
         "info": p.data.info, "train_data": p.data.train, "objective_factory": factory,
         "device": p.config.device, "progress": p.progress,
         "log": lambda line: p.log(f"{stage.name} {line}"),
+        "precision": trains.precision, "devices": trains.devices,
     }  # fmt: skip
     searched_spec = spec if spec.supernet_budget_mflops is None else spec.shared_supernet()
 
@@ -100,7 +102,7 @@ def search_stage(net: SearchedNet, stage: StageInputs) -> tuple[dict[str, Any], 
 
     result = shared = p.store.compute(
         "search",
-        {"spec": searched_spec.to_dict(), **inputs, **p.data_key},
+        {"spec": searched_spec.to_dict(), **inputs, **p.data_key, **trains.run_key()},
         desc=f"{stage.name} search ({spec.strategy})",
         make=search,
     )
@@ -112,7 +114,7 @@ def search_stage(net: SearchedNet, stage: StageInputs) -> tuple[dict[str, Any], 
         p.stages.append(shared.summary() | {"network": stage.name})
         result = p.store.compute(
             "derive",
-            {"spec": spec.to_dict(), "search": shared.key},
+            {"spec": spec.to_dict(), "search": shared.key, **trains.run_key()},
             desc=f"{stage.name} derived at {spec.budget_mflops:g} MFLOPs",
             make=derive,
         )

@@ -116,6 +116,8 @@ def rank(
     device: str,
     progress: bool,
     log: Callable[[str], None],
+    precision: str = "auto",
+    devices: int = 1,
 ) -> list[Ranked]:
     """Train each option from scratch on 80% of ``train_data`` and judge it on the rest; the
     list comes back best first (lowest held-out objective)."""
@@ -133,6 +135,8 @@ def rank(
         seed=seed,
         device=device,
         grad_clip=5.0,
+        precision=precision,
+        devices=devices,
     )
     ranked = []
     for i, (d, source) in enumerate(options):

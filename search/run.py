@@ -150,9 +150,12 @@ def run_search(
     device: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] = print,
+    precision: str = "auto",
+    devices: int = 1,
 ) -> SearchResult:
     """Search with ``spec``'s strategy, derive the network within the budget (ranking the best
-    candidates when asked), check it with the product counter and write it to ``out_dir``."""
+    candidates when asked), check it with the product counter and write it to ``out_dir``.
+    Its trainings run at ``precision`` on ``devices`` (``distill.train.TrainConfig``'s)."""
     shape = shape_for(spec, info)
     check_budget(shape, spec.budget_mflops, spec.min_channels)  # before any work
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -160,13 +163,15 @@ def run_search(
     log(_announce(spec, shape, strategy.plan(spec, shape)))
     started = time.perf_counter()
     ctx = SearchContext(
-        spec, shape, train_data, objective_factory, device, out_dir / "checkpoints", progress, log
-    )
+        spec, shape, train_data, objective_factory, device, out_dir / "checkpoints", progress, log,
+        precision, devices,
+    )  # fmt: skip
     found = strategy.search(ctx)
     write_found(found, out_dir)
     return derive_search(
         spec, found, info=info, train_data=train_data, objective_factory=objective_factory,
         out_dir=out_dir, device=device, progress=progress, log=log, started=started,
+        precision=precision, devices=devices,
     )  # fmt: skip
 
 
@@ -208,6 +213,8 @@ def derive_search(
     progress: bool = True,
     log: Callable[[str], None] = print,
     started: float | None = None,
+    precision: str = "auto",
+    devices: int = 1,
 ) -> SearchResult:
     """The network ``spec`` asks for, derived from what a search found (its own, or a shared
     supernet's at another budget): the budget repair, the ranking of candidates when asked,
@@ -226,7 +233,7 @@ def derive_search(
         ranked = rank(
             options, shape=shape, train_data=train_data, objective=objective_factory,
             epochs=spec.rank_epochs, batch_size=spec.batch_size, seed=spec.seed,
-            device=device, progress=progress, log=log,
+            device=device, progress=progress, log=log, precision=precision, devices=devices,
         )  # fmt: skip
         ranking = [r.to_dict() for r in ranked]
         derivation = ranked[0].derivation

@@ -261,8 +261,11 @@ class StrategySpec(ConfigModel):
     def resolved_optimization(self) -> Optimization:
         return self.default_optimization if self.optimization == "auto" else self.optimization
 
-    def train_config(self, device: str) -> TrainConfig:
-        """How the supernet's weights are trained (DARTS: SGD, cosine)."""
+    def train_config(
+        self, device: str, *, precision: str = "auto", devices: int = 1
+    ) -> TrainConfig:
+        """How the supernet's weights are trained (DARTS: SGD, cosine), at the run's
+        ``precision`` on its ``devices``."""
         return TrainConfig(
             epochs=self.epochs,
             batch_size=self.batch_size,
@@ -272,6 +275,8 @@ class StrategySpec(ConfigModel):
             schedule="cosine",
             seed=self.seed,
             device=device,
+            precision=precision,
+            devices=devices,
         )
 
     def left_out(self) -> set[str]:

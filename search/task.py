@@ -9,7 +9,7 @@ training batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,6 +17,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from distill.distributed import local
 from distill.residual import ResidualDistillation
 from distill.train import EpochRecord, TrainTask
 from space.genotypes import Genotype
@@ -101,6 +102,12 @@ def zero_one_loss(supernet: Supernet) -> Tensor:
     return -total / count
 
 
+def cycle(batches: Iterable[Any]) -> Iterator[Any]:
+    """Endless passes over ``batches`` (a loader reshuffles on each)."""
+    while True:
+        yield from batches
+
+
 @contextmanager
 def frozen(parameters: list[nn.Parameter]) -> Iterator[None]:
     """The parameters need no gradient inside (the architecture step of bilevel optimisation:
@@ -159,8 +166,15 @@ class SearchSettings:
 class SearchTask(TrainTask):
     """``objective`` is the residual KD task with the supernet as its trained network (its frozen
     teacher and base, or their cached logits, give T - S_{i-1}); ``held_out`` is the same on the
-    held-out half for bilevel optimisation, ``held_out_batches`` an endless iterator of its
-    batches (images, labels, dataset indices)."""
+    held-out half for bilevel optimisation, ``held_out_batches`` its batches (images, labels,
+    dataset indices), passed over again and again.
+
+    Under several ranks (``distill.distributed``) the architecture's gradients are reduced as the
+    weights' are, each rank stepping on its share of the held-out batch: the architecture
+    parameters stay the same on every rank. The fused cells reshape their maps as contiguous
+    tensors, so the supernet stays in the default layout on CUDA devices (``channels_last``)."""
+
+    channels_last = False
 
     def __init__(
         self,
@@ -169,7 +183,7 @@ class SearchTask(TrainTask):
         objective: ResidualDistillation,
         settings: SearchSettings,
         held_out: ResidualDistillation | None = None,
-        held_out_batches: Iterator[tuple[Tensor, Tensor, Tensor]] | None = None,
+        held_out_batches: Iterable[tuple[Tensor, Tensor, Tensor]] | None = None,
     ) -> None:
         super().__init__(trained={"model": supernet}, frozen=dict(objective.frozen.items()))
         if settings.optimization == "bilevel" and (held_out is None or held_out_batches is None):
@@ -178,6 +192,7 @@ class SearchTask(TrainTask):
         self.objective = objective
         self.held_out = held_out
         self.held_out_batches = held_out_batches
+        self._held: Iterator[tuple[Tensor, Tensor, Tensor]] | None = None  # made when first used
         self.settings = settings
         self.budget = settings.budget_mflops
         self.flops_weight = settings.flops_weight
@@ -223,42 +238,73 @@ class SearchTask(TrainTask):
         loss = self._loss(self.objective, x, y, index)
         return loss, self._logits
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (the ranks of ``distill.distributed`` receive the task so): without the
+        held-out batches' running pass and the last batch's logits."""
+        return self.__dict__ | {"_held": None, "_logits": None}
+
+    def _held_out_batch(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor, float]:
+        """The next held-out batch: this rank's share of it on ``device``, and the share."""
+        assert self.held_out_batches is not None
+        if self._held is None:
+            self._held = cycle(self.held_out_batches)
+        xv, yv, iv = next(self._held)
+        n = len(yv)
+        xv, yv, iv = local(xv), local(yv), local(iv)
+        return xv.to(device), yv.to(device), iv, len(yv) / n
+
+    def _arch_step(self, x: Tensor) -> None:
+        """Bilevel: the architecture's step on a held-out batch, the weights frozen."""
+        assert self.held_out is not None
+        arch = self.supernet.arch_parameters()
+        xv, yv, iv, share = self._held_out_batch(x.device)
+        self.arch_optimizer.zero_grad(set_to_none=True)
+        with frozen(self.supernet.weight_parameters()), self._sampled():
+            with self.amp.autocast():
+                held_loss = self._loss(self.held_out, xv, yv, iv)
+            grads = torch.autograd.grad(self.amp.scale(held_loss), arch)
+        for p, g in zip(arch, grads, strict=True):
+            p.grad = g
+        self.share, weights_share = share, self.share
+        self.synchronize(arch)
+        self.share = weights_share
+        self.amp.unscale(self.arch_optimizer)
+        self.amp.step(self.arch_optimizer)
+
     def step(
         self, x: Tensor, y: Tensor, index: Tensor, optimizer: torch.optim.Optimizer
     ) -> tuple[Tensor, Tensor]:
         arch = self.supernet.arch_parameters()
         if self.optimization == "bilevel" and self.arch_active:
-            assert self.held_out is not None and self.held_out_batches is not None
-            xv, yv, iv = next(self.held_out_batches)
-            xv, yv = xv.to(x.device), yv.to(x.device)
-            self.arch_optimizer.zero_grad(set_to_none=True)
-            with frozen(self.supernet.weight_parameters()), self._sampled():
-                held_loss = self._loss(self.held_out, xv, yv, iv)
-                grads = torch.autograd.grad(held_loss, arch)
-            for p, g in zip(arch, grads, strict=True):
-                p.grad = g
-            self.arch_optimizer.step()
+            self._arch_step(x)
         one_level = self.optimization == "one-level" and self.arch_active
         for p in arch:  # no gradient for the architecture unless this step updates it
             p.requires_grad_(one_level)
         try:
-            if self.epsilon > 0:  # SDARTS-RS: the weights step at a perturbed architecture
-                with self.supernet.using(smoothed_weights(self.supernet, self.epsilon, self.noise)):
-                    loss, logits = self.loss(x, y, index)
-            else:
-                with self._sampled():
-                    loss, logits = self.loss(x, y, index)
+            with self.amp.autocast():
+                if self.epsilon > 0:  # SDARTS-RS: the weights step at a perturbed architecture
+                    smoothed = smoothed_weights(self.supernet, self.epsilon, self.noise)
+                    with self.supernet.using(smoothed):
+                        loss, logits = self.loss(x, y, index)
+                else:
+                    with self._sampled():
+                        loss, logits = self.loss(x, y, index)
             if torch.isfinite(loss):
                 optimizer.zero_grad(set_to_none=True)
                 self.arch_optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(self.supernet.weight_parameters(), self.weight_clip)
-                optimizer.step()
+                self.amp.backward(loss)
+                weights = self.supernet.weight_parameters()
+                self.synchronize(weights + (arch if one_level else []))
+                self.amp.unscale(optimizer)
+                nn.utils.clip_grad_norm_(weights, self.weight_clip)
+                self.amp.step(optimizer)
                 if one_level:
-                    self.arch_optimizer.step()
+                    self.amp.unscale(self.arch_optimizer)
+                    self.amp.step(self.arch_optimizer)
         finally:
             for p in arch:
                 p.requires_grad_(True)
+        self.amp.update()
         return loss.detach(), logits.detach()
 
     @contextmanager

@@ -70,13 +70,14 @@ def _free_port() -> int:
 
 
 def demo_sweep(epochs: int, trials: int, parallel: int = 1) -> dict[str, Any]:
-    """Around the searched job: R1's budget and KD temperature (T and S0 as in the jobs)."""
+    """Around the searched job: R1's budget and KD temperature (T and S0 as in the jobs). The
+    trials share one search at the largest budget (``shared_search``), the searched job's own:
+    each trial derives its R1 from that job's supernet and fine-tunes it, no search again."""
     base = demo_configs(epochs)["searched R1"]
-    search = dict(base["res_students"][0]["search"]) | {"epochs": max(1, epochs // 4)}
     return {
         "name": "demo: R1 budget and temperature",
-        "base": base | {"res_students": [{"search": search}]},
-        "space": {"budget_mflops": [0.1, 0.3], "t": [2.0, 6.0]},
+        "base": base,
+        "space": {"budget_mflops": [0.1, BUDGET], "t": [2.0, 6.0]},
         "trials": trials,
         "parallel": parallel,
         "sampler": "nsga2",

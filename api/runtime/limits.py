@@ -25,7 +25,9 @@ from search.run import shape_for
 from search.strategies import strategy_for
 from space.numbers import count, mflops
 
-OUT_OF_MEMORY = ("can't allocate memory", "CUDA out of memory")  # PyTorch's allocators' words
+# PyTorch's host allocator's words; a device's (torch.OutOfMemoryError) is reported as itself, and
+# inside a training as distill.memory.DeviceOutOfMemory, which names the batch size to lower
+OUT_OF_MEMORY = ("can't allocate memory",)
 
 
 def forward_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:

@@ -1,8 +1,9 @@
 """The Ray executor (``pip install .[ray]``): past one machine, jobs run as Ray tasks.
 
 With ``RESKD_RAY_ADDRESS`` set (``reskd serve``, or ``reskd worker`` alone), a dispatcher claims
-jobs from the same database queue and runs each as a Ray task asking ``num_gpus=1`` (or
-``ray_cpus_per_task`` CPUs when the cluster has no GPU). The task runs the job's stages with the
+jobs from the same database queue and runs each as a Ray task asking ``num_gpus`` = the job's
+``devices`` (1 unless it asks for more; or ``ray_cpus_per_task`` CPUs when the cluster has no
+GPU). The task runs the job's stages with the
 same worker code as a local worker: stages are read from and written to the shared artifact root,
 progress, results and artifacts go to the same database URL, a cancel stops the running stage at
 its next batch.
@@ -108,8 +109,20 @@ class RayDispatcher(Executor):
             "database_url": settings.url,
         }
 
+    def resources_for(self, claim: Claim) -> dict[str, float]:
+        """What a job's task asks Ray for: on GPUs, as many as the job's ``devices`` (Ray then
+        makes those visible to it), else the dispatcher's CPUs."""
+        if "num_gpus" not in self.resources:
+            return self.resources
+        devices = claim.config.get("devices", 1) if isinstance(claim.config, dict) else 1
+        return {"num_gpus": float(devices)}
+
     def describe(self) -> str:
-        what = "1 GPU" if "num_gpus" in self.resources else f"{self.resources['num_cpus']:g} CPU"
+        what = (
+            "a GPU per device the job asks for (1 by default)"
+            if "num_gpus" in self.resources
+            else f"{self.resources['num_cpus']:g} CPU"
+        )
         return (
             f"Ray executor on {self.settings.ray_address}: up to {self.capacity} task(s) at "
             f"once, {what} each"
@@ -129,7 +142,7 @@ class RayDispatcher(Executor):
             if claim is None:
                 break
             started += 1
-            ref = self._task.options(**self.resources, name=f"reskd-job-{claim.job_id}")
+            ref = self._task.options(**self.resources_for(claim), name=f"reskd-job-{claim.job_id}")
             self.inflight[ref.remote(asdict(claim), self._settings, owner)] = (claim, owner)
         return started
 

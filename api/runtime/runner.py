@@ -14,7 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from api.runtime.devices import DeviceLocks
 from api.runtime.store import JobKind
+from distill import observe
 from distill.config import parse, require
 from search.config import GenotypeNet, RunConfig
 from search.pipeline import run, search
@@ -42,10 +44,19 @@ def config_for_job(config: RunConfig, kind: JobKind) -> RunConfig:
 
 
 def run_job(claim: Any, settings: Any, queue: Any, device: str) -> dict[str, Any]:
-    """Run a claimed job in this process; record its artifacts and architectures."""
+    """Run a claimed job in this process; record its artifacts and architectures. A job that
+    asks for several devices runs once its worker has borrowed them (``api.runtime.devices``)."""
     config = config_for_job(parse(RunConfig, claim.config), claim.kind)  # checks it once
     if device != "auto" and config.device == "auto":
         config = config.model_copy(update={"device": device})
+    observer = observe.current()
+    locks = DeviceLocks(settings.artifact_root / "devices")
+    waiting = observer.check if observer is not None else lambda: None
+    with locks.borrow(config.devices, waiting=waiting, poll=settings.poll_seconds):
+        return _run(claim, config, settings, queue)
+
+
+def _run(claim: Any, config: RunConfig, settings: Any, queue: Any) -> dict[str, Any]:
     out = settings.job_dir(claim.job_id)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "log.txt"

@@ -11,11 +11,12 @@ import sys
 import sysconfig
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from api.runtime.devices import GPUS_ENV
 from api.runtime.exits import EXIT_DATABASE_GONE
 from api.runtime.settings import Settings
 
@@ -68,7 +69,11 @@ def with_allocator(choice: str, environ: Mapping[str, str]) -> dict[str, str] | 
     return dict(environ) | {"LD_PRELOAD": ":".join(p for p in (library, preload) if p)}
 
 
-def worker_env(settings: Settings, *, gpu: int | None, threads: int) -> dict[str, str]:
+def worker_env(
+    settings: Settings, *, gpu: int | None, threads: int, gpus: Sequence[int] = ()
+) -> dict[str, str]:
+    """A local worker's environment; ``gpus``: the machine's GPUs when each worker has its own
+    (a job asking for several devices borrows them, ``api.runtime.devices``)."""
     env = dict(os.environ)
     if gpu is None:
         env = with_allocator(settings.allocator, env) or env
@@ -85,6 +90,8 @@ def worker_env(settings: Settings, *, gpu: int | None, threads: int) -> dict[str
         env["RESKD_WORKER_MEMORY_BYTES"] = str(settings.worker_memory_bytes)
     if gpu is not None:
         env |= {"CUDA_VISIBLE_DEVICES": str(gpu), "RESKD_DEVICE": "cuda"}
+        if gpus:
+            env[GPUS_ENV] = ",".join(str(g) for g in gpus)
     else:
         env["RESKD_DEVICE"] = "cpu" if settings.device == "auto" else settings.device
     return env
@@ -122,6 +129,7 @@ class WorkerPool:
         gpus = visible_gpus() if self.settings.device in ("auto", "cuda") else []
         n = self.count or self.settings.workers or max(len(gpus), 1)
         self._specs = worker_specs(self.settings, n, gpus, os.cpu_count() or 1)
+        self._gpus = gpus if n <= len(gpus) else []  # one worker per GPU: they lend them
         self.processes = [self._spawn(i) for i in range(n)]
         threading.Thread(target=self._supervise, daemon=True).start()
 
@@ -137,7 +145,7 @@ class WorkerPool:
                 "--parent",
                 str(os.getpid()),
             ],
-            env=worker_env(self.settings, gpu=gpu, threads=threads),
+            env=worker_env(self.settings, gpu=gpu, threads=threads, gpus=self._gpus),
         )
 
     def describe_allocator(self) -> str:

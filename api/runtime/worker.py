@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from api.runtime.devices import DeviceLocks
 from api.runtime.exits import EXIT_DATABASE_GONE
 from api.runtime.fairshare import Policy
 from api.runtime.lease import held
@@ -59,6 +60,8 @@ class _Observer:
         self.phase: str | None = None
         self.pace: tuple[int, float] | None = None
         self.batches: int | None = None
+        # the running stage's peak memory at its last epoch (``distill.memory.peak``)
+        self.peak: dict[str, Any] = {}
 
     def check(self) -> None:
         if self.lost.is_set():
@@ -81,7 +84,7 @@ class _Observer:
 
     def stage_started(self, kind: str, key: str, name: str) -> None:
         self.stage_id = self.queue.stage_started(job_id=self.job_id, kind=kind, key=key, name=name)
-        self.phase, self.pace, self.batches = None, None, None
+        self.phase, self.pace, self.batches, self.peak = None, None, None, {}
 
     def stage_reused(self, kind: str, key: str, name: str) -> None:
         self.queue.stage_started(
@@ -113,6 +116,7 @@ class _Observer:
             },
         )
         phase = (extra or {}).get("phase")
+        self.peak = {k: (extra or {}).get(k) for k in ("peak_memory_bytes", "peak_memory_of")}
         self._enter(phase, record.epoch - 1, resumed_from, time.time() - record.seconds)
         self.resumed_from = resumed_from
         self.last_write = time.time()
@@ -132,6 +136,7 @@ class _Observer:
                 "eta_seconds": eta,
                 "rate": rate,
                 "unit": unit,
+                **self.peak,
             },
             resumed_from=resumed_from,
         )
@@ -167,6 +172,7 @@ class _Observer:
                 "eta_seconds": eta,
                 "rate": rate,
                 "unit": unit,
+                **self.peak,
             },
             resumed_from=self.resumed_from,
         )
@@ -219,16 +225,20 @@ class Worker(Executor):
             self.db, max_attempts=settings.max_attempts, policy=Policy.of(settings)
         )
         self.parent = parent  # a pool's worker stops when the process that started it is gone
+        self.devices = DeviceLocks(settings.artifact_root / "devices")  # its GPU, held per job
 
     def gone(self) -> bool:
         return self.parent is not None and os.getppid() != self.parent
 
     def start_jobs(self) -> int:
-        claim = self.queue.claim(worker=self.name, lease_seconds=self.settings.lease_seconds)
-        if claim is None:
-            return 0
-        self.execute(claim)
-        return 1
+        with self.devices.own() as free:
+            if not free:  # its GPU is lent to a job of another worker that asked for several
+                return 0
+            claim = self.queue.claim(worker=self.name, lease_seconds=self.settings.lease_seconds)
+            if claim is None:
+                return 0
+            self.execute(claim)
+            return 1
 
     def execute(self, claim: Claim) -> None:
         observer = _Observer(self.queue, claim.job_id, self.name, self.settings)

@@ -61,12 +61,12 @@ from search.strategies.base import (
 )
 from search.strategies.training import (
     SupernetSpec,
-    cycle,
     non_zero_scores,
     perturbation,
     selection_batches,
     train_supernet,
 )
+from search.task import cycle
 
 __all__ = [
     "STRATEGIES",

@@ -35,6 +35,8 @@ class SearchContext:
     checkpoint_dir: Path
     progress: bool = True
     log: Callable[[str], None] = print
+    precision: str = "auto"  # the supernet's training's (``distill.precision``)
+    devices: int = 1  # its ranks (``distill.distributed``)
 
 
 @dataclass

@@ -5,7 +5,6 @@ of it on the search objective, with DARTS-PT's :func:`perturbation` scores for t
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -107,12 +106,6 @@ def supernet_spec(ctx: SearchContext) -> SupernetSpec:
     return ctx.spec
 
 
-def cycle(batches: Iterable[Any]) -> Iterator[Batch]:
-    """Endless passes over ``batches`` (a loader reshuffles on each)."""
-    while True:
-        yield from batches
-
-
 def _held_out_split(
     ctx: SearchContext, supernet: Supernet
 ) -> tuple[Dataset[tuple[Tensor, int]], dict[str, Any]]:
@@ -132,7 +125,7 @@ def _held_out_split(
     return Subset(ctx.train_data, train_idx), {
         "objective": ctx.objective(supernet, train_idx),
         "held_out": ctx.objective(supernet, held_idx),
-        "held_out_batches": cycle(held),
+        "held_out_batches": held,
     }
 
 
@@ -172,7 +165,7 @@ def train_supernet(
     history = fit(
         task,
         train_data,
-        config=spec.train_config(ctx.device),
+        config=spec.train_config(ctx.device, precision=ctx.precision, devices=ctx.devices),
         checkpoint_dir=ctx.checkpoint_dir / stage,
         desc=f"search {stage}",
         progress=ctx.progress,

@@ -3,9 +3,7 @@ its files leaves nothing a later run trusts, and that run recomputes or reuses c
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -17,6 +15,7 @@ from distill.observe import observing
 from distill.residual import ResidualDistillation
 from distill.stages import StageStore, stage_key
 from distill.train import Supervised, TrainConfig, evaluate
+from tests.distill.observers import Recording
 
 PAYLOAD = {"net": "tiny", "train": {"epochs": 1}}
 
@@ -95,29 +94,7 @@ def test_trained_weights_come_back_on_reuse(tmp_path: Path) -> None:
     assert torch.equal(first.weight, second.weight)
 
 
-class Epochs:
-    """An observer that keeps every epoch's record (what a worker stores per epoch)."""
-
-    def __init__(self) -> None:
-        self.records: list[Any] = []
-
-    def exclusive(self, kind: str, key: str) -> AbstractContextManager[None]:
-        return nullcontext()
-
-    def stage_started(self, kind: str, key: str, name: str) -> None: ...
-
-    def stage_reused(self, kind: str, key: str, name: str) -> None: ...
-
-    def stage_finished(self, kind: str, key: str, seconds: float) -> None: ...
-
-    def epoch(
-        self, record: Any, total: int, resumed_from: int, extra: dict[str, Any] | None = None
-    ) -> None:
-        self.records.append(record)
-
-    def check(self) -> None: ...
-
-    def batch(self, *args: Any, **kwargs: Any) -> None: ...
+Epochs = Recording  # keeps every epoch's record (what a worker stores per epoch)
 
 
 def test_a_residual_stage_reports_the_d_v_accuracy_of_s_i_every_epoch(tmp_path: Path) -> None:
