@@ -4,11 +4,11 @@ Starts ``reskd serve`` (SQLite, one worker process by default) on 127.0.0.1, sub
 two ResKD jobs over HTTP on scikit-learn's real 8x8 digits — R1 searched by STACNAS under a FLOPs
 budget, and R1 handcrafted with the same budget (ResNet-8 at half width) — shows their progress,
 prints each result table and the Pareto front of accuracy against MFLOPs, writes the front as a
-PNG, then runs a small Optuna sweep over R1's budget and KD temperature (NSGA-II; each trial a job;
-T and S0 reused from the first jobs), prints its trials and front, plots it, and stops the
-service. The second job reuses the first one's teacher and S0 (a stage is computed once, under a
-lock: with ``workers=2`` the second job waits for them, then trains its R1 beside the search, and
-sweep trials run in pairs).
+PNG, then runs a small Optuna sweep over R1's budget (NSGA-II; each trial a job; T and S0 reused
+from the first jobs, and R1 derived from the searched job's own supernet: no search again),
+prints its trials and front, plots it, and stops the service. The second job reuses the first
+one's teacher and S0 (a stage is computed once, under a lock: with ``workers=2`` the second job
+waits for them, then trains its R1 beside the search, and sweep trials run in pairs).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from api.cli.tables import front_rows, metrics_text
 from api.client import Client
 from api.client.plots import plot_pareto, plot_sweep
 from distill.report import format_table, repair_text
-from space.numbers import field_text, mflops, percent
+from space.numbers import mflops, percent
 
 BUDGET = 0.2  # MFLOPs: ResNet-8 x0.5 on 1x8x8 costs 0.198
 
@@ -70,14 +70,14 @@ def _free_port() -> int:
 
 
 def demo_sweep(epochs: int, trials: int, parallel: int = 1) -> dict[str, Any]:
-    """Around the searched job: R1's budget and KD temperature (T and S0 as in the jobs). The
-    trials share one search at the largest budget (``shared_search``), the searched job's own:
-    each trial derives its R1 from that job's supernet and fine-tunes it, no search again."""
+    """Around the searched job: R1's budget (T and S0 as in the jobs). The trials share one
+    search at the largest budget (``shared_search``), the searched job's own: each trial derives
+    its R1 from that job's supernet and fine-tunes it, no search again."""
     base = demo_configs(epochs)["searched R1"]
     return {
-        "name": "demo: R1 budget and temperature",
+        "name": "demo: R1 budget",
         "base": base,
-        "space": {"budget_mflops": [0.1, BUDGET], "t": [2.0, 6.0]},
+        "space": {"budget_mflops": [0.1, BUDGET]},
         "trials": trials,
         "parallel": parallel,
         "sampler": "nsga2",
@@ -268,7 +268,8 @@ def _sweep(
 ) -> dict[str, Any]:
     sweep = client.create_sweep(demo_sweep(epochs, trials, parallel))
     print(
-        f"\nsweep {sweep['id']}: {trials} trials of R1's budget and KD temperature (NSGA-II), "
+        f"\nsweep {sweep['id']}: {trials} trials of R1's budget (NSGA-II), each derived from the "
+        "searched job's supernet, "
         f"Optuna study {sweep['study_name']!r} in the service's database"
     )
     sweep = client.wait_sweep(sweep["id"], progress=progress, poll=1.0)
@@ -280,7 +281,7 @@ def _sweep(
         {
             "trial": t["number"],
             "budget (MFLOPs)": mflops(t["params"]["budget_mflops"]),
-            "t": field_text("t", t["params"]["t"]),
+            "derived from": _derived_from(client, t["job_id"]),
             "D_v acc": percent(t.get("val_accuracy")),
             "test acc": percent(t["accuracy"]),
             "MFLOPs": mflops(t["cost"]),
@@ -292,6 +293,14 @@ def _sweep(
     plot = plot_sweep(sweep, front, out_dir / "sweep.png")
     print(f"sweep plot: {plot}")
     return {"sweep": sweep, "pareto": front, "plot": str(plot)}
+
+
+def _derived_from(client: Client, job_id: int | None) -> str:
+    """The stored search a trial's R1 was derived from (its stage key), or ``-``."""
+    if job_id is None:
+        return "-"
+    searches = client.job(job_id).get("searches") or []
+    return next((s["derived_from"] for s in searches if s.get("derived_from")), "-")
 
 
 def _wait_for(client: Client, server: subprocess.Popen[bytes], out_dir: Path) -> None:
