@@ -187,6 +187,10 @@ def main() -> None:
         run_quietly(base | {"res_students": [{"model": "resnet8", "width": 0.25}]}, directory)
         for arm in args.arms:
             records += run_arm(arm, base, budgets, seed, args.set, directory)
+        report(records, budgets, args)  # after every seed: a long run leaves what it measured
+
+
+def report(records: list[dict[str, Any]], budgets: list[float], args: argparse.Namespace) -> None:
     summary = summarize(records, budgets)
     print_table(summary)
     figure = plot(records, Path(args.out) / "shared_search.png")
