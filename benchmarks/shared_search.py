@@ -27,6 +27,7 @@ accuracy and 1.1x the largest budget, mean ± sd over seeds), writes the records
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -120,7 +121,8 @@ def summarize(records: list[dict[str, Any]], budgets: list[float]) -> dict[str, 
                     ),
                 }
             )
-        out[arm] = {key: [s[key] for s in per_seed] for key in ("minutes", "hv_val", "hv_test")}
+        keys = ("minutes", "cpu_minutes", "hv_val", "hv_test")
+        out[arm] = {key: [s[key] for s in per_seed] for key in keys}
     if "per-trial" in out:
         alone = statistics.mean(out["per-trial"]["minutes"])
         alone_cpu = statistics.mean(out["per-trial"]["cpu_minutes"])
@@ -197,9 +199,20 @@ def main() -> None:
         ) | {"ratio": None}
         directory = Path(args.out) / f"{args.dataset}-seed{seed}"
         run_quietly(base | {"res_students": [{"model": "resnet8", "width": 0.25}]}, directory)
-        for arm in args.arms:
-            records += run_arm(arm, base, budgets, seed, args.set, directory)
+        for arm in args.arms:  # each in its own store, with T and S0 copied in: no arm reuses
+            # another's search (the largest budget's per-trial search is the shared supernet)
+            records += run_arm(arm, base, budgets, seed, args.set, given(directory, arm))
         report(records, budgets, args)  # after every seed: a long run leaves what it measured
+
+
+def given(directory: Path, arm: str) -> Path:
+    """A store for ``arm`` holding the stored T, its gate and S0 of ``directory``."""
+    store = directory / arm
+    for stage in (*directory.glob("teacher-*"), *directory.glob("gate-*"),
+                  *directory.glob("student-*")):  # fmt: skip
+        if not (store / stage.name).exists():
+            shutil.copytree(stage, store / stage.name)
+    return store
 
 
 def report(records: list[dict[str, Any]], budgets: list[float], args: argparse.Namespace) -> None:
