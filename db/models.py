@@ -117,7 +117,22 @@ class Job(Base):
         back_populates="job", order_by="Artifact.id", cascade="all, delete-orphan"
     )
 
-    __table_args__ = (Index("ix_jobs_state_id", "state", "id"),)
+    __table_args__ = (
+        Index("ix_jobs_state_id", "state", "id"),
+        Index("ix_jobs_kind_id", "kind", "id"),  # the jobs list's filters, newest first
+        Index("ix_jobs_dataset_id", "dataset", "id"),
+        # the owners' usage (api.runtime.fairshare): the running attempts and the settled ones
+        # as two ranges of one index that holds every column it reads
+        Index(
+            "ix_jobs_usage",
+            "ran_from",
+            "settled_at",
+            "owner",
+            "state",
+            "lease_until",
+            "device_seconds",
+        ),
+    )
 
 
 class Stage(Base):

@@ -3,12 +3,13 @@ knows where the app keeps its database, queue and settings, so tests can overrid
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Iterator
-from typing import Annotated, Any
+from collections.abc import Callable, Hashable, Iterator
+from typing import Annotated, Any, TypeVar, cast
 
-from fastapi import Depends, HTTPException, Path, Query, Request, status
-from pydantic import AfterValidator
+from fastapi import Depends, HTTPException, Path, Query, Request, Response, status
+from pydantic import AfterValidator, BaseModel
 from sqlalchemy.orm import Session
 
 from api.runtime.accounts import Principal
@@ -20,6 +21,8 @@ from distill.catalog import DATASETS
 # The three getters below only read app.state: ``async`` keeps them on the event loop (FastAPI runs
 # a plain ``def`` dependency in its thread pool, where 200 event streams would queue behind it).
 OWNER = f"api:{os.getpid()}"  # holds a sweep's lock while a request advances it
+JSON = "application/json"
+T = TypeVar("T")
 
 
 async def get_settings(request: Request) -> Settings:
@@ -35,6 +38,74 @@ async def get_db(request: Request) -> Database:
 async def get_queue(request: Request) -> JobQueue:
     queue: JobQueue = request.app.state.queue
     return queue
+
+
+class SharedReads:
+    """Identical reads waiting on the event loop at the same moment share one: the first lets
+    the requests already received reach their route (one turn of the loop), then reads once
+    for all of them. Each answer is the database as it was while its own request was open
+    (read after every sharer arrived, before any is answered), so sharing changes no answer:
+    it answers a burst of the same read (a page many clients poll) with one. The read is
+    synchronous (``Database.loop_read``): nothing else runs on the loop meanwhile, and a
+    request that arrives later reads anew. A failed read fails every sharer alike."""
+
+    def __init__(self) -> None:
+        self._open: dict[Hashable, asyncio.Future[Any]] = {}
+
+    async def read(self, key: Hashable, read: Callable[[], T]) -> T:
+        shared = self._open.get(key)
+        if shared is not None:
+            try:
+                return cast(T, await asyncio.shield(shared))
+            except asyncio.CancelledError:
+                if not shared.cancelled():
+                    raise  # this request went
+                return read()  # the first went before it read: read alone
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._open[key] = future
+        try:
+            await asyncio.sleep(0)  # the requests already received join
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        finally:
+            del self._open[key]
+        try:
+            value = read()
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: with no sharer, nothing is left unread
+            raise
+        future.set_result(value)
+        return value
+
+
+async def get_shared_reads(request: Request) -> SharedReads:
+    state = request.app.state
+    if getattr(state, "shared_reads", None) is None:
+        state.shared_reads = SharedReads()
+    shared: SharedReads = state.shared_reads
+    return shared
+
+
+SharedReadsDep = Annotated[SharedReads, Depends(get_shared_reads)]
+
+
+async def shared_json(
+    shared: SharedReads, key: Hashable, read: Callable[[], BaseModel]
+) -> Response:
+    """The JSON of ``read()``'s model as the route's answer, read and serialised once for the
+    identical reads waiting with it (``SharedReads``; ``key`` names the read, its caller
+    included)."""
+    body = await shared.read(key, lambda: read().model_dump_json())
+    return Response(body, media_type=JSON)
+
+
+def json_response(model: BaseModel, *, status_code: int = 200) -> Response:
+    """``model`` as the route's answer, serialised once: FastAPI would validate a returned model
+    again against the route's ``response_model`` (on its thread pool, for a plain ``def``
+    route), then serialise it. The route keeps its ``response_model`` for the OpenAPI document."""
+    return Response(model.model_dump_json(), status_code=status_code, media_type=JSON)
 
 
 def get_session(db: Annotated[Database, Depends(get_db)]) -> Iterator[Session]:

@@ -143,6 +143,11 @@ class SearchPublic(BaseModel):
         "search's argmax was kept), mflops_before and mflops_after",
     )
     cells: str | None = Field(None, description="URL of the cells drawn as graphs (PNG)")
+    derived_from: str | None = Field(
+        None,
+        description="the stored search (stage) this network was derived from at its own "
+        "budget, when it shared one supernet with other budgets; None: its own search",
+    )
 
 
 class Best(BaseModel):

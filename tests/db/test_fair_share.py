@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 from api.cli.tables import print_job
 from api.http.main import create_app
 from api.http.queries import jobs as job_queries
-from api.runtime.fairshare import UNLIMITED, Policy
+from api.runtime.fairshare import UNLIMITED, Ledger, Policy
 from api.runtime.queues import open_queue
 from api.runtime.settings import Settings
 from api.runtime.store import JobQueue
@@ -150,6 +150,31 @@ def test_held_says_how_many_queued_jobs_come_first(database_url: str) -> None:
     assert held(db, ids[8], clock) == "priority: 8 queued jobs come first"
     assert run_one(queue, clock) == ids[6]  # the one said to be next
     assert held(db, ids[6], clock) is None  # not queued any more
+    db.dispose()
+
+
+def test_a_reads_places_are_the_claims_order_as_usage_changes(database_url: str) -> None:
+    """What a read says of the queue (``Ledger.places``, ranked from the usage it read) is the
+    claim's own order (``Ledger.order``, ranked by the database), job after job, while one runs
+    and after each has run."""
+    clock = FakeClock()
+    db, queue = open_store(database_url, clock)
+    three_users_nine_jobs(db, queue, clock)
+
+    def agree() -> int:
+        with db.session(readonly=True) as s:
+            ledger = Ledger(s, UNLIMITED, clock())
+            order = {job_id: i for i, job_id in enumerate(s.scalars(ledger.order()))}
+            assert ledger.places(s) == order
+        return len(order)
+
+    waiting = [agree()]
+    while (claim := queue.claim(worker="w", lease_seconds=LEASE)) is not None:
+        clock.advance(0.5 * HOUR)
+        waiting.append(agree())  # the running job counts in its owner's usage as it goes
+        clock.advance(0.5 * HOUR)
+        assert queue.finish(job_id=claim.job_id, worker="w", state="succeeded")
+    assert waiting == list(range(9, -1, -1))
     db.dispose()
 
 

@@ -108,9 +108,12 @@ def test_upgrading_a_database_of_the_first_schema_keeps_its_data(database_url: s
     engine.dispose()
     db, _ = open_store(database_url)  # migrate(): moves the version table, upgrades to head
     with db.engine.connect() as c:
-        # head: 0008 (users, owners) on 0007 (worker deaths) on 0006 (D_v accuracy) on 0005 (the fronts' revision) on
-        # 0004 (stored Pareto fronts) on 0003 (per-epoch metrics) on 0002 (sweeps)
-        assert c.execute(text("SELECT version_num FROM reskd_alembic_version")).scalar() == "0008"
+        # head: 0009 (the reads' indexes) on 0008 (users, owners) on 0007 (worker deaths) on
+        # 0006 (D_v accuracy) on 0005 (the fronts' revision) on 0004 (stored Pareto fronts) on
+        # 0003 (per-epoch metrics) on 0002 (sweeps)
+        assert c.execute(text("SELECT version_num FROM reskd_alembic_version")).scalar() == "0009"
+        indexes = {i["name"] for i in inspect(c).get_indexes("jobs")}
+        assert {"ix_jobs_kind_id", "ix_jobs_dataset_id", "ix_jobs_usage"} <= indexes
         assert c.execute(text("SELECT worker_deaths FROM jobs")).scalar() == 0
         assert c.execute(text("SELECT revision FROM pareto_revision")).scalar() >= 0
         filled = c.execute(
@@ -605,8 +608,8 @@ def test_sweep_ask_tell_marks_a_failed_trial_and_goes_on(database_url: str) -> N
     with db.session(readonly=True) as s:
         sweep = s.get(Sweep, sweep_id)
         assert sweep is not None and sweep.state == "succeeded"
-        trials = sweep_queries.trials(s, database_url, sweep_id)
-        front = sweep_queries.sweep_pareto(s, database_url, sweep_id)
+        trials = sweep_queries.trials(s, sweep_id)
+        front = sweep_queries.sweep_pareto(s, sweep_id)
     states = ["complete", "fail", "complete", "complete", "complete", "fail"]
     assert [t.state for t in trials] == states
     assert trials[1].error == "RuntimeError: x"

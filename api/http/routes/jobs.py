@@ -6,7 +6,7 @@ from __future__ import annotations
 import mimetypes
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
@@ -22,7 +22,10 @@ from api.http.deps import (
     QueueDep,
     SessionDep,
     SettingsDep,
+    SharedReadsDep,
+    json_response,
     responses,
+    shared_json,
 )
 from api.http.errors import NotFound
 from api.http.queries import jobs as queries
@@ -58,40 +61,64 @@ MEDIA_TYPES = {
 )
 def submit(
     body: schemas.JobCreate, q: QueueDep, db: DatabaseDep, settings: SettingsDep, who: PrincipalDep
-) -> schemas.JobPublic:
+) -> Response:
     job_id = queries.submit(q, body, settings, db, who)  # a ConfigError is a 422 (see main.py)
     with db.session(readonly=True) as s:
-        return queries.get_job(s, job_id, policy=Policy.of(settings))
+        job = queries.get_job(s, job_id, policy=Policy.of(settings))
+    return json_response(job, status_code=201)
+
+
+# The reads below run on the event loop, through its own connection (``Database.loop_read``):
+# a few short statements each, without a hop to the thread pool and back; identical ones that
+# wait at the same moment share one read (``SharedReads``).
 
 
 @router.get("", response_model=schemas.JobList, responses=responses(422), **access("read"))
-def list_jobs(
-    s: SessionDep,
+async def list_jobs(
+    db: DatabaseDep,
     settings: SettingsDep,
+    shared: SharedReadsDep,
+    who: PrincipalDep,
     offset: Offset = 0,
     state: JobState | None = None,
     kind: JobKind | None = None,
     dataset: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     owner: Annotated[str | None, Query(max_length=64, description="only this user's jobs")] = None,
-) -> schemas.JobList:
-    return queries.list_jobs(
-        s,
-        state=state,
-        kind=kind,
-        dataset=dataset,
-        limit=limit,
-        offset=offset,
-        owner=owner,
-        policy=Policy.of(settings),
-    )
+) -> Response:
+    policy = Policy.of(settings)
+
+    def read() -> schemas.JobList:
+        return db.loop_read(
+            lambda c: queries.list_jobs(
+                c,
+                state=state,
+                kind=kind,
+                dataset=dataset,
+                limit=limit,
+                offset=offset,
+                owner=owner,
+                policy=policy,
+            )
+        )
+
+    key = ("jobs", who.name, state, kind, dataset, limit, offset, owner)
+    return await shared_json(shared, key, read)
 
 
 @router.get(
     "/{job_id}", response_model=schemas.JobPublic, responses=responses(404, 422), **access("read")
 )
-def get_job(job_id: JobId, s: SessionDep, settings: SettingsDep) -> schemas.JobPublic:
-    return queries.get_job(s, job_id, policy=Policy.of(settings))
+async def get_job(
+    job_id: JobId, db: DatabaseDep, settings: SettingsDep, shared: SharedReadsDep, who: PrincipalDep
+) -> Response:
+    """The job with its stages, results and artifacts (``artifacts``: their listing)."""
+    policy = Policy.of(settings)
+
+    def read() -> schemas.JobPublic:
+        return db.loop_read(lambda c: queries.get_job(c, job_id, policy=policy))
+
+    return await shared_json(shared, ("job", who.name, job_id), read)
 
 
 @router.get(
@@ -100,10 +127,16 @@ def get_job(job_id: JobId, s: SessionDep, settings: SettingsDep) -> schemas.JobP
     responses=responses(404, 422),
     **access("read"),
 )
-def get_metrics(job_id: JobId, s: SessionDep) -> schemas.JobMetrics:
+async def get_metrics(
+    job_id: JobId, db: DatabaseDep, shared: SharedReadsDep, who: PrincipalDep
+) -> Response:
     """Per-epoch loss, accuracy, learning rate, seconds (and E[MFLOPs] of searches) of every
     stage the job trained: what its curves are drawn from."""
-    return queries.job_metrics(s, job_id)
+
+    def read() -> schemas.JobMetrics:
+        return db.loop_read(lambda c: queries.job_metrics(c, job_id))
+
+    return await shared_json(shared, ("metrics", who.name, job_id), read)
 
 
 @router.post(

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
+from pydantic import TypeAdapter
 
 from api.http import schemas
 from api.http.access import access, sweep_owner
 from api.http.deps import (
     AUTH,
+    JSON,
     OWNER,
     DatabaseDep,
     Offset,
@@ -18,8 +20,10 @@ from api.http.deps import (
     QueueDep,
     SessionDep,
     SettingsDep,
+    SharedReadsDep,
     SweepId,
     responses,
+    shared_json,
 )
 from api.http.queries import sweeps as queries
 from api.http.removals import answered
@@ -31,6 +35,7 @@ from distill.config import ConfigError
 from search.config import RunConfig
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], dependencies=AUTH)
+TRIALS = TypeAdapter(list[schemas.TrialPublic])
 
 
 @router.post(
@@ -61,7 +66,7 @@ def create_sweep(
     with db.session() as s:
         record(s, who, "sweep.submit", f"sweep {sweep_id}", trials=body.trials)
     with db.session(readonly=True) as s:
-        return queries.get_sweep(s, db.url, sweep_id)
+        return queries.get_sweep(s, sweep_id)
 
 
 @router.get("", response_model=schemas.SweepList, responses=responses(422), **access("read"))
@@ -73,16 +78,30 @@ def list_sweeps(
     return schemas.SweepList(sweeps=queries.list_sweeps(s, limit=limit, offset=offset))
 
 
+# A sweep and its trials are read on the event loop, through its own connection
+# (``Database.loop_read``): a few short statements, without a hop to the thread pool and back;
+# identical reads that wait at the same moment share one (``SharedReads``).
+
+
 @router.get(
     "/{sweep_id}",
     response_model=schemas.SweepPublic,
     responses=responses(404, 422),
     **access("read"),
 )
-def get_sweep(
-    sweep_id: SweepId, s: SessionDep, db: DatabaseDep, settings: SettingsDep
-) -> schemas.SweepPublic:
-    return queries.get_sweep(s, db.url, sweep_id, settings.optuna_dashboard_url)
+async def get_sweep(
+    sweep_id: SweepId,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    shared: SharedReadsDep,
+    who: PrincipalDep,
+) -> Response:
+    dashboard = settings.optuna_dashboard_url
+
+    def read() -> schemas.SweepPublic:
+        return db.loop_read(lambda c: queries.get_sweep(c, sweep_id, dashboard))
+
+    return await shared_json(shared, ("sweep", who.name, sweep_id), read)
 
 
 @router.get(
@@ -91,8 +110,14 @@ def get_sweep(
     responses=responses(404, 422),
     **access("read"),
 )
-def sweep_trials(sweep_id: SweepId, s: SessionDep, db: DatabaseDep) -> list[schemas.TrialPublic]:
-    return queries.trials(s, db.url, sweep_id)
+async def sweep_trials(
+    sweep_id: SweepId, db: DatabaseDep, shared: SharedReadsDep, who: PrincipalDep
+) -> Response:
+    def read() -> bytes:
+        return TRIALS.dump_json(db.loop_read(lambda c: queries.trials(c, sweep_id)))
+
+    body = await shared.read(("trials", who.name, sweep_id), read)
+    return Response(body, media_type=JSON)
 
 
 @router.get(
@@ -101,9 +126,9 @@ def sweep_trials(sweep_id: SweepId, s: SessionDep, db: DatabaseDep) -> list[sche
     responses=responses(404, 422),
     **access("read"),
 )
-def sweep_pareto(sweep_id: SweepId, s: SessionDep, db: DatabaseDep) -> schemas.SweepPareto:
+def sweep_pareto(sweep_id: SweepId, s: SessionDep) -> schemas.SweepPareto:
     """The sweep's non-dominated trials (as Optuna's ``study.best_trials``)."""
-    return queries.sweep_pareto(s, db.url, sweep_id)
+    return queries.sweep_pareto(s, sweep_id)
 
 
 @router.post(
@@ -119,7 +144,7 @@ def cancel_sweep(
     with db.session() as s:
         record(s, who, "sweep.cancel", f"sweep {sweep_id}")
     with db.session(readonly=True) as s:
-        return queries.get_sweep(s, db.url, sweep_id)
+        return queries.get_sweep(s, sweep_id)
 
 
 @router.delete(
