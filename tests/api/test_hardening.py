@@ -428,7 +428,9 @@ def test_auth_is_checked_before_the_body_is_read(tmp_path: Path) -> None:
         assert anonymous.get("/v1/health").status_code == 200
         assert anonymous.get("/openapi.json").status_code == 200  # documented as public
         spec = anonymous.get("/openapi.json").json()
-        assert "HTTPBearer" in spec["components"]["securitySchemes"]
+        assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+        assert spec["paths"]["/v1/jobs"]["post"]["security"] == [{"bearer": []}]
+        assert "security" not in spec["paths"]["/v1/health"]["get"]  # public
         assert "401" in spec["paths"]["/v1/jobs"]["post"]["responses"]
         anonymous.close()
     finally:
